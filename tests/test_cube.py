@@ -1,0 +1,41 @@
+"""The model builder reproduces timm's TinyNet-A..E from their (r, d, w)."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from tinyray.cube import TINYNETS, Candidate, build_model, stage_depths
+
+
+@pytest.mark.parametrize("name", sorted(TINYNETS))
+def test_builder_matches_timm_tinynets(space, name):
+    spec = TINYNETS[name]
+    ours = build_model(space, spec["r"], spec["d"], spec["w"], num_classes=1000)
+    theirs = timm.create_model(name, pretrained=False)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    # same layer shapes in the same order, not just the same total
+    assert [tuple(p.shape) for p in ours.parameters()] == [tuple(p.shape) for p in theirs.parameters()]
+    assert ours.pretrained_cfg["input_size"] == theirs.pretrained_cfg["input_size"]
+
+
+def test_depth_rounds_per_stage_with_at_least_one_block(space):
+    assert stage_depths(space, 1.0) == (1, 2, 2, 3, 3, 4, 1)
+    assert stage_depths(space, 0.25) == (1, 1, 1, 1, 1, 1, 1)
+    assert stage_depths(space, 1.2) == (1, 2, 2, 4, 4, 5, 1)
+
+
+def test_built_model_runs_at_its_resolution_and_options_apply(space):
+    model = build_model(space, 0.3, 0.4, 0.4, num_classes=7, drop_rate=0.2, bn_momentum=0.01).eval()
+    side = model.pretrained_cfg["input_size"][-1]
+    assert side == 67
+    assert model(torch.zeros(2, 3, side, side)).shape == (2, 7)
+    assert model.drop_rate == 0.2
+    assert model.bn1.momentum == 0.01
+    assert model.conv_stem.out_channels == 32  # the stem is fixed under width scaling
+    assert model.num_features == 1280  # the head never shrinks below the base
+
+
+def test_candidate_label():
+    assert Candidate(0.84, 1.1, 0.75).label == "r0.84-d1.10-w0.75"

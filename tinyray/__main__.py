@@ -1,0 +1,3 @@
+from tinyray.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,181 @@
+"""The ``tinyray`` command line: parse arguments, call one function, print the result.
+
+Every subcommand validates its input where it enters and turns a :class:`~tinyray.errors.UserError` into one
+line on stderr and exit status 2. Heavy libraries are imported inside the command functions so that
+``tinyray --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, Callable, NoReturn, Sequence
+
+from tinyray.errors import UserError
+
+EXAMPLES = {
+    "tinyray": """examples:
+  tinyray search --budget 200M                 # the whole search on this machine (local Ray, MLflow, built-in data)
+  tinyray flops --r 0.84 --d 1.1 --w 0.75      # TinyNet-B: resolution, FLOPs, parameters
+  tinyray train --r 0.5 --d 0.5 --w 0.5 --epochs 3""",
+    "flops": """example:
+  tinyray flops --r 0.86 --d 1.2 --w 1.0 --json   # TinyNet-A: 192 px, 336.9M FLOPs, 6.19M params""",
+    "train": """example:
+  tinyray train --r 0.5 --d 0.6 --w 0.5 --epochs 3              # built-in data, proxy recipe
+  tinyray train --r 0.86 --d 1.2 --w 1.0 --data ~/imagenet --recipe paper --epochs 350""",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and exit 2) like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+def _positive_float(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _int_at_least(name: str, low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _add_point(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--r", type=_positive_float("--r"), required=True, help="resolution multiplier (input side floor(224 r))")
+    parser.add_argument("--d", type=_positive_float("--d"), required=True, help="depth multiplier (blocks per stage)")
+    parser.add_argument("--w", type=_positive_float("--w"), required=True, help="width multiplier (channels)")
+    parser.add_argument("--space", default=None, help="search space: a name in search_spaces/ (default efficientnet_b0) or a YAML path")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``tinyray`` argument parser."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="tinyray",
+        description="Find the best tiny network for a compute budget (TinyNets' resolution/depth/width search).",
+        epilog=EXAMPLES["tinyray"],
+        formatter_class=fmt,
+    )
+    from tinyray import __version__
+
+    parser.add_argument("--version", action="version", version=f"tinyray {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    flops = sub.add_parser("flops", help="resolution, FLOPs and parameters of one (r, d, w)", epilog=EXAMPLES["flops"], formatter_class=fmt)
+    _add_point(flops)
+    flops.add_argument("--num-classes", type=_int_at_least("--num-classes", 1), default=1000, help="classifier outputs (default 1000, as the paper counts)")
+    flops.add_argument("--measure", action="store_true", help="also build the network and count it with torch's FLOP counter")
+    flops.add_argument("--json", action="store_true", help="print one JSON object")
+    flops.set_defaults(func=cmd_flops)
+
+    train = sub.add_parser("train", help="train one (r, d, w) candidate and print its top-1", epilog=EXAMPLES["train"], formatter_class=fmt)
+    _add_point(train)
+    train.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=3, help="epochs to train (default 3)")
+    train.add_argument("--data", default=None, help="'synthetic' (default: built-in data, generated on the spot) or a folder with train/ and val/ class subfolders")
+    train.add_argument("--recipe", choices=("proxy", "paper"), default=None, help="training recipe (default: proxy on built-in data, paper on folders)")
+    train.add_argument("--batch-size", type=_int_at_least("--batch-size", 1), default=None, help="batch size (default: the recipe's)")
+    train.add_argument("--seed", type=_int_at_least("--seed", 0), default=0, help="random seed (default 0)")
+    train.add_argument("--threads", type=_int_at_least("--threads", 1), default=None, help="torch CPU threads (default: torch's choice)")
+    train.add_argument("--json", action="store_true", help="print one JSON object")
+    train.set_defaults(func=cmd_train)
+    return parser
+
+
+def cmd_flops(args: argparse.Namespace) -> int:
+    from tinyray.cost import analytic_cost, format_flops, measured_cost
+    from tinyray.space import load_space
+
+    space = load_space(args.space)
+    space.check_point(args.r, args.d, args.w)
+    cost = analytic_cost(space, args.r, args.d, args.w, args.num_classes)
+    out: dict[str, Any] = {"space": space.name, "r": args.r, "d": args.d, "w": args.w, **cost.as_dict()}
+    if args.measure:
+        measured = measured_cost(space, args.r, args.d, args.w, args.num_classes)
+        out["measured_flops"], out["measured_params"] = measured.flops, measured.params
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"r={args.r:g} d={args.d:g} w={args.w:g}  resolution {cost.resolution}px  "
+              f"FLOPs {format_flops(cost.flops)}  params {cost.params / 1e6:.3f}M")
+        if args.measure:
+            print(f"measured by torch: FLOPs {format_flops(out['measured_flops'])}  params {out['measured_params'] / 1e6:.3f}M")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tinyray.cost import analytic_cost, format_flops
+    from tinyray.data import load_data
+    from tinyray.space import load_space
+    from tinyray.train import train_candidate
+
+    space = load_space(args.space)
+    space.check_point(args.r, args.d, args.w)
+    data = load_data(args.data)
+    recipe = args.recipe or data.default_recipe
+    cost = analytic_cost(space, args.r, args.d, args.w, data.num_classes)
+
+    def report(epoch: Any) -> None:
+        if not args.json:
+            print(f"epoch {epoch.epoch}/{args.epochs}  top1 {epoch.top1:.4f}  val_loss {epoch.val_loss:.4f}  "
+                  f"{epoch.images_per_second:.0f} img/s", file=sys.stderr, flush=True)
+
+    result = train_candidate(
+        space, args.r, args.d, args.w, data,
+        epochs=args.epochs, recipe=recipe, seed=args.seed, batch_size=args.batch_size,
+        threads=args.threads, callback=report,
+    )
+    out = {
+        "space": space.name, "r": args.r, "d": args.d, "w": args.w, **cost.as_dict(),
+        "train_resolution": result.resolution, "data": data.name, "recipe": recipe,
+        "epochs": result.epochs_trained, "top1": result.top1, "best_top1": result.best_top1,
+        "train_seconds": round(result.train_seconds, 2),
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{data.name}: top1 {result.top1:.4f} after {result.epochs_trained} epochs "
+              f"(trained at {result.resolution}px; deploys at {cost.resolution}px, "
+              f"{format_flops(cost.flops)} FLOPs, {cost.params / 1e6:.3f}M params)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tinyray`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"tinyray {args.command}: error: {exc}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        print(f"tinyray {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
