@@ -1,0 +1,364 @@
+"""Tests of tinyray.searcher: the NSGA-III and random cores driven without Ray, and the Tune adapter."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinyray.cost import analytic_cost
+from tinyray.cube import Candidate
+from tinyray.errors import UserError
+from tinyray.searcher import (
+    FAILED_TOP1,
+    STATE_VERSION,
+    NSGA3Core,
+    RandomCore,
+    classify_result,
+    make_core,
+    make_tune_searcher,
+    read_state,
+    write_state,
+)
+from tinyray.space import load_space
+
+BUDGET = 100_000_000
+POP = 8
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("efficientnet_b0")
+
+
+def synthetic_top1(candidate: Candidate) -> float:
+    """Smooth stand-in for training: accuracy grows with size and is best at balanced ratios r : d : w."""
+    r, d, w = candidate.r, candidate.d, candidate.w
+    size = 0.85 - 0.5 * math.exp(-3.0 * r * math.sqrt(d) * w)
+    shape = 0.4 * math.log(r / (0.8 * d)) ** 2 + 0.2 * math.log(w / r) ** 2
+    return min(1.0, max(0.0, size - shape))
+
+
+def run_generation(core, prefix: str, outcome=None) -> list[tuple[str, Candidate]]:
+    """Ask until the core waits, then tell every trial; ``outcome(i, candidate) -> (top1, status)``."""
+    handed = []
+    while True:
+        trial_id = f"{prefix}-{len(handed)}"
+        candidate = core.ask(trial_id)
+        if candidate is None:
+            break
+        handed.append((trial_id, candidate))
+    assert handed, "a new generation must hand out candidates"
+    for i, (trial_id, candidate) in enumerate(handed):
+        top1, status = outcome(i, candidate) if outcome else (synthetic_top1(candidate), "completed")
+        core.tell(trial_id, top1, status)
+    return handed
+
+
+def hypervolume(records, base_flops: int) -> float:
+    from pymoo.indicators.hv import HV
+
+    objectives = np.array([[-rec.top1, rec.flops / base_flops] for rec in records if rec.is_final])
+    return float(HV(ref_point=np.array([0.0, 0.3]))(objectives))
+
+
+def in_band(space, candidate: Candidate, floor: int, budget: int) -> bool:
+    flops = analytic_cost(space, candidate.r, candidate.d, candidate.w).flops
+    return floor <= flops <= budget
+
+
+# --------------------------------------------------------------------------------------------------------------
+# NSGA-III
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_nsga3_stays_in_band_never_repeats_a_network_and_improves(space):
+    core = make_core("nsga3", space, BUDGET, pop_size=12, seed=0)
+    assert core.band.floor == BUDGET // 16
+    handed = []
+    for generation in range(8):
+        handed += run_generation(core, f"g{generation}")
+        assert core.generation == generation + 1
+    assert all(in_band(space, candidate, BUDGET // 16, BUDGET) for _, candidate in handed)
+    networks = {core.band.network_key((c.r, c.d, c.w)) for _, c in handed}
+    assert len(networks) == len(handed)
+    assert len(core.records) == len(handed) and all(rec.is_final for rec in core.records)
+
+    first = [rec for rec in core.records if rec.generation == 0]
+    last = [rec for rec in core.records if rec.generation == 7]
+    assert hypervolume(core.parents(), core.base_flops) > hypervolume(first, core.base_flops) + 0.01
+    assert hypervolume(last, core.base_flops) > hypervolume(first, core.base_flops)
+
+
+def test_ask_waits_while_a_generation_is_pending(space):
+    core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=1)
+    handed = [(f"t{i}", core.ask(f"t{i}")) for i in range(POP)]
+    assert all(candidate is not None for _, candidate in handed)
+    assert core.ask("t-extra") is None
+    assert core.ask("t0") == handed[0][1]  # asking again for a pending trial returns its candidate
+    for trial_id, candidate in handed[:-1]:
+        core.tell(trial_id, synthetic_top1(candidate), "completed")
+        assert core.ask("t-extra") is None
+    assert core.generation == 0 and list(core.pending) == [handed[-1][0]]
+    core.tell(handed[-1][0], synthetic_top1(handed[-1][1]), "completed")
+    assert core.generation == 1
+    assert core.ask("t-next") is not None
+
+
+def test_nsga3_is_deterministic_for_a_seed(space):
+    def suggestions(seed: int) -> list[Candidate]:
+        core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=seed)
+        return [candidate for g in range(3) for _, candidate in run_generation(core, f"g{g}")]
+
+    assert suggestions(3) == suggestions(3)
+    assert suggestions(3) != suggestions(4)
+
+
+def test_save_restore_continues_like_an_uninterrupted_run(space):
+    def outcome(i, candidate):
+        return (synthetic_top1(candidate), "completed") if i % 4 else (synthetic_top1(candidate) * 0.5, "stopped")
+
+    core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=5)
+    for generation in range(2):
+        run_generation(core, f"g{generation}", outcome)
+    # Interrupt mid-generation: three told, two pending, the rest not handed out yet.
+    handed = [(f"g2-{i}", core.ask(f"g2-{i}")) for i in range(5)]
+    for i, (trial_id, candidate) in enumerate(handed[:3]):
+        core.tell(trial_id, *outcome(i, candidate))
+
+    state = json.loads(json.dumps(core.state_dict()))
+    assert state["version"] == STATE_VERSION and state["generation"] == 2
+    assert sorted(p["trial_id"] for p in state["pending"]) == ["g2-3", "g2-4"]
+    restored = make_core("nsga3", space, BUDGET, pop_size=POP, seed=5)
+    restored.load_state_dict(state)
+    assert restored.records == core.records and restored.pending == core.pending
+    assert restored.state_dict() == state
+
+    def finish(target) -> list[Candidate]:
+        for i, (trial_id, candidate) in enumerate(handed[3:], start=3):
+            target.tell(trial_id, *outcome(i, candidate))
+        rest = []
+        while (candidate := target.ask(f"g2-{5 + len(rest)}")) is not None:
+            rest.append(candidate)
+        for i, candidate in enumerate(rest, start=5):
+            target.tell(f"g2-{i}", *outcome(i, candidate))
+        later = [c for g in range(3, 5) for _, c in run_generation(target, f"g{g}", outcome)]
+        return rest + later
+
+    assert finish(restored) == finish(core)
+    assert restored.records == core.records
+
+
+def test_restore_rejects_other_options_and_other_versions(space):
+    core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=0)
+    run_generation(core, "g0")
+    state = core.state_dict()
+    with pytest.raises(UserError, match="seed"):
+        make_core("nsga3", space, BUDGET, pop_size=POP, seed=1).load_state_dict(state)
+    with pytest.raises(UserError, match="version"):
+        make_core("nsga3", space, BUDGET, pop_size=POP, seed=0).load_state_dict({**state, "version": 99})
+    with pytest.raises(UserError, match="strategy"):
+        make_core("random", space, BUDGET, seed=0).load_state_dict(state)
+
+
+def test_stopped_and_failed_trials_complete_the_generation_but_are_never_final(space):
+    core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=2)
+
+    def outcome(i, candidate):
+        if i == 0:
+            return None, "failed"
+        if i == 1:
+            return 0.4, "stopped"
+        return synthetic_top1(candidate), "completed"
+
+    for generation in range(3):
+        run_generation(core, f"g{generation}", outcome)
+    assert core.generation == 3
+    statuses = [rec.status for rec in core.records]
+    assert statuses.count("failed") == 3 and statuses.count("stopped") == 3
+    completed = [rec for rec in core.records if rec.is_final]
+    stopped = [rec for rec in core.records if rec.status == "stopped"]
+    failed = [rec for rec in core.records if rec.status == "failed"]
+    assert all(rec.top1 is None and rec.effective_top1 == FAILED_TOP1 for rec in failed)
+    assert max(rec.effective_top1 for rec in stopped) < min(rec.top1 for rec in completed)
+    assert min(rec.effective_top1 for rec in stopped) > FAILED_TOP1
+    parents = core.parents()
+    assert len(parents) == POP and not any(rec.status == "failed" for rec in parents)
+
+    # A trial reporting no usable accuracy counts as failed; unknown trials are ignored.
+    candidate = core.ask("nan")
+    core.tell("nan", float("nan"), "completed")
+    core.tell("never-asked", 0.5, "completed")
+    assert core.records[-1].trial_id == "nan" and core.records[-1].status == "failed"
+    assert core.records[-1].candidate == candidate
+    with pytest.raises(ValueError, match="fraction"):
+        core.tell(core_next_trial(core), 75.0, "completed")
+
+
+def core_next_trial(core) -> str:
+    trial_id = f"next-{len(core.records)}"
+    assert core.ask(trial_id) is not None
+    return trial_id
+
+
+def test_repair_moves_offspring_into_a_narrow_band(space):
+    # A band a quarter of an octave wide: most crossover/mutation children land outside and are repaired.
+    core = make_core("nsga3", space, 60_000_000, floor=45_000_000, pop_size=POP, seed=0)
+    handed = [c for g in range(3) for _, c in run_generation(core, f"g{g}")]
+    assert all(in_band(space, c, 45_000_000, 60_000_000) for c in handed)
+    # Repair scales r, d, w together towards the band edge it crossed.
+    shrunk = core.band.project(np.array([1.0, 1.25, 1.0]))
+    grown = core.band.project(np.array([0.25, 0.25, 0.25]))
+    assert in_band(space, Candidate(*shrunk), 45_000_000, 60_000_000)
+    assert in_band(space, Candidate(*grown), 45_000_000, 60_000_000)
+    assert core.band.flops(shrunk) > core.band.flops(grown)
+
+
+def test_pickled_core_is_its_state(space):
+    core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=0)
+    run_generation(core, "g0")
+    core.ask("pending")
+    clone = pickle.loads(pickle.dumps(core))
+    assert clone.records == core.records and clone.pending == core.pending
+    assert run_generation(clone, "x") == run_generation(core, "x")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Random search and the factory
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_random_core_samples_the_band_and_resumes(space):
+    core = make_core("random", space, BUDGET, floor=20_000_000, seed=0)
+    assert isinstance(core, RandomCore)
+    handed = [core.ask(f"t{i}") for i in range(60)]
+    assert all(in_band(space, c, 20_000_000, BUDGET) for c in handed)
+    assert len({core.band.network_key((c.r, c.d, c.w)) for c in handed}) == len(handed)
+    for i, candidate in enumerate(handed[:50]):
+        core.tell(f"t{i}", synthetic_top1(candidate), "completed" if i % 5 else "stopped")
+
+    restored = make_core("random", space, BUDGET, floor=20_000_000, seed=0)
+    restored.load_state_dict(json.loads(json.dumps(core.state_dict())))
+    assert restored.records == core.records and restored.pending == core.pending
+    assert [restored.ask(f"u{i}") for i in range(10)] == [core.ask(f"u{i}") for i in range(10)]
+    # uniform: the draws cover the cube's r range rather than clustering
+    rs = np.array([c.r for c in handed])
+    assert rs.min() < 0.45 and rs.max() > 0.8
+
+
+def test_make_core_validates_names_and_budgets(space, caplog):
+    with pytest.raises(UserError, match="unknown searcher 'bayes'"):
+        make_core("bayes", space, BUDGET)
+    with pytest.raises(UserError, match="below the smallest network .* r=0.25 d=0.25 w=0.25"):
+        make_core("nsga3", space, 1_000_000)
+    with pytest.raises(UserError, match="floor .* above the budget"):
+        make_core("random", space, BUDGET, floor=2 * BUDGET)
+    with pytest.raises(UserError, match="above the largest network"):
+        make_core("random", space, 10**12, floor=10**11)
+    with pytest.raises(UserError, match="pop-size"):
+        make_core("nsga3", space, BUDGET, pop_size=2)
+    with pytest.raises(UserError, match="seed"):
+        make_core("random", space, BUDGET, seed=-1)
+    with caplog.at_level(logging.WARNING, logger="tinyray.searcher"):
+        core = make_core("NSGA3", space, 10**12, pop_size=POP)
+    assert "not binding" in caplog.text
+    assert core.band.budget == core.band.max_flops and core.band.floor == core.band.max_flops // 16
+    assert all(message.count("\n") == 0 for message in caplog.messages)
+
+
+def test_custom_flops_fn_is_used_for_the_band(space):
+    def toy_flops(r: float, d: float, w: float) -> int:
+        return int(1e8 * r * r * d * w * w)
+
+    core = make_core("random", space, 10_000_000, floor=1_000_000, seed=0, flops_fn=toy_flops)
+    for i in range(20):
+        c = core.ask(str(i))
+        assert 1_000_000 <= toy_flops(c.r, c.d, c.w) <= 10_000_000
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Ray Tune adapter
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_importing_the_searcher_imports_neither_ray_nor_pymoo():
+    code = "import sys, tinyray.searcher; print(sorted(m for m in ('ray', 'pymoo') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_classify_result():
+    assert classify_result({"top1": 0.7, "training_iteration": 30}, error=False, metric="top1", max_epochs=30) == (
+        0.7,
+        "completed",
+    )
+    assert classify_result({"top1": 0.3, "training_iteration": 3}, error=False, metric="top1", max_epochs=30) == (
+        0.3,
+        "stopped",
+    )
+    assert classify_result({"top1": 0.7, "training_iteration": 30}, error=True, metric="top1", max_epochs=30) == (
+        None,
+        "failed",
+    )
+    assert classify_result(None, error=False, metric="top1", max_epochs=30) == (None, "failed")
+    assert classify_result({"loss": 1.0}, error=False, metric="top1", max_epochs=30) == (None, "failed")
+
+
+def test_tune_adapter_suggests_saves_and_restores(space, tmp_path):
+    from ray.tune.search import Searcher
+
+    from tinyray.searcher import TinySearcher
+
+    def new_searcher():
+        return make_tune_searcher(make_core("nsga3", space, BUDGET, pop_size=4, seed=0), max_epochs=10)
+
+    searcher = new_searcher()
+    assert isinstance(searcher, Searcher) and isinstance(searcher, TinySearcher)
+    assert isinstance(searcher.core, NSGA3Core)
+    assert searcher.set_search_properties("top1", "max", {"epochs": 10}) is True
+    with pytest.raises(UserError, match="mode 'max'"):
+        searcher.set_search_properties("loss", "min", {})
+
+    configs = {f"trial_{i}": searcher.suggest(f"trial_{i}") for i in range(4)}
+    assert all(set(config) == {"r", "d", "w"} for config in configs.values())
+    assert searcher.suggest("trial_4") is None
+    searcher.on_trial_complete("trial_0", {"top1": 0.6, "training_iteration": 10})
+    searcher.on_trial_complete("trial_1", {"top1": 0.2, "training_iteration": 2})
+    searcher.on_trial_complete("trial_2", None, error=True)
+    assert [rec.status for rec in searcher.core.records] == ["completed", "stopped", "failed"]
+
+    path = tmp_path / "state.json"
+    searcher.save(str(path))
+    assert read_state(path)["core"]["version"] == STATE_VERSION
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary file left behind
+    searcher.save_to_dir(str(tmp_path / "experiment"))  # what Tune calls, and restores from on resume
+    restored = new_searcher()
+    restored.restore_from_dir(str(tmp_path / "experiment"))
+    assert restored.core.records == searcher.core.records
+
+    for target in (searcher, restored):
+        target.on_trial_complete("trial_3", {"top1": 0.5, "training_iteration": 10})
+    assert [restored.suggest(f"n{i}") for i in range(5)] == [searcher.suggest(f"n{i}") for i in range(5)]
+
+    from ray.tune.search import ConcurrencyLimiter
+
+    limited = ConcurrencyLimiter(new_searcher(), max_concurrent=2)
+    assert [limited.suggest(f"c{i}") is not None for i in range(3)] == [True, True, False]
+
+    import ray.cloudpickle
+
+    clone = ray.cloudpickle.loads(ray.cloudpickle.dumps(searcher))
+    assert clone.core.records == searcher.core.records and clone.max_epochs == 10
+
+    write_state(tmp_path / "bad.json", {"version": 7})
+    with pytest.raises(UserError, match="not a tinyray searcher state"):
+        new_searcher().restore(str(tmp_path / "bad.json"))
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(UserError, match="not valid JSON"):
+        new_searcher().restore(str(tmp_path / "broken.json"))

@@ -1,0 +1,683 @@
+"""Data: a built-in synthetic dataset that needs no download, and any ImageFolder dataset on disk.
+
+Both kinds sit behind one interface, :class:`Data`, which the trainer uses without knowing which it has:
+
+* ``synthetic`` (the default, for demos and tests): procedurally generated 64 x 64 RGB images, made with a seeded
+  numpy generator in a few seconds and cached as a ``.npz`` file. Each class is a pair (global shape, grating
+  orientation): the shape (disc, square, triangle, ring, cross) is low-frequency and survives downsampling; the
+  grating that fills it has a period of 2.5-6 px at 64 px, so it is lost when the image is shrunk. Accuracy
+  therefore rises with input resolution, and a small network still learns the shapes in one or two CPU epochs.
+* ``folder``: a folder with ``train/`` and ``val/`` subfolders of class folders, read by torchvision's
+  ``ImageFolder`` with timm's ImageNet transforms.
+
+Resolution. FLOPs and budgets always refer to the deployment resolution ``floor(224 r)``
+(:meth:`tinyray.space.SearchSpace.resolution`). Folder data trains at that resolution. The synthetic images are only
+64 px wide, so candidates train on them at the proxy resolution ``max(8, round(64 r))``
+(:func:`proxy_resolution`): the same relative scaling of the input, at a fraction of the cost.
+
+torch and torchvision are imported inside the functions that need them; this module is imported only to train.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from tinyray.errors import UserError
+from tinyray.space import SearchSpace
+
+if TYPE_CHECKING:
+    import torch
+
+#: Bump when the generator changes, so that cached files of the old generator are not reused.
+SYNTHETIC_VERSION = 1
+SYNTHETIC = "synthetic"
+FOLDER = "folder"
+DEFAULT_CACHE_DIR = Path("~/.cache/tinyray/data")
+CACHE_ENV = "TINYRAY_CACHE"
+
+SHAPES = ("disc", "square", "triangle", "ring", "cross")
+#: Grating orientations: the direction the stripes run in.
+ORIENTATIONS = ("horizontal", "vertical")
+MAX_SYNTHETIC_CLASSES = len(SHAPES) * len(ORIENTATIONS)
+
+#: ImageNet statistics, as timm's ``IMAGENET_DEFAULT_MEAN`` / ``IMAGENET_DEFAULT_STD``.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Image file suffixes ImageFolder accepts (torchvision's ``IMG_EXTENSIONS``).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What to load. Small and picklable: a Ray trial receives it and calls :func:`load_data` itself.
+
+    Attributes:
+        kind: ``"synthetic"`` (built in) or ``"folder"`` (an ImageFolder tree on disk).
+        path: root of the folder dataset (with ``train/`` and ``val/``); ``None`` for synthetic data.
+        num_classes: synthetic classes, 2..10 (shape x grating orientation).
+        train_size: synthetic training images (balanced over the classes).
+        val_size: synthetic validation images.
+        side: native side of the synthetic images in pixels.
+        seed: seed of the synthetic generator.
+        cache_dir: where the synthetic ``.npz`` is cached; ``None`` means ``$TINYRAY_CACHE`` or
+            ``~/.cache/tinyray/data``.
+    """
+
+    kind: str = SYNTHETIC
+    path: Path | None = None
+    num_classes: int = 10
+    train_size: int = 2400
+    val_size: int = 600
+    side: int = 64
+    seed: int = 0
+    cache_dir: Path | None = None
+
+
+def resolve_data(
+    spec: str | Path | DataSpec | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    num_classes: int = 10,
+    train_size: int = 2400,
+    val_size: int = 600,
+) -> DataSpec:
+    """Turn a user's ``--data`` value into a :class:`DataSpec`.
+
+    Args:
+        spec: ``None`` or ``"synthetic"`` for the built-in data, otherwise the path of an ImageFolder root. A
+            :class:`DataSpec` is returned unchanged.
+        cache_dir: cache folder of the synthetic data (default ``$TINYRAY_CACHE`` or ``~/.cache/tinyray/data``).
+        seed, num_classes, train_size, val_size: parameters of the synthetic data.
+
+    Raises:
+        UserError: for bad synthetic parameters or a path that does not exist.
+    """
+    if isinstance(spec, DataSpec):
+        return spec
+    if spec is None or str(spec) in ("", SYNTHETIC):
+        if not 2 <= num_classes <= MAX_SYNTHETIC_CLASSES:
+            raise UserError(f"synthetic data has 2 to {MAX_SYNTHETIC_CLASSES} classes, not {num_classes}: choose one in that range")
+        if train_size < num_classes or val_size < num_classes:
+            raise UserError(
+                f"synthetic data needs at least one image per class ({num_classes}) in each split,"
+                f" got train_size={train_size} and val_size={val_size}: raise them"
+            )
+        return DataSpec(
+            kind=SYNTHETIC,
+            num_classes=num_classes,
+            train_size=train_size,
+            val_size=val_size,
+            seed=seed,
+            cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else None,
+        )
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"data path {spec} does not exist: give a folder with train/ and val/ class folders, or 'synthetic'"
+        )
+    return DataSpec(kind=FOLDER, path=path.resolve())
+
+
+def proxy_resolution(r: float, side: int = 64) -> int:
+    """Input side in pixels at which a candidate trains on the synthetic data: ``max(8, round(side * r))``.
+
+    FLOPs and budgets still refer to the deployment resolution ``floor(224 r)``; this is only the training input.
+    """
+    return max(8, int(round(side * r)))
+
+
+def cache_dir(explicit: str | Path | None = None) -> Path:
+    """The synthetic-data cache folder: ``explicit``, else ``$TINYRAY_CACHE``, else ``~/.cache/tinyray/data``."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else DEFAULT_CACHE_DIR.expanduser()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The interface the trainer uses.
+
+
+class Data:
+    """A dataset ready to train on: class names and a way to iterate normalized batches at any resolution.
+
+    Attributes:
+        name: short name for logs and tracking (``synthetic-10c`` or the folder name).
+        description: one line for humans.
+        classes: class names; label ``i`` is ``classes[i]``.
+        spec: the :class:`DataSpec` this was loaded from.
+    """
+
+    name: str
+    description: str
+    classes: tuple[str, ...]
+    spec: DataSpec
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def train_resolution(self, space: SearchSpace, r: float) -> int:
+        """Input side in pixels at which a candidate of resolution multiplier ``r`` trains."""
+        raise NotImplementedError
+
+    def loaders(
+        self, resolution: int, batch_size: int, seed: int, workers: int = 0
+    ) -> tuple["Batches", Iterable[tuple["torch.Tensor", "torch.Tensor"]]]:
+        """Training and validation batches at ``resolution`` pixels.
+
+        Args:
+            resolution: input side in pixels.
+            batch_size: images per batch.
+            seed: seeds the training order (and, for folder data, nothing else: augmentation draws from torch's
+                global generator, which the trainer seeds).
+            workers: DataLoader worker processes (folder data only; synthetic data is iterated in memory).
+
+        Returns:
+            ``(train, val)``. ``train`` yields ``(images, labels)`` with images ``B x 3 x resolution x resolution``
+            float32 (normalized) and labels ``B`` int64, incomplete last batch dropped; call
+            ``train.set_epoch(e)`` before each epoch for its order. ``val`` yields every image once, in order.
+        """
+        raise NotImplementedError
+
+
+class Batches:
+    """Training batches whose order depends only on ``(seed, epoch)``, so a resumed run sees the same order."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffling of epoch ``epoch`` (0-based)."""
+        self.epoch = epoch
+
+    def _generator(self) -> "torch.Generator":
+        import torch
+
+        generator = torch.Generator()
+        generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return generator
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
+        raise NotImplementedError
+
+
+def load_data(spec: DataSpec | str | Path | None = None) -> Data:
+    """Load the dataset ``spec`` describes (see :func:`resolve_data`); cheap after the first call.
+
+    Raises:
+        UserError: for a folder that is not a readable ImageFolder tree.
+    """
+    spec = resolve_data(spec)
+    if spec.kind == SYNTHETIC:
+        return SyntheticData(spec)
+    if spec.kind == FOLDER:
+        return FolderData(spec)
+    raise UserError(f"unknown data kind {spec.kind!r}: use {SYNTHETIC!r} or {FOLDER!r}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Synthetic data.
+
+
+def synthetic_classes(num_classes: int = 10) -> tuple[str, ...]:
+    """Names of the synthetic classes: label ``k`` is shape ``k // 2`` with grating orientation ``k % 2``."""
+    return tuple(f"{SHAPES[k // len(ORIENTATIONS)]}-{ORIENTATIONS[k % len(ORIENTATIONS)]}" for k in range(num_classes))
+
+
+def generate_synthetic(
+    count: int, *, num_classes: int = 10, side: int = 64, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``count`` synthetic images, the classes balanced (counts differ by at most one) and shuffled.
+
+    Each image: a noisy background with a colour gradient; one large shape (radius 20-36% of the side, random
+    position and rotation) filled with a two-colour grating whose stripes run horizontally or vertically
+    (+-15 degrees) with a period of 2.5-6 px at 64 px; a small untextured distractor blob; pixel noise.
+
+    Args:
+        count: number of images.
+        num_classes: 2..10.
+        side: image side in pixels; the grating period and all sizes scale with it.
+        seed: generator seed; the same arguments give identical arrays.
+
+    Returns:
+        ``(images, labels)``: ``count x 3 x side x side`` uint8 and ``count`` int64 in ``[0, num_classes)``.
+    """
+    rng = np.random.default_rng([SYNTHETIC_VERSION, seed, count, num_classes, side])
+    labels = rng.permutation(np.arange(count) % num_classes).astype(np.int64)
+    images = np.empty((count, 3, side, side), dtype=np.uint8)
+    scale = side / 64.0
+    coords = (np.arange(side, dtype=np.float32) + 0.5)
+    y, x = np.meshgrid(coords, coords, indexing="ij")
+    for index, label in enumerate(labels):
+        images[index] = _draw(rng, int(label), x, y, side, scale)
+    return images, labels
+
+
+def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, side: int, scale: float) -> np.ndarray:
+    shape = SHAPES[label // len(ORIENTATIONS)]
+    orientation = label % len(ORIENTATIONS)
+
+    # Background: a dark or light colour with a gentle gradient; the object takes the other side of mid-grey, so
+    # that its silhouette (the shape) stays visible at any resolution.
+    light_background = rng.random() < 0.5
+    background_level = rng.uniform(0.6, 0.85) if light_background else rng.uniform(0.15, 0.4)
+    background = background_level + rng.uniform(-0.12, 0.12, size=3)
+    gradient = rng.normal(0.0, 0.1, size=2) / side
+    image = background[:, None, None] + (gradient[0] * (x - side / 2) + gradient[1] * (y - side / 2))[None]
+
+    # The object: shape mask in its own rotated, radius-normalised frame.
+    radius = rng.uniform(0.2, 0.36) * side
+    cx, cy = rng.uniform(radius * 0.9, side - radius * 0.9, size=2)
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    u = ((x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)) / radius
+    v = (-(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)) / radius
+    mask = _shape_mask(shape, u, v)
+
+    # The texture: stripes running horizontally (wave along y) or vertically (wave along x), jittered.
+    direction = (np.pi / 2 if orientation == 0 else 0.0) + rng.uniform(-np.pi / 12, np.pi / 12)
+    period = rng.uniform(2.5, 6.0) * scale
+    phase = rng.uniform(0.0, 2.0 * np.pi)
+    wave = np.sin(2.0 * np.pi * (x * np.cos(direction) + y * np.sin(direction)) / period + phase)
+    object_level = rng.uniform(0.2, 0.4) if light_background else rng.uniform(0.6, 0.8)
+    object_colour = object_level + rng.uniform(-0.15, 0.15, size=3)
+    contrast = rng.uniform(0.15, 0.3) * (1.0 + rng.uniform(-0.3, 0.3, size=3))
+    texture = object_colour[:, None, None] + contrast[:, None, None] * wave[None]
+    image = np.where(mask[None], texture, image)
+
+    # A distractor: a small solid ellipse of a random colour, anywhere (it may overlap the object).
+    dx, dy = rng.uniform(0, side, size=2)
+    a, b = rng.uniform(0.05, 0.12, size=2) * side
+    blob = ((x - dx) / a) ** 2 + ((y - dy) / b) ** 2 <= 1.0
+    image = np.where(blob[None], rng.uniform(0.0, 1.0, size=3)[:, None, None], image)
+
+    image = image + rng.normal(0.0, rng.uniform(0.02, 0.08), size=image.shape)
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    radial = np.sqrt(u * u + v * v)
+    if shape == "disc":
+        return radial <= 1.0
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.8
+    if shape == "triangle":  # equilateral, vertices on the unit circle
+        return (v >= -0.5) & (v <= 1.0 - np.sqrt(3.0) * np.abs(u))
+    if shape == "ring":
+        return (radial <= 1.0) & (radial >= 0.55)
+    if shape == "cross":
+        return ((np.abs(u) <= 0.3) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= 0.3) & (np.abs(u) <= 1.0))
+    raise AssertionError(f"unknown shape {shape}")
+
+
+def synthetic_cache_path(spec: DataSpec) -> Path:
+    """Cache file of the synthetic data ``spec``, named by the generator version and every parameter."""
+    key = {
+        "version": SYNTHETIC_VERSION,
+        "num_classes": spec.num_classes,
+        "train_size": spec.train_size,
+        "val_size": spec.val_size,
+        "side": spec.side,
+        "seed": spec.seed,
+    }
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    name = (
+        f"synthetic-v{SYNTHETIC_VERSION}-c{spec.num_classes}-n{spec.train_size}+{spec.val_size}"
+        f"-s{spec.side}-seed{spec.seed}-{digest}.npz"
+    )
+    return cache_dir(spec.cache_dir) / name
+
+
+def synthetic_arrays(spec: DataSpec) -> dict[str, np.ndarray]:
+    """The synthetic arrays of ``spec``, from the cache, or generated and cached (written atomically).
+
+    Returns:
+        ``train_images`` / ``val_images`` (``N x 3 x side x side`` uint8) and ``train_labels`` / ``val_labels``
+        (``N`` int64).
+    """
+    path = synthetic_cache_path(spec)
+    if path.is_file():
+        try:
+            with np.load(path) as stored:
+                return {key: stored[key] for key in ("train_images", "train_labels", "val_images", "val_labels")}
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file is regenerated and replaced below
+    # Distinct seeds per split so that the validation images are not a prefix of the training images.
+    train_images, train_labels = generate_synthetic(
+        spec.train_size, num_classes=spec.num_classes, side=spec.side, seed=2 * spec.seed
+    )
+    val_images, val_labels = generate_synthetic(
+        spec.val_size, num_classes=spec.num_classes, side=spec.side, seed=2 * spec.seed + 1
+    )
+    arrays = {
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "val_images": val_images,
+        "val_labels": val_labels,
+    }
+    _write_atomically(path, arrays)
+    return arrays
+
+
+def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the synthetic data cache in {path.parent}: {exc.strerror};"
+            f" set {CACHE_ENV} to a writable folder"
+        )
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(temporary, path)  # concurrent trials may race here; each writes identical content
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+class SyntheticData(Data):
+    """The built-in synthetic dataset, held in memory (uint8) and resized once per resolution."""
+
+    def __init__(self, spec: DataSpec) -> None:
+        self.spec = spec
+        self.classes = synthetic_classes(spec.num_classes)
+        self.name = f"synthetic-{spec.num_classes}c"
+        self.description = (
+            f"built-in synthetic shapes x gratings, {spec.num_classes} classes, {spec.train_size} train /"
+            f" {spec.val_size} val images of {spec.side} px (seed {spec.seed})"
+        )
+        self.arrays = synthetic_arrays(spec)
+        images = self.arrays["train_images"].astype(np.float64) / 255.0
+        # Per-channel statistics of the training split, for normalization.
+        self.mean = tuple(float(m) for m in images.mean(axis=(0, 2, 3)))
+        self.std = tuple(float(s) for s in images.std(axis=(0, 2, 3)))
+        self._resized: dict[tuple[str, int], "torch.Tensor"] = {}
+
+    def train_resolution(self, space: SearchSpace, r: float) -> int:
+        return proxy_resolution(r, self.spec.side)
+
+    def tensors(self, split: str, resolution: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """All images of ``split`` (``"train"`` or ``"val"``) at ``resolution`` px, normalized.
+
+        Returns:
+            ``N x 3 x resolution x resolution`` float32 and ``N`` int64 labels.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        key = (split, resolution)
+        if key not in self._resized:
+            # Keep only the current resolution: a trial trains at one resolution, and 64 px floats take ~50 MB.
+            self._resized = {k: v for k, v in self._resized.items() if k[1] == resolution}
+            images = torch.from_numpy(self.arrays[f"{split}_images"]).float().div_(255.0)
+            if resolution != self.spec.side:
+                images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+            mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+            std = torch.tensor(self.std).view(1, 3, 1, 1)
+            self._resized[key] = ((images - mean) / std).contiguous()
+        return self._resized[key], torch.from_numpy(self.arrays[f"{split}_labels"])
+
+    def loaders(
+        self, resolution: int, batch_size: int, seed: int, workers: int = 0
+    ) -> tuple[Batches, Iterable[tuple["torch.Tensor", "torch.Tensor"]]]:
+        if resolution < 1 or batch_size < 1:
+            raise UserError(f"resolution ({resolution}) and batch size ({batch_size}) must be positive")
+        train_images, train_labels = self.tensors("train", resolution)
+        val_images, val_labels = self.tensors("val", resolution)
+        train = _TensorBatches(train_images, train_labels, batch_size, seed, shuffle=True)
+        val = _TensorBatches(val_images, val_labels, batch_size, seed, shuffle=False)
+        return train, val
+
+
+class _TensorBatches(Batches):
+    """Batches of in-memory tensors; training batches are shuffled and randomly flipped left-right."""
+
+    def __init__(self, images: "torch.Tensor", labels: "torch.Tensor", batch_size: int, seed: int, shuffle: bool) -> None:
+        super().__init__(seed)
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        count = len(self.labels)
+        if self.shuffle:
+            return max(1, count // self.batch_size)
+        return -(-count // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
+        import torch
+
+        count = len(self.labels)
+        if not self.shuffle:
+            for start in range(0, count, self.batch_size):
+                yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
+            return
+        generator = self._generator()
+        order = torch.randperm(count, generator=generator)
+        # A left-right flip keeps every class (shapes are randomly rotated, stripes stay horizontal/vertical).
+        flips = torch.rand(count, generator=generator) < 0.5
+        batch = min(self.batch_size, count)
+        for start in range(0, len(self) * batch, batch):
+            index = order[start : start + batch]
+            images = self.images[index]
+            flip = flips[index]
+            images[flip] = images[flip].flip(-1)
+            yield images, self.labels[index]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ImageFolder data.
+
+
+class FolderData(Data):
+    """An ImageFolder dataset: ``root/train/<class>/*.jpg`` and ``root/val/<class>/*.jpg``.
+
+    The tree is checked when loaded: both splits exist, have the same class folders, every class folder holds
+    at least one image, and the first image of every class opens.
+    """
+
+    def __init__(self, spec: DataSpec) -> None:
+        assert spec.path is not None
+        self.spec = spec
+        root = Path(spec.path)
+        self.root = root
+        self.classes = check_image_folder(root)
+        self.name = root.name
+        self.description = f"ImageFolder {root} ({len(self.classes)} classes)"
+
+    def train_resolution(self, space: SearchSpace, r: float) -> int:
+        return space.resolution(r)
+
+    def loaders(
+        self, resolution: int, batch_size: int, seed: int, workers: int = 0
+    ) -> tuple[Batches, Iterable[tuple["torch.Tensor", "torch.Tensor"]]]:
+        from torchvision.datasets import ImageFolder
+
+        if resolution < 1 or batch_size < 1:
+            raise UserError(f"resolution ({resolution}) and batch size ({batch_size}) must be positive")
+        train_transform, val_transform = folder_transforms(resolution)
+        train_set = ImageFolder(str(self.root / "train"), transform=train_transform, loader=open_image)
+        val_set = ImageFolder(str(self.root / "val"), transform=val_transform, loader=open_image)
+        train = _FolderBatches(train_set, batch_size, seed, workers, shuffle=True)
+        val = _FolderBatches(val_set, batch_size, seed, workers, shuffle=False)
+        return train, val
+
+
+def folder_transforms(resolution: int) -> tuple[Any, Any]:
+    """timm's ImageNet transforms at ``resolution`` px.
+
+    Returns:
+        ``(train, val)``: RandomResizedCrop + horizontal flip, and Resize(resolution / 0.875) + CenterCrop; both
+        end with ToTensor and ImageNet mean/std normalization.
+    """
+    from torchvision import transforms
+
+    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    bicubic = transforms.InterpolationMode.BICUBIC
+    train = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(resolution, interpolation=bicubic),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize,
+        ]
+    )
+    val = transforms.Compose(
+        [
+            transforms.Resize(int(round(resolution / 0.875)), interpolation=bicubic),
+            transforms.CenterCrop(resolution),
+            transforms.ToTensor(),
+            normalize,
+        ]
+    )
+    return train, val
+
+
+def open_image(path: str) -> Any:
+    """Open an image file as RGB, or raise :class:`UserError` naming the file."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as stream:
+            image = Image.open(stream)
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UserError(f"cannot read image {path} ({exc}): replace or delete the file")
+
+
+def check_image_folder(root: Path) -> tuple[str, ...]:
+    """Check an ImageFolder tree and return its class names (sorted, as ImageFolder labels them).
+
+    Raises:
+        UserError: a missing root, ``train/`` or ``val/``; no class folders; different classes in the two
+            splits; a class folder without images; a first image per class that does not open.
+    """
+    from PIL import Image
+
+    if not root.is_dir():
+        raise UserError(f"data path {root} is not a folder: give a folder with train/ and val/ class folders")
+    classes: dict[str, list[str]] = {}
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir():
+            raise UserError(
+                f"data folder {root} has no {split}/ subfolder: put the images in {folder}/<class>/<image>"
+            )
+        names = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+        if not names:
+            raise UserError(f"{folder} has no class folders: put each class's images in {folder}/<class>/")
+        classes[split] = names
+        for name in names:
+            first = _first_image(folder / name)
+            if first is None:
+                raise UserError(
+                    f"class folder {folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)}): add images or remove it"
+                )
+            try:
+                with Image.open(first) as image:
+                    image.verify()
+                with Image.open(first) as image:
+                    image.convert("RGB").load()
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise UserError(f"cannot read image {first} ({exc}): replace or delete the file")
+    if classes["train"] != classes["val"]:
+        only_train = sorted(set(classes["train"]) - set(classes["val"]))
+        only_val = sorted(set(classes["val"]) - set(classes["train"]))
+        raise UserError(
+            f"train/ and val/ of {root} have different class folders (only in train: {only_train or 'none'},"
+            f" only in val: {only_val or 'none'}): give both splits the same classes"
+        )
+    return tuple(classes["train"])
+
+
+def _first_image(folder: Path) -> Path | None:
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            if filename.lower().endswith(IMAGE_SUFFIXES):
+                return Path(dirpath) / filename
+    return None
+
+
+class _FolderBatches(Batches):
+    """A DataLoader over an ImageFolder split, seeded by ``(seed, epoch)``."""
+
+    def __init__(self, dataset: Any, batch_size: int, seed: int, workers: int, shuffle: bool) -> None:
+        super().__init__(seed)
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.workers = workers
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        count = len(self.dataset)
+        if self.shuffle:
+            return max(1, count // self.batch_size)
+        return -(-count // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            drop_last=self.shuffle and len(self.dataset) >= self.batch_size,
+            num_workers=self.workers,
+            generator=self._generator(),
+            persistent_workers=False,
+        )
+        iterator = iter(loader)
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except UserError as exc:
+                # From a worker process the message arrives wrapped in a traceback; keep only our line.
+                text = str(exc)
+                raise UserError(text.rsplit("UserError: ", 1)[-1]) from None
+            yield batch[0], batch[1]
+
+
+def spec_summary(spec: DataSpec) -> dict[str, Any]:
+    """The spec as JSON-able values (for tracking)."""
+    values = asdict(spec)
+    return {key: (str(value) if isinstance(value, Path) else value) for key, value in values.items()}
+
+
+__all__: Sequence[str] = (
+    "DataSpec",
+    "Data",
+    "Batches",
+    "SyntheticData",
+    "FolderData",
+    "resolve_data",
+    "load_data",
+    "proxy_resolution",
+    "cache_dir",
+    "generate_synthetic",
+    "synthetic_classes",
+    "synthetic_arrays",
+    "synthetic_cache_path",
+    "folder_transforms",
+    "check_image_folder",
+    "open_image",
+    "spec_summary",
+)
