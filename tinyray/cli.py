@@ -20,6 +20,10 @@ EXAMPLES = {
   tinyray search --budget 200M                 # the whole search on this machine (local Ray, MLflow, built-in data)
   tinyray flops --r 0.84 --d 1.1 --w 0.75      # TinyNet-B: resolution, FLOPs, parameters
   tinyray train --r 0.5 --d 0.5 --w 0.5 --epochs 3""",
+    "search": """examples:
+  tinyray search --budget 200M                          # ~10 min on 2 CPUs: local Ray, built-in data, local MLflow
+  tinyray search --budget 1.2G --trials 200 --max-epochs 30 --data ~/imagenet --address auto --gpus-per-trial 0.25
+  tinyray search --budget 100M --searcher random --scheduler fifo --name paper-protocol""",
     "flops": """example:
   tinyray flops --r 0.86 --d 1.2 --w 1.0 --json   # TinyNet-A: 192 px, 336.9M FLOPs, 6.19M params""",
     "train": """example:
@@ -82,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tinyray {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    search = sub.add_parser("search", help="search the cube for the best networks under a FLOPs budget", epilog=EXAMPLES["search"], formatter_class=fmt)
+    _add_search_options(search)
+    search.set_defaults(func=cmd_search)
+
     flops = sub.add_parser("flops", help="resolution, FLOPs and parameters of one (r, d, w)", epilog=EXAMPLES["flops"], formatter_class=fmt)
     _add_point(flops)
     flops.add_argument("--num-classes", type=_int_at_least("--num-classes", 1), default=1000, help="classifier outputs (default 1000, as the paper counts)")
@@ -100,6 +108,72 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.set_defaults(func=cmd_train)
     return parser
+
+
+def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    from tinyray.search import SCHEDULERS, SEARCHERS, SearchConfig
+
+    defaults = SearchConfig(budget=1)
+    add = parser.add_argument
+    add("--budget", required=True, help="FLOPs budget: multiply-accumulates of one image, e.g. 200M, 1.2G, 2e8")
+    add("--name", default=None, help="search name: results folder, Tune and MLflow experiment (default: b<budget>, e.g. b200M)")
+    add("--storage", default=str(defaults.storage), help=f"results root (default ./{defaults.storage})")
+    add("--space", default=None, help="search space: a name in search_spaces/ (default efficientnet_b0) or a YAML path")
+    add("--data", default=None, help="'synthetic' (default, built-in) or a folder with train/ and val/ class subfolders")
+    add("--trials", type=_int_at_least("--trials", 1), default=defaults.trials, help=f"number of trials (default {defaults.trials})")
+    add("--max-epochs", type=_int_at_least("--max-epochs", 1), default=defaults.max_epochs, help=f"epochs of a fully trained trial (default {defaults.max_epochs})")
+    add("--grace-period", type=_int_at_least("--grace-period", 1), default=defaults.grace_period, help=f"ASHA's first rung in epochs (default {defaults.grace_period})")
+    add("--reduction-factor", type=_int_at_least("--reduction-factor", 2), default=defaults.reduction_factor, help=f"ASHA's eta (default {defaults.reduction_factor})")
+    add("--searcher", choices=SEARCHERS, default=defaults.searcher, help="nsga3 (default) or random (the paper's protocol)")
+    add("--scheduler", choices=SCHEDULERS, default=defaults.scheduler, help="asha (default) or fifo (train every trial fully)")
+    add("--seed", type=_int_at_least("--seed", 0), default=defaults.seed, help="seed of the searcher and the trials (default 0)")
+    add("--floor", default=None, help="lowest FLOPs of a candidate (default budget/16), e.g. 12M")
+    add("--pop-size", type=_int_at_least("--pop-size", 4), default=defaults.pop_size, help=f"NSGA-III population (default {defaults.pop_size})")
+    add("--cpus-per-trial", type=_positive_float("--cpus-per-trial"), default=defaults.cpus_per_trial, help="CPUs of one trial (default 1)")
+    add("--gpus-per-trial", type=_non_negative_float("--gpus-per-trial"), default=defaults.gpus_per_trial, help="GPUs of one trial, fractions share a GPU (default 0)")
+    add("--recipe", choices=("proxy", "paper"), default=None, help="training recipe (default: proxy on built-in data, paper on folders)")
+    add("--address", default=None, help="Ray cluster to join ('auto' or host:port; default $RAY_ADDRESS or a local Ray)")
+    add("--tracking-uri", default=None, help="MLflow tracking server (default $MLFLOW_TRACKING_URI or a sqlite store in --storage)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quiet", action="store_true", help="no progress display")
+    mode.add_argument("--json", action="store_true", help="progress as JSON lines, then one JSON summary")
+
+
+def _non_negative_float(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be zero or a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tinyray.cost import format_flops, parse_budget
+    from tinyray.search import SearchConfig, run_search
+
+    budget = parse_budget(args.budget)
+    floor = parse_budget(args.floor) if args.floor is not None else None
+    config = SearchConfig(
+        budget=budget, name=args.name or f"b{format_flops(budget)}", storage=Path(args.storage), space=args.space,
+        data=args.data, trials=args.trials, max_epochs=args.max_epochs, grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor, searcher=args.searcher, scheduler=args.scheduler, seed=args.seed,
+        floor=floor, pop_size=args.pop_size, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        recipe=args.recipe, address=args.address, tracking_uri=args.tracking_uri,
+        progress="json" if args.json else "quiet" if args.quiet else "live",
+    )
+    result = run_search(config)
+    if args.json:
+        print(json.dumps(result.summary()))
+    else:
+        print(result.report())
+    return 0
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
@@ -127,15 +201,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tinyray.cost import analytic_cost, format_flops
     from tinyray.data import load_data
     from tinyray.space import load_space
+    from tinyray.search import default_recipe
     from tinyray.train import train_candidate
 
     space = load_space(args.space)
     space.check_point(args.r, args.d, args.w)
     data = load_data(args.data)
-    recipe = args.recipe or data.default_recipe
+    recipe = args.recipe or default_recipe(data)
     cost = analytic_cost(space, args.r, args.d, args.w, data.num_classes)
 
-    def report(epoch: Any) -> None:
+    def report(epoch: Any, checkpoint: Any) -> None:
         if not args.json:
             print(f"epoch {epoch.epoch}/{args.epochs}  top1 {epoch.top1:.4f}  val_loss {epoch.val_loss:.4f}  "
                   f"{epoch.images_per_second:.0f} img/s", file=sys.stderr, flush=True)
@@ -148,13 +223,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = {
         "space": space.name, "r": args.r, "d": args.d, "w": args.w, **cost.as_dict(),
         "train_resolution": result.resolution, "data": data.name, "recipe": recipe,
-        "epochs": result.epochs_trained, "top1": result.top1, "best_top1": result.best_top1,
+        "epochs": result.epochs_trained, "top1": result.final_top1, "best_top1": result.best_top1,
         "train_seconds": round(result.train_seconds, 2),
     }
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{data.name}: top1 {result.top1:.4f} after {result.epochs_trained} epochs "
+        print(f"{data.name}: top1 {result.final_top1:.4f} after {result.epochs_trained} epochs "
               f"(trained at {result.resolution}px; deploys at {cost.resolution}px, "
               f"{format_flops(cost.flops)} FLOPs, {cost.params / 1e6:.3f}M params)")
     return 0

@@ -113,7 +113,56 @@ class SearchResult:
 
     def ui_command(self) -> str:
         """The command that opens the MLflow UI on this search's runs."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return f"open {self.tracking_uri}/#/experiments/{self.experiment_id}"
         return f"mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port 5000"
+
+    def counts(self) -> dict[str, int]:
+        status = self.trials["status"].value_counts()
+        return {key: int(status.get(key, 0)) for key in ("completed", "early-stopped", "failed")}
+
+    def best(self) -> dict[str, Any] | None:
+        """The most accurate completed trial under the budget."""
+        done = self.trials[(self.trials["status"] == "completed") & (self.trials["flops"] <= self.config.budget)]
+        if done.empty:
+            return None
+        return done.sort_values(["top1", "flops"], ascending=[False, True]).iloc[0].to_dict()
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary (what ``tinyray search --json`` prints last)."""
+        front = self.front[["trial_id", "r", "d", "w", "resolution", "flops", "params", "top1"]]
+        return {
+            "name": self.config.name, "budget": self.config.budget, "results_dir": str(self.results_dir),
+            "trials": len(self.trials), **{k.replace("-", "_"): v for k, v in self.counts().items()},
+            "hypervolume": self.hypervolume, "wall_seconds": round(self.wall_seconds, 1),
+            "front": front.to_dict(orient="records"), "best": self.best(),
+            "tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id,
+            "parent_run_id": self.parent_run_id, "ui_command": self.ui_command(),
+        }
+
+    def report(self) -> str:
+        """Human-readable closing lines: the front, the best trial, where the results are, how to browse them."""
+        from tinyray.cost import format_flops
+
+        counts = self.counts()
+        lines = [
+            f"search {self.config.name!r}: {len(self.trials)} trials in {self.wall_seconds / 60:.1f} min "
+            f"({counts['completed']} completed, {counts['early-stopped']} early-stopped, {counts['failed']} failed)",
+            f"front ({len(self.front)} networks, hypervolume {self.hypervolume:.4f}):",
+            f"  {'r':>5} {'d':>5} {'w':>5} {'px':>4} {'FLOPs':>8} {'params':>8} {'top1':>6}",
+        ]
+        for row in self.front.itertuples():
+            lines.append(f"  {row.r:5.3f} {row.d:5.3f} {row.w:5.3f} {int(row.resolution):4d} {format_flops(row.flops):>8} "
+                         f"{row.params / 1e6:7.2f}M {row.top1:6.3f}")
+        best = self.best()
+        if best is not None:
+            lines.append(f"best under {format_flops(self.config.budget)}: r={best['r']:.3f} d={best['d']:.3f} "
+                         f"w={best['w']:.3f} ({format_flops(best['flops'])} FLOPs) top1 {best['top1']:.3f}")
+        lines += [
+            f"results: {self.results_dir} (trials.csv, front.csv, front.png)",
+            f"browse:  {self.ui_command()}",
+        ]
+        return "\n".join(lines)
 
 
 def search(budget: str | int | float, **options: Any) -> SearchResult:
@@ -128,6 +177,11 @@ def search(budget: str | int | float, **options: Any) -> SearchResult:
     if "storage" in options:
         options["storage"] = Path(options["storage"])
     return run_search(SearchConfig(budget=parse_budget(budget), **options))
+
+
+def default_recipe(data: Any) -> str:
+    """``proxy`` on the built-in data (fast, learns in a few epochs), the paper's recipe on real image folders."""
+    return "proxy" if data.spec.kind == "synthetic" else "paper"
 
 
 def validate(config: SearchConfig) -> None:
@@ -224,15 +278,16 @@ def run_search(config: SearchConfig) -> SearchResult:
     space = load_space(config.space)
     data_spec = resolve_data(config.data)
     data = load_data(data_spec)  # generates and caches the built-in data once, before any trial
-    recipe = config.recipe or data.default_recipe
+    recipe = config.recipe or default_recipe(data)
     core = make_core(
         config.searcher, space, config.budget, floor=config.floor, seed=config.seed,
         pop_size=config.pop_size, num_classes=data.num_classes,
     )
     results = _prepare_results_dir(config)
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    # Tune's own console table would fight the progress display; the trial loggers (result.json) stay on.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     started_ray = _start_ray(config)
     try:
         tracker, parent_run_id, tracking_uri = _start_tracking(config, results, {
@@ -240,7 +295,7 @@ def run_search(config: SearchConfig) -> SearchResult:
             "space_file": space.source, "data": data.name, "searcher": config.searcher, "scheduler": config.scheduler,
             "seed": config.seed, "trials": config.trials, "max_epochs": config.max_epochs,
             "grace_period": config.grace_period, "reduction_factor": config.reduction_factor,
-            "pop_size": config.pop_size, "floor": getattr(core, "floor", config.floor), "recipe": recipe,
+            "pop_size": config.pop_size, "floor": core.band.floor, "recipe": recipe,
             "cpus_per_trial": config.cpus_per_trial, "gpus_per_trial": config.gpus_per_trial,
             "base_flops": base_flops(space, data.num_classes), **spec_summary(data_spec),
         })

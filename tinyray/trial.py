@@ -66,7 +66,7 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         "train_resolution": data.train_resolution(space, r), "node_id": node_id,
     }
 
-    def report(epoch: Any) -> None:
+    def report(epoch: Any, checkpoint: Any) -> None:
         tune.report({
             "top1": epoch.top1, "val_loss": epoch.val_loss, "train_loss": epoch.train_loss,
             "images_per_second": epoch.images_per_second, "epoch_seconds": epoch.seconds,
