@@ -1,0 +1,91 @@
+"""End to end: a small search with a real local Ray, real training and a real MLflow store."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tinyray.cost import analytic_cost
+from tinyray.data import DataSpec
+from tinyray.errors import UserError
+from tinyray.search import SearchConfig, run_search
+from tinyray.space import load_space
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    data = DataSpec(train_size=300, val_size=100, cache_dir=root / "cache")
+    config = SearchConfig(
+        budget=60_000_000, name="e2e", storage=root / "results", data=data, trials=6, max_epochs=2,
+        grace_period=1, reduction_factor=2, pop_size=4, seed=1, progress="quiet",
+    )
+    return run_search(config)
+
+
+def test_outputs_on_disk(finished):
+    results = finished.results_dir
+    trials = pd.read_csv(results / "trials.csv")
+    front = pd.read_csv(results / "front.csv")
+    assert len(trials) == 6
+    assert set(trials["status"]) <= {"completed", "early-stopped", "failed"}
+    assert (trials["status"] != "failed").all()
+    assert trials["trial_id"].is_unique
+    assert (trials["status"] == "completed").any()
+    completed = trials[trials["status"] == "completed"]
+    assert (completed["epochs"] == 2).all()
+    assert (trials.loc[trials["status"] == "early-stopped", "epochs"] < 2).all()
+    assert trials["node_id"].notna().all()
+    # the front holds only fully trained trials, and they are marked in trials.csv
+    assert set(front["trial_id"]) <= set(completed["trial_id"])
+    assert set(trials.loc[trials["on_front"], "trial_id"]) == set(front["trial_id"])
+    assert (results / "front.png").read_bytes()[:4] == b"\x89PNG"
+    assert 0.0 < finished.hypervolume <= 1.0
+
+
+def test_every_candidate_is_under_the_budget_and_counted_right(finished):
+    space = load_space()
+    for row in finished.trials.itertuples():
+        cost = analytic_cost(space, row.r, row.d, row.w, 10)
+        assert row.flops == cost.flops <= 60_000_000
+        assert row.resolution == cost.resolution
+
+
+def test_mlflow_parent_and_nested_children_without_duplicates(finished):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=finished.tracking_uri)
+    runs = client.search_runs([finished.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("tinyray.kind") == "search"]
+    children = [r for r in runs if r.data.tags.get("tinyray.kind") == "trial"]
+    assert [p.info.run_id for p in parents] == [finished.parent_run_id]
+    assert len(children) == len(finished.trials)
+    assert all(c.data.tags["mlflow.parentRunId"] == finished.parent_run_id for c in children)
+    trial_ids = [c.data.tags["trial_id"] for c in children]
+    assert sorted(trial_ids) == sorted(finished.trials["trial_id"])
+    by_trial = finished.trials.set_index("trial_id")
+    for child in children:
+        row = by_trial.loc[child.data.tags["trial_id"]]
+        assert child.data.tags["status"] == row["status"]
+        assert child.data.tags["on_front"] == str(bool(row["on_front"])).lower()
+        assert int(child.data.params["flops"]) == row["flops"]
+        history = client.get_metric_history(child.info.run_id, "top1")
+        assert [m.step for m in history] == list(range(1, int(row["epochs"]) + 1))
+        assert child.data.tags["mlflow.runName"].startswith("r")
+    parent = client.get_run(finished.parent_run_id)
+    assert parent.data.params["budget"] == "60000000"
+    assert parent.data.params["searcher"] == "nsga3"
+    assert parent.info.status == "FINISHED"
+    assert client.get_metric_history(finished.parent_run_id, "hypervolume")
+    artifacts = {a.path for a in client.list_artifacts(finished.parent_run_id)}
+    assert {"trials.csv", "front.csv", "front.png"} <= artifacts
+
+
+def test_same_name_again_is_refused_without_touching_results(finished):
+    config = finished.config
+    before = sorted(p.name for p in finished.results_dir.iterdir())
+    with pytest.raises(UserError, match="already exists"):
+        run_search(config)
+    assert sorted(p.name for p in finished.results_dir.iterdir()) == before
