@@ -19,9 +19,8 @@ a run resumed from a checkpoint continues exactly as if it had not been interrup
 from __future__ import annotations
 
 import copy
-import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from tinyray.cube import build_model
@@ -104,7 +103,7 @@ RECIPES: dict[str, Recipe] = {
     "proxy": Recipe(
         name="proxy",
         optimizer="adamw",
-        lr=4e-3,
+        lr=5e-3,
         lr_batch=64,
         batch_size=64,
         weight_decay=0.05,
@@ -203,6 +202,29 @@ class TrainResult:
 #: ``callback(result, checkpoint)``: called after every epoch; ``checkpoint()`` returns the full training state
 #: (see :func:`train_candidate`). Return True to stop the run.
 Callback = Callable[[EpochResult, Callable[[], dict[str, Any]]], "bool | None"]
+
+
+def make_model(space: SearchSpace, r: float, d: float, w: float, num_classes: int, recipe: Recipe) -> "torch.nn.Module":
+    """The candidate's untrained timm network, with the recipe's dropout, stochastic depth and BN momentum.
+
+    timm's EfficientNet init draws the classifier from U(+-1/sqrt(num_classes)), sized for 1000 classes; with 10
+    classes the first logits would spread over ~4 nats and the first epoch be spent shrinking them, so the
+    classifier starts at zero (every class equally likely).
+    """
+    import torch.nn as nn
+
+    model = build_model(
+        space,
+        r,
+        d,
+        w,
+        num_classes,
+        drop_rate=recipe.drop_rate,
+        drop_path_rate=recipe.drop_path_rate,
+        bn_momentum=recipe.bn_momentum,
+    )
+    nn.init.zeros_(model.get_classifier().weight)
+    return model
 
 
 def make_optimizer(model: "torch.nn.Module", recipe: Recipe, batch_size: int) -> "torch.optim.Optimizer":
@@ -354,16 +376,8 @@ def train_candidate(
     }
 
     torch.manual_seed(seed)
-    model = build_model(
-        space,
-        r,
-        d,
-        w,
-        data.num_classes,
-        drop_rate=recipe.drop_rate,
-        drop_path_rate=recipe.drop_path_rate,
-        bn_momentum=recipe.bn_momentum,
-    ).to(device)
+    model = make_model(space, r, d, w, data.num_classes, recipe)
+    model.to(device)
     train_batches, val_batches = data.loaders(resolution, batch_size, seed)
     steps_per_epoch = len(train_batches)
     optimizer = make_optimizer(model, recipe, batch_size)
@@ -376,9 +390,11 @@ def train_candidate(
     first_epoch = 0
     train_seconds = 0.0
     if state is not None:
-        first_epoch, step, train_seconds, history = _restore(state, run, model, optimizer, ema, device)
-    if start_epoch is not None and start_epoch != first_epoch:
-        raise ValueError(f"start_epoch={start_epoch} but the state was saved after epoch {first_epoch}")
+        first_epoch, step, train_seconds, history = _restore(state, run, model, optimizer, ema)
+        if start_epoch is not None and start_epoch != first_epoch:
+            raise ValueError(f"start_epoch={start_epoch} but the state was saved after epoch {first_epoch}")
+    elif start_epoch:
+        raise ValueError(f"start_epoch={start_epoch} needs the state saved after that epoch (state=...)")
 
     def checkpoint() -> dict[str, Any]:
         return {
@@ -397,30 +413,10 @@ def train_candidate(
     stopped_early = False
     for epoch in range(first_epoch, epochs):
         started = time.perf_counter()
-        model.train()
         train_batches.set_epoch(epoch)
-        loss_sum = 0.0
-        images_seen = 0
-        for images, labels in train_batches:
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            scheduler.step_update(step)
-            loss = criterion(model(images), labels)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training loss became {loss.item()} at epoch {epoch + 1}, step {step}"
-                    f" (lr {optimizer.param_groups[0]['lr']:.3g}): lower the learning rate or the batch size"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
-            step += 1
-            if ema is not None:
-                ema.update(model, step=step)
-            loss_sum += loss.item() * len(labels)
-            images_seen += len(labels)
+        loss_sum, images_seen, step = _train_epoch(
+            model, train_batches, criterion, optimizer, scheduler, ema, recipe, epoch, step, device
+        )
         trained = time.perf_counter() - started
         top1, val_loss = evaluate(ema.module if ema is not None else model, val_batches, device)
         seconds = time.perf_counter() - started
@@ -449,6 +445,48 @@ def train_candidate(
         batch_size=batch_size,
         stopped_early=stopped_early,
     )
+
+
+def _train_epoch(
+    model: "torch.nn.Module",
+    batches: Any,
+    criterion: "torch.nn.Module",
+    optimizer: "torch.optim.Optimizer",
+    scheduler: "Scheduler",
+    ema: "ModelEmaV3 | None",
+    recipe: Recipe,
+    epoch: int,
+    step: int,
+    device: str,
+) -> tuple[float, int, int]:
+    """One pass over ``batches``; returns (summed loss, images seen, optimizer steps taken so far)."""
+    import torch
+    import torch.nn as nn
+
+    model.train()
+    loss_sum = 0.0
+    images_seen = 0
+    for images, labels in batches:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        scheduler.step_update(step)
+        loss = criterion(model(images), labels)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"training loss became {loss.item()} at epoch {epoch + 1}, step {step}"
+                f" (lr {optimizer.param_groups[0]['lr']:.3g}): lower the learning rate or the batch size"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        step += 1
+        if ema is not None:
+            ema.update(model, step=step)
+        loss_sum += loss.item() * len(labels)
+        images_seen += len(labels)
+    return loss_sum, images_seen, step
 
 
 def evaluate(model: "torch.nn.Module", batches: Any, device: str = "cpu") -> tuple[float, float]:
@@ -486,7 +524,6 @@ def _restore(
     model: "torch.nn.Module",
     optimizer: "torch.optim.Optimizer",
     ema: "ModelEmaV3 | None",
-    device: str,
 ) -> tuple[int, int, float, list[EpochResult]]:
     import torch
 
@@ -517,6 +554,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "Callback",
+    "make_model",
     "make_optimizer",
     "make_scheduler",
     "make_ema",

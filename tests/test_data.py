@@ -1,0 +1,239 @@
+"""Tests of tinyray.data: the synthetic dataset (determinism, cache, balance) and ImageFolder loading and errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinyray.data import (
+    DataSpec,
+    FolderData,
+    SyntheticData,
+    cache_dir,
+    generate_synthetic,
+    load_data,
+    proxy_resolution,
+    resolve_data,
+    synthetic_cache_path,
+    synthetic_classes,
+)
+from tinyray.errors import UserError
+from tinyray.space import load_space
+
+
+def small_spec(tmp_path: Path, **changes) -> DataSpec:
+    values = dict(train_size=60, val_size=20, cache_dir=tmp_path / "cache")
+    values.update(changes)
+    return resolve_data(None, **values)
+
+
+# ---- synthetic data ------------------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_arrays_and_other_seed_differs():
+    images_a, labels_a = generate_synthetic(40, seed=3)
+    images_b, labels_b = generate_synthetic(40, seed=3)
+    images_c, labels_c = generate_synthetic(40, seed=4)
+    np.testing.assert_array_equal(images_a, images_b)
+    np.testing.assert_array_equal(labels_a, labels_b)
+    assert not np.array_equal(images_a, images_c)
+
+
+def test_shapes_dtypes_and_balanced_labels():
+    images, labels = generate_synthetic(53, num_classes=10, side=64, seed=0)
+    assert images.shape == (53, 3, 64, 64) and images.dtype == np.uint8
+    assert labels.shape == (53,) and labels.dtype == np.int64
+    counts = np.bincount(labels, minlength=10)
+    assert counts.min() >= 5 and counts.max() <= 6
+    assert 40 < images.mean() < 220 and images.std() > 20  # real pictures, not a constant
+
+
+def test_synthetic_classes_pair_shapes_with_orientations():
+    names = synthetic_classes(10)
+    assert len(set(names)) == 10
+    assert names[:2] == ("disc-horizontal", "disc-vertical")
+
+
+def test_cache_is_written_once_and_reused(tmp_path):
+    spec = small_spec(tmp_path)
+    path = synthetic_cache_path(spec)
+    assert not path.exists()
+    first = load_data(spec)
+    assert path.is_file()
+    assert list(path.parent.glob("*.tmp")) == []  # atomic write left no temporary behind
+    stamp = path.stat().st_mtime_ns
+    second = load_data(spec)
+    assert path.stat().st_mtime_ns == stamp  # read, not rewritten
+    np.testing.assert_array_equal(first.arrays["train_images"], second.arrays["train_images"])
+    # A different parameter is a different file; so is a different seed.
+    assert synthetic_cache_path(small_spec(tmp_path, seed=1)) != path
+    assert synthetic_cache_path(small_spec(tmp_path, train_size=61)) != path
+
+
+def test_damaged_cache_file_is_regenerated(tmp_path):
+    spec = small_spec(tmp_path)
+    path = synthetic_cache_path(spec)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not an npz")
+    data = load_data(spec)
+    assert data.arrays["train_images"].shape == (60, 3, 64, 64)
+
+
+def test_cache_dir_env_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYRAY_CACHE", str(tmp_path / "root"))
+    assert cache_dir() == tmp_path / "root" / "data"
+    assert cache_dir(tmp_path / "explicit") == tmp_path / "explicit"
+    monkeypatch.delenv("TINYRAY_CACHE")
+    assert cache_dir() == Path("~/.cache/tinyray/data").expanduser()
+
+
+def test_train_and_val_splits_differ(tmp_path):
+    data = load_data(small_spec(tmp_path))
+    assert data.arrays["train_images"].shape == (60, 3, 64, 64)
+    assert data.arrays["val_images"].shape == (20, 3, 64, 64)
+    assert not np.array_equal(data.arrays["train_images"][:20], data.arrays["val_images"])
+
+
+def test_synthetic_loaders_shapes_order_and_normalization(tmp_path):
+    data = load_data(small_spec(tmp_path))
+    assert isinstance(data, SyntheticData) and data.num_classes == 10
+    train, val = data.loaders(resolution=24, batch_size=16, seed=0)
+    assert len(train) == 3  # 60 // 16, incomplete batch dropped
+    batches = list(train)
+    assert len(batches) == 3
+    images, labels = batches[0]
+    assert images.shape == (16, 3, 24, 24) and images.dtype == torch.float32
+    assert labels.shape == (16,) and labels.dtype == torch.int64
+    val_batches = list(val)
+    assert sum(len(labels) for _, labels in val_batches) == 20
+    all_val = torch.cat([images for images, _ in val_batches])
+    assert abs(all_val.mean().item()) < 0.5 and 0.5 < all_val.std().item() < 1.5
+    # The order depends only on (seed, epoch).
+    again, _ = data.loaders(resolution=24, batch_size=16, seed=0)
+    assert torch.equal(next(iter(again))[1], labels)
+    train.set_epoch(1)
+    assert not torch.equal(next(iter(train))[1], labels)
+
+
+def test_proxy_and_deployment_resolution(tmp_path):
+    space = load_space()
+    data = load_data(small_spec(tmp_path))
+    assert proxy_resolution(1.0) == 64 and proxy_resolution(0.5) == 32 and proxy_resolution(0.1) == 8
+    assert data.train_resolution(space, 0.75) == 48
+    assert space.resolution(0.75) == 168  # FLOPs refer to this one
+
+
+def test_resolve_data_rejects_bad_synthetic_parameters():
+    with pytest.raises(UserError, match="2 to 10 classes"):
+        resolve_data(None, num_classes=11)
+    with pytest.raises(UserError, match="at least one image per class"):
+        resolve_data("synthetic", train_size=5)
+
+
+# ---- ImageFolder data ----------------------------------------------------------------------------------------
+
+
+def write_image(path: Path, colour: tuple[int, int, int], size: int = 20) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size + 4), colour).save(path)
+
+
+def make_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 3) -> Path:
+    for split in ("train", "val"):
+        for index, name in enumerate(classes):
+            for image in range(per_class):
+                write_image(root / split / name / f"{image}.png", (80 * index, 40 * image, 100))
+    return root
+
+
+def test_folder_data_loads_and_batches(tmp_path):
+    root = make_folder(tmp_path / "pets")
+    spec = resolve_data(str(root))
+    assert spec.kind == "folder" and spec.path == root.resolve()
+    data = load_data(spec)
+    assert isinstance(data, FolderData)
+    assert data.classes == ("cat", "dog", "fox") and data.num_classes == 3 and data.name == "pets"
+    assert data.train_resolution(load_space(), 0.5) == 112
+    train, val = data.loaders(resolution=16, batch_size=4, seed=0)
+    assert len(train) == 2  # 9 images // 4
+    images, labels = next(iter(train))
+    assert images.shape == (4, 3, 16, 16) and images.dtype == torch.float32
+    assert labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1, 2}
+    seen = torch.cat([labels for _, labels in val])
+    assert sorted(seen.tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(UserError, match="does not exist") as info:
+        resolve_data(str(tmp_path / "nowhere"))
+    assert "train/ and val/" in str(info.value)
+
+
+def test_path_is_a_file(tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(UserError, match="is not a folder"):
+        load_data(str(tmp_path / "file.txt"))
+
+
+def test_missing_val_folder(tmp_path):
+    root = make_folder(tmp_path / "data")
+    for path in sorted((root / "val").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    (root / "val").rmdir()
+    with pytest.raises(UserError, match=r"no val/ subfolder") as info:
+        load_data(str(root))
+    assert "<class>" in str(info.value)
+
+
+def test_no_class_folders(tmp_path):
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    (root / "val").mkdir()
+    write_image(root / "train" / "loose.png", (1, 2, 3))  # images directly in train/ are not a class
+    with pytest.raises(UserError, match="has no class folders"):
+        load_data(str(root))
+
+
+def test_empty_class_folder(tmp_path):
+    root = make_folder(tmp_path / "data")
+    (root / "train" / "empty").mkdir()
+    (root / "val" / "empty").mkdir()
+    (root / "train" / "empty" / "notes.txt").write_text("not an image")
+    with pytest.raises(UserError, match=r"empty holds no images"):
+        load_data(str(root))
+
+
+def test_different_classes_in_train_and_val(tmp_path):
+    root = make_folder(tmp_path / "data")
+    write_image(root / "train" / "owl" / "0.png", (9, 9, 9))
+    with pytest.raises(UserError, match=r"different class folders \(only in train: \['owl'\]"):
+        load_data(str(root))
+
+
+def test_corrupt_first_image_is_caught_at_load(tmp_path):
+    root = make_folder(tmp_path / "data")
+    bad = root / "val" / "dog" / "0.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    with pytest.raises(UserError, match="cannot read image") as info:
+        load_data(str(root))
+    assert str(bad) in str(info.value) and "replace or delete" in str(info.value)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_image_met_while_training_names_the_file(tmp_path, workers):
+    root = make_folder(tmp_path / "data")
+    bad = root / "train" / "fox" / "2.png"  # not the first of its class: passes the eager check
+    bad.write_bytes(b"garbage")
+    data = load_data(str(root))
+    train, _ = data.loaders(resolution=16, batch_size=9, seed=0, workers=workers)
+    with pytest.raises(UserError) as info:
+        list(train)
+    message = str(info.value)
+    assert message.startswith("cannot read image") and str(bad) in message
+    assert "Traceback" not in message and os.linesep not in message

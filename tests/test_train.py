@@ -1,0 +1,235 @@
+"""Tests of tinyray.train: real short runs on the synthetic data, recipes, reproducibility, early stop and resume."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+
+from tinyray.data import load_data, resolve_data
+from tinyray.errors import UserError
+from tinyray.space import load_space
+from tinyray.train import (
+    RECIPES,
+    EpochResult,
+    TrainingDiverged,
+    TrainResult,
+    get_recipe,
+    make_ema,
+    make_model,
+    make_optimizer,
+    make_scheduler,
+    train_candidate,
+)
+
+CHANCE = 0.1  # ten synthetic classes
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space()
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    """The default synthetic data (2400 train / 600 val images), generated once into a temporary cache."""
+    return load_data(resolve_data(None, cache_dir=tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return load_data(resolve_data(None, train_size=96, val_size=40, cache_dir=tmp_path_factory.mktemp("tiny")))
+
+
+def numbers(result: TrainResult) -> list[tuple[float, float, float, float]]:
+    """Everything of a run's history except wall-clock timings."""
+    return [(e.epoch, e.top1, e.val_loss, e.train_loss, e.lr) for e in result.history]
+
+
+# ---- real learning -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_small_candidate_learns_well_above_chance(space, demo_data):
+    result = train_candidate(space, 0.5, 0.5, 0.5, demo_data, epochs=3, threads=2)
+    assert result.resolution == 32 and result.batch_size == 64
+    assert result.epochs_trained == 3 and [e.epoch for e in result.history] == [1, 2, 3]
+    assert result.final_top1 > 2 * CHANCE
+    assert result.best_top1 == max(e.top1 for e in result.history)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert all(e.images_per_second > 0 and e.seconds > 0 for e in result.history)
+
+
+@pytest.mark.slow
+def test_accuracy_rises_with_resolution(space, demo_data):
+    low = train_candidate(space, 0.25, 0.25, 0.25, demo_data, epochs=3, threads=2)
+    high = train_candidate(space, 1.0, 0.25, 0.25, demo_data, epochs=3, threads=2)
+    assert (low.resolution, high.resolution) == (16, 64)
+    # The gratings that tell half the classes apart are lost at 16 px; measured 0.3 vs 0.6.
+    assert high.final_top1 > low.final_top1 + 0.1
+
+
+# ---- reproducibility, callbacks, resume ----------------------------------------------------------------------
+
+
+def test_seeded_runs_repeat_exactly(space, tiny_data):
+    kwargs = dict(epochs=2, threads=2, batch_size=16)
+    first = train_candidate(space, 0.25, 0.25, 0.25, tiny_data, seed=7, **kwargs)
+    second = train_candidate(space, 0.25, 0.25, 0.25, tiny_data, seed=7, **kwargs)
+    other = train_candidate(space, 0.25, 0.25, 0.25, tiny_data, seed=8, **kwargs)
+    assert numbers(first) == numbers(second)
+    assert numbers(first) != numbers(other)
+
+
+def test_callback_sees_every_epoch_and_can_stop(space, tiny_data):
+    seen: list[EpochResult] = []
+
+    def stop_after_two(result, checkpoint):
+        seen.append(result)
+        return result.epoch == 2
+
+    result = train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=4, batch_size=16, callback=stop_after_two)
+    assert [e.epoch for e in seen] == [1, 2]
+    assert result.epochs_trained == 2 and result.stopped_early
+    assert 0.0 <= result.final_top1 <= 1.0
+
+    # Returning True on the last epoch is not an early stop.
+    result = train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=1, batch_size=16, callback=lambda r, c: True)
+    assert result.epochs_trained == 1 and not result.stopped_early
+
+
+@pytest.mark.parametrize("recipe", ["proxy", "paper"])
+def test_resume_from_checkpoint_matches_uninterrupted_run(space, tiny_data, recipe):
+    kwargs = dict(epochs=3, recipe=recipe, seed=3, batch_size=16, threads=2)
+    uninterrupted = train_candidate(space, 0.25, 0.25, 0.25, tiny_data, **kwargs)
+
+    saved = io.BytesIO()
+
+    def save_and_stop(result, checkpoint):
+        torch.save(checkpoint(), saved)  # what a Ray Tune trainable does
+        return True
+
+    interrupted = train_candidate(space, 0.25, 0.25, 0.25, tiny_data, callback=save_and_stop, **kwargs)
+    assert interrupted.epochs_trained == 1
+    saved.seek(0)
+    state = torch.load(saved, weights_only=False)
+    assert state["epoch"] == 1 and state["version"] == 1
+    assert (state["ema"] is not None) == (recipe == "paper")
+
+    resumed = train_candidate(space, 0.25, 0.25, 0.25, tiny_data, state=state, start_epoch=1, **kwargs)
+    assert resumed.epochs_trained == 3
+    assert numbers(resumed) == numbers(uninterrupted)
+
+
+def test_checkpoint_of_another_run_is_refused(space, tiny_data):
+    states = []
+    train_candidate(
+        space, 0.25, 0.25, 0.25, tiny_data, epochs=1, batch_size=16, callback=lambda r, c: states.append(c())
+    )
+    with pytest.raises(ValueError, match="different run"):
+        train_candidate(space, 0.25, 0.5, 0.25, tiny_data, epochs=2, batch_size=16, state=states[0])
+    with pytest.raises(ValueError, match="start_epoch"):
+        train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=2, batch_size=16, state=states[0], start_epoch=0)
+
+
+def test_checkpoint_is_a_snapshot(space, tiny_data):
+    snapshots = []
+    train_candidate(
+        space, 0.25, 0.25, 0.25, tiny_data, epochs=2, batch_size=16, callback=lambda r, c: snapshots.append(c())
+    )
+    first, second = snapshots
+    name = next(key for key in first["model"] if key.endswith("conv_stem.weight"))
+    assert not torch.equal(first["model"][name], second["model"][name])  # training went on; the copy did not move
+    assert [h["epoch"] for h in first["history"]] == [1]
+
+
+# ---- recipes ---------------------------------------------------------------------------------------------------
+
+
+def test_paper_recipe_optimizer_schedule_ema_dropout_and_bn(space):
+    recipe = get_recipe("paper")
+    model = make_model(space, 0.5, 0.5, 0.5, 10, recipe)
+    assert model.drop_rate == 0.2
+    momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {0.01}  # the paper's decay 0.99
+
+    optimizer = make_optimizer(model, recipe, batch_size=128)
+    assert type(optimizer).__name__ == "RMSpropTF"
+    group = optimizer.param_groups[0]
+    assert (group["alpha"], group["momentum"], group["eps"]) == (0.9, 0.9, 1e-3)
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {0.0, 1e-5}  # no decay on BN and biases
+    peak = 0.048 * 128 / 1024
+
+    steps_per_epoch = 10
+    scheduler = make_scheduler(optimizer, recipe, steps_per_epoch=steps_per_epoch, epochs=350)
+
+    def lr_at(step: int) -> float:
+        scheduler.step_update(step)
+        return optimizer.param_groups[0]["lr"]
+
+    assert lr_at(0) == pytest.approx(1e-6)
+    assert lr_at(15) == pytest.approx(1e-6 + (peak - 1e-6) / 2)  # half-way through 3 warm-up epochs
+    assert lr_at(30) == pytest.approx(peak * 0.97)  # epoch 3: warm-up over, one 2.4-epoch decay elapsed
+    assert lr_at(47) == pytest.approx(peak * 0.97)
+    assert lr_at(48) == pytest.approx(peak * 0.97**2)  # epoch 4.8
+    assert lr_at(2400) == pytest.approx(peak * 0.97**100)  # epoch 240
+
+    ema = make_ema(model, recipe)
+    assert ema is not None and ema.decay == 0.9999
+    assert make_ema(model, get_recipe("proxy")) is None
+
+
+def test_paper_recipe_trains_one_short_epoch(space, tiny_data):
+    states = []
+    result = train_candidate(
+        space, 0.25, 0.25, 0.25, tiny_data, epochs=1, recipe="paper", batch_size=32, callback=lambda r, c: states.append(c())
+    )
+    assert result.epochs_trained == 1 and 0.0 <= result.final_top1 <= 1.0
+    assert states[0]["ema"] is not None and states[0]["run"]["recipe"] == "paper"
+    # Three warm-up steps of 96 // 32 at 3 epochs of warm-up: still tiny.
+    assert result.history[0].lr < 0.048 * 32 / 1024 / 3
+
+
+def test_proxy_recipe_is_the_default_and_recipes_are_named():
+    assert set(RECIPES) == {"proxy", "paper"}
+    assert all(name == recipe.name for name, recipe in RECIPES.items())
+    proxy = get_recipe("proxy")
+    assert proxy.label_smoothing == 0.1 and proxy.ema_decay is None
+    assert get_recipe(proxy) is proxy
+    with pytest.raises(UserError, match="unknown training recipe 'fast'"):
+        get_recipe("fast")
+
+
+def test_bad_arguments_are_user_errors(space, tiny_data):
+    with pytest.raises(UserError, match="epochs must be at least 1"):
+        train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=0)
+    with pytest.raises(UserError, match="threads"):
+        train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=1, threads=0)
+
+
+def test_diverging_loss_raises(space, tiny_data):
+    explosive = replace(RECIPES["proxy"], name="explosive", optimizer="sgd", lr=1e12, warmup_epochs=0, grad_clip=None)
+    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+        train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=1, recipe=explosive, batch_size=16)
+    assert issubclass(TrainingDiverged, RuntimeError)
+
+
+# ---- folder data ----------------------------------------------------------------------------------------------
+
+
+def test_trains_on_an_image_folder(space, tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for index, name in enumerate(("red", "blue")):
+            folder = tmp_path / "colours" / split / name
+            folder.mkdir(parents=True)
+            for image in range(4):
+                colour = (200, 20 * image, 0) if index == 0 else (0, 20 * image, 200)
+                Image.new("RGB", (40, 30), colour).save(folder / f"{image}.png")
+    data = load_data(str(tmp_path / "colours"))
+    result = train_candidate(space, 0.25, 0.25, 0.25, data, epochs=1, batch_size=4, resolution=32)
+    assert result.resolution == 32 and result.epochs_trained == 1
+    assert asdict(result.history[0])["epoch"] == 1
