@@ -34,7 +34,7 @@ def space():
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
-    """The default synthetic data (2400 train / 600 val images), generated once into a temporary cache."""
+    """The default synthetic data (1200 train / 400 val images), generated once into a temporary cache."""
     return load_data(resolve_data(None, cache_dir=tmp_path_factory.mktemp("cache")))
 
 
