@@ -83,8 +83,11 @@ def make_monitor_callback(
     """
     from ray.tune import Callback
 
-    out = stream or sys.stderr
-    tty = out.isatty()
+    # Tune pickles its callbacks with the experiment: look the stream up when writing, never hold a file object.
+    def out() -> TextIO:
+        return stream or sys.stderr
+
+    tty = out().isatty()
 
     class MonitorCallback(Callback):
         def __init__(self) -> None:
@@ -97,8 +100,8 @@ def make_monitor_callback(
             elif mode == "live" and (force or not tty or time.monotonic() - self._last_draw > 0.5):
                 end = "" if tty else "\n"
                 prefix = "\r\033[K" if tty else ""
-                out.write(prefix + progress.line() + end)
-                out.flush()
+                out().write(prefix + progress.line() + end)
+                out().flush()
                 self._last_draw = time.monotonic()
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -136,7 +139,7 @@ def make_monitor_callback(
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
             if mode == "live" and tty:
-                out.write("\n")
-                out.flush()
+                out().write("\n")
+                out().flush()
 
     return MonitorCallback()
