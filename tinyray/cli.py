@@ -39,17 +39,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
-def _positive_float(name: str) -> Callable[[str], float]:
+def _float_option(name: str, *, allow_zero: bool = False) -> Callable[[str], float]:
+    """An argparse type for a finite number above zero (or at least zero with ``allow_zero``)."""
+    wanted = "zero or a positive number" if allow_zero else "a positive number"
+
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"{name} must be {wanted}, got {text!r}")
         return value
 
     return parse
+
+
+def _positive_float(name: str) -> Callable[[str], float]:
+    return _float_option(name)
 
 
 def _int_at_least(name: str, low: int) -> Callable[[str], int]:
@@ -130,26 +137,13 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--floor", default=None, help="lowest FLOPs of a candidate (default budget/16), e.g. 12M")
     add("--pop-size", type=_int_at_least("--pop-size", 4), default=defaults.pop_size, help=f"NSGA-III population (default {defaults.pop_size})")
     add("--cpus-per-trial", type=_positive_float("--cpus-per-trial"), default=defaults.cpus_per_trial, help="CPUs of one trial (default 1)")
-    add("--gpus-per-trial", type=_non_negative_float("--gpus-per-trial"), default=defaults.gpus_per_trial, help="GPUs of one trial, fractions share a GPU (default 0)")
+    add("--gpus-per-trial", type=_float_option("--gpus-per-trial", allow_zero=True), default=defaults.gpus_per_trial, help="GPUs of one trial, fractions share a GPU (default 0)")
     add("--recipe", choices=("proxy", "paper"), default=None, help="training recipe (default: proxy on built-in data, paper on folders)")
     add("--address", default=None, help="Ray cluster to join ('auto' or host:port; default $RAY_ADDRESS or a local Ray)")
     add("--tracking-uri", default=None, help="MLflow tracking server (default $MLFLOW_TRACKING_URI or a sqlite store in --storage)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quiet", action="store_true", help="no progress display")
     mode.add_argument("--json", action="store_true", help="progress as JSON lines, then one JSON summary")
-
-
-def _non_negative_float(name: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-        if not math.isfinite(value) or value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be zero or a positive number, got {text!r}")
-        return value
-
-    return parse
 
 
 def cmd_search(args: argparse.Namespace) -> int:
