@@ -104,6 +104,7 @@ def build_model(
     """
     import torch.nn as nn
     from timm.layers import get_act_layer
+    from timm.models._efficientnet_builder import round_channels as timm_round_channels
     from timm.models.efficientnet import EfficientNet
 
     norm_kwargs = {} if bn_momentum is None else {"momentum": bn_momentum}
@@ -113,7 +114,7 @@ def build_model(
         num_features=head_channels(space, w),
         stem_size=space.stem_channels,
         fix_stem=True,
-        round_chs_fn=partial(_timm_round, w=w, divisor=space.channel_divisor),
+        round_chs_fn=partial(timm_round_channels, multiplier=w, divisor=space.channel_divisor),
         act_layer=get_act_layer(space.activation),
         norm_layer=partial(nn.BatchNorm2d, **norm_kwargs),
         drop_rate=drop_rate,
@@ -134,9 +135,3 @@ def build_model(
     }
     model.default_cfg = model.pretrained_cfg
     return model
-
-
-def _timm_round(channels: int, w: float, divisor: int) -> int:
-    from timm.models._efficientnet_builder import round_channels as timm_round_channels
-
-    return timm_round_channels(channels, w, divisor)

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -369,6 +369,8 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
         tune_config=tune.TuneConfig(
             metric="top1", mode="max", search_alg=make_tune_searcher(core, max_epochs=config.max_epochs),
             scheduler=scheduler, num_samples=config.trials, reuse_actors=True,
+            # one folder a trial, named by its id, so a trial that never reported is still identified
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
             name=config.name, storage_path=str(Path(config.storage).expanduser().resolve()), callbacks=callbacks,
@@ -393,7 +395,7 @@ def _trials_table(grid: Any, config: SearchConfig) -> "pd.DataFrame":
         else:
             status = "early-stopped"
         rows.append({
-            "trial_id": metrics.get("trial_id") or getattr(result, "path", "").rsplit("_", 1)[-1],
+            "trial_id": metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_"),
             "r": conf.get("r"), "d": conf.get("d"), "w": conf.get("w"),
             "resolution": metrics.get("resolution"), "train_resolution": metrics.get("train_resolution"),
             "flops": metrics.get("flops"), "params": metrics.get("params"), "epochs": epochs,
@@ -437,9 +439,3 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
         config=config, trials=trials, front=front, hypervolume=volume, wall_seconds=wall,
         tracking_uri=tracking_uri, experiment_id=tracker.experiment_id, parent_run_id=parent_run_id, files=files,
     )
-
-
-def config_dict(config: SearchConfig) -> dict[str, Any]:
-    out = asdict(config)
-    out["storage"] = str(config.storage)
-    return out
