@@ -18,12 +18,21 @@ from tinyray.errors import UserError
 EXAMPLES = {
     "tinyray": """examples:
   tinyray search --budget 200M                 # the whole search on this machine (local Ray, MLflow, built-in data)
+  tinyray formula --budget 150M                # the tiny formula's network for a budget (after a search)
+  tinyray export --budget 150M --out net150M   # that network as config.json + model.safetensors
   tinyray flops --r 0.84 --d 1.1 --w 0.75      # TinyNet-B: resolution, FLOPs, parameters
   tinyray train --r 0.5 --d 0.5 --w 0.5 --epochs 3""",
     "search": """examples:
   tinyray search --budget 200M                          # ~10 min on 2 CPUs: local Ray, built-in data, local MLflow
   tinyray search --budget 1.2G --trials 200 --max-epochs 30 --data ~/imagenet --address auto --gpus-per-trial 0.25
   tinyray search --budget 100M --searcher random --scheduler fifo --name paper-protocol""",
+    "formula": """examples:
+  tinyray formula --budget 150M                                  # from the newest search in ./tinyray-results
+  tinyray formula --budget 24M 52M 100M 202M 339M --from tinyray-results/b200M --num-classes 1000 --report
+  tinyray formula --budget 2e8 --model-uri models:/tinynet-formula/1 --tracking-uri sqlite:///tinyray-results/mlflow.db""",
+    "export": """examples:
+  tinyray export --budget 100M --out tinynet-100M                     # config.json + untrained model.safetensors
+  tinyray export --budget 100M --out tinynet-100M-trained --train-epochs 3""",
     "flops": """example:
   tinyray flops --r 0.86 --d 1.2 --w 1.0 --json   # TinyNet-A: 192 px, 336.9M FLOPs, 6.19M params""",
     "train": """example:
@@ -97,6 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_options(search)
     search.set_defaults(func=cmd_search)
 
+    formula = sub.add_parser("formula", help="the tiny formula: r, d, w of the best network for a FLOPs budget", epilog=EXAMPLES["formula"], formatter_class=fmt)
+    formula.add_argument("--budget", nargs="+", default=None, help="FLOPs budget(s), e.g. 150M or 24M 52M 100M")
+    _add_formula_source(formula)
+    formula.add_argument("--report", action="store_true", help="also print the leave-one-out error of the GP against linear and log-linear fits")
+    formula.add_argument("--json", action="store_true", help="print one JSON object")
+    formula.set_defaults(func=cmd_formula)
+
+    export = sub.add_parser("export", help="write the formula's network for a budget as config.json + model.safetensors", epilog=EXAMPLES["export"], formatter_class=fmt)
+    export.add_argument("--budget", required=True, help="FLOPs budget, e.g. 100M")
+    export.add_argument("--out", required=True, help="a new folder for config.json and model.safetensors")
+    _add_formula_source(export)
+    export.add_argument("--train-epochs", type=_int_at_least("--train-epochs", 0), default=0, help="train it this many epochs first (default 0: untrained)")
+    export.add_argument("--data", default=None, help="training data with --train-epochs: 'synthetic' (default) or an image folder")
+    export.add_argument("--seed", type=_int_at_least("--seed", 0), default=0, help="seed of the initialisation and training (default 0)")
+    export.add_argument("--json", action="store_true", help="print one JSON object")
+    export.set_defaults(func=cmd_export)
+
     flops = sub.add_parser("flops", help="resolution, FLOPs and parameters of one (r, d, w)", epilog=EXAMPLES["flops"], formatter_class=fmt)
     _add_point(flops)
     flops.add_argument("--num-classes", type=_int_at_least("--num-classes", 1), default=1000, help="classifier outputs (default 1000, as the paper counts)")
@@ -144,6 +170,134 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quiet", action="store_true", help="no progress display")
     mode.add_argument("--json", action="store_true", help="progress as JSON lines, then one JSON summary")
+
+
+def _add_formula_source(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--from", dest="source", default=None, help="a search's results folder, or a front CSV (front.csv, trials.csv, or columns r, d, w and flops or c)")
+    add("--model-uri", default=None, help="a published formula: models:/tinynet-formula/1 or runs:/<run id>/formula_model")
+    add("--tracking-uri", default=None, help="MLflow store of --model-uri (default $MLFLOW_TRACKING_URI or the store in --storage)")
+    add("--storage", default="tinyray-results", help="results root searched for the newest formula when neither --from nor --model-uri is given")
+    add("--space", default=None, help="search space of a bare front CSV (default: the search's, else efficientnet_b0)")
+    add("--num-classes", type=_int_at_least("--num-classes", 1), default=None, help="classifier outputs the answer's FLOPs count (default: the search's)")
+
+
+def _load_formula(args: argparse.Namespace) -> Any:
+    """The formula a ``formula``/``export`` command asks for (see :func:`_add_formula_source`)."""
+    import os
+    from pathlib import Path
+
+    from tinyray.formula import Formula, find_formula, fit_formula, load_from_uri, load_front
+
+    if args.source and args.model_uri:
+        raise UserError("give either --from or --model-uri, not both")
+    if args.model_uri:
+        tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        store = Path(args.storage).expanduser() / "mlflow.db"
+        if not tracking and store.is_file():
+            from tinyray.tracking import local_tracking_uri
+
+            tracking = local_tracking_uri(Path(args.storage))
+        return load_from_uri(args.model_uri, tracking)
+    if args.source:
+        source = Path(args.source).expanduser()
+        if source.is_dir() and (source / "formula.json").is_file() and args.space is None:
+            return Formula.load(source / "formula.json")
+        front = load_front(source, space=args.space)
+        return fit_formula(front.points, front.space, front.num_classes, source=front.where)
+    found = find_formula(Path(args.storage))
+    if found is None:
+        raise UserError(f"no formula found in {args.storage}: run 'tinyray search --budget 200M' first, "
+                        f"or give --from RESULTS_DIR or --model-uri URI")
+    return Formula.load(found)
+
+
+def cmd_formula(args: argparse.Namespace) -> int:
+    from tinyray.cost import format_flops, parse_budget
+
+    if not args.budget and not args.report:
+        raise UserError("give --budget (e.g. --budget 150M) or --report")
+    budgets = [parse_budget(text) for text in args.budget or []]
+    formula = _load_formula(args)
+    answers = [formula.answer(budget, args.num_classes) for budget in budgets]
+    low, high = formula.c_range
+    curves = {target: f"gp {curve.inputs} {curve.kernel}" for target, curve in formula.curves.items()}
+    if args.json:
+        print(json.dumps({"source": formula.source, "points": len(formula.points), "c_range": [low, high],
+                          "curves": curves, "answers": [answer.as_dict() for answer in answers],
+                          **({"loo": formula.loo} if args.report else {})}))
+        return 0
+    base = formula.base_flops
+    print(f"tiny formula from {formula.source or 'a published model'}: {len(formula.points)} front points, "
+          f"c in [{low:.3f}, {high:.3f}] ({format_flops(low * base)}-{format_flops(high * base)} FLOPs); "
+          f"r: {curves['r']}, d: {curves['d']}; bands are 95%")
+    for answer in answers:
+        print("  " + answer.line())
+        if answer.extrapolates:
+            print(f"warning: {format_flops(answer.budget)} lies outside the fitted range: the formula extrapolates",
+                  file=sys.stderr)
+    if args.report:
+        import pandas as pd
+
+        table = pd.DataFrame(formula.loo)
+        print("leave-one-out RMSE on the front (lower is better):")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tinyray.cost import format_flops, parse_budget
+    from tinyray.export import export_network
+
+    budget = parse_budget(args.budget)
+    out = Path(args.out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty folder: choose a new --out")
+    formula = _load_formula(args)
+    classes = args.num_classes or formula.num_classes
+    state, extra = None, {}
+    if args.train_epochs:
+        import torch
+
+        from tinyray.data import load_data
+        from tinyray.search import default_recipe
+        from tinyray.train import train_candidate
+
+        data = load_data(args.data)
+        if args.num_classes and args.num_classes != data.num_classes:
+            raise UserError(f"--num-classes {args.num_classes} differs from the {data.num_classes} classes of {data.name}: drop --num-classes")
+        classes = data.num_classes
+    answer = formula.answer(budget, classes)
+    if args.train_epochs:
+        recipe = default_recipe(data)
+        final: dict[str, Any] = {}
+
+        def keep(epoch: Any, checkpoint: Any) -> None:
+            print(f"epoch {epoch.epoch}/{args.train_epochs}  top1 {epoch.top1:.4f}", file=sys.stderr, flush=True)
+            if epoch.epoch == args.train_epochs:
+                saved = checkpoint()
+                final["state"] = saved["ema"] if saved["ema"] is not None else saved["model"]
+
+        result = train_candidate(formula.space, answer.r, answer.d, answer.w, data, epochs=args.train_epochs,
+                                 recipe=recipe, seed=args.seed, callback=keep)
+        state = final["state"]
+        extra = {"training": {"data": data.name, "recipe": recipe, "epochs": args.train_epochs, "seed": args.seed,
+                              "train_resolution": result.resolution, "top1": result.final_top1}}
+    else:
+        import torch
+
+        torch.manual_seed(args.seed)
+    folder = export_network(formula.space, answer.r, answer.d, answer.w, out, num_classes=classes, state_dict=state,
+                            extra={"formula": answer.as_dict(), **extra})
+    if args.json:
+        print(json.dumps({"out": str(folder), **answer.as_dict(), "trained": state is not None}))
+    else:
+        print(f"{format_flops(budget)} -> r={answer.r:.3f} d={answer.d:.3f} w={answer.w:.3f} ({answer.resolution} px, "
+              f"{format_flops(answer.flops)} FLOPs, {answer.params / 1e6:.2f}M params), "
+              f"{'trained' if state is not None else 'untrained'}: {folder}/config.json, model.safetensors")
+    return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:

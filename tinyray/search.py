@@ -6,7 +6,9 @@
 2. start or join Ray, prepare the dataset once (cached on disk; each trial process loads it once);
 3. run the Tune experiment: :mod:`tinyray.searcher` proposes (r, d, w) under the budget, ASHA (or FIFO) stops
    trials early, :mod:`tinyray.trial` trains them, :mod:`tinyray.tracking` mirrors them into MLflow;
-4. write ``trials.csv``, ``front.csv`` and ``front.png`` into the results folder and onto the parent run.
+4. write ``trials.csv``, ``front.csv`` and ``front.png`` into the results folder and onto the parent run;
+5. fit the tiny formula on the front (:mod:`tinyray.formula`), write ``formula.json`` and ``formula.png``, log them
+   and the formula's pyfunc model on the parent run, register the model, and answer the search's own budget.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class SearchConfig:
         address: an existing Ray cluster (``auto`` or ``host:port``); default ``RAY_ADDRESS`` or a local Ray.
         tracking_uri: MLflow server; default ``MLFLOW_TRACKING_URI`` or the local store in ``storage``.
         progress: ``live``, ``quiet`` or ``json``.
+        formula_name: MLflow registered-model name the search's tiny formula is published under.
     """
 
     budget: int
@@ -81,6 +84,7 @@ class SearchConfig:
     address: str | None = None
     tracking_uri: str | None = None
     progress: str = "live"
+    formula_name: str = "tinynet-formula"
 
     @property
     def results_dir(self) -> Path:
@@ -106,6 +110,8 @@ class SearchResult:
     experiment_id: str
     parent_run_id: str
     files: dict[str, Path] = field(default_factory=dict)
+    formula: dict[str, Any] | None = None
+    formula_note: str = ""
 
     @property
     def results_dir(self) -> Path:
@@ -138,6 +144,7 @@ class SearchResult:
             "front": front.to_dict(orient="records"), "best": self.best(),
             "tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id,
             "parent_run_id": self.parent_run_id, "ui_command": self.ui_command(),
+            "formula": self.formula, "formula_note": self.formula_note,
         }
 
     def report(self) -> str:
@@ -158,8 +165,17 @@ class SearchResult:
         if best is not None:
             lines.append(f"best under {format_flops(self.config.budget)}: r={best['r']:.3f} d={best['d']:.3f} "
                          f"w={best['w']:.3f} ({format_flops(best['flops'])} FLOPs) top1 {best['top1']:.3f}")
+        if self.formula is not None:
+            answer = self.formula["answer"]
+            lines.append(f"formula for {format_flops(self.config.budget)}: r={answer['r']:.3f} d={answer['d']:.3f} "
+                         f"w={answer['w']:.3f} ({answer['resolution']} px, {format_flops(answer['flops'])} FLOPs)"
+                         + (" (extrapolated)" if answer["extrapolates"] else ""))
+            lines.append(f"formula model: {self.formula['model_uri']}  (tinyray formula --budget 100M --from {self.results_dir})")
+        elif self.formula_note:
+            lines.append(f"formula: {self.formula_note}")
+        files = "trials.csv, front.csv, front.png" + (", formula.json, formula.png" if self.formula else "")
         lines += [
-            f"results: {self.results_dir} (trials.csv, front.csv, front.png)",
+            f"results: {self.results_dir} ({files})",
             f"browse:  {self.ui_command()}",
         ]
         return "\n".join(lines)
@@ -284,6 +300,7 @@ def run_search(config: SearchConfig) -> SearchResult:
         pop_size=config.pop_size, num_classes=data.num_classes,
     )
     results = _prepare_results_dir(config)
+    _write_search_info(config, results, space, data, recipe)
 
     # Tune's own console table would fight the progress display; the trial loggers (result.json) stay on.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -301,12 +318,31 @@ def run_search(config: SearchConfig) -> SearchResult:
         })
         grid = _run_tune(config, space, data, data_spec, recipe, core, tracker, parent_run_id)
         trials = _trials_table(grid, config)
-        return _finish(config, trials, tracker, parent_run_id, tracking_uri, started)
+        return _finish(config, trials, tracker, parent_run_id, tracking_uri, started, space, data.num_classes)
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
+
+
+def _write_search_info(config: SearchConfig, results: Path, space: Any, data: Any, recipe: str) -> Path:
+    """``search.json``: what the search was, so that its results folder can be read back on its own."""
+    import json
+    from dataclasses import asdict
+
+    from tinyray.cost import base_flops
+
+    info = {
+        "version": 1, "config": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()},
+        "space_file": str(space.source), "space": space.name, "data": data.name, "num_classes": data.num_classes,
+        "base_flops": base_flops(space, data.num_classes), "recipe": recipe,
+    }
+    path = results / "search.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, path)
+    return path
 
 
 def _start_tracking(config: SearchConfig, results: Path, params: dict[str, Any]) -> tuple[Any, str, str]:
@@ -318,7 +354,8 @@ def _start_tracking(config: SearchConfig, results: Path, params: dict[str, Any])
     description = (
         f"tinyray search {config.name}: {config.trials} trials of (r, d, w) under {params['budget_text']} FLOPs "
         f"on {params['data']} ({config.searcher} searcher, {config.scheduler} scheduler). "
-        f"Child runs are trials; files: trials.csv, front.csv, front.png."
+        f"Child runs are trials; files: trials.csv, front.csv, front.png, formula.json, formula.png and the "
+        f"formula_model (an MLflow pyfunc: FLOPs budget -> r, d, w, resolution)."
     )
     parent = tracker.start_search(config.name, params, description)
     return tracker, parent, uri
@@ -412,8 +449,33 @@ def _write_csv(frame: "pd.DataFrame", path: Path) -> Path:
     return path
 
 
+def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, num_classes: int, tracker: Any,
+                     parent_run_id: str) -> tuple[dict[str, Any] | None, str]:
+    """Fit the tiny formula on the front, publish it, and answer the search's budget (None and why if it cannot)."""
+    from tinyray.formula import MIN_POINTS, fit_formula, publish
+
+    if len(front) < MIN_POINTS:
+        return None, f"not fitted: the front has {len(front)} point(s), the formula needs {MIN_POINTS} (run more --trials)"
+    formula = fit_formula(front, space, num_classes, seed=config.seed, source=str(config.results_dir))
+    published = publish(formula, tracker, parent_run_id, config.results_dir, model_name=config.formula_name,
+                        title=f"{config.name}: tiny formula from {len(front)} front points")
+    answer = formula.answer(config.budget)
+    gp = {row["model"]: row for row in formula.loo}
+    best = {target: f"gp {curve.inputs} {curve.kernel}" for target, curve in formula.curves.items()}
+    tracker.log_metrics(parent_run_id, {
+        "formula_r": answer.r, "formula_d": answer.d, "formula_w": answer.w, "formula_flops": answer.flops,
+        "loo_r_rmse_gp": gp[best["r"]]["r_rmse"], "loo_d_rmse_gp": gp[best["d"]]["d_rmse"],
+        "loo_r_rmse_linear": gp["linear"]["r_rmse"], "loo_d_rmse_linear": gp["linear"]["d_rmse"],
+        "loo_r_rmse_loglinear": gp["log-linear"]["r_rmse"], "loo_d_rmse_loglinear": gp["log-linear"]["d_rmse"],
+    })
+    tracker.set_tags(parent_run_id, {"formula_model_uri": published["model_uri"],
+                                     "formula_r_curve": best["r"], "formula_d_curve": best["d"]})
+    return {"answer": answer.as_dict(), "model_uri": published["model_uri"],
+            "run_model_uri": published["run_model_uri"], "curves": best}, ""
+
+
 def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_run_id: str, tracking_uri: str,
-            started: float) -> SearchResult:
+            started: float, space: Any, num_classes: int) -> SearchResult:
     from tinyray.front import front_table, hypervolume, plot_front
 
     results = config.results_dir
@@ -427,6 +489,9 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
                            title=f"{config.name}: {len(trials)} trials, budget {config.budget / 1e6:g}M FLOPs"),
     }
     tracker.log_artifacts(parent_run_id, files.values())
+    formula, formula_note = _publish_formula(config, front, space, num_classes, tracker, parent_run_id)
+    if formula is not None:
+        files.update(formula_json=results / "formula.json", formula_plot=results / "formula.png")
     for run in tracker.runs():
         trial_id = run.data.tags.get("trial_id")
         if trial_id is not None:
@@ -438,4 +503,5 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
     return SearchResult(
         config=config, trials=trials, front=front, hypervolume=volume, wall_seconds=wall,
         tracking_uri=tracking_uri, experiment_id=tracker.experiment_id, parent_run_id=parent_run_id, files=files,
+        formula=formula, formula_note=formula_note,
     )

@@ -73,6 +73,15 @@ class SearchSpace:
     def bounds(self) -> dict[str, Bounds]:
         return {"r": self.r, "d": self.d, "w": self.w}
 
+    def to_dict(self) -> dict[str, Any]:
+        """The space as the YAML mapping :func:`parse_space` reads (so a copy can travel inside JSON state)."""
+        return {
+            "name": self.name, "blocks": [list(stage) for stage in self.blocks], "base_resolution": self.base_resolution,
+            "stem_channels": self.stem_channels, "head_channels": self.head_channels, "activation": self.activation,
+            "channel_divisor": self.channel_divisor,
+            "bounds": {key: [bound.low, bound.high] for key, bound in self.bounds().items()},
+        }
+
     def resolution(self, r: float) -> int:
         """Deployment input side in pixels: ``floor(base_resolution * r)``.
 

@@ -1,0 +1,269 @@
+"""The tiny formula: GP fits recover known curves, the width solve meets budgets, state and the MLflow model round-trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tinyray.cli import main
+from tinyray.cost import analytic_cost, base_flops
+from tinyray.errors import UserError
+from tinyray.formula import (
+    Formula, _linear_loo, fit_formula, find_formula, load_front, load_from_uri, paper_width, solve_network,
+    solve_width,
+)
+
+NUM_CLASSES = 10
+
+
+def true_r(c: np.ndarray) -> np.ndarray:
+    """A resolution curve shaped like the paper's: steep at small budgets, flattening towards B0."""
+    return 0.42 + 0.18 * np.log10(np.asarray(c) / 0.04)
+
+
+def true_d(c: np.ndarray) -> np.ndarray:
+    return 0.45 + 0.45 * np.sqrt(np.asarray(c))
+
+
+def synthetic_front(n: int = 12, noise: float = 0.01, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    c = np.geomspace(0.04, 0.8, n)
+    r = true_r(c) + rng.normal(0, noise, n)
+    d = true_d(c) + rng.normal(0, noise, n)
+    return pd.DataFrame({"c": c, "r": r, "d": d, "w": paper_width(c, r, d), "top1": np.linspace(0.4, 0.8, n)})
+
+
+@pytest.fixture(scope="module")
+def formula(space) -> Formula:
+    return fit_formula(synthetic_front(), space, NUM_CLASSES, seed=0, source="synthetic")
+
+
+def test_fit_recovers_known_curves(formula):
+    c = np.geomspace(0.05, 0.75, 15)
+    values = formula.curve_values(c)
+    assert np.abs(values["r"] - true_r(c)).max() < 0.02
+    assert np.abs(values["d"] - true_d(c)).max() < 0.02
+    # the truth lies mostly inside the band
+    inside = (values["r_lo"] <= true_r(c) + 1e-3) & (true_r(c) - 1e-3 <= values["r_hi"])
+    assert inside.mean() >= 0.6  # a 95% band of the latent curve, hyperparameters fitted on 12 points
+    assert (values["r_hi"] > values["r_lo"]).all()
+
+
+def test_fit_prefers_log_c_on_log_shaped_curves(formula):
+    # r is linear in log c: the LOO selection must pick a log-c GP for it
+    assert formula.curves["r"].inputs == "log_c"
+    loo = pd.DataFrame(formula.loo).set_index("model")
+    assert loo.loc["linear", "r_rmse"] > 2 * loo.loc[f"gp log_c {formula.curves['r'].kernel}", "r_rmse"]
+
+
+def test_answers_meet_the_budget_and_flag_extrapolation(formula):
+    base = base_flops(formula.space, NUM_CLASSES)
+    inside = formula.answer(0.3 * base)
+    assert not inside.extrapolates
+    assert inside.flops <= inside.budget and inside.budget - inside.flops <= 0.01 * inside.budget
+    assert analytic_cost(formula.space, inside.r, inside.d, inside.w, NUM_CLASSES).flops == inside.flops
+    assert inside.resolution == formula.space.resolution(inside.r)
+    assert inside.r_lo <= inside.r <= inside.r_hi + 0.01
+    assert formula.answer(0.01 * base).extrapolates
+    assert formula.answer(1.5 * base).extrapolates
+
+
+@pytest.mark.parametrize("mflops", [15, 24, 40, 52, 75, 100, 150, 202, 280, 339, 400])
+def test_width_solve_meets_budgets_within_one_percent(space, mflops):
+    budget = mflops * 1e6
+    c = budget / base_flops(space, 1000)
+    r, w, flops, params = solve_network(space, float(true_r(c)), float(true_d(c)), budget, 1000)
+    assert flops <= budget
+    assert (budget - flops) / budget <= 0.01, f"{mflops}M: {flops} at r={r} w={w}"
+    assert analytic_cost(space, r, float(true_d(c)), w, 1000).params == params
+
+
+def test_width_solve_is_the_widest_under_budget(space):
+    w, flops, _ = solve_width(space, 0.6, 0.7, 80e6, 1000)
+    assert flops <= 80e6
+    assert analytic_cost(space, 0.6, 0.7, w + 0.002, 1000).flops > 80e6 or w >= 3.0
+
+
+def test_linear_leave_one_out_matches_refitting():
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 1, 8), rng.normal(0, 1, 8)
+    brute = []
+    for i in range(8):
+        keep = np.arange(8) != i
+        slope, intercept = np.polyfit(x[keep], y[keep], 1)
+        brute.append(intercept + slope * x[i])
+    assert np.allclose(_linear_loo(x, y), brute)
+
+
+def test_json_round_trip_rebuilds_the_same_formula(formula, tmp_path):
+    path = formula.save(tmp_path / "formula.json")
+    raw = json.loads(path.read_text())
+    assert raw["version"] == 1 and len(raw["table"]) == 60 and raw["num_classes"] == NUM_CLASSES
+    assert {"c", "flops", "r", "r_lo", "r_hi", "d", "d_lo", "d_hi", "w", "resolution"} <= set(raw["table"][0])
+    again = Formula.load(path)
+    for budget in (20e6, 90e6, 250e6):
+        assert again.answer(budget) == formula.answer(budget)
+
+
+def test_damaged_or_missing_formula_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no formula"):
+        Formula.load(tmp_path / "formula.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="cannot read"):
+        Formula.load(tmp_path / "bad.json")
+    (tmp_path / "old.json").write_text(json.dumps({"version": 99}))
+    with pytest.raises(UserError, match="version"):
+        Formula.load(tmp_path / "old.json")
+
+
+def test_too_small_or_wrong_front_is_a_user_error(space):
+    with pytest.raises(UserError, match="at least 3"):
+        fit_formula(synthetic_front().head(2), space, NUM_CLASSES)
+    with pytest.raises(UserError, match="lacks the column"):
+        fit_formula(synthetic_front().drop(columns=["d"]), space, NUM_CLASSES)
+
+
+def _results_folder(tmp_path: Path, space) -> Path:
+    """A results folder as a search leaves it: search.json and trials.csv/front.csv with real FLOPs."""
+    folder = tmp_path / "b100M"
+    folder.mkdir()
+    front = synthetic_front(8)
+    base = base_flops(space, NUM_CLASSES)
+    front["flops"] = (front["c"] * base).round().astype(int)
+    trials = pd.concat([front.assign(status="completed"), front.assign(top1=front["top1"] - 0.2, status="completed"),
+                        front.assign(status="early-stopped", top1=0.99)])
+    trials.drop(columns=["c"]).to_csv(folder / "trials.csv", index=False)
+    front.drop(columns=["c"]).to_csv(folder / "front.csv", index=False)
+    (folder / "search.json").write_text(json.dumps({"version": 1, "space_file": str(space.source),
+                                                    "num_classes": NUM_CLASSES}))
+    return folder
+
+
+def test_load_front_from_folder_and_trials_csv(space, tmp_path):
+    folder = _results_folder(tmp_path, space)
+    from_folder = load_front(folder)
+    assert from_folder.num_classes == NUM_CLASSES and len(from_folder.points) == 8
+    from_trials = load_front(folder / "trials.csv")  # reduced to the front of the completed trials
+    assert len(from_trials.points) == 8 and from_trials.points["top1"].max() < 0.9
+    with pytest.raises(UserError, match="does not exist"):
+        load_front(tmp_path / "nowhere")
+    (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="lacks the column"):
+        fit_formula(load_front(tmp_path / "junk.csv").points, space, NUM_CLASSES)
+
+
+def test_cli_formula_fits_from_folder_and_finds_newest(space, tmp_path, capsys):
+    folder = _results_folder(tmp_path, space)
+    assert main(["formula", "--budget", "60M", "100M", "--from", str(folder), "--json", "--report"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["answers"]) == 2 and {row["model"] for row in out["loo"]} >= {"linear", "log-linear"}
+    for answer in out["answers"]:
+        assert answer["flops"] <= answer["budget"]
+    # once a formula.json sits in the folder, a bare query finds it through --storage
+    fit = fit_formula(load_front(folder).points, space, NUM_CLASSES, source=str(folder))
+    fit.save(folder / "formula.json")
+    assert find_formula(tmp_path) == folder / "formula.json"
+    assert main(["formula", "--budget", "60M", "--storage", str(tmp_path)]) == 0
+    assert "60M: r=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["formula", "--budget", "100M", "--storage", "{empty}"], "no formula found"),
+    (["formula", "--storage", "{empty}"], "give --budget"),
+    (["formula", "--budget", "lots", "--storage", "{empty}"], "not a number of FLOPs"),
+    (["formula", "--budget", "100M", "--from", "{empty}/nope.csv"], "does not exist"),
+    (["formula", "--budget", "100M", "--from", "x", "--model-uri", "models:/x/1"], "either --from or --model-uri"),
+    (["export", "--budget", "100M", "--out", "{empty}", "--storage", "{empty}"], "no formula found"),
+])
+def test_formula_cli_errors_are_one_line(argv, message, tmp_path, capsys):
+    (tmp_path / "e").mkdir()
+    argv = [arg.replace("{empty}", str(tmp_path / "e")) for arg in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_export_round_trip(formula, tmp_path, capsys):
+    import torch
+
+    from tinyray.export import load_exported
+
+    (tmp_path / "f").mkdir()
+    formula.save(tmp_path / "f" / "formula.json")
+    out = tmp_path / "net"
+    assert main(["export", "--budget", "50M", "--out", str(out), "--from", str(tmp_path / "f"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    model, config = load_exported(out)
+    answer = formula.answer(50e6)
+    assert (config["r"], config["d"], config["w"]) == (answer.r, answer.d, answer.w) == (summary["r"], summary["d"], summary["w"])
+    assert config["input_size"] == [3, answer.resolution, answer.resolution] and config["num_classes"] == NUM_CLASSES
+    assert sum(p.numel() for p in model.parameters()) == answer.params == config["params"]
+    # the same weights come back: the saved network and the reloaded one agree on an input
+    again, _ = load_exported(out)
+    x = torch.randn(2, 3, answer.resolution, answer.resolution)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+    assert main(["export", "--budget", "50M", "--out", str(out), "--from", str(tmp_path / "f")]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_trained_matches_its_weights(formula, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    from tinyray.export import load_exported
+
+    (tmp_path / "f").mkdir()
+    formula.save(tmp_path / "f" / "formula.json")
+    out = tmp_path / "trained"
+    assert main(["export", "--budget", "20M", "--out", str(out), "--from", str(tmp_path / "f"), "--train-epochs", "1"]) == 0
+    model, config = load_exported(out)
+    assert config["trained"] and config["training"]["epochs"] == 1
+    weights = load_file(str(out / "model.safetensors"))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key])
+
+
+@pytest.mark.integration
+def test_pyfunc_model_round_trips_through_mlflow_registry(formula, tmp_path):
+    import mlflow.pyfunc
+
+    from tinyray.formula import publish
+    from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
+
+    uri = local_tracking_uri(tmp_path)
+    tracker = Tracker(uri, "formula-test", artifact_location=local_artifact_root(tmp_path))
+    run_id = tracker.start_search("formula-test", {"budget": 1})
+    published = publish(formula, tracker, run_id, tmp_path, model_name="tinynet-formula-test")
+    assert published["model_uri"] == "models:/tinynet-formula-test/1"
+    assert (tmp_path / "formula.json").is_file() and (tmp_path / "formula.png").stat().st_size > 10_000
+    artifacts = {item.path for item in tracker.client.list_artifacts(run_id)}
+    assert {"formula.json", "formula.png", "formula_model"} <= artifacts
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model(published["model_uri"])
+        predicted = model.predict(pd.DataFrame({"flops": [2e8, 5e7]}))
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    expected = formula.answer(2e8)
+    assert list(predicted.columns[:4]) == ["budget", "c", "r", "d"]
+    assert predicted.loc[0, "r"] == expected.r and predicted.loc[0, "w"] == expected.w
+    assert predicted.loc[0, "resolution"] == expected.resolution and predicted.loc[1, "flops"] <= 5e7
+
+    # no pickle anywhere in the published model: the loader rebuilds from JSON
+    model_dir = Path(tracker.client.download_artifacts(run_id, "formula_model", str(tmp_path / "dl")))
+    assert not [p for p in model_dir.rglob("*") if p.suffix in (".pkl", ".pickle")]
+    assert "loader_module: tinyray.formula" in (model_dir / "MLmodel").read_text()
+
+    loaded = load_from_uri(published["model_uri"], uri)
+    assert loaded.answer(1e8) == formula.answer(1e8)
+    with pytest.raises(UserError, match="cannot load the formula"):
+        load_from_uri("models:/no-such-model/1", uri)

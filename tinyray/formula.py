@@ -1,0 +1,733 @@
+"""The tiny formula: for any FLOPs budget, the resolution, depth and width of the best network.
+
+As in the paper (Sec. 3.2), a front of (r, d, w, FLOPs) points is turned into two Gaussian-process regressions
+``r = R(c)`` and ``d = D(c)`` of ``c = FLOPs / FLOPs(base network)``; width follows from the budget,
+``w = sqrt(c / (r^2 d))``. Because the builder rounds channels to multiples of 8 and depths to whole blocks, that
+``w`` misses the budget by a few percent, so :func:`solve_width` then finds the widest ``w`` whose exact analytic
+FLOPs (:func:`tinyray.cost.analytic_cost`) meet it.
+
+Choices, each measured rather than assumed (``tinyray formula --report`` prints the numbers for a front):
+
+* The GPs are BoTorch ``SingleTaskGP`` models (inputs normalised, outputs standardised, noise inferred) fitted by
+  ``fit_gpytorch_mll``. For each curve the input space (``c`` or ``log c``) and the kernel (Matern-5/2 or RBF)
+  are chosen by leave-one-out error on the front itself: fronts are small (5-30 points) and differ between
+  searches, and the choice is cheap to make every time. On the fronts measured so far ``log c`` wins: the paper's
+  budgets span an order of magnitude (24M-339M) and the curves bend most at the small end.
+* The band is the GP's posterior mean +- 1.96 posterior standard deviations of the latent curve (95%).
+* The reviewers asked why a GP and not a linear regression; :func:`leave_one_out` answers with the
+  leave-one-out RMSE of the GP against linear (``y ~ c``) and log-linear (``y ~ log c``) fits on the same front,
+  for r, d and the width they imply.
+
+A formula's whole state is plain JSON (:meth:`Formula.to_dict`): training points, the chosen variants and every
+GP hyperparameter. :meth:`Formula.from_dict` rebuilds the GPs from it, so loading a published formula (the MLflow
+pyfunc model of :func:`save_pyfunc`, whose loader is this module's :func:`_load_pyfunc`) never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from tinyray.errors import UserError
+from tinyray.space import SearchSpace, load_space
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMULA_VERSION = 1
+#: Candidate (input space, kernel) pairs of each curve, in order of preference on a tie.
+VARIANTS: tuple[tuple[str, str], ...] = (("log_c", "matern52"), ("log_c", "rbf"), ("c", "matern52"), ("c", "rbf"))
+#: Half-width of the band in posterior standard deviations (95%).
+BAND_Z = 1.96
+#: Fewest front points a formula is fitted on.
+MIN_POINTS = 3
+#: Widths the solver may return; outside the search space's bounds the answer is flagged.
+WIDTH_RANGE = (0.05, 3.0)
+DEFAULT_MODEL_NAME = "tinynet-formula"
+
+
+def _features(c: np.ndarray, inputs: str) -> np.ndarray:
+    return np.log(c) if inputs == "log_c" else np.asarray(c, dtype=float)
+
+
+def _tensor(values: Any) -> Any:
+    import torch
+
+    return torch.tensor(np.array(values, dtype=float), dtype=torch.float64)
+
+
+def _make_gp(train_x: Any, train_y: Any, kernel: str) -> Any:
+    """An unfitted BoTorch GP on ``batch x n x 1`` inputs and outputs (tensors; ``batch`` may be empty)."""
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms import Normalize, Standardize
+    from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+
+    batch = train_x.shape[:-2]
+    return SingleTaskGP(
+        train_x, train_y,
+        covar_module=get_covar_module_with_dim_scaled_prior(ard_num_dims=1, batch_shape=batch,
+                                                            use_rbf_kernel=kernel == "rbf"),
+        input_transform=Normalize(d=1, batch_shape=batch),
+        outcome_transform=Standardize(m=1, batch_shape=batch),
+    )
+
+
+def _fit(model: Any, seed: int) -> Any:
+    import torch
+    from botorch.fit import fit_gpytorch_mll
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BoTorch warns on tiny, noisy 1-d data; the fit is still the MAP one
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    model.eval()
+    return model
+
+
+def _fit_gp(x: np.ndarray, y: np.ndarray, kernel: str, seed: int = 0) -> Any:
+    """A GP fitted to ``n`` points (``x``, ``y``: length-``n`` arrays)."""
+    return _fit(_make_gp(_tensor(x).reshape(-1, 1), _tensor(y).reshape(-1, 1), kernel), seed)
+
+
+def _gp_predict(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        posterior = model.posterior(_tensor(x).reshape(-1, 1))
+        mean = posterior.mean.reshape(-1).numpy()
+        sd = posterior.variance.clamp_min(0).sqrt().reshape(-1).numpy()
+    return mean, sd
+
+
+@dataclass
+class Curve:
+    """One fitted GP regression ``target = f(c)``.
+
+    Attributes:
+        target: ``r`` or ``d``.
+        inputs: ``log_c`` or ``c``: what the GP sees of c.
+        kernel: ``matern52`` or ``rbf``.
+        c: training inputs (c of the front points), length ``n``.
+        y: training outputs, length ``n``.
+        state: the fitted model's ``state_dict`` as nested lists (hyperparameters and transform buffers).
+    """
+
+    target: str
+    inputs: str
+    kernel: str
+    c: list[float]
+    y: list[float]
+    state: dict[str, Any]
+
+    @classmethod
+    def fit(cls, target: str, c: np.ndarray, y: np.ndarray, inputs: str, kernel: str, seed: int = 0) -> "Curve":
+        model = _fit_gp(_features(c, inputs), y, kernel, seed)
+        state = {key: value.tolist() for key, value in model.state_dict().items()}
+        curve = cls(target, inputs, kernel, [float(v) for v in c], [float(v) for v in y], state)
+        curve.__dict__["model"] = model  # already built: skip the rebuild
+        return curve
+
+    @cached_property
+    def model(self) -> Any:
+        """The GP, rebuilt from the JSON state (no pickles)."""
+        import torch
+
+        x = _tensor(_features(np.asarray(self.c), self.inputs)).reshape(-1, 1)
+        model = _make_gp(x, _tensor(self.y).reshape(-1, 1), self.kernel)
+        model.load_state_dict({key: torch.tensor(value, dtype=torch.float64) for key, value in self.state.items()})
+        model.eval()
+        return model
+
+    def predict(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of the curve at ``c`` (length-``m`` arrays)."""
+        return _gp_predict(self.model, _features(np.asarray(c, dtype=float), self.inputs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "inputs": self.inputs, "kernel": self.kernel, "c": self.c, "y": self.y,
+                "state": self.state}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Curve":
+        return cls(raw["target"], raw["inputs"], raw["kernel"], list(raw["c"]), list(raw["y"]), dict(raw["state"]))
+
+
+def paper_width(c: np.ndarray | float, r: np.ndarray | float, d: np.ndarray | float) -> np.ndarray:
+    """The paper's width for a relative budget: ``w = sqrt(c / (r^2 d))``."""
+    return np.sqrt(np.asarray(c, dtype=float) / (np.square(r) * np.asarray(d, dtype=float)))
+
+
+def solve_width(space: SearchSpace, r: float, d: float, budget: float, num_classes: int) -> tuple[float, int, int]:
+    """The widest ``w`` whose exact FLOPs at (r, d) do not exceed ``budget``.
+
+    FLOPs grow monotonically (in steps: channels are rounded to multiples of 8) with ``w``, so a bisection over
+    ``w`` in :data:`WIDTH_RANGE` finds it.
+
+    Returns:
+        ``(w, flops, params)``; if even the narrowest width exceeds the budget, the narrowest.
+    """
+    from tinyray.cost import analytic_cost
+
+    low, high = WIDTH_RANGE
+    if analytic_cost(space, r, d, high, num_classes).flops <= budget:
+        low = high
+    elif analytic_cost(space, r, d, low, num_classes).flops <= budget:
+        for _ in range(40):  # 3 / 2^40: far below a channel-rounding step
+            middle = (low + high) / 2
+            if analytic_cost(space, r, d, middle, num_classes).flops <= budget:
+                low = middle
+            else:
+                high = middle
+    w = round(low, 4)
+    while w > WIDTH_RANGE[0] and analytic_cost(space, r, d, w, num_classes).flops > budget:
+        w = round(w - 1e-4, 4)  # rounding to 4 decimals may have stepped over the edge
+    cost = analytic_cost(space, r, d, w, num_classes)
+    return w, cost.flops, cost.params
+
+
+def solve_network(space: SearchSpace, r: float, d: float, budget: float, num_classes: int,
+                  tolerance: float = 0.01) -> tuple[float, float, int, int]:
+    """Meet ``budget`` within ``tolerance``: solve the width at ``r``; if channel rounding leaves a larger gap (a
+    stage's channels jump by 8 at once: at w = 1/0.9 the first stage goes from 16 to 24 channels, +17% FLOPs), try
+    the nearest other input sides, up to +-6% of the side (+-12% of the FLOPs), and take the first that meets it,
+    or else the closest fit under the budget.
+
+    Returns:
+        ``(r, w, flops, params)``.
+    """
+    w, flops, params = solve_width(space, r, d, budget, num_classes)
+    best = (flops, r, w, params)
+    side = space.resolution(r)
+    reach = max(2, round(0.06 * side))
+    for pixels in sorted(range(max(8, side - reach), side + reach + 1), key=lambda px: (abs(px - side), px)):
+        if budget - best[0] <= tolerance * budget:
+            break
+        if pixels == side:
+            continue
+        r_try = pixels / space.base_resolution
+        w_try, flops_try, params_try = solve_width(space, r_try, d, budget, num_classes)
+        if flops_try <= budget and flops_try > best[0]:
+            best = (flops_try, r_try, w_try, params_try)
+    flops, r, w, params = best
+    return r, w, flops, params
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The formula's network for one budget.
+
+    Attributes:
+        budget: FLOPs asked for (multiply-accumulates of one image).
+        c: ``budget / FLOPs(base)`` at the same number of classes.
+        r, d, w: the network: ``d`` and (within a pixel or two) ``r`` from the GPs, ``w`` solved so that
+            ``flops <= budget`` (see :func:`solve_network`).
+        r_lo, r_hi, d_lo, d_hi: 95% band of the GP curves.
+        w_paper: ``sqrt(c / (r^2 d))`` at the GP's mean, before the exact solve.
+        w_lo, w_hi: the exactly solved widths at the band's corners ``(r_hi, d_hi)`` and ``(r_lo, d_lo)``.
+        resolution: input side, ``floor(224 r)``.
+        flops, params: exact counts of the network at ``num_classes`` outputs.
+        extrapolates: ``c`` lies outside the fitted front's range.
+        in_bounds: r, d and w all lie inside the search space's bounds.
+    """
+
+    budget: int
+    c: float
+    r: float
+    d: float
+    w: float
+    r_lo: float
+    r_hi: float
+    d_lo: float
+    d_hi: float
+    w_paper: float
+    w_lo: float
+    w_hi: float
+    resolution: int
+    flops: int
+    params: int
+    num_classes: int
+    extrapolates: bool
+    in_bounds: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        """One readable line, e.g. ``200M: r=0.84 [0.80, 0.88] d=1.10 [...] w=0.75 -> 188 px, 199.8M FLOPs, 3.7M params``."""
+        from tinyray.cost import format_flops
+
+        text = (f"{format_flops(self.budget)}: r={self.r:.3f} [{self.r_lo:.2f}, {self.r_hi:.2f}] "
+                f"d={self.d:.3f} [{self.d_lo:.2f}, {self.d_hi:.2f}] w={self.w:.3f} [{self.w_lo:.2f}, {self.w_hi:.2f}] "
+                f"-> {self.resolution} px, {format_flops(self.flops)} FLOPs, {self.params / 1e6:.2f}M params")
+        if self.extrapolates:
+            text += " (extrapolated)"
+        if not self.in_bounds:
+            text += " (outside the searched cube)"
+        return text
+
+
+@dataclass
+class Formula:
+    """A fitted tiny formula (see the module docstring).
+
+    Attributes:
+        space: the search space the front was found in.
+        num_classes: classifier outputs the front's FLOPs were counted with.
+        points: the front, one dict a point (``c``, ``flops``, ``r``, ``d``, ``w``, ``top1``).
+        curves: ``{"r": Curve, "d": Curve}``.
+        loo: leave-one-out table (:func:`leave_one_out`), one dict a row.
+        source: where the front came from (a path or URI), for the record.
+    """
+
+    space: SearchSpace
+    num_classes: int
+    points: list[dict[str, float]]
+    curves: dict[str, Curve]
+    loo: list[dict[str, Any]] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def base_flops(self) -> int:
+        from tinyray.cost import base_flops
+
+        return base_flops(self.space, self.num_classes)
+
+    @property
+    def c_range(self) -> tuple[float, float]:
+        c = [point["c"] for point in self.points]
+        return min(c), max(c)
+
+    def curve_values(self, c: np.ndarray) -> dict[str, np.ndarray]:
+        """Mean and band of r and d at ``c`` (length-``m``), clamped to the search space's bounds."""
+        out: dict[str, np.ndarray] = {}
+        for target in ("r", "d"):
+            mean, sd = self.curves[target].predict(c)
+            bounds = self.space.bounds()[target]
+            clamp = lambda v: np.clip(v, bounds.low, bounds.high)  # noqa: E731
+            out[target] = clamp(mean)
+            out[f"{target}_lo"] = clamp(mean - BAND_Z * sd)
+            out[f"{target}_hi"] = clamp(mean + BAND_Z * sd)
+        return out
+
+    def answer(self, budget: float, num_classes: int | None = None) -> Answer:
+        """The network of the formula for ``budget`` FLOPs at ``num_classes`` outputs (default the front's)."""
+        from tinyray.cost import base_flops
+
+        classes = num_classes or self.num_classes
+        budget = int(budget)
+        c = budget / base_flops(self.space, classes)
+        values = {key: float(value[0]) for key, value in self.curve_values(np.array([c])).items()}
+        d = values["d"]
+        r, w, flops, params = solve_network(self.space, values["r"], d, budget, classes)
+        low, high = self.c_range
+        bounds = self.space.bounds()
+        return Answer(
+            budget=budget, c=c, r=r, d=d, w=w, r_lo=values["r_lo"], r_hi=values["r_hi"], d_lo=values["d_lo"],
+            d_hi=values["d_hi"], w_paper=float(paper_width(c, values["r"], d)),
+            # the band's widths meet the same budget at the band's corners (more resolution and depth, less width)
+            w_lo=solve_width(self.space, values["r_hi"], values["d_hi"], budget, classes)[0],
+            w_hi=solve_width(self.space, values["r_lo"], values["d_lo"], budget, classes)[0],
+            resolution=self.space.resolution(r), flops=flops, params=params, num_classes=classes,
+            extrapolates=not (low * 0.999 <= c <= high * 1.001),
+            in_bounds=all(bounds[k].contains(v) for k, v in (("r", r), ("d", d), ("w", w))),
+        )
+
+    def table(self, points: int = 60) -> "pd.DataFrame":
+        """The curves on a dense log-spaced grid over the fitted range of c (what ``formula.json`` stores)."""
+        import pandas as pd
+
+        low, high = self.c_range
+        c = np.geomspace(low, high, points) if high > low else np.array([low])
+        values = self.curve_values(c)
+        table = pd.DataFrame({"c": c, "flops": np.round(c * self.base_flops).astype(np.int64), **values})
+        table["w"] = paper_width(c, table["r"], table["d"])
+        table["w_lo"] = paper_width(c, table["r_hi"], table["d_hi"])
+        table["w_hi"] = paper_width(c, table["r_lo"], table["d_lo"])
+        table["resolution"] = [self.space.resolution(r) for r in table["r"]]
+        return table
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON state: everything :meth:`from_dict` needs, plus a dense table of the curves for readers."""
+        low, high = self.c_range
+        return {
+            "version": FORMULA_VERSION,
+            "space": {"name": self.space.name, "file": str(self.space.source)},
+            "space_definition": self.space.to_dict(),
+            "num_classes": self.num_classes,
+            "base_flops": self.base_flops,
+            "source": self.source,
+            "band_z": BAND_Z,
+            "c_range": [low, high],
+            "budget_range": [low * self.base_flops, high * self.base_flops],
+            "points": self.points,
+            "curves": {name: curve.to_dict() for name, curve in self.curves.items()},
+            "loo": self.loo,
+            "table": self.table().to_dict(orient="records"),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str = "formula") -> "Formula":
+        from tinyray.space import parse_space
+
+        if not isinstance(raw, dict) or raw.get("version") != FORMULA_VERSION:
+            found = raw.get("version") if isinstance(raw, dict) else type(raw).__name__
+            raise UserError(f"{where} is not a tinyray formula of version {FORMULA_VERSION} (found {found!r}): "
+                            f"refit it with 'tinyray formula --from RESULTS_DIR'")
+        try:
+            space = parse_space(raw["space_definition"], where=f"{where} (space)")
+            curves = {name: Curve.from_dict(curve) for name, curve in raw["curves"].items()}
+            return cls(space, int(raw["num_classes"]), list(raw["points"]), curves, list(raw.get("loo", [])),
+                       str(raw.get("source", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{where} is damaged ({type(exc).__name__}: {exc}): refit it with 'tinyray formula --from RESULTS_DIR'") from None
+
+    def save(self, path: Path) -> Path:
+        """Write :meth:`to_dict` as JSON, atomically."""
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "Formula":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"no formula at {path}: run 'tinyray formula --from RESULTS_DIR' or a search first") from None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read the formula {path} ({exc}): refit it with 'tinyray formula --from RESULTS_DIR'") from None
+        return cls.from_dict(raw, where=str(path))
+
+
+# -- fitting ---------------------------------------------------------------------------------------------------
+def _linear_loo(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Leave-one-out predictions of an ordinary least-squares line ``y ~ a + b x`` (closed form, hat matrix)."""
+    design = np.column_stack([np.ones_like(x), x])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    hat = design @ np.linalg.pinv(design.T @ design) @ design.T
+    residual = y - design @ coef
+    return y - residual / np.clip(1 - np.diag(hat), 1e-9, None)
+
+
+def _gp_loo(c: np.ndarray, y: np.ndarray, inputs: str, kernel: str, seed: int) -> np.ndarray:
+    """Leave-one-out predictions of a GP refitted (hyperparameters included) without each point in turn.
+
+    The ``n`` folds are fitted at once as one batched GP (BoTorch's ``gen_loo_cv_folds`` layout).
+    """
+    import torch
+    from botorch.cross_validation import gen_loo_cv_folds
+
+    folds = gen_loo_cv_folds(_tensor(_features(c, inputs)).reshape(-1, 1), _tensor(y).reshape(-1, 1))
+    model = _fit(_make_gp(folds.train_X, folds.train_Y, kernel), seed)
+    with torch.no_grad():
+        return model.posterior(folds.test_X).mean.reshape(-1).numpy()
+
+
+def _rmse(prediction: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(prediction - truth))))
+
+
+def leave_one_out(points: "pd.DataFrame", seed: int = 0) -> "pd.DataFrame":
+    """Leave-one-out RMSE of every GP variant and of linear and log-linear fits, for r, d and the implied w.
+
+    Args:
+        points: the front, with columns ``c``, ``r``, ``d`` and ``w``.
+
+    Returns:
+        One row a model: ``model`` (e.g. ``gp log_c matern52``, ``linear``, ``log-linear``), ``r_rmse``,
+        ``d_rmse``, ``w_rmse`` (w from the left-out point's c and the predicted r and d, by the paper's rule).
+    """
+    import pandas as pd
+
+    c = points["c"].to_numpy(float)
+    truth = {key: points[key].to_numpy(float) for key in ("r", "d", "w")}
+    rows = []
+    models: list[tuple[str, Any]] = [
+        (f"gp {inputs} {kernel}", lambda y, i=inputs, k=kernel: _gp_loo(c, y, i, k, seed)) for inputs, kernel in VARIANTS
+    ]
+    models += [("linear", lambda y: _linear_loo(c, y)), ("log-linear", lambda y: _linear_loo(np.log(c), y))]
+    for name, predict in models:
+        r_hat, d_hat = predict(truth["r"]), predict(truth["d"])
+        w_hat = paper_width(c, np.clip(r_hat, 1e-3, None), np.clip(d_hat, 1e-3, None))
+        rows.append({"model": name, "r_rmse": _rmse(r_hat, truth["r"]), "d_rmse": _rmse(d_hat, truth["d"]),
+                     "w_rmse": _rmse(w_hat, truth["w"])})
+    return pd.DataFrame(rows)
+
+
+def fit_formula(points: "pd.DataFrame", space: SearchSpace, num_classes: int, *, seed: int = 0,
+                source: str = "") -> Formula:
+    """Fit the tiny formula on a front.
+
+    Args:
+        points: the front: columns ``r``, ``d``, ``w`` and ``flops`` (or ``c``); ``top1`` is kept if present.
+        space: the search space the points come from (its base network defines c).
+        num_classes: classifier outputs the ``flops`` were counted with.
+        seed: seeds the GP fits.
+        source: where the points came from, for the record.
+
+    Raises:
+        UserError: with fewer than :data:`MIN_POINTS` distinct points or missing columns.
+    """
+    import torch
+
+    from tinyray.cost import base_flops
+
+    frame = _front_points(points, space, num_classes)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 1-d GPs on tens of points: threads only add contention (measured 5-10x slower)
+    try:
+        return _fit_formula(frame, space, num_classes, seed, source)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_formula(frame: "pd.DataFrame", space: SearchSpace, num_classes: int, seed: int, source: str) -> Formula:
+    from tinyray.cost import base_flops
+
+    loo = leave_one_out(frame, seed)
+    gp_rows = loo[loo["model"].str.startswith("gp ")].reset_index(drop=True)
+    curves = {}
+    for target in ("r", "d"):
+        best = int(np.argmin(gp_rows[f"{target}_rmse"].to_numpy()))  # first of the VARIANTS order on a tie
+        inputs, kernel = VARIANTS[best]
+        curves[target] = Curve.fit(target, frame["c"].to_numpy(float), frame[target].to_numpy(float), inputs, kernel, seed)
+    records = frame[[col for col in ("c", "flops", "r", "d", "w", "top1") if col in frame]].to_dict(orient="records")
+    base = base_flops(space, num_classes)
+    assert all(abs(p["c"] * base - p["flops"]) <= 1 + 1e-6 * p["flops"] for p in records)
+    return Formula(space, num_classes, records, curves, loo.to_dict(orient="records"), source)
+
+
+def _front_points(points: "pd.DataFrame", space: SearchSpace, num_classes: int) -> "pd.DataFrame":
+    from tinyray.cost import base_flops
+
+    missing = [col for col in ("r", "d", "w") if col not in points]
+    if missing or not ({"flops", "c"} & set(points.columns)):
+        need = ", ".join(missing + ([] if {"flops", "c"} & set(points.columns) else ["flops or c"]))
+        raise UserError(f"the front lacks the column(s) {need}: give a front.csv or trials.csv of a tinyray search")
+    frame = points.copy()
+    base = base_flops(space, num_classes)
+    if "c" not in frame:
+        frame["c"] = frame["flops"].astype(float) / base
+    if "flops" not in frame:
+        frame["flops"] = frame["c"].astype(float) * base
+    frame = frame.dropna(subset=["c", "r", "d", "w"])
+    frame = frame[frame["c"] > 0].drop_duplicates(subset=["c"]).sort_values("c").reset_index(drop=True)
+    if len(frame) < MIN_POINTS:
+        raise UserError(f"the front has {len(frame)} distinct point(s); the formula needs at least {MIN_POINTS}: "
+                        f"run a search with more --trials")
+    return frame
+
+
+# -- where fronts come from ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FrontSource:
+    """A front read from disk, with what is needed to interpret its FLOPs."""
+
+    points: "pd.DataFrame"
+    space: SearchSpace
+    num_classes: int
+    where: str
+
+
+def read_search_info(results_dir: Path) -> dict[str, Any] | None:
+    """The ``search.json`` a search writes into its results folder, or None."""
+    path = Path(results_dir) / "search.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path} ({exc}): the results folder is damaged") from None
+
+
+def load_front(source: Path, *, space: str | None = None, num_classes: int | None = None) -> FrontSource:
+    """Read a front from a search's results folder, or from a CSV (``front.csv``, ``trials.csv`` or any table
+    with ``r``, ``d``, ``w`` and ``flops`` or ``c``; a table with a ``status`` column is reduced to its front).
+
+    Args:
+        source: a results folder or a CSV file.
+        space: search space of a bare CSV (default: the folder's, else ``efficientnet_b0``).
+        num_classes: classifier outputs its FLOPs were counted with (default: the folder's, else 1000).
+    """
+    import pandas as pd
+
+    from tinyray.front import front_table
+
+    source = Path(source).expanduser()
+    info = None
+    if source.is_dir():
+        info = read_search_info(source)
+        csv = source / "front.csv"
+        if not csv.is_file():
+            raise UserError(f"{source} has no front.csv: give the results folder of a finished tinyray search")
+    elif source.is_file():
+        csv = source
+        info = read_search_info(source.parent) if source.name in ("front.csv", "trials.csv") else None
+    else:
+        raise UserError(f"{source} does not exist: give a search's results folder or a front CSV")
+    try:
+        table = pd.read_csv(csv)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise UserError(f"cannot read {csv} as CSV ({str(exc).splitlines()[0]}): give a front.csv of a tinyray search") from None
+    if "status" in table and "top1" in table and "flops" in table:
+        table = front_table(table)
+    space_name = space or (info or {}).get("space_file") or None
+    classes = num_classes or (info or {}).get("num_classes") or 1000
+    return FrontSource(table, load_space(space_name), int(classes), str(source))
+
+
+def find_formula(storage: Path) -> Path | None:
+    """The newest ``formula.json`` among the search folders of ``storage``."""
+    storage = Path(storage).expanduser()
+    if not storage.is_dir():
+        return None
+    found = [path for path in storage.glob("*/formula.json") if path.is_file()]
+    return max(found, key=lambda path: path.stat().st_mtime) if found else None
+
+
+# -- the plot --------------------------------------------------------------------------------------------------
+def plot_formula(formula: Formula, path: Path, title: str = "") -> Path:
+    """r, d and w against c with their 95% bands, the front points and TinyNet-A..E for reference (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tinyray.cost import analytic_cost, base_flops
+    from tinyray.cube import TINYNETS
+
+    table = formula.table(120)
+    points = formula.points
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=110, sharex=True)
+    base_1000 = base_flops(formula.space, 1000)
+    for ax, target in zip(axes, ("r", "d", "w")):
+        ax.plot(table["c"], table[target], c="tab:blue", lw=1.8, label=f"{target}(c)")
+        ax.fill_between(table["c"], table[f"{target}_lo"], table[f"{target}_hi"], color="tab:blue", alpha=0.18,
+                        label="95% band")
+        ax.scatter([p["c"] for p in points], [p[target] for p in points], c="tab:orange", s=28, zorder=3,
+                   label=f"front ({len(points)})")
+        tiny_c = [analytic_cost(formula.space, t["r"], t["d"], t["w"], 1000).flops / base_1000 for t in TINYNETS.values()]
+        ax.scatter(tiny_c, [t[target] for t in TINYNETS.values()], marker="x", c="gray", s=30, label="TinyNet-A..E")
+        ax.set_xscale("log")
+        ax.set_xlabel("c = FLOPs / FLOPs(B0)")
+        ax.set_ylabel(target)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title or "tiny formula: r(c), d(c) by GP regression, w = sqrt(c / (r^2 d))", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# -- MLflow pyfunc -----------------------------------------------------------------------------------------------
+class FormulaPyfunc:
+    """What ``mlflow.pyfunc.load_model(uri)`` wraps: ``predict`` takes a DataFrame with a ``flops`` column (FLOPs
+    budgets) or a ``c`` column, and optionally ``num_classes``, and returns one row per budget with the columns of
+    :class:`Answer`."""
+
+    def __init__(self, formula: Formula) -> None:
+        self.formula = formula
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> "pd.DataFrame":
+        import pandas as pd
+
+        from tinyray.cost import base_flops
+
+        frame = pd.DataFrame(model_input)
+        if "flops" not in frame and "c" not in frame:
+            raise ValueError("the formula's input needs a 'flops' (FLOPs budgets) or a 'c' column")
+        rows = []
+        for _, row in frame.iterrows():
+            classes = int(row["num_classes"]) if "num_classes" in frame and pd.notna(row["num_classes"]) else None
+            budget = row["flops"] if "flops" in frame else row["c"] * base_flops(self.formula.space, classes or self.formula.num_classes)
+            rows.append(self.formula.answer(float(budget), classes).as_dict())
+        return pd.DataFrame(rows)
+
+
+def _load_pyfunc(data_path: str, model_config: Any = None) -> FormulaPyfunc:
+    """MLflow's loader hook (``loader_module="tinyray.formula"``): rebuild the formula from its JSON."""
+    return FormulaPyfunc(Formula.load(Path(data_path)))
+
+
+def save_pyfunc(formula_json: Path, path: Path) -> Path:
+    """Save an MLflow pyfunc model of the formula at ``formula_json`` into the new folder ``path``."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from tinyray import __version__
+
+    formula = Formula.load(formula_json)
+    example = pd.DataFrame({"flops": [float(formula.base_flops * formula.c_range[1])]})
+    signature = infer_signature(example, FormulaPyfunc(formula).predict(example))
+    mlflow.pyfunc.save_model(
+        path=str(path), loader_module="tinyray.formula", data_path=str(formula_json), signature=signature,
+        input_example=example, pip_requirements=[f"tinyray=={__version__}"],
+    )
+    return Path(path)
+
+
+def publish(formula: Formula, tracker: Any, run_id: str, folder: Path, *, model_name: str = DEFAULT_MODEL_NAME,
+            title: str = "") -> dict[str, str]:
+    """Write ``formula.json`` and ``formula.png`` into ``folder``, log them on the run, log the pyfunc model and
+    register it as a new version of ``model_name``.
+
+    Returns:
+        ``{"json", "plot", "run_model_uri", "model_uri"}``.
+    """
+    import tempfile
+
+    folder = Path(folder)
+    json_path = formula.save(folder / "formula.json")
+    plot_path = plot_formula(formula, folder / "formula.png", title)
+    tracker.log_artifacts(run_id, [json_path, plot_path])
+    client = tracker.client
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_pyfunc(json_path, Path(tmp) / "formula_model")
+        client.log_artifacts(run_id, str(model_dir), artifact_path="formula_model")
+    artifact_uri = client.get_run(run_id).info.artifact_uri
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        client.create_registered_model(
+            model_name, description="tinyray's tiny formula: FLOPs budget -> (r, d, w, resolution) of the best network",
+        )
+    version = client.create_model_version(model_name, source=f"{artifact_uri}/formula_model", run_id=run_id)
+    return {"json": str(json_path), "plot": str(plot_path), "run_model_uri": f"runs:/{run_id}/formula_model",
+            "model_uri": f"models:/{model_name}/{version.version}"}
+
+
+def load_from_uri(uri: str, tracking_uri: str | None = None) -> Formula:
+    """Load a published formula from an MLflow model URI (``models:/tinynet-formula/1``, ``runs:/<id>/formula_model``)
+    by downloading its JSON: nothing is unpickled and no code from the artifact runs."""
+    import tempfile
+
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri))
+        except (MlflowException, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"cannot load the formula {uri} ({first[:160]}): check the URI and --tracking-uri") from None
+        found = list(local.rglob("formula.json")) if local.is_dir() else [local]
+        if not found:
+            raise UserError(f"{uri} holds no formula.json: give the URI of a formula model published by tinyray")
+        return Formula.load(found[0])
