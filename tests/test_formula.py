@@ -267,3 +267,34 @@ def test_pyfunc_model_round_trips_through_mlflow_registry(formula, tmp_path):
     assert loaded.answer(1e8) == formula.answer(1e8)
     with pytest.raises(UserError, match="cannot load the formula"):
         load_from_uri("models:/no-such-model/1", uri)
+
+
+@pytest.mark.integration
+def test_search_end_publishes_formula_and_reports_it(space, tmp_path):
+    """What every search does after its trials: fit on the front, publish, answer the search's budget."""
+    from mlflow import MlflowClient
+
+    from tinyray.search import SearchConfig, SearchResult, _publish_formula
+    from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
+
+    config = SearchConfig(budget=100_000_000, name="pub", storage=tmp_path, formula_name="tinynet-formula-pub")
+    config.results_dir.mkdir(parents=True)
+    front = synthetic_front(7)
+    front["flops"] = (front["c"] * base_flops(space, NUM_CLASSES)).round().astype(int)
+    tracker = Tracker(local_tracking_uri(tmp_path), "pub", artifact_location=local_artifact_root(tmp_path))
+    run_id = tracker.start_search("pub", {"budget": config.budget})
+    formula, note = _publish_formula(config, front.drop(columns=["c"]), space, NUM_CLASSES, tracker, run_id)
+    assert note == "" and formula["model_uri"] == "models:/tinynet-formula-pub/1"
+    assert formula["answer"]["flops"] <= 100_000_000 and not formula["answer"]["extrapolates"]
+    run = MlflowClient(tracking_uri=tracker.tracking_uri).get_run(run_id)
+    assert run.data.tags["formula_model_uri"] == formula["model_uri"]
+    assert run.data.metrics["loo_r_rmse_linear"] > 0 and run.data.metrics["formula_flops"] == formula["answer"]["flops"]
+    trials = front.assign(trial_id=[f"t{i}" for i in range(7)], status="completed", resolution=100, params=1, epochs=3)
+    result = SearchResult(config=config, trials=trials, front=trials, hypervolume=0.5, wall_seconds=1.0,
+                          tracking_uri=tracker.tracking_uri, experiment_id=tracker.experiment_id,
+                          parent_run_id=run_id, formula=formula)
+    report = result.report()
+    assert "formula for 100M: r=" in report and "models:/tinynet-formula-pub/1" in report
+    assert "best under 100M" in report
+    small, why = _publish_formula(config, front.head(2).drop(columns=["c"]), space, NUM_CLASSES, tracker, run_id)
+    assert small is None and "needs 3" in why

@@ -83,6 +83,30 @@ def test_mlflow_parent_and_nested_children_without_duplicates(finished):
     assert {"trials.csv", "front.csv", "front.png"} <= artifacts
 
 
+def test_formula_is_fitted_published_and_answers_the_budget(finished):
+    from mlflow import MlflowClient
+
+    from tinyray.formula import MIN_POINTS, Formula
+
+    results = finished.results_dir
+    if len(finished.front) < MIN_POINTS:
+        assert finished.formula is None and "needs 3" in finished.formula_note
+        assert not (results / "formula.json").exists()
+        return
+    formula = Formula.load(results / "formula.json")
+    assert len(formula.points) == len(finished.front) and formula.num_classes == 10
+    answer = finished.formula["answer"]
+    assert answer == formula.answer(60_000_000).as_dict()
+    assert answer["flops"] <= 60_000_000
+    client = MlflowClient(tracking_uri=finished.tracking_uri)
+    parent = client.get_run(finished.parent_run_id)
+    assert parent.data.tags["formula_model_uri"] == finished.formula["model_uri"]
+    assert {"formula.json", "formula.png", "formula_model"} <= {a.path for a in client.list_artifacts(finished.parent_run_id)}
+    name = finished.formula["model_uri"].split("/")[1]
+    assert client.get_registered_model(name).latest_versions
+    assert "formula for 60M" in finished.report()
+
+
 def test_same_name_again_is_refused_without_touching_results(finished):
     config = finished.config
     before = sorted(p.name for p in finished.results_dir.iterdir())

@@ -167,6 +167,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--recipe", choices=("proxy", "paper"), default=None, help="training recipe (default: proxy on built-in data, paper on folders)")
     add("--address", default=None, help="Ray cluster to join ('auto' or host:port; default $RAY_ADDRESS or a local Ray)")
     add("--tracking-uri", default=None, help="MLflow tracking server (default $MLFLOW_TRACKING_URI or a sqlite store in --storage)")
+    add("--formula-name", default=defaults.formula_name, help=f"MLflow registered model the search's formula is published under (default {defaults.formula_name})")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quiet", action="store_true", help="no progress display")
     mode.add_argument("--json", action="store_true", help="progress as JSON lines, then one JSON summary")
@@ -314,7 +315,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         reduction_factor=args.reduction_factor, searcher=args.searcher, scheduler=args.scheduler, seed=args.seed,
         floor=floor, pop_size=args.pop_size, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         recipe=args.recipe, address=args.address, tracking_uri=args.tracking_uri,
-        progress="json" if args.json else "quiet" if args.quiet else "live",
+        progress="json" if args.json else "quiet" if args.quiet else "live", formula_name=args.formula_name,
     )
     result = run_search(config)
     if args.json:

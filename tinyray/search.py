@@ -223,6 +223,9 @@ def validate(config: SearchConfig) -> None:
         raise UserError(f"--gpus-per-trial must be zero or positive, got {config.gpus_per_trial}")
     if config.gpus_per_trial > 1 and config.gpus_per_trial != int(config.gpus_per_trial):
         raise UserError(f"--gpus-per-trial {config.gpus_per_trial} must be a fraction below 1 or a whole number")
+    if not _NAME_RE.match(config.formula_name):
+        raise UserError(f"--formula-name {config.formula_name!r} must be letters, digits, '.', '_' or '-' (up to 64), "
+                        f"e.g. --formula-name tinynet-formula")
     if config.progress not in ("live", "quiet", "json"):
         raise UserError(f"progress mode {config.progress!r} is not one of live, quiet, json")
 
@@ -340,7 +343,7 @@ def _write_search_info(config: SearchConfig, results: Path, space: Any, data: An
     }
     path = results / "search.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=1))
+    tmp.write_text(json.dumps(info, indent=1, default=str))
     os.replace(tmp, path)
     return path
 
