@@ -68,7 +68,7 @@ BAD_INPUTS = [
     (["search", "--budget", "200M", "--gpus-per-trial", "-1"], "--gpus-per-trial must be zero or"),
     (["search", "--budget", "200M", "--gpus-per-trial", "1.5"], "must be a fraction below 1"),
     (["search", "--budget", "200M", "--name", "a b"], "--name 'a b'"),
-    (["search", "--budget", "200M", "--formula-name", "my model"], "--formula-name 'my model'"),,
+    (["search", "--budget", "200M", "--formula-name", "my model"], "--formula-name 'my model'"),
     (["search", "--budget", "200M", "--floor", "x"], "budget 'x'"),
     (["search", "--budget", "1k"], "below the smallest network"),
     (["search", "--budget", "200M", "--data", "/no/such/folder"], "does not exist"),
