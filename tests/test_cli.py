@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,6 +76,85 @@ BAD_INPUTS = [
     (["search", "--budget", "200M", "--quiet", "--json"], "not allowed with"),
     (["nosuch"], "invalid choice"),
 ]
+
+
+# Inputs that need files: {bad} is a folder of broken search spaces, data folders and results (made once below).
+BAD_FILES = [
+    (["search", "--budget", "200M", "--space", "{bad}/missing.yaml"], "does not exist"),
+    (["search", "--budget", "200M", "--space", "{bad}/malformed.yaml"], "is not valid YAML at line"),
+    (["search", "--budget", "200M", "--space", "{bad}/unknown.yaml"], "unknown key 'colour'"),
+    (["search", "--budget", "200M", "--space", "{bad}/wrongtype.yaml"], "base_resolution must be an integer"),
+    (["search", "--budget", "200M", "--space", "{bad}/reversed.yaml"], "bounds.r is reversed"),
+    (["flops", "--r", "0.5", "--d", "0.5", "--w", "0.5", "--space", "{bad}/reversed.yaml"], "bounds.r is reversed"),
+    (["search", "--budget", "5G"], "above the largest network"),
+    (["search", "--budget", "200M", "--floor", "300M"], "above the budget"),
+    (["search", "--budget", "200M", "--data", "{bad}/empty"], "has no train/ subfolder"),
+    (["search", "--budget", "200M", "--data", "{bad}/noclasses"], "has no class folders"),
+    (["search", "--budget", "200M", "--data", "{bad}/noimages"], "holds no images"),
+    (["search", "--budget", "200M", "--data", "{bad}/corrupt"], "cannot read image"),
+    (["search", "--budget", "200M", "--data", "{bad}/mismatch"], "different class folders"),
+    (["train", "--r", "0.5", "--d", "0.5", "--w", "0.5", "--data", "{bad}/corrupt"], "cannot read image"),
+    (["search", "--budget", "200M", "--storage", "{bad}/afile"], "not a writable folder"),
+    (["search", "--budget", "200M", "--storage", "{bad}/results", "--name", "taken"], "already exists"),
+    (["search", "--budget", "200M", "--address", "127.0.0.1:9"], "nothing answers at the Ray address"),
+    (["search", "--resume", "--name", "nosuch", "--storage", "{bad}/results"], "no search named 'nosuch'"),
+    (["search", "--resume", "--storage", "{bad}/results"], "--resume needs the --name"),
+    (["search", "--resume", "--name", "taken", "--storage", "{bad}/results", "--trials", "99"], "--trials 99 differs"),
+    (["search", "--storage", "{bad}/results"], "--budget is required"),
+    (["search", "--budget", "200M", "--retries", "-1"], "--retries must be at least 0"),
+    (["search", "--budget", "200M", "--seed", "-3"], "--seed must be at least 0"),
+    (["train", "--r", "0.5", "--d", "0.5", "--w", "0.5", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["train", "--r", "0.5", "--d", "0.5", "--w", "0.5", "--threads", "0"], "--threads must be at least 1"),
+    (["train", "--r", "0.5", "--d", "3", "--w", "0.5"], "--d 3 is outside the space"),
+    (["flops", "--r", "0.5", "--d", "0.5", "--w", "inf"], "--w must be a positive number"),
+    (["formula", "--budget", "100M", "--storage", "{bad}/results"], "no formula found"),
+    (["formula", "--budget", "100M", "--from", "{bad}/afile"], "lacks the column"),
+    (["formula", "--budget", "100M", "--model-uri", "models:/nothing/1", "--tracking-uri", "sqlite:///{bad}/none.db"], "no MLflow store at"),
+    (["formula", "--budget", "100M", "--num-classes", "0"], "--num-classes must be at least 1"),
+    (["export", "--budget", "100M", "--out", "{bad}/afile", "--storage", "{bad}/results"], "not an empty folder"),
+    (["export", "--budget", "x", "--out", "{bad}/new"], "not a number of FLOPs"),
+    (["export", "--budget", "100M", "--out", "{bad}/new", "--train-epochs", "-1"], "--train-epochs must be at least 0"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("bad")
+    good = (Path(__file__).resolve().parents[1] / "search_spaces" / "efficientnet_b0.yaml").read_text()
+    (root / "malformed.yaml").write_text("name: [unclosed\nblocks: 3\n")
+    (root / "unknown.yaml").write_text(good + "colour: blue\n")
+    (root / "wrongtype.yaml").write_text(good.replace("base_resolution: 224", "base_resolution: big"))
+    (root / "reversed.yaml").write_text(good.replace("r: [0.25, 1.0]", "r: [1.0, 0.25]"))
+    (root / "empty").mkdir()
+    for split in ("train", "val"):
+        (root / "noclasses" / split).mkdir(parents=True)
+        (root / "noimages" / split / "cat").mkdir(parents=True)
+        for name in ("cat", "dog") if split == "train" else ("cat", "fox"):
+            folder = root / "mismatch" / split / name
+            folder.mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(folder / "a.png")
+        (root / "corrupt" / split / "cat").mkdir(parents=True)
+        (root / "corrupt" / split / "cat" / "a.jpg").write_bytes(b"not a jpeg at all")
+    (root / "afile").write_text("a file, not a folder")
+    (root / "results" / "taken").mkdir(parents=True)
+    (root / "results" / "taken" / "search.json").write_text(json.dumps(
+        {"version": 1, "config": {"budget": 200_000_000, "name": "taken", "trials": 30}}))
+    return root
+
+
+@pytest.mark.parametrize("argv, message", BAD_FILES, ids=[" ".join(a) for a, _ in BAD_FILES])
+def test_bad_files_and_services_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch, bad, argv, message):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(str(p) for p in bad.rglob("*"))
+    code, out, err = run(capsys, *[arg.replace("{bad}", str(bad)) for arg in argv])
+    assert code == 2, err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+    assert sorted(str(p) for p in bad.rglob("*")) == before  # nothing half-written, nothing lost
 
 
 @pytest.mark.parametrize("argv, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import pickle
 import subprocess
@@ -252,7 +251,7 @@ def test_random_core_samples_the_band_and_resumes(space):
     assert rs.min() < 0.45 and rs.max() > 0.8
 
 
-def test_make_core_validates_names_and_budgets(space, caplog):
+def test_make_core_validates_names_and_budgets(space):
     with pytest.raises(UserError, match="unknown searcher 'bayes'"):
         make_core("bayes", space, BUDGET)
     with pytest.raises(UserError, match="below the smallest network .* r=0.25 d=0.25 w=0.25"):
@@ -265,11 +264,10 @@ def test_make_core_validates_names_and_budgets(space, caplog):
         make_core("nsga3", space, BUDGET, pop_size=2)
     with pytest.raises(UserError, match="seed"):
         make_core("random", space, BUDGET, seed=-1)
-    with caplog.at_level(logging.WARNING, logger="tinyray.searcher"):
-        core = make_core("NSGA3", space, 10**12, pop_size=POP)
-    assert "not binding" in caplog.text
-    assert core.band.budget == core.band.max_flops and core.band.floor == core.band.max_flops // 16
-    assert all(message.count("\n") == 0 for message in caplog.messages)
+    with pytest.raises(UserError, match="above the largest network .* lower --budget to"):
+        make_core("NSGA3", space, 10**12, pop_size=POP)
+    core = make_core("NSGA3", space, BUDGET, pop_size=POP)
+    assert core.band.budget == BUDGET and core.band.floor == BUDGET // 16
 
 
 def test_custom_flops_fn_is_used_for_the_band(space):

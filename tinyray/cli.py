@@ -148,7 +148,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
 
     defaults = SearchConfig(budget=1)
     add = parser.add_argument
-    add("--budget", required=True, help="FLOPs budget: multiply-accumulates of one image, e.g. 200M, 1.2G, 2e8")
+    add("--budget", default=None, help="FLOPs budget: multiply-accumulates of one image, e.g. 200M, 1.2G, 2e8 (required unless --resume)")
     add("--name", default=None, help="search name: results folder, Tune and MLflow experiment (default: b<budget>, e.g. b200M)")
     add("--storage", default=str(defaults.storage), help=f"results root (default ./{defaults.storage})")
     add("--space", default=None, help="search space: a name in search_spaces/ (default efficientnet_b0) or a YAML path")
@@ -167,6 +167,8 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--recipe", choices=("proxy", "paper"), default=None, help="training recipe (default: proxy on built-in data, paper on folders)")
     add("--address", default=None, help="Ray cluster to join ('auto' or host:port; default $RAY_ADDRESS or a local Ray)")
     add("--tracking-uri", default=None, help="MLflow tracking server (default $MLFLOW_TRACKING_URI or a sqlite store in --storage)")
+    add("--retries", type=_int_at_least("--retries", 0), default=defaults.retries, help=f"retries of a failed trial from its last checkpoint (default {defaults.retries})")
+    add("--resume", action="store_true", help="continue the search --name after its driver died; finished trials are kept")
     add("--formula-name", default=defaults.formula_name, help=f"MLflow registered model the search's formula is published under (default {defaults.formula_name})")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quiet", action="store_true", help="no progress display")
@@ -305,19 +307,34 @@ def cmd_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tinyray.cost import format_flops, parse_budget
-    from tinyray.search import SearchConfig, run_search
+    from tinyray.search import SearchConfig, resume_config, run_search
 
-    budget = parse_budget(args.budget)
+    budget = parse_budget(args.budget) if args.budget is not None else None
     floor = parse_budget(args.floor) if args.floor is not None else None
-    config = SearchConfig(
-        budget=budget, name=args.name or f"b{format_flops(budget)}", storage=Path(args.storage), space=args.space,
-        data=args.data, trials=args.trials, max_epochs=args.max_epochs, grace_period=args.grace_period,
-        reduction_factor=args.reduction_factor, searcher=args.searcher, scheduler=args.scheduler, seed=args.seed,
-        floor=floor, pop_size=args.pop_size, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        recipe=args.recipe, address=args.address, tracking_uri=args.tracking_uri,
-        progress="json" if args.json else "quiet" if args.quiet else "live", formula_name=args.formula_name,
+    options = dict(
+        space=args.space, data=args.data, trials=args.trials, max_epochs=args.max_epochs,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor, searcher=args.searcher,
+        scheduler=args.scheduler, seed=args.seed, floor=floor, pop_size=args.pop_size,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, recipe=args.recipe,
+        address=args.address, tracking_uri=args.tracking_uri, formula_name=args.formula_name, retries=args.retries,
+        progress="json" if args.json else "quiet" if args.quiet else "live",
     )
-    result = run_search(config)
+    if args.resume:
+        if not args.name and budget is None:
+            raise UserError("--resume needs the --name of the search to continue, e.g. --resume --name b200M")
+        defaults = SearchConfig(budget=1)
+        # only what the user typed counts: an option left at its default takes the search's stored value
+        given = {key: value for key, value in options.items() if value != getattr(defaults, key)}
+        given["progress"] = options["progress"]
+        if budget is not None:
+            given["budget"] = budget
+        config = resume_config(Path(args.storage), args.name or f"b{format_flops(budget)}", given)
+    else:
+        if budget is None:
+            raise UserError("--budget is required, e.g. --budget 200M (or continue a search with --resume --name NAME)")
+        config = SearchConfig(budget=budget, name=args.name or f"b{format_flops(budget)}", storage=Path(args.storage),
+                              **options)
+    result = run_search(config, resume=args.resume)
     if args.json:
         print(json.dumps(result.summary()))
     else:
@@ -386,6 +403,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tinyray`` console script."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (e.g. creating tables) are noise here
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

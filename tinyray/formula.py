@@ -721,6 +721,9 @@ def load_from_uri(uri: str, tracking_uri: str | None = None) -> Formula:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
+    if tracking_uri and tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        raise UserError(f"there is no MLflow store at {tracking_uri}: give the --tracking-uri of the search that "
+                        f"published {uri} (e.g. sqlite:///$PWD/tinyray-results/mlflow.db)")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri))

@@ -32,7 +32,7 @@ SEARCHERS = ("nsga3", "random")
 SCHEDULERS = ("asha", "fifo")
 TRIAL_COLUMNS = [
     "trial_id", "r", "d", "w", "resolution", "train_resolution", "flops", "params", "epochs", "top1",
-    "status", "node_id", "train_seconds",
+    "status", "node_id", "train_seconds", "failure",
 ]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -62,6 +62,8 @@ class SearchConfig:
         tracking_uri: MLflow server; default ``MLFLOW_TRACKING_URI`` or the local store in ``storage``.
         progress: ``live``, ``quiet`` or ``json``.
         formula_name: MLflow registered-model name the search's tiny formula is published under.
+        retries: times a failed trial (exception, NaN loss, out of memory) is retried from its last checkpoint
+            before it counts as failed.
     """
 
     budget: int
@@ -85,6 +87,7 @@ class SearchConfig:
     tracking_uri: str | None = None
     progress: str = "live"
     formula_name: str = "tinynet-formula"
+    retries: int = 1
 
     @property
     def results_dir(self) -> Path:
@@ -207,6 +210,7 @@ def validate(config: SearchConfig) -> None:
     checks = [
         ("--trials", config.trials, 1), ("--max-epochs", config.max_epochs, 1), ("--grace-period", config.grace_period, 1),
         ("--reduction-factor", config.reduction_factor, 2), ("--pop-size", config.pop_size, 4),
+        ("--retries", config.retries, 0),
     ]
     for option, value, low in checks:
         if not isinstance(value, int) or value < low:
@@ -230,13 +234,87 @@ def validate(config: SearchConfig) -> None:
         raise UserError(f"progress mode {config.progress!r} is not one of live, quiet, json")
 
 
-def _prepare_results_dir(config: SearchConfig) -> Path:
+#: Options that define a search: a resumed search keeps them (giving a different value is an error).
+DEFINING = ("budget", "space", "data", "trials", "max_epochs", "grace_period", "reduction_factor", "searcher",
+            "scheduler", "seed", "floor", "pop_size", "cpus_per_trial", "gpus_per_trial", "recipe", "formula_name",
+            "retries")
+
+
+def resume_config(storage: Path, name: str, given: dict[str, Any]) -> SearchConfig:
+    """The configuration of the search ``storage/name`` (from its ``search.json``) for ``--resume``.
+
+    Args:
+        storage, name: where the search is.
+        given: options the user gave this time. Those in :data:`DEFINING` must equal the stored ones; the others
+            (``address``, ``tracking_uri``, ``progress``) replace them.
+
+    Raises:
+        UserError: if there is no such search, or a defining option differs.
+    """
+    import json
+
+    from tinyray.data import DataSpec
+
+    results = Path(storage).expanduser().resolve() / name
+    path = results / "search.json"
+    if not path.is_file():
+        raise UserError(f"there is no search named {name!r} in {results.parent} to resume: check --name and --storage "
+                        f"(or start it without --resume)")
+    try:
+        stored = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"cannot resume {name!r}: {path} is damaged ({exc}); start a new --name") from None
+    if isinstance(stored.get("data"), dict):
+        spec = stored["data"]
+        stored["data"] = DataSpec(**{**spec, **{k: Path(spec[k]) for k in ("path", "cache_dir") if spec.get(k)}})
+    stored["storage"] = Path(storage)
+    for key, value in given.items():
+        if key in DEFINING and value is not None and value != stored.get(key):
+            option = "--" + key.replace("_", "-")
+            raise UserError(f"{option} {value} differs from the search's {stored.get(key)}: resume without {option}, "
+                            f"or start a new search with another --name")
+    runtime = {key: value for key, value in given.items() if key not in DEFINING and value is not None}
+    fields = set(SearchConfig.__dataclass_fields__)
+    return SearchConfig(**{**{k: v for k, v in stored.items() if k in fields}, **runtime})
+
+
+def _check_results_dir(config: SearchConfig) -> None:
+    """Refuse an existing search, or a results root that cannot hold folders, without writing anything."""
     results = config.results_dir
-    if results.exists() and any(results.iterdir()):
+    if results.exists() and (not results.is_dir() or any(results.iterdir())):
         raise UserError(
-            f"a search named {config.name!r} already exists in {results}: choose another --name, "
-            f"or delete that folder to start over"
+            f"a search named {config.name!r} already exists in {results}: continue it with --resume, choose another "
+            f"--name, or delete that folder to start over"
         )
+    ancestor = results.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write results under {ancestor}: it is not a writable folder; choose another --storage")
+
+
+def _check_address(config: SearchConfig) -> None:
+    """Fail fast, in one line, when ``--address host:port`` has nothing listening (``ray.init`` would retry for
+    minutes)."""
+    import socket
+
+    address = config.address or os.environ.get("RAY_ADDRESS") or ""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address.strip())
+    if not match:
+        return  # "auto", "local" or empty: ray.init answers those quickly itself
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise UserError(
+            f"nothing answers at the Ray address {address} ({exc.strerror or exc}): start the cluster "
+            f"('ray start --head' or 'ray up clusters/v100.yaml'), or fix --address / RAY_ADDRESS"
+        ) from None
+
+
+def _prepare_results_dir(config: SearchConfig) -> Path:
+    _check_results_dir(config)
+    results = config.results_dir
     try:
         results.mkdir(parents=True, exist_ok=True)
         probe = results / ".write-test"
@@ -284,10 +362,20 @@ def _trial_params(space: Any, data: Any) -> Any:
     return describe
 
 
-def run_search(config: SearchConfig) -> SearchResult:
-    """Run a whole search and write its results (see the module docstring)."""
+def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
+    """Run a whole search and write its results (see the module docstring).
+
+    Args:
+        config: the search.
+        resume: continue the search ``config.name`` after its driver died (Ctrl-C, SIGKILL, a reboot): finished
+            trials are kept, interrupted ones continue from their last epoch's checkpoint, the searcher's state
+            and the trial -> MLflow run mapping are restored (see :func:`resume_config` for the configuration).
+    """
     started = time.monotonic()
     validate(config)
+    if not resume:
+        _check_results_dir(config)
+    _check_address(config)  # before anything is written: a dead --address must not leave a half-made search
 
     from tinyray.cost import base_flops, format_flops
     from tinyray.data import load_data, resolve_data, spec_summary
@@ -302,24 +390,38 @@ def run_search(config: SearchConfig) -> SearchResult:
         config.searcher, space, config.budget, floor=config.floor, seed=config.seed,
         pop_size=config.pop_size, num_classes=data.num_classes,
     )
-    results = _prepare_results_dir(config)
-    _write_search_info(config, results, space, data, recipe)
+    if resume:
+        results = config.results_dir
+        info = _read_info(results)
 
     # Tune's own console table would fight the progress display; the trial loggers (result.json) stay on.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     started_ray = _start_ray(config)
     try:
-        tracker, parent_run_id, tracking_uri = _start_tracking(config, results, {
-            "budget": config.budget, "budget_text": format_flops(config.budget), "space": space.name,
-            "space_file": space.source, "data": data.name, "searcher": config.searcher, "scheduler": config.scheduler,
-            "seed": config.seed, "trials": config.trials, "max_epochs": config.max_epochs,
-            "grace_period": config.grace_period, "reduction_factor": config.reduction_factor,
-            "pop_size": config.pop_size, "floor": core.band.floor, "recipe": recipe,
-            "cpus_per_trial": config.cpus_per_trial, "gpus_per_trial": config.gpus_per_trial,
-            "base_flops": base_flops(space, data.num_classes), **spec_summary(data_spec),
-        })
-        grid = _run_tune(config, space, data, data_spec, recipe, core, tracker, parent_run_id)
+        if not resume:
+            results = _prepare_results_dir(config)
+            info = _write_search_info(config, results, space, data, recipe)
+        try:
+            tracker, parent_run_id, tracking_uri = _start_tracking(config, results, info.get("parent_run_id"), {
+                "budget": config.budget, "budget_text": format_flops(config.budget), "space": space.name,
+                "space_file": space.source, "data": data.name, "searcher": config.searcher,
+                "scheduler": config.scheduler, "seed": config.seed, "trials": config.trials,
+                "max_epochs": config.max_epochs, "grace_period": config.grace_period,
+                "reduction_factor": config.reduction_factor, "pop_size": config.pop_size, "floor": core.band.floor,
+                "recipe": recipe, "cpus_per_trial": config.cpus_per_trial, "gpus_per_trial": config.gpus_per_trial,
+                "retries": config.retries, "base_flops": base_flops(space, data.num_classes),
+                **spec_summary(data_spec),
+            })
+        except UserError:
+            if not resume:  # nothing ran yet: leave no half-made search behind
+                import shutil
+
+                shutil.rmtree(results, ignore_errors=True)
+            raise
+        if info.get("parent_run_id") != parent_run_id:
+            _write_info(results, {**info, "parent_run_id": parent_run_id})
+        grid = _run_tune(config, space, data, data_spec, recipe, core, tracker, parent_run_id, resume)
         trials = _trials_table(grid, config)
         return _finish(config, trials, tracker, parent_run_id, tracking_uri, started, space, data.num_classes)
     finally:
@@ -329,26 +431,47 @@ def run_search(config: SearchConfig) -> SearchResult:
             ray.shutdown()
 
 
-def _write_search_info(config: SearchConfig, results: Path, space: Any, data: Any, recipe: str) -> Path:
-    """``search.json``: what the search was, so that its results folder can be read back on its own."""
-    import json
+def _redact(uri: str | None) -> str | None:
+    """A URI without the ``user:password@`` part, fit to be written down or logged."""
+    return re.sub(r"//[^/@]*@", "//", uri) if uri else uri
+
+
+def _write_search_info(config: SearchConfig, results: Path, space: Any, data: Any, recipe: str) -> dict[str, Any]:
+    """``search.json``: what the search was, so that its results folder can be read back (and resumed) on its own."""
     from dataclasses import asdict
 
     from tinyray.cost import base_flops
 
+    stored = asdict(config)
+    stored["tracking_uri"] = _redact(config.tracking_uri)
     info = {
-        "version": 1, "config": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()},
-        "space_file": str(space.source), "space": space.name, "data": data.name, "num_classes": data.num_classes,
-        "base_flops": base_flops(space, data.num_classes), "recipe": recipe,
+        "version": 1, "config": stored, "space_file": str(space.source), "space": space.name, "data": data.name,
+        "num_classes": data.num_classes, "base_flops": base_flops(space, data.num_classes), "recipe": recipe,
     }
+    _write_info(results, info)
+    return info
+
+
+def _write_info(results: Path, info: dict[str, Any]) -> None:
+    import json
+
     path = results / "search.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(info, indent=1, default=str))
     os.replace(tmp, path)
-    return path
 
 
-def _start_tracking(config: SearchConfig, results: Path, params: dict[str, Any]) -> tuple[Any, str, str]:
+def _read_info(results: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads((results / "search.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot resume: {results / 'search.json'} is unreadable ({exc}); start a new --name") from None
+
+
+def _start_tracking(config: SearchConfig, results: Path, parent_run_id: str | None,
+                    params: dict[str, Any]) -> tuple[Any, str, str]:
     from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
 
     uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri(config.storage)
@@ -360,12 +483,14 @@ def _start_tracking(config: SearchConfig, results: Path, params: dict[str, Any])
         f"Child runs are trials; files: trials.csv, front.csv, front.png, formula.json, formula.png and the "
         f"formula_model (an MLflow pyfunc: FLOPs budget -> r, d, w, resolution)."
     )
+    if parent_run_id and tracker.reopen(parent_run_id):
+        return tracker, parent_run_id, uri  # a resumed search logs into its own parent run
     parent = tracker.start_search(config.name, params, description)
     return tracker, parent, uri
 
 
 def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recipe: str, core: Any,
-              tracker: Any, parent_run_id: str) -> Any:
+              tracker: Any, parent_run_id: str, resume: bool = False) -> Any:
     from ray import tune
 
     from tinyray.progress import Progress, make_monitor_callback
@@ -404,6 +529,16 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
         make_tracking_callback(tracker, parent_run_id, config.max_epochs, _trial_params(space, data)),
         make_monitor_callback(progress, config.progress, on_update),
     ]
+    results = config.results_dir
+    if resume and (results / "tuner.pkl").is_file():
+        # Tune restores its trials (finished ones stay finished; unfinished ones continue from their checkpoints),
+        # the searcher (TinySearcher.restore) and the callbacks' states (the trial -> MLflow run mapping). The
+        # callbacks and the scheduler are rebuilt here so that they use this run's tracker and settings.
+        tuner = tune.Tuner.restore(str(results), trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+        tuner._local_tuner._run_config.callbacks = callbacks
+        tuner._local_tuner._tune_config.scheduler = scheduler
+        return tuner.fit()
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -414,7 +549,8 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
         ),
         run_config=tune.RunConfig(
             name=config.name, storage_path=str(Path(config.storage).expanduser().resolve()), callbacks=callbacks,
-            verbose=0, failure_config=tune.FailureConfig(max_failures=0),
+            verbose=0, failure_config=tune.FailureConfig(max_failures=config.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
     return tuner.fit()
@@ -422,6 +558,8 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
 
 def _trials_table(grid: Any, config: SearchConfig) -> "pd.DataFrame":
     import pandas as pd
+
+    from tinyray.tracking import error_line
 
     rows = []
     for result in grid:
@@ -441,6 +579,7 @@ def _trials_table(grid: Any, config: SearchConfig) -> "pd.DataFrame":
             "flops": metrics.get("flops"), "params": metrics.get("params"), "epochs": epochs,
             "top1": metrics.get("top1"), "status": status, "node_id": metrics.get("node_id"),
             "train_seconds": metrics.get("time_total_s"),
+            "failure": error_line(str(result.error)) if result.error is not None else None,
         })
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 

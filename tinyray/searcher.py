@@ -215,16 +215,13 @@ class FlopsBand:
                 f"budget {format_flops(self.requested_budget)} is below the smallest network in the space"
                 f" ({smallest}): raise --budget or lower the bounds in {where}"
             )
-        self.budget = min(self.requested_budget, self.max_flops)
         if self.requested_budget > self.max_flops:
-            logger.warning(
-                "budget %s is above the largest network in the space (%s): the budget is not binding;"
-                " searching up to %s (widen the bounds in %s to search larger networks)",
-                format_flops(self.requested_budget),
-                largest,
-                format_flops(self.max_flops),
-                where,
+            raise UserError(
+                f"budget {format_flops(self.requested_budget)} is above the largest network in the space ({largest}),"
+                f" so it would not constrain the search: lower --budget to {format_flops(self.max_flops)} or less,"
+                f" or raise the upper bounds in {where}"
             )
+        self.budget = self.requested_budget
         if floor is None:
             floor = self.budget // 16
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor >= 0:

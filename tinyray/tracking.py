@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -94,6 +95,19 @@ class Tracker:
             if Path(path).exists():
                 self.client.log_artifact(run_id, str(path))
 
+    def reopen(self, run_id: str) -> bool:
+        """Mark an existing run of this experiment as running again (a resumed search); False if it is not there."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        if run.info.experiment_id != self.experiment_id:
+            return False
+        self.client.update_run(run_id, status="RUNNING")
+        return True
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
@@ -110,6 +124,24 @@ class Tracker:
     def runs(self) -> list[Any]:
         """Every run of the experiment (parent and children)."""
         return self.client.search_runs([self.experiment_id], max_results=50000)
+
+
+def error_line(text: str) -> str:
+    """The exception line of an error report or traceback (e.g. ``TrainingDiverged: training loss became nan``)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]*(Error|Exception|Diverged)\b[^:]*: ", line):
+            return line[:1000]
+    return lines[-1][:1000] if lines else "unknown error"
+
+
+def failure_reason(trial: Any) -> str:
+    """The exception line of a failed Tune trial, read from its error file."""
+    path = getattr(trial, "error_file", None)
+    try:
+        return error_line(Path(path).read_text(errors="replace")) if path else "unknown error (no error file)"
+    except OSError:
+        return "unknown error (error file unreadable)"
 
 
 def make_tracking_callback(tracker: Tracker, parent_run_id: str, max_epochs: int, trial_params: Any) -> Any:
@@ -149,8 +181,11 @@ def make_tracking_callback(tracker: Tracker, parent_run_id: str, max_epochs: int
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             epochs = int((trial.last_result or {}).get("training_iteration", 0))
-            reason = str(getattr(trial, "error_file", "") or "")
-            self._close(trial, "failed", epochs, reason)
+            self._close(trial, "failed", epochs, failure_reason(trial))
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            tracker.set_tags(self._run(trial), {"retries": int(getattr(trial, "num_failures", 0)),
+                                                "last_failure": failure_reason(trial)[:4000]})
 
         def _close(self, trial: Any, status: str, epochs: int, reason: str = "") -> None:
             run_id = self._run(trial)

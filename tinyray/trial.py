@@ -3,12 +3,27 @@
 A trial reports after every epoch (validation top-1, losses, throughput) together with what the driver needs
 to record it: FLOPs, parameters, resolutions and the Ray node it ran on. The search space and the dataset are
 loaded once per worker process and kept, so a reused actor starts its next trial without reloading either.
+
+Every report carries a Tune checkpoint of the whole training state (``state.pt``: tensors and plain values,
+read back with ``torch.load(weights_only=True)``), so a retried trial or a resumed search continues from the
+last finished epoch instead of starting over.
+
+Fault injection (for tests and chaos drills, like Ray's own ``RAY_testing_*`` switches): the environment
+variable ``TINYRAY_FAULTS`` may hold a JSON list of faults, each ``{"kind": "raise" | "nan" | "oom", "epoch": k,
+"param": "r" | "d" | "w", "above": x, "below": y, "once": bool}``: a trial whose ``param`` lies in the range fails
+at the end of epoch ``k`` with a RuntimeError, a :class:`~tinyray.train.TrainingDiverged` or an out-of-memory
+error; with ``once`` only its first attempt fails (attempts are remembered in ``$TINYRAY_FAULTS_DIR``, default the
+temporary folder). Unset, nothing is injected.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from tinyray.cost import analytic_cost
@@ -48,9 +63,51 @@ def _data(spec: Any) -> Any:
     return load_data(spec)
 
 
+STATE_FILE = "state.pt"
+
+
+def _load_state(checkpoint: Any) -> dict[str, Any] | None:
+    """The training state of a Tune checkpoint (tensors and plain values only: ``weights_only=True``)."""
+    import torch
+
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _faults(config: dict[str, Any], epoch: int) -> None:
+    """Raise the fault ``TINYRAY_FAULTS`` asks for at this trial and epoch, if any (see the module docstring)."""
+    raw = os.environ.get("TINYRAY_FAULTS")
+    if not raw:
+        return
+    from ray import tune
+
+    from tinyray.train import TrainingDiverged
+
+    for number, fault in enumerate(json.loads(raw)):
+        value = float(config[fault.get("param", "r")])
+        if fault.get("epoch", 1) != epoch or not fault.get("above", -1e9) < value < fault.get("below", 1e9):
+            continue
+        if fault.get("once"):
+            folder = Path(os.environ.get("TINYRAY_FAULTS_DIR") or tempfile.gettempdir()) / "tinyray-faults"
+            folder.mkdir(parents=True, exist_ok=True)
+            marker = folder / f"{tune.get_context().get_trial_id()}-{number}"
+            if marker.exists():
+                continue
+            marker.write_text("injected")
+        kind = fault["kind"]
+        if kind == "nan":
+            raise TrainingDiverged(f"training loss became nan at epoch {epoch} (injected by TINYRAY_FAULTS)")
+        if kind == "oom":
+            raise MemoryError(f"out of memory at epoch {epoch} (injected by TINYRAY_FAULTS)")
+        raise RuntimeError(f"trial crashed at epoch {epoch} (injected by TINYRAY_FAULTS)")
+
+
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
-    """Train the candidate ``config = {"r", "d", "w"}`` and report every epoch to Tune."""
+    """Train the candidate ``config = {"r", "d", "w"}`` and report every epoch to Tune, with a checkpoint."""
     import ray
+    import torch
     from ray import tune
 
     from tinyray.train import train_candidate
@@ -67,14 +124,21 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     }
 
     def report(epoch: Any, checkpoint: Any) -> None:
-        tune.report({
+        _faults(config, epoch.epoch)
+        metrics = {
             "top1": epoch.top1, "val_loss": epoch.val_loss, "train_loss": epoch.train_loss,
             "images_per_second": epoch.images_per_second, "epoch_seconds": epoch.seconds,
             "epoch": epoch.epoch, **fixed,
-        })
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(checkpoint(), Path(folder) / STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
+    state = _load_state(tune.get_checkpoint())
+    if state is not None and state["epoch"] >= settings.max_epochs:
+        return  # finished just before an interruption: nothing left to train
     train_candidate(
         space, r, d, w, data,
         epochs=settings.max_epochs, recipe=settings.recipe, seed=settings.seed,
-        threads=settings.threads, device=device, callback=report,
+        threads=settings.threads, device=device, callback=report, state=state,
     )

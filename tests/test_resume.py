@@ -1,0 +1,146 @@
+"""Nothing lost: a search killed with SIGKILL resumes without retraining or duplicating, and failing trials are
+recorded, retried and told to the searcher without stopping the search. Real processes, real Ray, real MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["TINYRAY_CACHE"] = str(tmp_path / "cache")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def _search_args(storage: Path, name: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tinyray", "search", "--budget", "60M", "--name", name, "--storage", str(storage),
+            "--trials", "6", "--max-epochs", "3", "--scheduler", "fifo", "--pop-size", "4", "--seed", "3", "--quiet",
+            "--data", "synthetic", *extra]
+
+
+def _finished_trials(results: Path, epochs: int) -> dict[str, int]:
+    """Trials whose result.json holds all ``epochs`` epochs -> number of result lines."""
+    done = {}
+    for path in results.glob("trial_*/result.json"):
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        if lines and json.loads(lines[-1]).get("training_iteration") == epochs:
+            done[path.parent.name] = len(lines)
+    return done
+
+
+def test_sigkill_then_resume_keeps_finished_trials(tmp_path):
+    from mlflow import MlflowClient
+
+    storage = tmp_path / "results"
+    results = storage / "killed"
+    env = _env(tmp_path)  # the built-in data, in a private cache folder
+    driver = subprocess.Popen(_search_args(storage, "killed"), env=env, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 900
+    try:
+        while len(_finished_trials(results, 3)) < 2:
+            assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no two trials finished in 15 minutes"
+            time.sleep(0.5)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started, like a power cut
+        driver.wait()
+    before = _finished_trials(results, 3)
+    assert not (results / "trials.csv").exists()
+
+    again = subprocess.run(_search_args(storage, "killed", "--resume"), env=env, capture_output=True, text=True,
+                           timeout=1500)
+    assert again.returncode == 0, again.stderr[-3000:]
+
+    trials = pd.read_csv(results / "trials.csv")
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    assert (trials["status"] == "completed").all(), trials[["trial_id", "status", "failure"]]
+    after = _finished_trials(results, 3)
+    for name, lines in before.items():
+        assert after[name] == lines, f"{name} was trained again"  # no epoch of a finished trial ran twice
+    assert {f"trial_{t}" for t in trials["trial_id"]} == set(after)
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage.resolve() / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("killed")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [run for run in runs if run.data.tags.get("tinyray.kind") == "search"]
+    children = [run for run in runs if run.data.tags.get("tinyray.kind") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(run.data.tags["trial_id"] for run in children) == sorted(trials["trial_id"])
+    for child in children:
+        steps = [metric.step for metric in client.get_metric_history(child.info.run_id, "top1")]
+        assert sorted(steps) == [1, 2, 3], (child.data.tags["trial_id"], steps)
+        assert child.data.tags["status"] == "completed"
+
+
+def test_resume_refuses_changed_options_and_unknown_names(tmp_path):
+    from tinyray.cli import main
+
+    storage = tmp_path / "results"
+    assert main(["search", "--resume", "--name", "nothing", "--storage", str(storage)]) == 2
+    folder = storage / "known"
+    folder.mkdir(parents=True)
+    (folder / "search.json").write_text(json.dumps({"version": 1, "config": {
+        "budget": 60_000_000, "name": "known", "trials": 6, "max_epochs": 3}}))
+    assert main(["search", "--resume", "--name", "known", "--storage", str(storage), "--trials", "9"]) == 2
+    assert main(["search", "--resume", "--name", "known", "--storage", str(storage), "--budget", "70M"]) == 2
+
+
+def test_failed_trials_are_recorded_retried_and_do_not_stop_the_search(tmp_path):
+    from mlflow import MlflowClient
+
+    from tinyray.data import DataSpec
+    from tinyray.search import SearchConfig, run_search
+
+    faults = [
+        {"kind": "raise", "epoch": 1, "param": "w", "below": 0.5, "once": True},   # crashes once, then succeeds
+        {"kind": "nan", "epoch": 2, "param": "w", "above": 0.5, "below": 0.75},     # diverges every time
+        {"kind": "oom", "epoch": 1, "param": "w", "above": 0.75},                     # out of memory every time
+    ]
+    os.environ["TINYRAY_FAULTS"] = json.dumps(faults)
+    os.environ["TINYRAY_FAULTS_DIR"] = str(tmp_path / "faults")
+    try:
+        config = SearchConfig(
+            budget=60_000_000, name="faults", storage=tmp_path / "results", trials=6, max_epochs=2,
+            scheduler="fifo", pop_size=4, seed=5, retries=1, progress="quiet",
+            data=DataSpec(train_size=300, val_size=100, cache_dir=tmp_path / "cache"),
+        )
+        result = run_search(config)
+    finally:
+        del os.environ["TINYRAY_FAULTS"], os.environ["TINYRAY_FAULTS_DIR"]
+    trials = result.trials.set_index("trial_id")
+    assert len(trials) == 6
+    low, middle, high = trials[trials["w"] < 0.5], trials[(trials["w"] > 0.5) & (trials["w"] < 0.75)], trials[trials["w"] > 0.75]
+    assert len(low) and (len(middle) or len(high)), trials[["w", "status"]]  # the seed gives both kinds
+    assert (low["status"] == "completed").all() and (low["epochs"] == 2).all()  # retried from the checkpoint
+    assert (middle["status"] == "failed").all() and middle["failure"].str.contains("nan").all()
+    assert (high["status"] == "failed").all() and high["failure"].str.contains("out of memory").all()
+
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    runs = client.search_runs([result.experiment_id], max_results=100)
+    children = {run.data.tags["trial_id"]: run for run in runs if run.data.tags.get("tinyray.kind") == "trial"}
+    assert set(children) == set(trials.index)
+    for trial_id, row in trials.iterrows():
+        tags = children[trial_id].data.tags
+        assert tags["status"] == row["status"]
+        if row["status"] == "failed":
+            assert children[trial_id].info.status == "FAILED" and ("nan" in tags["failure"] or "memory" in tags["failure"])
+        if row["w"] < 0.5:
+            assert tags.get("retries") == "1" and "crashed" in tags["last_failure"]
+    # the searcher was told: its saved state counts the failed trials
+    state_files = sorted(result.results_dir.glob("searcher-state-*.pkl"))
+    state = json.loads(state_files[-1].read_text())
+    told = json.dumps(state)
+    assert told.count('"failed"') >= int((trials["status"] == "failed").sum())
