@@ -237,3 +237,10 @@ def test_corrupt_image_met_while_training_names_the_file(tmp_path, workers):
     message = str(info.value)
     assert message.startswith("cannot read image") and str(bad) in message
     assert "Traceback" not in message and os.linesep not in message
+
+
+def test_sized_synthetic_spec():
+    spec = resolve_data("synthetic:300/100")
+    assert (spec.kind, spec.train_size, spec.val_size) == ("synthetic", 300, 100)
+    with pytest.raises(UserError, match="at least one image per class"):
+        resolve_data("synthetic:5/5")

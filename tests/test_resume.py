@@ -27,7 +27,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def _search_args(storage: Path, name: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "tinyray", "search", "--budget", "60M", "--name", name, "--storage", str(storage),
             "--trials", "6", "--max-epochs", "3", "--scheduler", "fifo", "--pop-size", "4", "--seed", "3", "--quiet",
-            "--data", "synthetic", *extra]
+            "--data", "synthetic:300/100", *extra]
 
 
 def _finished_trials(results: Path, epochs: int) -> dict[str, int]:

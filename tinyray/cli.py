@@ -152,7 +152,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--name", default=None, help="search name: results folder, Tune and MLflow experiment (default: b<budget>, e.g. b200M)")
     add("--storage", default=str(defaults.storage), help=f"results root (default ./{defaults.storage})")
     add("--space", default=None, help="search space: a name in search_spaces/ (default efficientnet_b0) or a YAML path")
-    add("--data", default=None, help="'synthetic' (default, built-in) or a folder with train/ and val/ class subfolders")
+    add("--data", default=None, help="'synthetic' (default, built-in; 'synthetic:300/100' sets its train/val sizes) or a folder with train/ and val/ class subfolders")
     add("--trials", type=_int_at_least("--trials", 1), default=defaults.trials, help=f"number of trials (default {defaults.trials})")
     add("--max-epochs", type=_int_at_least("--max-epochs", 1), default=defaults.max_epochs, help=f"epochs of a fully trained trial (default {defaults.max_epochs})")
     add("--grace-period", type=_int_at_least("--grace-period", 1), default=defaults.grace_period, help=f"ASHA's first rung in epochs (default {defaults.grace_period})")

@@ -25,6 +25,7 @@ import abc
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -95,7 +96,8 @@ def resolve_data(
     """Turn a user's ``--data`` value into a :class:`DataSpec`.
 
     Args:
-        spec: ``None`` or ``"synthetic"`` for the built-in data, otherwise the path of an ImageFolder root. A
+        spec: ``None`` or ``"synthetic"`` for the built-in data (``"synthetic:TRAIN/VAL"`` sets its training and
+            validation sizes, e.g. ``synthetic:300/100``), otherwise the path of an ImageFolder root. A
             :class:`DataSpec` is returned unchanged.
         cache_dir: cache folder of the synthetic data (default ``$TINYRAY_CACHE/data`` or ``~/.cache/tinyray/data``).
         seed, num_classes, train_size, val_size: parameters of the synthetic data.
@@ -105,6 +107,9 @@ def resolve_data(
     """
     if isinstance(spec, DataSpec):
         return spec
+    sized = re.fullmatch(rf"{SYNTHETIC}:(\d+)/(\d+)", str(spec or "").strip())
+    if sized:  # "synthetic:300/100": the built-in data with 300 training and 100 validation images
+        train_size, val_size, spec = int(sized.group(1)), int(sized.group(2)), SYNTHETIC
     if spec is None or str(spec) in ("", SYNTHETIC):
         if not 2 <= num_classes <= MAX_SYNTHETIC_CLASSES:
             raise UserError(f"synthetic data has 2 to {MAX_SYNTHETIC_CLASSES} classes, not {num_classes}: choose one in that range")
