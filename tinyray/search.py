@@ -326,10 +326,21 @@ def _prepare_results_dir(config: SearchConfig) -> Path:
 
 
 def _start_ray(config: SearchConfig) -> bool:
-    """Connect to the cluster at ``--address``/``RAY_ADDRESS``, or start a local Ray; return True if we started it."""
-    import ray
+    """Connect to the cluster at ``--address``/``RAY_ADDRESS``, or start a local Ray; return True if we started it.
 
+    A local Ray listens on 127.0.0.1 only. Ray binds a reachable address by default; its switch for single-machine
+    clusters (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on macOS and Windows) keeps every Ray process on
+    the loopback, and Ray's token authentication (on by default since 2.59) stays on.
+    """
     address = config.address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+    import ray._private.ray_constants as ray_constants
+
+    if not address:
+        ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false", "False")
+
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,

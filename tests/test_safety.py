@@ -1,0 +1,49 @@
+"""Safe defaults: what tinyray starts listens on 127.0.0.1, and nothing secret is written down."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinyray.search import SearchConfig, _redact, _start_ray
+
+
+def _listening_addresses() -> set[str]:
+    """Addresses that this process and its children (the local Ray) listen on."""
+    import os
+
+    import psutil
+
+    me = psutil.Process(os.getpid())
+    addresses = set()
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            connections = process.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        addresses |= {c.laddr.ip for c in connections if c.status == psutil.CONN_LISTEN}
+    return addresses
+
+
+@pytest.mark.integration
+def test_local_ray_listens_on_loopback_without_dashboard():
+    import ray
+
+    started = _start_ray(SearchConfig(budget=1))
+    try:
+        assert started
+        node = ray._private.worker.global_worker.node
+        assert node.node_ip_address == "127.0.0.1"
+        assert node.gcs_address.startswith("127.0.0.1:")
+        assert not ray.get_runtime_context().get_node_id() == ""
+        assert node.address_info.get("webui_url") in (None, "")
+        listening = _listening_addresses()
+        assert listening, "found no Ray process listening"
+        assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in listening), listening
+    finally:
+        ray.shutdown()
+
+
+def test_credentials_are_redacted_from_recorded_uris():
+    assert _redact("https://alice:s3cret@mlflow.example.com/") == "https://mlflow.example.com/"
+    assert _redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert _redact(None) is None
