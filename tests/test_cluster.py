@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -157,21 +156,33 @@ def two_nodes(tmp_path):
         info = json.loads(line)
         yield info["address"], info["nodes"], env
     finally:
-        proc.stdin.close()
+        # Ray's worker processes start sessions of their own, so the cluster's processes are found as the
+        # descendants of the child process (raylets, then their workers), not as one process group.
+        import psutil
+
+        try:
+            started = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            started = []
+        proc.stdin.close()  # the child shuts the cluster down
         try:
             proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            pass
-        # everything the cluster started shares its process group: stop what is left, and only that
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+            proc.kill()
+            proc.wait()
+        for process in started:
             try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
+                process.terminate()  # psutil checks that the pid still names the same process
+            except psutil.NoSuchProcess:
                 pass
+        _, alive = psutil.wait_procs(started, timeout=15)
+        for process in alive:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(alive, timeout=15)
+        assert not alive, f"processes of the test cluster still running: {alive}"
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
