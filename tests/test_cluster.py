@@ -133,6 +133,9 @@ cluster.shutdown()
 @pytest.fixture
 def two_nodes(tmp_path):
     """A head and a second raylet on 127.0.0.1 with token authentication; yields (address, node ids, env)."""
+    import ray  # noqa: F401  (puts Ray's bundled psutil on the path)
+    import psutil
+
     ray_tmp = Path(tempfile.mkdtemp(prefix="trc", dir="/tmp"))  # short: Ray's socket paths have a length limit
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
@@ -158,8 +161,6 @@ def two_nodes(tmp_path):
     finally:
         # Ray's worker processes start sessions of their own, so the cluster's processes are found as the
         # descendants of the child process (raylets, then their workers), not as one process group.
-        import psutil
-
         try:
             started = psutil.Process(proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
