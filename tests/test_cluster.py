@@ -5,7 +5,8 @@ come from ``ray.cluster_utils.Cluster`` in a child process rather than from two 
 ``ray start --address 127.0.0.1:P`` dials this machine's network address instead of loopback (Ray's
 ``canonicalize_bootstrap_address``), so a second node cannot join a loopback-only head through the CLI.
 The child process has its own ``RAY_TMPDIR``, so no other Ray on the machine sees or loses anything, and the test
-stops exactly the processes it started (its own process group).
+stops exactly the processes it started (the child and its descendants, by pid; never ``ray stop``, which would
+stop every Ray on the machine).
 """
 
 from __future__ import annotations
