@@ -96,7 +96,7 @@ BAD_FILES = [
     (["train", "--r", "0.5", "--d", "0.5", "--w", "0.5", "--data", "{bad}/corrupt"], "cannot read image"),
     (["search", "--budget", "200M", "--storage", "{bad}/afile"], "not a writable folder"),
     (["search", "--budget", "200M", "--storage", "{bad}/results", "--name", "taken"], "already exists"),
-    (["search", "--budget", "200M", "--address", "127.0.0.1:9"], "nothing answers at the Ray address"),
+    (["search", "--budget", "200M", "--address", "127.0.0.1:9"], "nothing answers at 127.0.0.1:9"),
     (["search", "--resume", "--name", "nosuch", "--storage", "{bad}/results"], "no search named 'nosuch'"),
     (["search", "--resume", "--storage", "{bad}/results"], "--resume needs the --name"),
     (["search", "--resume", "--name", "taken", "--storage", "{bad}/results", "--trials", "99"], "--trials 99 differs"),

@@ -25,7 +25,9 @@ EXAMPLES = {
     "search": """examples:
   tinyray search --budget 200M                          # ~10 min on 2 CPUs: local Ray, built-in data, local MLflow
   tinyray search --budget 1.2G --trials 200 --max-epochs 30 --data ~/imagenet --address auto --gpus-per-trial 0.25
-  tinyray search --budget 100M --searcher random --scheduler fifo --name paper-protocol""",
+  tinyray search --budget 100M --searcher random --scheduler fifo --name paper-protocol
+  tinyray search --budget 200M --address auto --gpus-per-trial 0.25 --storage /mnt/tinyray/results --tracking-uri http://127.0.0.1:5000
+      # on the head of a 'ray up clusters/v100.yaml' cluster: see the README, Cluster""",
     "formula": """examples:
   tinyray formula --budget 150M                                  # from the newest search in ./tinyray-results
   tinyray formula --budget 24M 52M 100M 202M 339M --from tinyray-results/b200M --num-classes 1000 --report
@@ -150,7 +152,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--budget", default=None, help="FLOPs budget: multiply-accumulates of one image, e.g. 200M, 1.2G, 2e8 (required unless --resume)")
     add("--name", default=None, help="search name: results folder, Tune and MLflow experiment (default: b<budget>, e.g. b200M)")
-    add("--storage", default=str(defaults.storage), help=f"results root (default ./{defaults.storage})")
+    add("--storage", default=str(defaults.storage), help=f"results root (default ./{defaults.storage}); on a cluster, a folder every node sees (NFS, EFS)")
     add("--space", default=None, help="search space: a name in search_spaces/ (default efficientnet_b0) or a YAML path")
     add("--data", default=None, help="'synthetic' (default, built-in; 'synthetic:300/100' sets its train/val sizes) or a folder with train/ and val/ class subfolders")
     add("--trials", type=_int_at_least("--trials", 1), default=defaults.trials, help=f"number of trials (default {defaults.trials})")

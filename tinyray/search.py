@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +232,11 @@ def validate(config: SearchConfig) -> None:
     if not _NAME_RE.match(config.formula_name):
         raise UserError(f"--formula-name {config.formula_name!r} must be letters, digits, '.', '_' or '-' (up to 64), "
                         f"e.g. --formula-name tinynet-formula")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", str(config.storage)):
+        raise UserError(
+            f"--storage {config.storage} is a URI; give a folder. On a cluster give a shared folder mounted at the "
+            f"same path on every node (NFS, EFS), e.g. --storage /mnt/tinyray/results"
+        )
     if config.progress not in ("live", "quiet", "json"):
         raise UserError(f"progress mode {config.progress!r} is not one of live, quiet, json")
 
@@ -294,22 +301,10 @@ def _check_results_dir(config: SearchConfig) -> None:
 
 
 def _check_address(config: SearchConfig) -> None:
-    """Fail fast, in one line, when ``--address host:port`` has nothing listening (``ray.init`` would retry for
-    minutes)."""
-    import socket
-
+    """Fail fast, before anything is loaded or written, when ``--address``/``RAY_ADDRESS`` has nothing listening."""
     address = config.address or os.environ.get("RAY_ADDRESS") or ""
-    match = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address.strip())
-    if not match:
-        return  # "auto", "local" or empty: ray.init answers those quickly itself
-    host, port = match.group(1), int(match.group(2))
-    try:
-        socket.create_connection((host, port), timeout=5).close()
-    except OSError as exc:
-        raise UserError(
-            f"nothing answers at the Ray address {address} ({exc.strerror or exc}): start the cluster "
-            f"('ray start --head' or 'ray up clusters/v100.yaml'), or fix --address / RAY_ADDRESS"
-        ) from None
+    if address.strip():
+        _check_ray_address(address.strip())
 
 
 def _prepare_results_dir(config: SearchConfig) -> Path:
@@ -343,20 +338,95 @@ def _start_ray(config: SearchConfig) -> bool:
 
     if ray.is_initialized():
         return False
+    if address:
+        _check_ray_address(address)  # ray.init retries an unreachable address for ever
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                                   configure_logging=True)
-    try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(**kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = address or "a local Ray"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if address:
+        # Ray's C++ client logs every failed attempt to stderr: hold that back, for an error of one line.
+        error, logged = _quietly(lambda: ray.init(address=address, **kwargs))
+    else:
+        # not captured: the local Ray's processes inherit stderr
+        error, logged = _quietly(lambda: ray.init(**kwargs), capture=False)
+    if error is None:
+        sys.stderr.write(logged)
+        return True
+    where = address or "a local Ray"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    fix = "start it with 'ray start --head' or fix --address"
+    if "InvalidAuthToken" in logged or "Unauthenticated" in logged:
+        # Ray >= 2.59 clusters use token authentication; an explicit address never turns it on by itself.
+        fix = ("the cluster wants its authentication token: set RAY_AUTH_MODE=token and the cluster's token in "
+               "RAY_AUTH_TOKEN or the file ~/.ray/auth_token ('ray get-auth-token' on the head prints it)")
+    raise UserError(f"cannot connect to Ray at {where} ({first[:160]}): {fix}")
+
+
+def _quietly(call: Any, capture: bool = True) -> tuple[Exception | None, str]:
+    """Run ``call()``; return the connection error it raised (or None) and what it wrote to stderr (fd 2)."""
+    if not capture:
+        try:
+            call()
+            return None, ""
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            return exc, ""
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        sys.stderr.flush()
+        stderr_fd = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            call()
+            error = None
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            error = exc
+        finally:
+            sys.stderr.flush()
+            os.dup2(stderr_fd, 2)
+            os.close(stderr_fd)
+        captured.seek(0)
+        return error, captured.read().decode(errors="replace")
+
+
+def _check_ray_address(address: str) -> None:
+    """Fail at once, in one line, when nothing answers at a ``host:port`` Ray address.
+
+    Ray dials a loopback host (``127.0.0.1``, ``localhost``) at this machine's network address instead, unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; a cluster bound to loopback only is then unreachable, so the address
+    Ray will really dial is checked too.
+    """
+    import socket
+
+    if address == "auto" or "://" in address:
+        return  # 'auto' fails fast on its own; ray:// client addresses are Ray's business
+    host, _, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port_text.isdigit():
+        raise UserError(f"--address {address!r} is not host:port or 'auto', e.g. --address 10.0.0.5:6379")
+    port = int(port_text)
+
+    def answers(where: str) -> bool:
+        try:
+            socket.create_connection((where, port), timeout=5).close()
+            return True
+        except OSError:
+            return False
+
+    if not answers(host):
         raise UserError(
-            f"cannot connect to Ray at {where} ({first[:160]}): start it with 'ray start --head' or fix --address"
-        ) from None
-    return True
+            f"nothing answers at {address}: start the cluster ('ray start --head --port {port}', or "
+            f"'ray up clusters/v100.yaml' and run tinyray on its head with --address auto) or fix --address"
+        )
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        dialled = canonicalize_bootstrap_address(address)
+    except Exception:  # a private helper: if it moves, Ray's own error is the fallback
+        return
+    dialled_host = (dialled or address).rpartition(":")[0].strip("[]")
+    if dialled_host != host and not answers(dialled_host):
+        raise UserError(
+            f"Ray answers at {address} on loopback only, but Ray dials it as {dialled}: set "
+            f"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 for a single-machine loopback cluster, or use the node's address"
+        )
 
 
 def _trial_params(space: Any, data: Any) -> Any:

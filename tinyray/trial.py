@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyray.cost import analytic_cost
+from tinyray.errors import UserError
 from tinyray.space import SearchSpace, load_space
 
 
@@ -58,8 +59,19 @@ def _space(path: str) -> SearchSpace:
 
 @lru_cache(maxsize=2)
 def _data(spec: Any) -> Any:
-    from tinyray.data import load_data
+    from tinyray.data import FOLDER, load_data
 
+    # Built-in data: each node generates it once into its own cache. A folder must exist on every node.
+    if spec.kind == FOLDER and not Path(spec.path).is_dir():
+        import socket
+
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+        raise UserError(
+            f"data folder {spec.path} is missing on Ray node {node} (host {socket.gethostname()}): put the data on "
+            f"shared storage mounted at that path on every node (NFS, EFS), or copy it to every node"
+        )
     return load_data(spec)
 
 
