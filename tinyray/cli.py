@@ -33,6 +33,9 @@ EXAMPLES = {
     "export": """examples:
   tinyray export --budget 100M --out tinynet-100M                     # config.json + untrained model.safetensors
   tinyray export --budget 100M --out tinynet-100M-trained --train-epochs 3""",
+    "publish": """examples:
+  tinyray publish tinyray-results/b200M                  # after the tracking server was down: send what it missed
+  tinyray publish tinyray-results/b200M --tracking-uri http://127.0.0.1:5000""",
     "flops": """example:
   tinyray flops --r 0.86 --d 1.2 --w 1.0 --json   # TinyNet-A: 192 px, 336.9M FLOPs, 6.19M params""",
     "train": """example:
@@ -122,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=_int_at_least("--seed", 0), default=0, help="seed of the initialisation and training (default 0)")
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(func=cmd_export)
+
+    publish = sub.add_parser("publish", help="send a search's results folder to MLflow (what it missed while offline)", epilog=EXAMPLES["publish"], formatter_class=fmt)
+    publish.add_argument("results_dir", metavar="RESULTS_DIR", help="the folder a search wrote, e.g. tinyray-results/b200M")
+    publish.add_argument("--tracking-uri", default=None, help="MLflow store (default: the one the search used, else $MLFLOW_TRACKING_URI, else the sqlite store next to RESULTS_DIR)")
+    publish.add_argument("--json", action="store_true", help="print one JSON object")
+    publish.set_defaults(func=cmd_publish)
 
     flops = sub.add_parser("flops", help="resolution, FLOPs and parameters of one (r, d, w)", epilog=EXAMPLES["flops"], formatter_class=fmt)
     _add_point(flops)
@@ -322,6 +331,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(result.summary()))
     else:
         print(result.report())
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tinyray.publish import publish
+
+    report = publish(Path(args.results_dir), args.tracking_uri)
+    print(json.dumps(report.as_dict()) if args.json else report.line())
     return 0
 
 
