@@ -21,7 +21,8 @@ EXAMPLES = {
   tinyray formula --budget 150M                # the tiny formula's network for a budget (after a search)
   tinyray export --budget 150M --out net150M   # that network as config.json + model.safetensors
   tinyray flops --r 0.84 --d 1.1 --w 0.75      # TinyNet-B: resolution, FLOPs, parameters
-  tinyray train --r 0.5 --d 0.5 --w 0.5 --epochs 3""",
+  tinyray train --r 0.5 --d 0.5 --w 0.5 --epochs 3
+  tinyray publish tinyray-results/b200M        # send a search to MLflow after its tracking server was down""",
     "search": """examples:
   tinyray search --budget 200M                          # ~10 min on 2 CPUs: local Ray, built-in data, local MLflow
   tinyray search --budget 1.2G --trials 200 --max-epochs 30 --data ~/imagenet --address auto --gpus-per-trial 0.25
