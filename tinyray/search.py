@@ -122,7 +122,7 @@ class SearchResult:
     def ui_command(self) -> str:
         """The command that opens the MLflow UI on this search's runs."""
         if self.tracking_uri.startswith(("http://", "https://")):
-            return f"open {self.tracking_uri}/#/experiments/{self.experiment_id}"
+            return f"open {self.tracking_uri}" + (f"/#/experiments/{self.experiment_id}" if self.experiment_id else "")
         return f"mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port 5000"
 
     def counts(self) -> dict[str, int]:
