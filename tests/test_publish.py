@@ -322,7 +322,8 @@ def small_search(root: Path, name: str, tracking_uri: str):
     return SearchConfig(
         budget=60_000_000, name=name, storage=root / "results", tracking_uri=tracking_uri,
         data=DataSpec(train_size=300, val_size=100, cache_dir=root / "cache"), trials=4, max_epochs=2,
-        grace_period=1, reduction_factor=2, pop_size=4, seed=1, progress="quiet", formula_name=f"tinynet-formula-{name}",
+        grace_period=1, reduction_factor=2, pop_size=4, seed=1, progress="quiet",
+        formula_name=f"tinynet-formula-{name}",
     )
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyray.errors import UserError
+from tinyray.tracking import EPOCH_METRICS
 
 #: Files of a results folder that are logged on the parent run.
 PARENT_FILES = ("trials.csv", "front.csv", "front.png", "formula.json", "formula.png")
@@ -99,11 +100,12 @@ def publish(results_dir: Path, tracking_uri: str | None = None) -> PublishReport
     from requests.exceptions import RequestException
 
     from tinyray.formula import read_search_info
-    from tinyray.tracking import _why, quick_http, read_journal
+    from tinyray.tracking import describe_failure, quick_http, read_journal
 
     results = Path(results_dir).expanduser().resolve()
     if not results.is_dir():
-        raise UserError(f"{results} does not exist: give the results folder of a tinyray search, e.g. tinyray-results/b200M")
+        raise UserError(f"{results} does not exist: give the results folder of a tinyray search, "
+                        f"e.g. tinyray-results/b200M")
     info = read_search_info(results)
     if info is None or not isinstance(info.get("config"), dict):
         raise UserError(f"{results} is not the results folder of a tinyray search (no search.json): "
@@ -115,8 +117,9 @@ def publish(results_dir: Path, tracking_uri: str | None = None) -> PublishReport
         with quick_http():  # a dead server costs seconds
             report = _publish(results, info, journal, uri, trials)
     except (MlflowException, RequestException, ConnectionError, TimeoutError) as exc:
-        raise UserError(f"cannot publish to MLflow at {uri} ({_why(exc)}): start the tracking server or fix "
-                        f"--tracking-uri, then run 'tinyray publish {results}' again (nothing is sent twice)") from None
+        raise UserError(f"cannot publish to MLflow at {uri} ({describe_failure(exc)}): start the tracking server "
+                        f"or fix --tracking-uri, then run 'tinyray publish {results}' again (nothing is sent twice)"
+                        ) from None
     return report
 
 
@@ -173,7 +176,7 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
             report.runs_found += 1
             report.params += _missing_params(tracker, run, trial_params)
             have = {key: {m.step for m in client.get_metric_history(run.info.run_id, key)}
-                    for key in (*_epoch_metrics(), "epochs") if key in run.data.metrics}
+                    for key in (*EPOCH_METRICS, "epochs") if key in run.data.metrics}
         trial_runs[trial.trial_id] = run.info.run_id
         report.metric_values += _send_epochs(tracker, run.info.run_id, trial, have)
         report.tags += _set_changed_tags(tracker, run, _trial_tags(trial))
@@ -207,14 +210,8 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
     return report
 
 
-def _epoch_metrics() -> tuple[str, ...]:
-    from tinyray.tracking import EPOCH_METRICS
-
-    return EPOCH_METRICS
-
-
 def _read_trials(results: Path) -> list[_Trial]:
-    """The trials of a results folder: ``trials.csv`` rows and Ray Tune's ``trial_<id>`` folders (either may lack some)."""
+    """A results folder's trials: ``trials.csv`` rows and Ray Tune's ``trial_<id>`` folders (either may be partial)."""
     import pandas as pd
 
     table: dict[str, dict[str, Any]] = {}
@@ -319,7 +316,7 @@ def _send_epochs(tracker: Any, run_id: str, trial: _Trial, have: dict[str, set[i
     for row in trial.rows:
         step = int(row["training_iteration"])
         stamp = int(float(row.get("timestamp") or 0) * 1000)
-        metrics += [Metric(key, float(row[key]), stamp, step) for key in _epoch_metrics()
+        metrics += [Metric(key, float(row[key]), stamp, step) for key in EPOCH_METRICS
                     if _finite(row.get(key)) and step not in have.get(key, set())]
     if trial.table is not None:
         epochs = int(trial.table.get("epochs") or 0)
@@ -368,7 +365,8 @@ def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: boo
             client.get_registered_model(model_name)
         except MlflowException:
             client.create_registered_model(
-                model_name, description="tinyray's tiny formula: FLOPs budget -> (r, d, w, resolution) of the best network",
+                model_name,
+                description="tinyray's tiny formula: FLOPs budget -> (r, d, w, resolution) of the best network",
             )
         version = client.create_model_version(model_name, source=f"{parent.info.artifact_uri}/{MODEL_ARTIFACT}",
                                               run_id=run_id)

@@ -76,7 +76,7 @@ def quick_http() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def _why(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
     """A short reason for an MLflow failure (MLflow's messages embed whole urllib3 reprs)."""
     text = " ".join(str(exc).split())
     for marker, short in (("Connection refused", "connection refused"), ("timed out", "timed out"),
@@ -176,7 +176,7 @@ class Tracker:
     def _go_offline(self, what: str, exc: BaseException) -> None:
         if self.offline:  # a step of :meth:`attempt` already failed inside: warn once
             return
-        self.offline_reason = f"{what}: {_why(exc)}"
+        self.offline_reason = f"{what}: {describe_failure(exc)}"
         self.journal.update(status="offline", offline_reason=self.offline_reason)
         self._save_journal()
         where = self.journal_path.parent if self.journal_path is not None else None
