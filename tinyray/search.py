@@ -190,7 +190,7 @@ class SearchResult:
             f"browse:  {self.ui_command()}",
         ]
         if self.tracking_offline:
-            lines.append(f"tracking: offline since {self.tracking_offline}; MLflow lacks part of this search: "
+            lines.append(f"tracking: offline ({self.tracking_offline}); MLflow misses some or all of this search: "
                          f"send it with '{self.publish_command()}' once {self.tracking_uri} answers")
         return "\n".join(lines)
 
