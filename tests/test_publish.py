@@ -410,3 +410,16 @@ def test_server_down_from_the_start_then_published(server, tmp_path, caplog, cap
     code = main(["publish", str(results)])  # now the folder records the server it was published to
     assert code == 0 and "nothing to send" in capsys.readouterr().out
     assert check_published(client, results) == state
+
+
+def test_reopen_of_a_resumed_search_tells_missing_from_offline(tmp_path, caplog):
+    tracker = Tracker(local_tracking_uri(tmp_path), "again", journal=tmp_path / "tracking.json")
+    parent = tracker.start_search("again", {"budget": 5})
+    tracker.finish(parent)
+    assert tracker.reopen(parent) and read_journal(tmp_path)["parent_run_id"] == parent
+    assert not tracker.reopen("0" * 32) and not tracker.offline  # not there: a new parent run is due
+    with caplog.at_level(logging.WARNING, logger="tinyray.tracking"):
+        away = Tracker(f"http://127.0.0.1:{free_port()}", "again", journal=tmp_path / "tracking.json")
+        assert not away.reopen(parent) and away.offline
+    assert len(offline_warnings(caplog)) == 1
+    assert read_journal(tmp_path)["search_id"] == tracker.search_id  # a resumed search keeps its id

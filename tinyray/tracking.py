@@ -252,6 +252,29 @@ class Tracker:
             if Path(path).exists():
                 self._call("uploading artifacts", self.client.log_artifact, run_id, str(path))
 
+    def reopen(self, run_id: str) -> bool:
+        """Mark an existing run of this experiment as running again (a resumed search); False if it is not there
+        or tracking is offline (the journal keeps the search's id, so ``tinyray publish`` still finds the run)."""
+        from mlflow.exceptions import MlflowException
+
+        def reopen() -> bool:
+            try:
+                run = self.client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    return False
+                raise  # the server is away: the guard takes the tracker offline
+            if run.info.experiment_id != self.experiment_id:
+                return False
+            self.client.update_run(run_id, status="RUNNING")
+            return True
+
+        if not self._call("reopening the search's run", reopen):
+            return False
+        self.journal["parent_run_id"] = run_id
+        self._save_journal()
+        return True
+
     def finish(self, run_id: str | None, status: str = "FINISHED") -> None:
         """End a run; ending the parent run marks the journal ``complete`` unless tracking went offline."""
         if run_id is not None:
