@@ -36,7 +36,7 @@ def test_flops_measure_agrees(capsys):
     assert code == 0 and data["flops"] == data["measured_flops"] and data["params"] == data["measured_params"]
 
 
-@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"]])
+@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"], ["publish"]])
 def test_help_shows_an_example(capsys, command):
     code, out, _ = run(capsys, *command, "--help")
     assert code == 0
@@ -74,6 +74,10 @@ BAD_INPUTS = [
     (["search", "--budget", "1k"], "below the smallest network"),
     (["search", "--budget", "200M", "--data", "/no/such/folder"], "does not exist"),
     (["search", "--budget", "200M", "--quiet", "--json"], "not allowed with"),
+    (["publish"], "required: RESULTS_DIR"),
+    (["publish", "/no/such/folder"], "does not exist"),
+    (["publish", "."], "not the results folder of a tinyray search"),
+    (["publish", ".", "--tracking-uri"], "expected one argument"),
     (["nosuch"], "invalid choice"),
 ]
 

@@ -21,7 +21,8 @@ EXAMPLES = {
   tinyray formula --budget 150M                # the tiny formula's network for a budget (after a search)
   tinyray export --budget 150M --out net150M   # that network as config.json + model.safetensors
   tinyray flops --r 0.84 --d 1.1 --w 0.75      # TinyNet-B: resolution, FLOPs, parameters
-  tinyray train --r 0.5 --d 0.5 --w 0.5 --epochs 3""",
+  tinyray train --r 0.5 --d 0.5 --w 0.5 --epochs 3
+  tinyray publish tinyray-results/b200M        # send a search to MLflow after its tracking server was down""",
     "search": """examples:
   tinyray search --budget 200M                          # ~10 min on 2 CPUs: local Ray, built-in data, local MLflow
   tinyray search --budget 1.2G --trials 200 --max-epochs 30 --data ~/imagenet --address auto --gpus-per-trial 0.25
@@ -35,6 +36,9 @@ EXAMPLES = {
     "export": """examples:
   tinyray export --budget 100M --out tinynet-100M                     # config.json + untrained model.safetensors
   tinyray export --budget 100M --out tinynet-100M-trained --train-epochs 3""",
+    "publish": """examples:
+  tinyray publish tinyray-results/b200M                  # after the tracking server was down: send what it missed
+  tinyray publish tinyray-results/b200M --tracking-uri http://127.0.0.1:5000""",
     "flops": """example:
   tinyray flops --r 0.86 --d 1.2 --w 1.0 --json   # TinyNet-A: 192 px, 336.9M FLOPs, 6.19M params""",
     "train": """example:
@@ -124,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=_int_at_least("--seed", 0), default=0, help="seed of the initialisation and training (default 0)")
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(func=cmd_export)
+
+    publish = sub.add_parser("publish", help="send a search's results folder to MLflow (what it missed while offline)", epilog=EXAMPLES["publish"], formatter_class=fmt)
+    publish.add_argument("results_dir", metavar="RESULTS_DIR", help="the folder a search wrote, e.g. tinyray-results/b200M")
+    publish.add_argument("--tracking-uri", default=None, help="MLflow store (default: the one the search used, else $MLFLOW_TRACKING_URI, else the sqlite store next to RESULTS_DIR)")
+    publish.add_argument("--json", action="store_true", help="print one JSON object")
+    publish.set_defaults(func=cmd_publish)
 
     flops = sub.add_parser("flops", help="resolution, FLOPs and parameters of one (r, d, w)", epilog=EXAMPLES["flops"], formatter_class=fmt)
     _add_point(flops)
@@ -341,6 +351,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(result.summary()))
     else:
         print(result.report())
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tinyray.publish import publish
+
+    report = publish(Path(args.results_dir), args.tracking_uri)
+    print(json.dumps(report.as_dict()) if args.json else report.line())
     return 0
 
 

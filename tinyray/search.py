@@ -112,11 +112,13 @@ class SearchResult:
     hypervolume: float
     wall_seconds: float
     tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
+    experiment_id: str | None
+    parent_run_id: str | None
     files: dict[str, Path] = field(default_factory=dict)
     formula: dict[str, Any] | None = None
     formula_note: str = ""
+    #: why MLflow went offline during the search ("" if it did not); ``tinyray publish`` sends the results later
+    tracking_offline: str = ""
 
     @property
     def results_dir(self) -> Path:
@@ -125,7 +127,7 @@ class SearchResult:
     def ui_command(self) -> str:
         """The command that opens the MLflow UI on this search's runs."""
         if self.tracking_uri.startswith(("http://", "https://")):
-            return f"open {self.tracking_uri}/#/experiments/{self.experiment_id}"
+            return f"open {self.tracking_uri}" + (f"/#/experiments/{self.experiment_id}" if self.experiment_id else "")
         return f"mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port 5000"
 
     def counts(self) -> dict[str, int]:
@@ -150,7 +152,15 @@ class SearchResult:
             "tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id,
             "parent_run_id": self.parent_run_id, "ui_command": self.ui_command(),
             "formula": self.formula, "formula_note": self.formula_note,
+            "tracking_offline": self.tracking_offline or None,
+            "publish_command": self.publish_command() if self.tracking_offline else None,
         }
+
+    def publish_command(self) -> str:
+        """The command that sends this search's results to MLflow (needed when tracking went offline)."""
+        from tinyray.tracking import publish_command
+
+        return publish_command(self.results_dir)
 
     def report(self) -> str:
         """Human-readable closing lines: the front, the best trial, where the results are, how to browse them."""
@@ -175,7 +185,8 @@ class SearchResult:
             lines.append(f"formula for {format_flops(self.config.budget)}: r={answer['r']:.3f} d={answer['d']:.3f} "
                          f"w={answer['w']:.3f} ({answer['resolution']} px, {format_flops(answer['flops'])} FLOPs)"
                          + (" (extrapolated)" if answer["extrapolates"] else ""))
-            lines.append(f"formula model: {self.formula['model_uri']}  (tinyray formula --budget 100M --from {self.results_dir})")
+            lines.append(f"formula model: {self.formula['model_uri'] or 'not published yet (tracking offline)'}  "
+                         f"(tinyray formula --budget 100M --from {self.results_dir})")
         elif self.formula_note:
             lines.append(f"formula: {self.formula_note}")
         files = "trials.csv, front.csv, front.png" + (", formula.json, formula.png" if self.formula else "")
@@ -183,6 +194,9 @@ class SearchResult:
             f"results: {self.results_dir} ({files})",
             f"browse:  {self.ui_command()}",
         ]
+        if self.tracking_offline:
+            lines.append(f"tracking: offline ({self.tracking_offline}); MLflow misses some or all of this search: "
+                         f"send it with '{self.publish_command()}' once {self.tracking_uri} answers")
         return "\n".join(lines)
 
 
@@ -552,12 +566,13 @@ def _read_info(results: Path) -> dict[str, Any]:
 
 
 def _start_tracking(config: SearchConfig, results: Path, parent_run_id: str | None,
-                    params: dict[str, Any]) -> tuple[Any, str, str]:
+                    params: dict[str, Any]) -> tuple[Any, str | None, str]:
     from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
 
     uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri(config.storage)
     artifacts = None if config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") else local_artifact_root(config.storage)
-    tracker = Tracker(uri, config.name, artifact_location=artifacts)
+    # never raises: an unreachable server leaves the tracker offline and the search keeps going (see Tracker)
+    tracker = Tracker(uri, config.name, artifact_location=artifacts, journal=results / "tracking.json")
     description = (
         f"tinyray search {config.name}: {config.trials} trials of (r, d, w) under {params['budget_text']} FLOPs "
         f"on {params['data']} ({config.searcher} searcher, {config.scheduler} scheduler). "
@@ -680,8 +695,15 @@ def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, nu
     if len(front) < MIN_POINTS:
         return None, f"not fitted: the front has {len(front)} point(s), the formula needs {MIN_POINTS} (run more --trials)"
     formula = fit_formula(front, space, num_classes, seed=config.seed, source=str(config.results_dir))
-    published = publish(formula, tracker, parent_run_id, config.results_dir, model_name=config.formula_name,
-                        title=f"{config.name}: tiny formula from {len(front)} front points")
+    title = f"{config.name}: tiny formula from {len(front)} front points"
+    published = tracker.attempt("publishing the formula", publish, formula, tracker, parent_run_id,
+                                config.results_dir, model_name=config.formula_name, title=title)
+    if published is None:  # tracking is offline: keep the files; `tinyray publish` sends them and the model later
+        from tinyray.formula import plot_formula
+
+        formula.save(config.results_dir / "formula.json")
+        plot_formula(formula, config.results_dir / "formula.png", title)
+        published = {"model_uri": None, "run_model_uri": None}
     answer = formula.answer(config.budget)
     gp = {row["model"]: row for row in formula.loo}
     best = {target: f"gp {curve.inputs} {curve.kernel}" for target, curve in formula.curves.items()}
@@ -726,5 +748,5 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
     return SearchResult(
         config=config, trials=trials, front=front, hypervolume=volume, wall_seconds=wall,
         tracking_uri=tracking_uri, experiment_id=tracker.experiment_id, parent_run_id=parent_run_id, files=files,
-        formula=formula, formula_note=formula_note,
+        formula=formula, formula_note=formula_note, tracking_offline=tracker.offline_reason,
     )

@@ -5,25 +5,45 @@ tinyray keeps its own Tune callback. All MLflow traffic comes from the driver (T
 worker nodes never need to reach the tracking server. The trial -> run mapping is part of the callback's
 state (``get_state``/``set_state``), which Tune saves with the experiment, so a resumed search logs into the
 same runs and never duplicates one.
+
+A search must not depend on its tracking server. Every MLflow call of a :class:`Tracker` goes through one guard:
+with short HTTP retries and timeouts (:data:`QUICK_HTTP`, so a dead server costs seconds), and on the first
+failure the tracker goes *offline* for good: one warning, no further calls, no retry storms. What the runs need
+(the search's id, run names, parameters, the trial -> run mapping) is journalled in ``tracking.json`` in the
+results folder, so ``tinyray publish RESULTS_DIR`` (:mod:`tinyray.publish`) can send everything later.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import re
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATE_VERSION = 1
+JOURNAL_VERSION = 1
+JOURNAL_NAME = "tracking.json"
 #: Metrics a trial reports every epoch that are logged to its child run.
 EPOCH_METRICS = ("top1", "val_loss", "train_loss", "images_per_second", "epoch_seconds")
+#: MLflow's HTTP settings for tinyray's own calls (MLflow's defaults retry for minutes: 7 retries, backoff 2,
+#: 120 s timeout). A user's own setting of any of them wins.
+QUICK_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 
 def local_tracking_uri(storage: Path) -> str:
@@ -35,95 +55,259 @@ def local_artifact_root(storage: Path) -> str:
     return (Path(storage) / "mlartifacts").resolve().as_uri()
 
 
+def publish_command(results_dir: Path) -> str:
+    """The command that sends a results folder to MLflow (see :mod:`tinyray.publish`)."""
+    return f"tinyray publish {results_dir}"
+
+
+@contextmanager
+def quick_http() -> Iterator[None]:
+    """Short MLflow HTTP retries and timeouts for the calls inside (restored afterwards; the user's own win)."""
+    added = [key for key in QUICK_HTTP if key not in os.environ]
+    os.environ.update({key: QUICK_HTTP[key] for key in added})
+    # urllib3 logs every retry as a warning; tinyray says it once, in its own words
+    retries = logging.getLogger("urllib3.connectionpool")
+    level = retries.level
+    retries.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        retries.setLevel(level)
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short reason for an MLflow failure (MLflow's messages embed whole urllib3 reprs)."""
+    text = " ".join(str(exc).split())
+    for marker, short in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                          ("Name or service not known", "unknown host"), ("Max retries exceeded", "no answer")):
+        if marker in text:
+            return short
+    return (text or type(exc).__name__)[:160]
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def read_journal(results_dir: Path) -> dict[str, Any] | None:
+    """The ``tracking.json`` of a results folder, or None if it has none (or one of another version)."""
+    path = Path(results_dir) / JOURNAL_NAME
+    if not path.is_file():
+        return None
+    try:
+        journal = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return journal if isinstance(journal, dict) and journal.get("version") == JOURNAL_VERSION else None
+
+
 class Tracker:
     """A search's runs in MLflow, through ``MlflowClient`` (no global active-run state).
+
+    Unless ``strict``, a tracker never raises on an MLflow failure: it warns once, goes offline and turns every
+    later call into a no-op (run ids are then ``None``). With ``journal``, it records in that file what
+    ``tinyray publish`` needs to send the search later.
 
     Args:
         tracking_uri: ``sqlite:///...`` for the embedded store, or ``http://127.0.0.1:5000`` for a server.
         experiment: experiment name (the search name).
         artifact_location: where a new experiment keeps artifacts (the embedded store's artifact folder).
+        journal: the results folder's ``tracking.json`` (read back if it exists, so a resumed search keeps its id).
+        strict: raise MLflow errors instead of going offline (``tinyray publish`` wants to know).
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None, *,
+                 journal: Path | None = None, strict: bool = False) -> None:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
-        self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
-        else:
-            self.experiment_id = found.experiment_id
         self.experiment = experiment
+        self.strict = strict
+        self.offline_reason = ""
+        self.journal_path = Path(journal) if journal is not None else None
+        previous = read_journal(self.journal_path.parent) if self.journal_path is not None else None
+        self.journal: dict[str, Any] = {
+            "version": JOURNAL_VERSION, "search_id": uuid.uuid4().hex, "tracking_uri": tracking_uri,
+            "experiment": experiment, "artifact_location": artifact_location, "status": "running",
+            "offline_reason": "", "parent_run_id": None, "parent": None, "trial_runs": {}, "trials": {},
+            **(previous or {}),
+        }
+        self.journal.update(tracking_uri=tracking_uri, status="running", offline_reason="")
+        self.search_id: str = self.journal["search_id"]
+        self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id: str | None = self._call(f"reaching {tracking_uri}", self._experiment, artifact_location)
+        self._save_journal()
+
+    def _experiment(self, artifact_location: str | None) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is None:
+            return self.client.create_experiment(self.experiment, artifact_location=artifact_location)
+        return found.experiment_id
+
+    # -- the guard -------------------------------------------------------------------------------------------------
+    @property
+    def offline(self) -> bool:
+        """True once an MLflow call failed: the rest of the search is kept in the results folder only."""
+        return bool(self.offline_reason)
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``fn(*args, **kwargs)`` with quick HTTP settings; offline (None) on any failure unless strict."""
+        if self.offline:
+            return None
+        with quick_http():
+            if self.strict:
+                return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any failure of the tracking store must not stop a search
+                self._go_offline(what, exc)
+                return None
+
+    def attempt(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Run an MLflow step made of several calls (``fn`` may use :attr:`client`) under the same guard."""
+        return self._call(what, fn, *args, **kwargs)
+
+    def _go_offline(self, what: str, exc: BaseException) -> None:
+        if self.offline:  # a step of :meth:`attempt` already failed inside: warn once
+            return
+        self.offline_reason = f"{what}: {describe_failure(exc)}"
+        self.journal.update(status="offline", offline_reason=self.offline_reason)
+        self._save_journal()
+        where = self.journal_path.parent if self.journal_path is not None else None
+        later = f"; send them later with: {publish_command(where)}" if where is not None else ""
+        log.warning("MLflow tracking at %s is offline (%s): the search goes on and keeps its results in %s%s",
+                    self.tracking_uri, self.offline_reason, where or "the results folder", later)
+
+    def _save_journal(self) -> None:
+        if self.journal_path is None:
+            return
+        try:
+            write_json_atomic(self.journal_path, self.journal)
+        except OSError as exc:  # the results folder was checked writable; never let bookkeeping stop a search
+            log.warning("cannot write %s: %s", self.journal_path, exc)
 
     # -- the search (parent run) -------------------------------------------------------------------------------
-    def start_search(self, name: str, params: Mapping[str, Any], description: str = "") -> str:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=name,
-            tags={"tinyray.kind": "search", "mlflow.note.content": description},
-        )
-        self.log_params(run.info.run_id, params)
+    def start_search(self, name: str, params: Mapping[str, Any], description: str = "") -> str | None:
+        """Create the search's parent run (tagged ``tinyray.kind=search`` and ``tinyray.search_id``)."""
+        self.journal["parent"] = {"name": name, "params": dict(params), "description": description}
+        run_id = self._call("creating the search's run", self._create_run, name, {
+            "tinyray.kind": "search", "tinyray.search_id": self.search_id, "mlflow.note.content": description,
+        }, params)
+        self.journal["parent_run_id"] = run_id
+        self._save_journal()
+        return run_id
+
+    def _create_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str | None:
+        if self.experiment_id is None:
+            return None
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+        self._log_params(run.info.run_id, params)
         return run.info.run_id
 
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+    def log_params(self, run_id: str | None, params: Mapping[str, Any]) -> None:
+        if run_id is not None:
+            self._call("logging parameters", self._log_params, run_id, params)
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(key, str(value)[:6000]) for key, value in params.items() if value is not None]
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start : start + 100])
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(self, run_id: str | None, metrics: Mapping[str, float], step: int = 0,
+                    timestamp_ms: int | None = None) -> None:
+        """Log finite numbers among ``metrics`` at ``step`` (non-numbers and NaN/inf are skipped)."""
+        if run_id is None or self.offline:
+            return
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         items = [
             Metric(key, float(value), now, step)
             for key, value in metrics.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
         ]
         if items:
-            self.client.log_batch(run_id, metrics=items)
+            self._call("logging metrics", self.client.log_batch, run_id, metrics=items)
 
-    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+    def set_tags(self, run_id: str | None, tags: Mapping[str, Any]) -> None:
+        if run_id is None or self.offline:
+            return
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        self._call("setting tags", self.client.log_batch, run_id,
+                   tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
-    def log_artifacts(self, run_id: str, paths: Iterable[Path]) -> None:
+    def log_artifacts(self, run_id: str | None, paths: Iterable[Path]) -> None:
+        if run_id is None:
+            return
         for path in paths:
             if Path(path).exists():
-                self.client.log_artifact(run_id, str(path))
+                self._call("uploading artifacts", self.client.log_artifact, run_id, str(path))
 
     def reopen(self, run_id: str) -> bool:
-        """Mark an existing run of this experiment as running again (a resumed search); False if it is not there."""
+        """Mark an existing run of this experiment as running again (a resumed search); False if it is not there
+        or tracking is offline (the journal keeps the search's id, so ``tinyray publish`` still finds the run)."""
         from mlflow.exceptions import MlflowException
 
-        try:
-            run = self.client.get_run(run_id)
-        except MlflowException:
+        def reopen() -> bool:
+            try:
+                run = self.client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    return False
+                raise  # the server is away: the guard takes the tracker offline
+            if run.info.experiment_id != self.experiment_id:
+                return False
+            self.client.update_run(run_id, status="RUNNING")
+            return True
+
+        if not self._call("reopening the search's run", reopen):
             return False
-        if run.info.experiment_id != self.experiment_id:
-            return False
-        self.client.update_run(run_id, status="RUNNING")
+        self.journal["parent_run_id"] = run_id
+        self._save_journal()
         return True
 
-    def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+    def finish(self, run_id: str | None, status: str = "FINISHED") -> None:
+        """End a run; ending the parent run marks the journal ``complete`` unless tracking went offline."""
+        if run_id is not None:
+            self._call("ending a run", self.client.set_terminated, run_id, status=status)
+        if run_id is not None and run_id == self.journal.get("parent_run_id") and not self.offline:
+            self.journal["status"] = "complete"
+            self._save_journal()
 
     # -- trials (child runs) -----------------------------------------------------------------------------------
-    def start_trial(self, parent_run_id: str, trial_id: str, run_name: str, params: Mapping[str, Any]) -> str:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=run_name,
-            tags={"mlflow.parentRunId": parent_run_id, "tinyray.kind": "trial", "trial_id": trial_id, "status": "running"},
-        )
-        self.log_params(run.info.run_id, params)
-        return run.info.run_id
+    def start_trial(self, parent_run_id: str | None, trial_id: str, run_name: str,
+                    params: Mapping[str, Any]) -> str | None:
+        """Create a trial's child run (tagged ``trial_id``); journalled even when offline."""
+        changed = trial_id not in self.journal["trials"]
+        if changed:
+            self.journal["trials"][trial_id] = {"run_name": run_name, "params": dict(params)}
+        run_id = None
+        if parent_run_id is not None:
+            run_id = self._call("creating a trial's run", self._create_run, run_name, {
+                "mlflow.parentRunId": parent_run_id, "tinyray.kind": "trial", "tinyray.search_id": self.search_id,
+                "trial_id": trial_id, "status": "running",
+            }, params)
+        if run_id is not None:
+            self.journal["trial_runs"][trial_id] = run_id
+        if changed or run_id is not None:
+            self._save_journal()
+        return run_id
 
     def runs(self) -> list[Any]:
-        """Every run of the experiment (parent and children)."""
-        return self.client.search_runs([self.experiment_id], max_results=50000)
+        """Every run of the experiment (parent and children); none when offline."""
+        if self.experiment_id is None:
+            return []
+        return self._call("listing runs", self.client.search_runs, [self.experiment_id], max_results=50000) or []
 
 
 def error_line(text: str) -> str:
@@ -165,7 +349,8 @@ def make_tracking_callback(tracker: Tracker, parent_run_id: str, max_epochs: int
             if run_id is None:
                 run_name, params = trial_params(trial.config)
                 run_id = tracker.start_trial(parent_run_id, trial.trial_id, run_name, params)
-                self.runs[trial.trial_id] = run_id
+                if run_id is not None:  # offline: the journal has the trial, `tinyray publish` makes its run
+                    self.runs[trial.trial_id] = run_id
             return run_id
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
