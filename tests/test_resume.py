@@ -78,7 +78,11 @@ def test_sigkill_then_resume_keeps_finished_trials(tmp_path):
     parents = [run for run in runs if run.data.tags.get("tinyray.kind") == "search"]
     children = [run for run in runs if run.data.tags.get("tinyray.kind") == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert sorted(run.data.tags["trial_id"] for run in children) == sorted(trials["trial_id"])
+    # a trial started after Tune's last snapshot before the kill is not restored by Tune: its run says so
+    lost = [run for run in children if run.data.tags["status"] == "lost"]
+    assert all(run.info.status == "KILLED" for run in lost)
+    children = [run for run in children if run.data.tags["status"] != "lost"]
+    assert sorted(run.data.tags["trial_id"] for run in children) == sorted(trials["trial_id"])  # one run a trial
     for child in children:
         steps = [metric.step for metric in client.get_metric_history(child.info.run_id, "top1")]
         assert sorted(steps) == [1, 2, 3], (child.data.tags["trial_id"], steps)

@@ -737,10 +737,18 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
     formula, formula_note = _publish_formula(config, front, space, num_classes, tracker, parent_run_id)
     if formula is not None:
         files.update(formula_json=results / "formula.json", formula_plot=results / "formula.png")
+    known = set(trials["trial_id"])
     for run in tracker.runs():
         trial_id = run.data.tags.get("trial_id")
-        if trial_id is not None:
+        if trial_id is None or run.data.tags.get("tinyray.search_id", tracker.search_id) != tracker.search_id:
+            continue
+        if trial_id in known:
             tracker.set_tags(run.info.run_id, {"on_front": str(trial_id in set(front["trial_id"])).lower()})
+        elif run.data.tags.get("status") != "lost":
+            # the driver died after this trial started but before Ray Tune's last snapshot: Tune restored the
+            # search without it, so it has no results; say so rather than leave a run that looks alive
+            tracker.set_tags(run.info.run_id, {"status": "lost", "on_front": "false"})
+            tracker.finish(run.info.run_id, "KILLED")
     wall = time.monotonic() - started
     tracker.log_metrics(parent_run_id, {"hypervolume_final": volume, "front_size_final": len(front),
                                         "wall_seconds": wall}, step=len(trials))

@@ -287,7 +287,15 @@ class Tracker:
     # -- trials (child runs) -----------------------------------------------------------------------------------
     def start_trial(self, parent_run_id: str | None, trial_id: str, run_name: str,
                     params: Mapping[str, Any]) -> str | None:
-        """Create a trial's child run (tagged ``trial_id``); journalled even when offline."""
+        """Create a trial's child run (tagged ``trial_id``); journalled even when offline.
+
+        A trial that already has a run in the journal gets that run back: after a crash, Ray Tune may restore a
+        trial whose run was made after Tune's last snapshot (so the callback's saved mapping lacks it), and the
+        journal, written the moment a run is made, keeps it from getting a second one.
+        """
+        known = self.journal["trial_runs"].get(trial_id)
+        if known is not None and parent_run_id is not None and self.reopen_trial(known):
+            return known
         changed = trial_id not in self.journal["trials"]
         if changed:
             self.journal["trials"][trial_id] = {"run_name": run_name, "params": dict(params)}
@@ -302,6 +310,22 @@ class Tracker:
         if changed or run_id is not None:
             self._save_journal()
         return run_id
+
+    def reopen_trial(self, run_id: str) -> bool:
+        """Mark a trial's existing run as running again; False if it is gone (or tracking is offline)."""
+        from mlflow.exceptions import MlflowException
+
+        def reopen() -> bool:
+            try:
+                self.client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    return False
+                raise
+            self.client.update_run(run_id, status="RUNNING")
+            return True
+
+        return bool(self._call("reopening a trial's run", reopen))
 
     def runs(self) -> list[Any]:
         """Every run of the experiment (parent and children); none when offline."""
