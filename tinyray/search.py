@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEARCHERS = ("nsga3", "random")
-SCHEDULERS = ("asha", "fifo")
+SCHEDULERS = ("asha", "moasha", "fifo")
 TRIAL_COLUMNS = [
     "trial_id", "r", "d", "w", "resolution", "train_resolution", "flops", "params", "epochs", "top1",
     "status", "node_id", "train_seconds",
@@ -50,7 +50,8 @@ class SearchConfig:
         grace_period: ASHA's first rung, in epochs.
         reduction_factor: ASHA's eta: one trial in eta goes on at each rung.
         searcher: ``nsga3`` or ``random`` (the paper's protocol: random sampling under the FLOPs budget).
-        scheduler: ``asha`` or ``fifo`` (train every trial fully).
+        scheduler: ``asha`` (Ray's, by top1), ``moasha`` (multi-objective ASHA over top1 and FLOPs,
+            :mod:`tinyray.scheduler`) or ``fifo`` (train every trial fully).
         seed: seed of the searcher and of every trial.
         floor: lowest FLOPs a candidate may have (default budget / 16).
         pop_size: NSGA-III population per generation.
@@ -345,6 +346,14 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
         scheduler = ASHAScheduler(
             time_attr="training_iteration", max_t=config.max_epochs, grace_period=config.grace_period,
             reduction_factor=config.reduction_factor,
+        )
+    elif config.scheduler == "moasha":
+        from tinyray.scheduler import make_tune_scheduler
+
+        # Tune restores a searcher but not a scheduler: the rungs live in the results folder.
+        scheduler = make_tune_scheduler(
+            max_t=config.max_epochs, grace_period=config.grace_period, reduction_factor=config.reduction_factor,
+            state_path=config.results_dir / "scheduler.json",
         )
     else:
         from ray.tune.schedulers import FIFOScheduler
