@@ -78,6 +78,16 @@ def test_crowding_distance_breaks_ties_inside_a_front():
     assert scheduler.on_result("isolated", 1, 0.6, 600) == CONTINUE  # alone in the gap 0.22..0.9
 
 
+def test_flops_alone_never_stop_a_trial_as_accurate_as_the_best():
+    # after one epoch every network is at chance: Pareto ranking alone would keep only the cheapest third
+    scheduler = MOASHA(9, 1, 3)
+    assert fill(scheduler, [(0.1, 100 * (i + 1)) for i in range(6)]) == [CONTINUE] * 6
+    assert scheduler.on_result("within-epsilon", 1, 0.105, 900) == CONTINUE
+    assert scheduler.on_result("worse", 1, 0.05, 1000) == STOP
+    strict = MOASHA(9, 1, 3, epsilon=0.0)
+    assert fill(strict, [(0.1, 100), (0.1, 200), (0.1, 300)]) == [CONTINUE] * 3  # exact ties with the best
+
+
 def test_decisions_are_final_and_a_trial_at_max_t_stops():
     scheduler = MOASHA(9, 1, 3)
     fill(scheduler, [(0.6, 100), (0.5, 50), (0.7, 10)])
@@ -117,6 +127,8 @@ def test_bad_options_are_user_errors():
         MOASHA(9, 1, 1)
     with pytest.raises(UserError, match="max_t"):
         MOASHA(0, 1, 3)
+    with pytest.raises(UserError, match="epsilon"):
+        MOASHA(9, 1, 3, epsilon=-0.1)
 
 
 def test_tune_adapter_decides_saves_and_a_restored_one_decides_the_same(tmp_path):

@@ -133,9 +133,12 @@ def validate(config: BenchConfig, recorded_epochs: int | None = None) -> None:
 class Curves:
     """Recorded learning curves on a grid of the cube, interpolated between grid points.
 
+    The grid may be incomplete (a recording interrupted before its largest networks): a candidate whose grid
+    cell lacks a corner has no curve, and :meth:`max_budget` says up to which budget every candidate has one.
+
     Args:
-        table: rows ``r, d, w, epoch, top1, seconds`` (cumulative seconds), one per grid point and epoch, on a
-            full grid (every combination of the r, d and w values present).
+        table: rows ``r, d, w, epoch, top1, seconds`` (cumulative seconds), one per recorded grid point and epoch;
+            every recorded point has every epoch ``1..epochs``.
     """
 
     def __init__(self, table: "pd.DataFrame") -> None:
@@ -144,20 +147,45 @@ class Curves:
         missing = {"r", "d", "w", "epoch", "top1", "seconds"} - set(table.columns)
         if missing:
             raise UserError(f"learning-curve table lacks columns {sorted(missing)}: record it with benchmarks/record_curves.py")
-        table = table.sort_values(["r", "d", "w", "epoch"])
         self.axes = tuple(np.unique(table[name].to_numpy(dtype=float)) for name in ("r", "d", "w"))
         self.epochs = int(table["epoch"].max())
-        shape = tuple(len(axis) for axis in self.axes) + (self.epochs,)
-        if len(table) != int(np.prod(shape)):
-            raise UserError(
-                f"learning-curve table has {len(table)} rows, a full grid of {shape[:3]} points x {self.epochs} epochs"
-                " needs " + str(int(np.prod(shape))) + ": finish recording it with benchmarks/record_curves.py"
-            )
-        top1 = table["top1"].to_numpy(dtype=float).reshape(shape)
-        seconds = table["seconds"].to_numpy(dtype=float).reshape(shape)
-        per_epoch = np.diff(seconds, axis=-1, prepend=0.0)
+        shape = tuple(len(axis) for axis in self.axes)
+        top1 = np.full(shape + (self.epochs,), np.nan)
+        seconds = np.full(shape + (self.epochs,), np.nan)
+        for (r, d, w), rows in table.groupby(["r", "d", "w"]):
+            rows = rows.sort_values("epoch")
+            if rows["epoch"].tolist() != list(range(1, self.epochs + 1)):
+                raise UserError(
+                    f"learning curve at r={r} d={d} w={w} does not have every epoch 1..{self.epochs}:"
+                    " re-record it with benchmarks/record_curves.py"
+                )
+            index = tuple(int(np.searchsorted(axis, value)) for axis, value in zip(self.axes, (r, d, w)))
+            top1[index] = rows["top1"].to_numpy(dtype=float)
+            seconds[index] = np.diff(rows["seconds"].to_numpy(dtype=float), prepend=0.0)  # seconds of each epoch
+        self.recorded = ~np.isnan(top1[..., 0])
         self._top1 = RegularGridInterpolator(self.axes, top1)
-        self._seconds = RegularGridInterpolator(self.axes, per_epoch)
+        self._seconds = RegularGridInterpolator(self.axes, seconds)
+
+    def max_budget(self, space: Any, num_classes: int = 10) -> float:
+        """The largest FLOPs budget under which every network of the cube lies in a fully recorded grid cell.
+
+        FLOPs grow with r, d and w, so a cell's cheapest network is its low corner: a budget below the low corner
+        of every cell with an unrecorded corner keeps every candidate in complete cells.
+        """
+        from tinyray.cost import analytic_cost
+
+        bounds = (space.r, space.d, space.w)
+        if any(axis[0] > b.low or axis[-1] < b.high for axis, b in zip(self.axes, bounds)):
+            return 0.0  # the recorded grid does not span the cube
+        limit = math.inf
+        cells = [range(len(axis) - 1) for axis in self.axes]
+        for i in cells[0]:
+            for j in cells[1]:
+                for k in cells[2]:
+                    if not self.recorded[i:i + 2, j:j + 2, k:k + 2].all():
+                        low = (self.axes[0][i], self.axes[1][j], self.axes[2][k])
+                        limit = min(limit, analytic_cost(space, *low, num_classes).flops - 1)
+        return limit
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Curves":
@@ -172,7 +200,10 @@ class Curves:
     def curve(self, r: float, d: float, w: float) -> tuple[np.ndarray, np.ndarray]:
         """``(top1, seconds)`` per epoch at (r, d, w): two ``(epochs,)`` arrays (seconds of each epoch)."""
         point = np.clip([r, d, w], [a[0] for a in self.axes], [a[-1] for a in self.axes])
-        return np.clip(self._top1(point)[0], 0.0, 1.0), np.maximum(self._seconds(point)[0], 1e-6)
+        top1, seconds = self._top1(point)[0], self._seconds(point)[0]
+        if np.isnan(top1).any():
+            raise ValueError(f"no recorded curve around r={r} d={d} w={w}: the grid cell lacks a corner")
+        return np.clip(top1, 0.0, 1.0), np.maximum(seconds, 1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -435,6 +466,17 @@ def run_bench(config: BenchConfig) -> BenchResult:
     curves = Curves.load(config.curves)
     validate(config, curves.epochs)
     space = load_space()
+    from tinyray.searcher import FlopsBand
+
+    FlopsBand(space, config.budget, num_classes=10)  # a budget outside the space fails here, before any run
+    covered = curves.max_budget(space)
+    if config.budget > covered:
+        from tinyray.cost import format_flops
+
+        raise UserError(
+            f"the recorded curves cover budgets up to {format_flops(int(covered))} (their grid lacks larger"
+            f" networks): lower --budget, or record the rest with benchmarks/record_curves.py"
+        )
     runs = {(m, s): simulate(m, s, config, curves, space) for m in config.methods for s in range(config.seeds)}
     cap = config.trials * config.max_epochs
     seconds_cap = min(run.seconds for run in runs.values())

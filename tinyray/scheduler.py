@@ -17,6 +17,11 @@ first. :class:`MOASHA` keeps ASHA's asynchronous rungs but ranks by both objecti
   the asynchronous ASHA paper promotes early rather than stopping on too little evidence. (Ray's ASHA instead
   compares with the percentile of whatever is there, so its second trial already stops if it is worse than the
   first.)
+* A trial whose top1 is within ``epsilon`` (default 0.01) of the best top1 at the rung also continues: FLOPs alone
+  never stop a trial whose accuracy is as good as any seen. Accuracy differences that small are noise at partial
+  fidelity, and early in training every network can sit at chance (on the built-in data after one epoch of a
+  nine-epoch schedule, all of them score 0.100); pure Pareto ranking would then keep only the cheapest networks,
+  where Ray's ASHA, which stops only results strictly below its cutoff, keeps them all.
 * A trial that reaches ``max_t`` is stopped (it is done). Decisions are final: a trial that continued is never
   re-ranked at that rung later, as in ASHA.
 
@@ -106,12 +111,14 @@ class MOASHA:
         max_t: full fidelity in epochs; a trial reaching it is stopped (done).
         grace_period: the first rung, in epochs.
         reduction_factor: eta: about one result in eta at a rung goes on.
+        epsilon: a result within this much top1 (a fraction) of the best at its rung always goes on.
 
     Raises:
-        UserError: for non-positive epochs, ``grace_period > max_t`` or ``reduction_factor < 2``.
+        UserError: for non-positive epochs, ``grace_period > max_t``, ``reduction_factor < 2`` or a negative
+            ``epsilon``.
     """
 
-    def __init__(self, max_t: int, grace_period: int = 1, reduction_factor: float = 3) -> None:
+    def __init__(self, max_t: int, grace_period: int = 1, reduction_factor: float = 3, epsilon: float = 0.01) -> None:
         for name, value, low in (("max_t", max_t, 1), ("grace_period", grace_period, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UserError(f"scheduler {name} must be a whole number of at least {low} epochs, got {value!r}")
@@ -119,6 +126,9 @@ class MOASHA:
             raise UserError(f"--grace-period {grace_period} exceeds --max-epochs {max_t}: lower it or raise --max-epochs")
         if not reduction_factor >= 2:
             raise UserError(f"--reduction-factor must be at least 2, got {reduction_factor!r}")
+        if not 0.0 <= epsilon < 1.0:
+            raise UserError(f"scheduler epsilon must be a top1 fraction in [0, 1), got {epsilon!r}")
+        self.epsilon = float(epsilon)
         self.max_t = max_t
         self.grace_period = grace_period
         self.reduction_factor = reduction_factor
@@ -156,7 +166,7 @@ class MOASHA:
         rung = self.rungs[milestone]
         rung.append(result)
         n = len(rung)
-        if n < self.reduction_factor:
+        if n < self.reduction_factor or result.top1 >= max(r.top1 for r in rung) - self.epsilon:
             decision: Decision = CONTINUE
         else:
             positions = rank_positions(np.array([r.top1 for r in rung]), np.array([r.flops for r in rung]))
@@ -175,6 +185,7 @@ class MOASHA:
             "max_t": self.max_t,
             "grace_period": self.grace_period,
             "reduction_factor": self.reduction_factor,
+            "epsilon": self.epsilon,
             "rungs": [
                 {
                     "epoch": milestone,
@@ -202,7 +213,8 @@ class MOASHA:
                 " start a new experiment"
             )
         try:
-            scheduler = cls(int(state["max_t"]), int(state["grace_period"]), state["reduction_factor"])
+            scheduler = cls(int(state["max_t"]), int(state["grace_period"]), state["reduction_factor"],
+                            float(state["epsilon"]))
             for rung in state["rungs"]:
                 milestone = int(rung["epoch"])
                 if milestone not in scheduler.rungs:
@@ -218,8 +230,8 @@ class MOASHA:
         return scheduler
 
     def same_options(self, other: "MOASHA") -> bool:
-        return (self.max_t, self.grace_period, self.reduction_factor) == (
-            other.max_t, other.grace_period, other.reduction_factor)
+        return (self.max_t, self.grace_period, self.reduction_factor, self.epsilon) == (
+            other.max_t, other.grace_period, other.reduction_factor, other.epsilon)
 
 
 def _milestones(max_t: int, grace_period: int, reduction_factor: float) -> list[int]:
@@ -242,6 +254,7 @@ def make_tune_scheduler(
     max_t: int,
     grace_period: int = 1,
     reduction_factor: float = 3,
+    epsilon: float = 0.01,
     state_path: str | os.PathLike | None = None,
     metric: str = "top1",
     flops_attr: str = "flops",
@@ -250,7 +263,7 @@ def make_tune_scheduler(
     """Build the Ray Tune scheduler around :class:`MOASHA` (``MOASHAScheduler``).
 
     Args:
-        max_t, grace_period, reduction_factor: as :class:`MOASHA`.
+        max_t, grace_period, reduction_factor, epsilon: as :class:`MOASHA`.
         state_path: JSON file for the scheduler's state, rewritten atomically after every recorded result and
             loaded at construction if it exists (so a resumed experiment keeps its rungs). ``None``: keep no file.
         metric: the accuracy key of a result (maximised).
@@ -261,7 +274,7 @@ def make_tune_scheduler(
         UserError: for bad options, or a state file of other options, another version or damaged.
     """
     return _tune_scheduler_class()(
-        max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor, state_path=state_path,
+        max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor, epsilon=epsilon, state_path=state_path,
         metric=metric, flops_attr=flops_attr, time_attr=time_attr,
     )
 
@@ -282,10 +295,10 @@ def _tune_scheduler_class() -> type:
     class MOASHAScheduler(FIFOScheduler):
         """Ray Tune ``TrialScheduler`` around :class:`MOASHA` (see :func:`make_tune_scheduler`)."""
 
-        def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float,
+        def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float, epsilon: float,
                      state_path: str | os.PathLike | None, metric: str, flops_attr: str, time_attr: str) -> None:
             super().__init__()
-            self.core = MOASHA(max_t, grace_period, reduction_factor)
+            self.core = MOASHA(max_t, grace_period, reduction_factor, epsilon)
             self.state_path = None if state_path is None else os.fspath(state_path)
             self._metric = metric
             self._mode = "max"
