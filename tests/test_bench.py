@@ -104,3 +104,33 @@ def test_the_shipped_curves_are_a_full_grid_over_the_cube(space):
     for axis, bounds in zip(curves.axes, (space.r, space.d, space.w)):
         assert axis[0] == bounds.low and axis[-1] == bounds.high
     assert curves.max_budget(space) >= BenchConfig().budget  # the default benchmark runs on what is shipped
+
+
+def test_real_mode_turns_each_search_into_a_hypervolume_curve(monkeypatch, tmp_path):
+    import tinyray.search
+    from tinyray.bench import run_real
+
+    calls = []
+
+    def fake_search(config):
+        calls.append((config.searcher, config.scheduler, config.seed, config.name))
+        fifo = config.scheduler == "fifo"
+        trials = pd.DataFrame({
+            "trial_id": ["t0", "t1", "t2"], "epochs": [3, 3 if fifo else 1, 3],
+            "status": ["completed", "completed" if fifo else "early-stopped", "completed"],
+            "top1": [0.4, 0.5, 0.6], "flops": [50_000_000, 100_000_000, 150_000_000],
+            "train_seconds": [10.0, 10.0 if fifo else 3.0, 10.0],
+        })
+        return type("Result", (), {"trials": trials})()
+
+    monkeypatch.setattr(tinyray.search, "run_search", fake_search)
+    config = BenchConfig(seeds=1, trials=3, max_epochs=3, levels=4, methods=("a", "b", "c", "d"))
+    result = run_real(config, tmp_path)
+    assert [call[:2] for call in calls] == [("nsga3", "moasha"), ("random", "fifo"), ("nsga3", "asha")]
+    assert result.mode == "real" and result.summary["method"].tolist() == ["a", "b", "d"]
+    final = result.summary.set_index("method")["hv_final_mean"]
+    assert final["a"] < final["b"]  # the stopped middle trial is not on a's front
+    epochs = result.curves[result.curves["axis"] == "epochs"]
+    assert epochs["compute"].max() == 9.0  # the FIFO search's compute; a and d used 7
+    with pytest.raises(UserError, match="a, b and d"):
+        run_real(BenchConfig(methods=("c",)), tmp_path)
