@@ -94,13 +94,13 @@ class BenchConfig:
 
     budget: int = 200_000_000
     seeds: int = 5
-    trials: int = 40
+    trials: int = 120
     max_epochs: int = 9
     grace_period: int = 1
     reduction_factor: int = 3
     pop_size: int = 10
     workers: int = 2
-    levels: int = 20
+    levels: int = 40
     methods: tuple[str, ...] = ("a", "b", "c", "d")
     curves: Path | None = None
 

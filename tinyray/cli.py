@@ -30,7 +30,7 @@ EXAMPLES = {
   tinyray train --r 0.5 --d 0.6 --w 0.5 --epochs 3              # built-in data, proxy recipe
   tinyray train --r 0.86 --d 1.2 --w 1.0 --data ~/imagenet --recipe paper --epochs 350""",
     "bench search": """examples:
-  tinyray bench search --seeds 5 --out bench-results     # tabular benchmark of recorded learning curves, ~2 min
+  tinyray bench search --seeds 5 --out bench-results     # tabular benchmark of recorded learning curves, ~1 min
   tinyray bench search --real --seeds 1 --trials 8 --max-epochs 3 --methods a,b   # through Ray on the real trainer""",
 }
 
@@ -148,6 +148,7 @@ def _add_bench_options(parser: argparse.ArgumentParser) -> None:
     add("--reduction-factor", type=_int_at_least("--reduction-factor", 2), default=defaults.reduction_factor, help=f"ASHA's eta (default {defaults.reduction_factor})")
     add("--pop-size", type=_int_at_least("--pop-size", 4), default=defaults.pop_size, help=f"NSGA-III population (default {defaults.pop_size})")
     add("--workers", type=_int_at_least("--workers", 1), default=defaults.workers, help=f"simulated workers (default {defaults.workers})")
+    add("--levels", type=_int_at_least("--levels", 2), default=defaults.levels, help=f"compute levels at which the hypervolume is measured (default {defaults.levels})")
     add("--methods", type=_methods, default=defaults.methods, help="which methods, e.g. a,b (default a,b,c,d)")
     add("--curves", default=None, help="learning-curve table (default: the shipped benchdata/curves.csv)")
     add("--real", action="store_true", help="run methods a, b, d through Ray on the real trainer instead of the simulator")
@@ -166,7 +167,7 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
     config = BenchConfig(
         budget=parse_budget(args.budget), seeds=args.seeds, trials=args.trials, max_epochs=args.max_epochs,
         grace_period=args.grace_period, reduction_factor=args.reduction_factor, pop_size=args.pop_size,
-        workers=args.workers, methods=args.methods, curves=Path(args.curves) if args.curves else None,
+        workers=args.workers, levels=args.levels, methods=args.methods, curves=Path(args.curves) if args.curves else None,
     )
     if args.real:
         from tinyray.bench import validate

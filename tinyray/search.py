@@ -4,7 +4,7 @@
 
 1. validate everything a user gave (budget, space, data, sizes, results folder) before anything is started;
 2. start or join Ray, prepare the dataset once (cached on disk; each trial process loads it once);
-3. run the Tune experiment: :mod:`tinyray.searcher` proposes (r, d, w) under the budget, ASHA (or FIFO) stops
+3. run the Tune experiment: :mod:`tinyray.searcher` proposes (r, d, w) under the budget, the multi-objective ASHA of :mod:`tinyray.scheduler` (or Ray's ASHA, or FIFO) stops
    trials early, :mod:`tinyray.trial` trains them, :mod:`tinyray.tracking` mirrors them into MLflow;
 4. write ``trials.csv``, ``front.csv`` and ``front.png`` into the results folder and onto the parent run.
 """
@@ -72,7 +72,7 @@ class SearchConfig:
     grace_period: int = 1
     reduction_factor: int = 3
     searcher: str = "nsga3"
-    scheduler: str = "asha"
+    scheduler: str = "moasha"  # beat Ray's ASHA in `tinyray bench search` (README, Performance)
     seed: int = 0
     floor: int | None = None
     pop_size: int = 10
