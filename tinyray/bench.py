@@ -146,7 +146,9 @@ class Curves:
 
         missing = {"r", "d", "w", "epoch", "top1", "seconds"} - set(table.columns)
         if missing:
-            raise UserError(f"learning-curve table lacks columns {sorted(missing)}: record it with benchmarks/record_curves.py")
+            raise UserError(
+                f"learning-curve table lacks columns {sorted(missing)}: record it with benchmarks/record_curves.py"
+            )
         self.axes = tuple(np.unique(table[name].to_numpy(dtype=float)) for name in ("r", "d", "w"))
         self.epochs = int(table["epoch"].max())
         shape = tuple(len(axis) for axis in self.axes)
@@ -194,7 +196,9 @@ class Curves:
 
         path = Path(path) if path is not None else CURVES_FILE
         if not path.exists():
-            raise UserError(f"learning-curve table {path} does not exist: give --curves or record it with benchmarks/record_curves.py")
+            raise UserError(
+                f"learning-curve table {path} does not exist: give --curves or record it with benchmarks/record_curves.py"
+            )
         return cls(pd.read_csv(path))
 
     def curve(self, r: float, d: float, w: float) -> tuple[np.ndarray, np.ndarray]:

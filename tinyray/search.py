@@ -4,8 +4,9 @@
 
 1. validate everything a user gave (budget, space, data, sizes, results folder) before anything is started;
 2. start or join Ray, prepare the dataset once (cached on disk; each trial process loads it once);
-3. run the Tune experiment: :mod:`tinyray.searcher` proposes (r, d, w) under the budget, the multi-objective ASHA of :mod:`tinyray.scheduler` (or Ray's ASHA, or FIFO) stops
-   trials early, :mod:`tinyray.trial` trains them, :mod:`tinyray.tracking` mirrors them into MLflow;
+3. run the Tune experiment: :mod:`tinyray.searcher` proposes (r, d, w) under the budget, the multi-objective
+   ASHA of :mod:`tinyray.scheduler` (or Ray's ASHA, or FIFO) stops trials early, :mod:`tinyray.trial` trains
+   them, :mod:`tinyray.tracking` mirrors them into MLflow;
 4. write ``trials.csv``, ``front.csv`` and ``front.png`` into the results folder and onto the parent run.
 """
 

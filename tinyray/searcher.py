@@ -18,8 +18,9 @@ FLOPs, so survival prefers measured results, yet ordered among the stopped ones 
 a network that reached a later rung (higher partial accuracy) outranks one stopped at the first, and a stopped
 network still steers the search away from its region rather than being thrown away. The alternative that Ray's
 ``OptunaSearch`` takes, telling the partial accuracy as if final, lets a stopped network displace fully trained
-ones from the population whenever its underestimate happens to fall on their front; ``tinyray bench search``
-measured both (see the README's Performance section). The choice is covered by the searcher's tests.
+ones from the population whenever its underestimate happens to fall on their front. ``benchmarks/stopped_trials.py``
+measured both on the search benchmark (README, Performance): about equal, the penalty slightly ahead. The
+searcher's tests check the order (stopped below completed, above failed).
 
 :func:`make_core` builds a core by name; :func:`make_tune_searcher` wraps one in a Ray Tune ``Searcher``
 (``TinySearcher``, defined when first asked for, so that ``import tinyray.searcher`` imports neither Ray nor
