@@ -36,7 +36,7 @@ def test_flops_measure_agrees(capsys):
     assert code == 0 and data["flops"] == data["measured_flops"] and data["params"] == data["measured_params"]
 
 
-@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"], ["publish"]])
+@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"], ["publish"], ["bench", "search"], ["formula"], ["export"]])
 def test_help_shows_an_example(capsys, command):
     code, out, _ = run(capsys, *command, "--help")
     assert code == 0
@@ -78,6 +78,13 @@ BAD_INPUTS = [
     (["publish", "/no/such/folder"], "does not exist"),
     (["publish", "."], "not the results folder of a tinyray search"),
     (["publish", ".", "--tracking-uri"], "expected one argument"),
+    (["search", "--budget", "200M", "--scheduler", "hyperband"], "invalid choice"),
+    (["bench", "search", "--methods", "a,x"], "--methods must be a comma-separated subset of a,b,c,d"),
+    (["bench", "search", "--seeds", "0"], "--seeds must be at least 1"),
+    (["bench", "search", "--max-epochs", "99"], "exceeds the 9 epochs recorded"),
+    (["bench", "search", "--curves", "/no/such.csv"], "does not exist"),
+    (["bench", "search", "--budget", "1k"], "below the smallest network"),
+    (["bench"], "required: BENCHMARK"),
     (["nosuch"], "invalid choice"),
 ]
 

@@ -44,6 +44,9 @@ EXAMPLES = {
     "train": """example:
   tinyray train --r 0.5 --d 0.6 --w 0.5 --epochs 3              # built-in data, proxy recipe
   tinyray train --r 0.86 --d 1.2 --w 1.0 --data ~/imagenet --recipe paper --epochs 350""",
+    "bench search": """examples:
+  tinyray bench search --seeds 5 --out bench-results     # tabular benchmark of recorded learning curves, ~35 s
+  tinyray bench search --real --seeds 1 --trials 8 --max-epochs 3 --methods a,b   # through Ray on the real trainer""",
 }
 
 
@@ -152,7 +155,74 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=_int_at_least("--threads", 1), default=None, help="torch CPU threads (default: torch's choice)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.set_defaults(func=cmd_train)
+
+    bench = sub.add_parser("bench", help="benchmarks of tinyray itself (bench search: search efficiency)")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", parser_class=_Parser, required=True)
+    bench_search = bench_sub.add_parser(
+        "search", help="hypervolume against compute: tinyray vs the paper's protocol, Optuna + ASHA, NSGA-III + ASHA",
+        epilog=EXAMPLES["bench search"], formatter_class=fmt)
+    _add_bench_options(bench_search)
+    bench_search.set_defaults(func=cmd_bench_search)
     return parser
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    methods = tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    if not methods or any(m not in ("a", "b", "c", "d") for m in methods) or len(set(methods)) != len(methods):
+        raise argparse.ArgumentTypeError(f"--methods must be a comma-separated subset of a,b,c,d, got {text!r}")
+    return methods
+
+
+def _add_bench_options(parser: argparse.ArgumentParser) -> None:
+    from tinyray.bench import BenchConfig
+
+    defaults = BenchConfig()
+    add = parser.add_argument
+    add("--budget", default="200M", help="FLOPs budget (default 200M)")
+    add("--seeds", type=_int_at_least("--seeds", 1), default=defaults.seeds, help=f"runs per method, seeds 0..n-1 (default {defaults.seeds})")
+    add("--trials", type=_int_at_least("--trials", 1), default=defaults.trials, help=f"compute of a run, in fully trained trials (default {defaults.trials}; with --real: trials per search)")
+    add("--max-epochs", type=_int_at_least("--max-epochs", 1), default=defaults.max_epochs, help=f"full fidelity in epochs (default {defaults.max_epochs}, as recorded)")
+    add("--grace-period", type=_int_at_least("--grace-period", 1), default=defaults.grace_period, help=f"first ASHA rung in epochs (default {defaults.grace_period})")
+    add("--reduction-factor", type=_int_at_least("--reduction-factor", 2), default=defaults.reduction_factor, help=f"ASHA's eta (default {defaults.reduction_factor})")
+    add("--pop-size", type=_int_at_least("--pop-size", 4), default=defaults.pop_size, help=f"NSGA-III population (default {defaults.pop_size})")
+    add("--workers", type=_int_at_least("--workers", 1), default=defaults.workers, help=f"simulated workers (default {defaults.workers})")
+    add("--levels", type=_int_at_least("--levels", 2), default=defaults.levels, help=f"compute levels at which the hypervolume is measured (default {defaults.levels})")
+    add("--methods", type=_methods, default=defaults.methods, help="which methods, e.g. a,b (default a,b,c,d)")
+    add("--curves", default=None, help="learning-curve table (default: the shipped benchdata/curves.csv)")
+    add("--real", action="store_true", help="run methods a, b, d through Ray on the real trainer instead of the simulator")
+    add("--storage", default="tinyray-bench", help="results root of the --real searches (default ./tinyray-bench)")
+    add("--data", default=None, help="--real: 'synthetic' (default) or a folder with train/ and val/")
+    add("--out", default=None, help="folder for bench_curves.csv, bench_summary.csv and bench_hypervolume.png")
+    add("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_bench_search(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tinyray.bench import BenchConfig, run_bench, run_real, write_outputs
+    from tinyray.cost import parse_budget
+
+    config = BenchConfig(
+        budget=parse_budget(args.budget), seeds=args.seeds, trials=args.trials, max_epochs=args.max_epochs,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor, pop_size=args.pop_size,
+        workers=args.workers, levels=args.levels, methods=args.methods, curves=Path(args.curves) if args.curves else None,
+    )
+    if args.real:
+        from tinyray.bench import validate
+
+        validate(config)
+        result = run_real(config, Path(args.storage), args.data)
+    else:
+        result = run_bench(config)
+    files = write_outputs(result, Path(args.out)) if args.out else {}
+    if args.json:
+        print(json.dumps({**result.to_json(), "files": {k: str(v) for k, v in files.items()}}))
+    else:
+        print(result.table())
+        print(", ".join(f"{key} {value:.0%}" for key, value in result.wins.items()))
+        for path in files.values():
+            print(f"wrote {path}")
+    return 0
 
 
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +240,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--grace-period", type=_int_at_least("--grace-period", 1), default=defaults.grace_period, help=f"ASHA's first rung in epochs (default {defaults.grace_period})")
     add("--reduction-factor", type=_int_at_least("--reduction-factor", 2), default=defaults.reduction_factor, help=f"ASHA's eta (default {defaults.reduction_factor})")
     add("--searcher", choices=SEARCHERS, default=defaults.searcher, help="nsga3 (default) or random (the paper's protocol)")
-    add("--scheduler", choices=SCHEDULERS, default=defaults.scheduler, help="asha (default) or fifo (train every trial fully)")
+    add("--scheduler", choices=SCHEDULERS, default=defaults.scheduler, help=f"asha (Ray's ASHA, by top1), moasha (multi-objective ASHA over top1 and FLOPs) or fifo (train every trial fully); default {defaults.scheduler}")
     add("--seed", type=_int_at_least("--seed", 0), default=defaults.seed, help="seed of the searcher and the trials (default 0)")
     add("--floor", default=None, help="lowest FLOPs of a candidate (default budget/16), e.g. 12M")
     add("--pop-size", type=_int_at_least("--pop-size", 4), default=defaults.pop_size, help=f"NSGA-III population (default {defaults.pop_size})")
@@ -433,13 +503,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    command = " ".join(filter(None, (args.command, getattr(args, "bench_command", None))))
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"tinyray {args.command}: error: {exc}", file=sys.stderr)
+        print(f"tinyray {command}: error: {exc}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
-        print(f"tinyray {args.command}: interrupted", file=sys.stderr)
+        print(f"tinyray {command}: interrupted", file=sys.stderr)
         return 130
 
 

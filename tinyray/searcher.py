@@ -11,6 +11,17 @@ Both implement ``ask(trial_id) -> Candidate | None``, ``tell(trial_id, top1, sta
 FLOPs lie in the band ``floor <= FLOPs <= budget`` (:class:`FlopsBand`), and no two of them build the same
 network (same resolution, stage depths and rounded channels).
 
+**Learning from early-stopped trials.** A trial the scheduler stopped has only a partial accuracy, measured
+before its learning-rate schedule ended; it underestimates the network, by a different amount for each network.
+NSGA-III is told it as ``top1 - STOPPED_PENALTY`` (1.0): dominated by every fully trained network of no more
+FLOPs, so survival prefers measured results, yet ordered among the stopped ones by partial accuracy and FLOPs, so
+a network that reached a later rung (higher partial accuracy) outranks one stopped at the first, and a stopped
+network still steers the search away from its region rather than being thrown away. The alternative that Ray's
+``OptunaSearch`` takes, telling the partial accuracy as if final, lets a stopped network displace fully trained
+ones from the population whenever its underestimate happens to fall on their front. ``benchmarks/stopped_trials.py``
+measured both on the search benchmark (README, Performance): about equal, the penalty slightly ahead. The
+searcher's tests check the order (stopped below completed, above failed).
+
 :func:`make_core` builds a core by name; :func:`make_tune_searcher` wraps one in a Ray Tune ``Searcher``
 (``TinySearcher``, defined when first asked for, so that ``import tinyray.searcher`` imports neither Ray nor
 pymoo).

@@ -1,0 +1,136 @@
+"""The search benchmark: learning-curve interpolation, the simulator's compute accounting, and the report."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tinyray.bench import CURVES_FILE, BenchConfig, Curves, RunResult, hypervolume_curve, run_bench, simulate, write_outputs
+from tinyray.errors import UserError
+
+
+def small_table(epochs: int = 3) -> pd.DataFrame:
+    """A 2 x 2 x 2 grid over the cube's bounds: bigger networks learn more and take longer per epoch."""
+    rows = []
+    for r, d, w in itertools.product((0.25, 1.0), (0.25, 1.25), (0.25, 1.0)):
+        ceiling = 0.2 + 0.3 * r + 0.1 * d + 0.2 * w
+        for epoch in range(1, epochs + 1):
+            rows.append({"r": r, "d": d, "w": w, "epoch": epoch, "top1": 0.1 + (ceiling - 0.1) * epoch / epochs,
+                         "seconds": epoch * (1.0 + 4 * r * d * w)})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def curves_path(tmp_path):
+    path = tmp_path / "curves.csv"
+    small_table().to_csv(path, index=False)
+    return path
+
+
+def test_curves_interpolate_between_grid_points_and_hit_them_exactly():
+    curves = Curves(small_table())
+    top1, seconds = curves.curve(1.0, 1.25, 1.0)
+    assert top1.tolist() == pytest.approx([0.1 + 0.725 * e / 3 for e in (1, 2, 3)])
+    assert seconds.tolist() == pytest.approx([6.0, 6.0, 6.0])  # seconds of each epoch, not cumulative
+    middle, _ = curves.curve(0.625, 1.25, 1.0)
+    low, _ = curves.curve(0.25, 1.25, 1.0)
+    assert middle == pytest.approx((top1 + low) / 2)
+
+
+def test_an_incomplete_grid_covers_only_budgets_below_its_first_incomplete_cell(space, tmp_path):
+    table = small_table()
+    assert Curves(table).max_budget(space) == float("inf")
+    top = (table["r"] == 1.0) & (table["d"] == 1.25) & (table["w"] == 1.0)
+    partial = Curves(table[~top])
+    # the grid is one cell: without its top corner no budget is covered but those below the low corner
+    assert partial.max_budget(space) < 10_000_000
+    with pytest.raises(ValueError, match="lacks a corner"):
+        partial.curve(0.5, 0.5, 0.5)
+    with pytest.raises(UserError, match="every epoch"):
+        Curves(table.iloc[1:])
+    table[~top].to_csv(tmp_path / "partial.csv", index=False)
+    with pytest.raises(UserError, match="cover budgets up to"):
+        run_bench(BenchConfig(seeds=1, trials=2, max_epochs=3, curves=tmp_path / "partial.csv"))
+
+
+def test_simulator_spends_the_compute_cap_and_fifo_trains_every_trial_fully(space):
+    config = BenchConfig(trials=6, max_epochs=3, seeds=1, pop_size=4)
+    curves = Curves(small_table())
+    fifo = simulate("b", 0, config, curves, space)
+    assert fifo.epochs == 18 and fifo.stopped == 0
+    # two workers: the run ends with a trial in flight, whose epochs are spent but finish nothing
+    assert len(fifo.completed) == 5 and [row[0] for row in fifo.completed] == sorted(row[0] for row in fifo.completed)
+    moasha = simulate("a", 0, config, curves, space)
+    assert moasha.epochs == 18 and moasha.stopped > 0 and moasha.trials > fifo.trials
+
+
+def test_hypervolume_curve_is_monotone_and_counts_only_what_finished_by_each_level():
+    run = RunResult(completed=[(3, 10.0, 0.5, 50_000_000), (6, 20.0, 0.7, 150_000_000)])
+    levels = np.array([2.0, 3.0, 5.0, 6.0])
+    curve = hypervolume_curve(run, levels, 200_000_000, axis=0)
+    assert curve[0] == 0.0 and curve[1] == curve[2] > 0 and curve[3] > curve[2]
+    assert hypervolume_curve(run, np.array([15.0]), 200_000_000, axis=1)[0] == curve[1]
+
+
+def test_a_small_benchmark_reports_every_method(curves_path, tmp_path):
+    config = BenchConfig(seeds=2, trials=5, max_epochs=3, pop_size=4, levels=4, curves=curves_path)
+    result = run_bench(config)
+    summary = result.summary
+    assert summary["method"].tolist() == ["a", "b", "c", "d"]
+    assert {"hv_final_mean", "hv_final_sd", "epochs_to_95", "epochs_ratio_to_b", "seconds_to_95",
+            "seconds_ratio_to_b"} <= set(summary.columns)
+    assert summary.loc[summary["method"] == "b", "epochs_ratio_to_b"].item() == 1.0
+    curves = result.curves
+    assert set(curves["axis"]) == {"epochs", "seconds"} and set(curves["seed"]) == {0, 1}
+    assert curves["hypervolume"].between(0.0, 1.0).all()
+    for _, group in curves.groupby(["method", "seed", "axis"]):
+        assert len(group) == 4 and np.all(np.diff(group.sort_values("compute")["hypervolume"]) >= 0)
+    assert set(result.wins) == {f"a_beats_{m}_{axis}" for m in "bcd" for axis in ("epochs", "seconds")}
+
+    payload = json.loads(json.dumps(result.to_json()))
+    assert payload["mode"] == "simulated" and len(payload["summary"]) == 4
+    files = write_outputs(result, tmp_path / "out")
+    assert all(path.exists() for path in files.values())
+    assert "(a) tinyray" in result.table()
+
+
+def test_the_shipped_curves_are_a_full_grid_over_the_cube(space):
+    curves = Curves.load(CURVES_FILE)
+    assert curves.epochs >= 3
+    for axis, bounds in zip(curves.axes, (space.r, space.d, space.w)):
+        assert axis[0] == bounds.low and axis[-1] == bounds.high
+    assert curves.max_budget(space) >= BenchConfig().budget  # the default benchmark runs on what is shipped
+
+
+def test_real_mode_turns_each_search_into_a_hypervolume_curve(monkeypatch, tmp_path):
+    import tinyray.search
+    from tinyray.bench import run_real
+
+    calls = []
+
+    def fake_search(config):
+        calls.append((config.searcher, config.scheduler, config.seed, config.name))
+        fifo = config.scheduler == "fifo"
+        trials = pd.DataFrame({
+            "trial_id": ["t0", "t1", "t2"], "epochs": [3, 3 if fifo else 1, 3],
+            "status": ["completed", "completed" if fifo else "early-stopped", "completed"],
+            "top1": [0.4, 0.5, 0.6], "flops": [50_000_000, 100_000_000, 150_000_000],
+            "train_seconds": [10.0, 10.0 if fifo else 3.0, 10.0],
+        })
+        return type("Result", (), {"trials": trials})()
+
+    monkeypatch.setattr(tinyray.search, "run_search", fake_search)
+    config = BenchConfig(seeds=1, trials=3, max_epochs=3, levels=4, methods=("a", "b", "c", "d"))
+    result = run_real(config, tmp_path)
+    assert [call[:2] for call in calls] == [("nsga3", "moasha"), ("random", "fifo"), ("nsga3", "asha")]
+    assert result.mode == "real" and result.summary["method"].tolist() == ["a", "b", "d"]
+    final = result.summary.set_index("method")["hv_final_mean"]
+    assert final["a"] < final["b"]  # the stopped middle trial is not on a's front
+    epochs = result.curves[result.curves["axis"] == "epochs"]
+    assert epochs["compute"].max() == 9.0  # the FIFO search's compute; a and d used 7
+    with pytest.raises(UserError, match="a, b and d"):
+        run_real(BenchConfig(methods=("c",)), tmp_path)

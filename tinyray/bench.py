@@ -1,0 +1,636 @@
+"""``tinyray bench search``: how much compute each search strategy needs for a good accuracy/FLOPs front.
+
+Four methods, each a searcher and a scheduler:
+
+====  ======================================================  ==========================================
+name  searcher                                                scheduler
+====  ======================================================  ==========================================
+a     NSGA-III core (:class:`tinyray.searcher.NSGA3Core`)     multi-objective ASHA (:mod:`tinyray.scheduler`)
+b     random under the FLOPs band (the paper's protocol)      FIFO: every trial trained to the end
+c     Optuna's ``NSGAIIISampler`` through ask/tell            Ray's ASHA (``ASHAScheduler``, by top1)
+d     NSGA-III core                                           Ray's ASHA
+====  ======================================================  ==========================================
+
+(c) stands in for what a Ray Tune user would assemble, ``OptunaSearch(sampler=NSGAIIISampler())`` with
+``ASHAScheduler``: the sampler is driven through Optuna's ask/tell exactly as ``OptunaSearch`` drives it, an
+early-stopped trial is told its last (partial) accuracy as a completed value (``OptunaSearch`` does the same), and
+the FLOPs band is given to the sampler as ``constraints_func``: a suggestion outside the band is told at once as
+infeasible, without training. Ray's ASHA is Ray's own code: ``ASHAScheduler.on_trial_result`` on stand-in trials.
+
+**The tabular simulator** (default). Real learning curves were recorded once on a grid of the cube
+(``benchdata/curves.csv``, by ``benchmarks/record_curves.py``: top1 and seconds after every epoch of a run whose
+learning-rate schedule spans ``max_t`` epochs). A candidate's curve is interpolated linearly between grid points
+(scipy's ``RegularGridInterpolator`` over (r, d, w), per epoch); its FLOPs are the analytic count. A simulated
+clock with ``workers`` workers and an event queue plays the search: a free worker asks the searcher for a
+candidate (or idles until the next event while NSGA-III waits for its generation), every epoch end is an event
+that the scheduler decides on, and a finished or stopped trial is told to the searcher. No Ray actors run; the
+searcher cores and the scheduler logic are the ones a real search uses.
+
+Compute is counted two ways: **epochs** (all training epochs of all trials) and **seconds** (the simulated wall
+clock, so idle workers cost time). Each run stops when it has used ``trials * max_t`` epochs, the compute of
+``trials`` fully trained trials. The hypervolume (:func:`tinyray.front.hypervolume`) of the front of completed
+(full-fidelity) trials is measured at evenly spaced compute levels; for each method the report gives mean and
+sd over seeds, and the compute at which the mean curve first reaches 95% of the best final mean hypervolume of
+any method, also as a ratio to method (b).
+
+``--real`` runs (a), (b) and (d) through :func:`tinyray.search.run_search` (Ray, the real trainer, MLflow); (c)
+is not in ``--real``: ``run_search`` builds its searcher from a tinyray core, and Ray's ``OptunaSearch`` is a
+different searcher object, so that comparison would not share the rest of the code path.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from tinyray.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: method -> (searcher, scheduler)
+METHODS: dict[str, tuple[str, str]] = {
+    "a": ("nsga3", "moasha"),
+    "b": ("random", "fifo"),
+    "c": ("optuna-nsga3", "asha"),
+    "d": ("nsga3", "asha"),
+}
+METHOD_LABELS = {
+    "a": "tinyray: NSGA-III + MOASHA",
+    "b": "paper: random + FIFO",
+    "c": "Optuna NSGA-III + ASHA",
+    "d": "NSGA-III + ASHA",
+}
+CURVES_FILE = Path(__file__).parent / "benchdata" / "curves.csv"
+#: fraction of the best final hypervolume a method must reach
+TARGET_FRACTION = 0.95
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Options of the search benchmark.
+
+    Attributes:
+        budget: FLOPs budget, multiply-accumulates of one image.
+        seeds: number of seeds (runs per method), seeds ``0..seeds-1``.
+        trials: compute of each run, in fully trained trials: a run stops after ``trials * max_epochs`` epochs.
+        max_epochs: full fidelity; at most the epochs recorded in the curves.
+        grace_period: first rung of the ASHA schedulers, in epochs.
+        reduction_factor: eta of the ASHA schedulers.
+        pop_size: NSGA-III population (tinyray's core and Optuna's sampler).
+        workers: simulated workers (trials at once).
+        levels: compute levels at which the hypervolume is measured.
+        methods: which of ``a b c d`` to run.
+        curves: the learning-curve table; default the shipped ``benchdata/curves.csv``.
+    """
+
+    budget: int = 200_000_000
+    seeds: int = 5
+    trials: int = 120
+    max_epochs: int = 9
+    grace_period: int = 1
+    reduction_factor: int = 3
+    pop_size: int = 10
+    workers: int = 2
+    levels: int = 40
+    methods: tuple[str, ...] = ("a", "b", "c", "d")
+    curves: Path | None = None
+
+
+def validate(config: BenchConfig, recorded_epochs: int | None = None) -> None:
+    """Raise :class:`UserError` for options the benchmark cannot run."""
+    for option, value, low in (("--seeds", config.seeds, 1), ("--trials", config.trials, 1),
+                               ("--max-epochs", config.max_epochs, 1), ("--grace-period", config.grace_period, 1),
+                               ("--reduction-factor", config.reduction_factor, 2), ("--pop-size", config.pop_size, 4),
+                               ("--workers", config.workers, 1), ("--levels", config.levels, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"{option} must be a whole number of at least {low}, got {value!r}")
+    if config.grace_period > config.max_epochs:
+        raise UserError(f"--grace-period {config.grace_period} exceeds --max-epochs {config.max_epochs}: lower it")
+    unknown = [m for m in config.methods if m not in METHODS]
+    if unknown or not config.methods:
+        raise UserError(f"--methods {','.join(config.methods)!r} must be a comma-separated subset of a,b,c,d")
+    if recorded_epochs is not None and config.max_epochs > recorded_epochs:
+        raise UserError(
+            f"--max-epochs {config.max_epochs} exceeds the {recorded_epochs} epochs recorded in the curves:"
+            " lower it, or record longer curves with benchmarks/record_curves.py --epochs"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Learning curves
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Curves:
+    """Recorded learning curves on a grid of the cube, interpolated between grid points.
+
+    The grid may be incomplete (a recording interrupted before its largest networks): a candidate whose grid
+    cell lacks a corner has no curve, and :meth:`max_budget` says up to which budget every candidate has one.
+
+    Args:
+        table: rows ``r, d, w, epoch, top1, seconds`` (cumulative seconds), one per recorded grid point and epoch;
+            every recorded point has every epoch ``1..epochs``.
+    """
+
+    def __init__(self, table: "pd.DataFrame") -> None:
+        from scipy.interpolate import RegularGridInterpolator
+
+        missing = {"r", "d", "w", "epoch", "top1", "seconds"} - set(table.columns)
+        if missing:
+            raise UserError(
+                f"learning-curve table lacks columns {sorted(missing)}: record it with benchmarks/record_curves.py"
+            )
+        self.axes = tuple(np.unique(table[name].to_numpy(dtype=float)) for name in ("r", "d", "w"))
+        self.epochs = int(table["epoch"].max())
+        shape = tuple(len(axis) for axis in self.axes)
+        top1 = np.full(shape + (self.epochs,), np.nan)
+        seconds = np.full(shape + (self.epochs,), np.nan)
+        for (r, d, w), rows in table.groupby(["r", "d", "w"]):
+            rows = rows.sort_values("epoch")
+            if rows["epoch"].tolist() != list(range(1, self.epochs + 1)):
+                raise UserError(
+                    f"learning curve at r={r} d={d} w={w} does not have every epoch 1..{self.epochs}:"
+                    " re-record it with benchmarks/record_curves.py"
+                )
+            index = tuple(int(np.searchsorted(axis, value)) for axis, value in zip(self.axes, (r, d, w)))
+            top1[index] = rows["top1"].to_numpy(dtype=float)
+            seconds[index] = np.diff(rows["seconds"].to_numpy(dtype=float), prepend=0.0)  # seconds of each epoch
+        self.recorded = ~np.isnan(top1[..., 0])
+        self._top1 = RegularGridInterpolator(self.axes, top1)
+        self._seconds = RegularGridInterpolator(self.axes, seconds)
+
+    def max_budget(self, space: Any, num_classes: int = 10) -> float:
+        """The largest FLOPs budget under which every network of the cube lies in a fully recorded grid cell.
+
+        FLOPs grow with r, d and w, so a cell's cheapest network is its low corner: a budget below the low corner
+        of every cell with an unrecorded corner keeps every candidate in complete cells.
+        """
+        from tinyray.cost import analytic_cost
+
+        bounds = (space.r, space.d, space.w)
+        if any(axis[0] > b.low or axis[-1] < b.high for axis, b in zip(self.axes, bounds)):
+            return 0.0  # the recorded grid does not span the cube
+        limit = math.inf
+        cells = [range(len(axis) - 1) for axis in self.axes]
+        for i in cells[0]:
+            for j in cells[1]:
+                for k in cells[2]:
+                    if not self.recorded[i:i + 2, j:j + 2, k:k + 2].all():
+                        low = (self.axes[0][i], self.axes[1][j], self.axes[2][k])
+                        limit = min(limit, analytic_cost(space, *low, num_classes).flops - 1)
+        return limit
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Curves":
+        """Read the table at ``path`` (default: the shipped ``benchdata/curves.csv``)."""
+        import pandas as pd
+
+        path = Path(path) if path is not None else CURVES_FILE
+        if not path.exists():
+            raise UserError(
+                f"learning-curve table {path} does not exist: give --curves or record it with benchmarks/record_curves.py"
+            )
+        return cls(pd.read_csv(path))
+
+    def curve(self, r: float, d: float, w: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(top1, seconds)`` per epoch at (r, d, w): two ``(epochs,)`` arrays (seconds of each epoch)."""
+        point = np.clip([r, d, w], [a[0] for a in self.axes], [a[-1] for a in self.axes])
+        top1, seconds = self._top1(point)[0], self._seconds(point)[0]
+        if np.isnan(top1).any():
+            raise ValueError(f"no recorded curve around r={r} d={d} w={w}: the grid cell lacks a corner")
+        return np.clip(top1, 0.0, 1.0), np.maximum(seconds, 1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Searchers and schedulers behind one small interface
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _CoreSearcher:
+    """A tinyray search core (NSGA-III or random)."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+
+    def ask(self, trial_id: str) -> tuple[float, float, float] | None:
+        candidate = self.core.ask(trial_id)
+        return None if candidate is None else (candidate.r, candidate.d, candidate.w)
+
+    def tell(self, trial_id: str, top1: float, status: str) -> None:
+        self.core.tell(trial_id, top1, status)
+
+
+class _OptunaSearcher:
+    """Optuna's NSGAIIISampler through ask/tell, as Ray's ``OptunaSearch`` drives it (module docstring)."""
+
+    def __init__(self, band: Any, *, seed: int, pop_size: int) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.band = band
+        self.base_flops = int(band.flops_fn(1.0, 1.0, 1.0))
+        sampler = optuna.samplers.NSGAIIISampler(
+            population_size=pop_size, seed=seed, constraints_func=lambda trial: trial.user_attrs["constraints"])
+        self.study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        self._pending: dict[str, tuple[Any, int]] = {}
+
+    def ask(self, trial_id: str) -> tuple[float, float, float] | None:
+        space = self.band.space
+        for _ in range(1000):
+            trial = self.study.ask()
+            x = (trial.suggest_float("r", space.r.low, space.r.high), trial.suggest_float("d", space.d.low, space.d.high),
+                 trial.suggest_float("w", space.w.low, space.w.high))
+            flops = self.band.flops(x)
+            budget = float(self.band.budget)
+            trial.set_user_attr("constraints", [(flops - budget) / budget, (self.band.floor - flops) / budget])
+            if self.band.contains(flops):
+                self._pending[trial_id] = (trial, flops)
+                return x
+            self.study.tell(trial, [0.0, flops / self.base_flops])  # infeasible: told at once, never trained
+        raise RuntimeError("Optuna suggested 1000 networks outside the FLOPs band in a row")
+
+    def tell(self, trial_id: str, top1: float, status: str) -> None:
+        import optuna
+
+        trial, flops = self._pending.pop(trial_id)
+        if status == "failed":
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            self.study.tell(trial, [float(top1), flops / self.base_flops])
+
+
+def make_searcher(name: str, space: Any, config: BenchConfig, seed: int, num_classes: int) -> Any:
+    """``nsga3``, ``random`` or ``optuna-nsga3``, with ``ask(trial_id) -> (r, d, w) | None`` and ``tell``."""
+    from tinyray.searcher import FlopsBand, make_core
+
+    if name == "optuna-nsga3":
+        return _OptunaSearcher(FlopsBand(space, config.budget, num_classes=num_classes), seed=seed,
+                               pop_size=config.pop_size)
+    return _CoreSearcher(make_core(name, space, config.budget, seed=seed, pop_size=config.pop_size,
+                                   num_classes=num_classes))
+
+
+class _Trial:
+    """What Ray's schedulers read from a trial: its id."""
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+def make_scheduler(name: str, config: BenchConfig) -> Callable[[str, int, float, int, bool], bool]:
+    """A decision function ``decide(trial_id, epoch, top1, flops, first) -> keep going?``.
+
+    ``fifo`` keeps every trial to ``max_epochs``; ``moasha`` is :class:`tinyray.scheduler.MOASHA`; ``asha`` is
+    Ray's ``ASHAScheduler`` (one bracket) on stand-in trials.
+    """
+    if name == "fifo":
+        return lambda trial_id, epoch, top1, flops, first: epoch < config.max_epochs
+    if name == "moasha":
+        from tinyray.scheduler import CONTINUE, MOASHA
+
+        core = MOASHA(config.max_epochs, config.grace_period, config.reduction_factor)
+        return lambda trial_id, epoch, top1, flops, first: core.on_result(trial_id, epoch, top1, flops) == CONTINUE
+    if name == "asha":
+        from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+        asha = ASHAScheduler(time_attr="training_iteration", metric="top1", mode="max", max_t=config.max_epochs,
+                             grace_period=config.grace_period, reduction_factor=config.reduction_factor)
+        trials: dict[str, _Trial] = {}
+
+        def decide(trial_id: str, epoch: int, top1: float, flops: int, first: bool) -> bool:
+            if first:
+                trials[trial_id] = _Trial(trial_id)
+                asha.on_trial_add(None, trials[trial_id])
+            result = {"training_iteration": epoch, "top1": top1}
+            keep = asha.on_trial_result(None, trials[trial_id], result) == TrialScheduler.CONTINUE
+            if not keep:
+                asha.on_trial_complete(None, trials[trial_id], result)
+            return keep
+
+        return decide
+    raise ValueError(f"unknown scheduler {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The simulator
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """One simulated search.
+
+    Attributes:
+        completed: one ``(epochs_used, seconds, top1, flops)`` per full-fidelity trial, when it finished.
+        trials: trials started.
+        stopped: trials early-stopped.
+        epochs: epochs used in all.
+        seconds: simulated wall clock at the end.
+    """
+
+    completed: list[tuple[int, float, float, int]] = field(default_factory=list)
+    trials: int = 0
+    stopped: int = 0
+    epochs: int = 0
+    seconds: float = 0.0
+
+
+def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space: Any, num_classes: int = 10) -> RunResult:
+    """Play one search of ``method`` on the tabular benchmark (module docstring).
+
+    Args:
+        method: ``a``, ``b``, ``c`` or ``d`` (:data:`METHODS`).
+        seed: seed of the searcher.
+        config: benchmark options.
+        curves: the learning curves.
+        space: the search space (bounds, analytic FLOPs).
+        num_classes: classifier outputs counted in FLOPs (the recorded data has 10 classes).
+    """
+    from tinyray.cost import analytic_cost
+
+    searcher_name, scheduler_name = METHODS[method]
+    searcher = make_searcher(searcher_name, space, config, seed, num_classes)
+    decide = make_scheduler(scheduler_name, config)
+    cap = config.trials * config.max_epochs
+    run = RunResult()
+    events: list[tuple[float, int, str, int]] = []  # (time, sequence, trial id, epoch just finished)
+    live: dict[str, tuple[np.ndarray, np.ndarray, int, float]] = {}  # trial -> (top1, seconds, flops, start)
+    sequence = 0
+    idle = config.workers
+    now = 0.0
+
+    def launch() -> None:
+        nonlocal idle, sequence
+        while idle > 0:
+            trial_id = f"{method}{seed}-{run.trials:04d}"
+            point = searcher.ask(trial_id)
+            if point is None:
+                return  # NSGA-III waits for its generation: the worker idles until the next event
+            top1, seconds = curves.curve(*point)
+            flops = analytic_cost(space, *point, num_classes).flops
+            live[trial_id] = (top1, seconds, flops, now)
+            run.trials += 1
+            idle -= 1
+            sequence += 1
+            heapq.heappush(events, (now + seconds[0], sequence, trial_id, 1))
+
+    launch()
+    while events and run.epochs < cap:
+        now, _, trial_id, epoch = heapq.heappop(events)
+        top1, seconds, flops, _ = live[trial_id]
+        run.epochs += 1
+        accuracy = float(top1[epoch - 1])
+        keep = decide(trial_id, epoch, accuracy, flops, epoch == 1) and epoch < config.max_epochs
+        if keep:
+            sequence += 1
+            heapq.heappush(events, (now + seconds[epoch], sequence, trial_id, epoch + 1))
+            continue
+        del live[trial_id]
+        if epoch >= config.max_epochs:
+            run.completed.append((run.epochs, now, accuracy, flops))
+            searcher.tell(trial_id, accuracy, "completed")
+        else:
+            run.stopped += 1
+            searcher.tell(trial_id, accuracy, "stopped")
+        idle += 1
+        launch()
+    run.seconds = now
+    return run
+
+
+def hypervolume_curve(run: RunResult, levels: np.ndarray, budget: int, axis: int) -> np.ndarray:
+    """Hypervolume of the front of trials completed by each compute level (``axis`` 0: epochs, 1: seconds)."""
+    from tinyray.front import hypervolume
+
+    done = sorted(run.completed, key=lambda row: row[axis])
+    out = np.zeros(len(levels))
+    for i, level in enumerate(levels):
+        rows = [row for row in done if row[axis] <= level]
+        if rows:
+            out[i] = hypervolume(np.array([r[2] for r in rows]), np.array([r[3] for r in rows]), budget)
+    return np.maximum.accumulate(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The comparison
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchResult:
+    """What ``tinyray bench search`` reports.
+
+    Attributes:
+        curves: one row per (method, seed, axis, level): ``method, seed, axis`` (``epochs``/``seconds``),
+            ``compute`` and ``hypervolume``.
+        summary: one row per method: final hypervolume mean and sd, trials run, and for each axis the compute
+            at which the mean curve first reaches 95% of the best final mean hypervolume, and its ratio to (b).
+        wins: for (a) against each other method and axis, the fraction of compute levels past the first rung at
+            which (a)'s mean hypervolume is higher.
+    """
+
+    config: BenchConfig
+    curves: "pd.DataFrame"
+    summary: "pd.DataFrame"
+    wins: dict[str, float]
+    mode: str = "simulated"
+
+    def to_json(self) -> dict[str, Any]:
+        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.config).items()}
+        return {"mode": self.mode, "config": config, "summary": _records(self.summary), "wins": self.wins,
+                "curves": _records(self.curves)}
+
+    def table(self) -> str:
+        """The summary as a text table."""
+        frame = self.summary.copy()
+        frame.insert(0, "method", [f"({m}) {METHOD_LABELS[m]}" for m in frame.pop("method")])
+        return frame.to_string(index=False, float_format=lambda x: f"{x:.3f}")
+
+
+def _records(frame: "pd.DataFrame") -> list[dict[str, Any]]:
+    rows = frame.to_dict(orient="records")
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()} for row in rows]
+
+
+def run_bench(config: BenchConfig) -> BenchResult:
+    """Run the simulated comparison of :data:`METHODS` over ``config.seeds`` seeds."""
+    import pandas as pd
+
+    from tinyray.space import load_space
+
+    curves = Curves.load(config.curves)
+    validate(config, curves.epochs)
+    space = load_space()
+    from tinyray.searcher import FlopsBand
+
+    FlopsBand(space, config.budget, num_classes=10)  # a budget outside the space fails here, before any run
+    covered = curves.max_budget(space)
+    if config.budget > covered:
+        from tinyray.cost import format_flops
+
+        raise UserError(
+            f"the recorded curves cover budgets up to {format_flops(int(covered))} (their grid lacks larger"
+            f" networks): lower --budget, or record the rest with benchmarks/record_curves.py"
+        )
+    runs = {(m, s): simulate(m, s, config, curves, space) for m in config.methods for s in range(config.seeds)}
+    cap = config.trials * config.max_epochs
+    seconds_cap = min(run.seconds for run in runs.values())
+    axes = {"epochs": np.linspace(cap / config.levels, cap, config.levels),
+            "seconds": np.linspace(seconds_cap / config.levels, seconds_cap, config.levels)}
+    rows = []
+    for (method, seed), run in runs.items():
+        for axis_index, (axis, levels) in enumerate(axes.items()):
+            for level, volume in zip(levels, hypervolume_curve(run, levels, config.budget, axis_index)):
+                rows.append({"method": method, "seed": seed, "axis": axis, "compute": float(level),
+                             "hypervolume": float(volume)})
+    table = pd.DataFrame(rows)
+    return BenchResult(config=config, curves=table, summary=_summarise(table, runs, config), wins=_wins(table, config))
+
+
+def _mean_curves(table: "pd.DataFrame", axis: str) -> "pd.DataFrame":
+    rows = table[table["axis"] == axis]
+    return rows.pivot_table(index="compute", columns="method", values="hypervolume", aggfunc="mean").sort_index()
+
+
+def _summarise(table: "pd.DataFrame", runs: dict[tuple[str, int], RunResult], config: BenchConfig) -> "pd.DataFrame":
+    import pandas as pd
+
+    rows = []
+    needed: dict[str, dict[str, float]] = {}
+    for axis in ("epochs", "seconds"):
+        mean = _mean_curves(table, axis)
+        target = TARGET_FRACTION * float(mean.iloc[-1].max())
+        needed[axis] = {}
+        for method in mean.columns:
+            reached = mean.index[mean[method].to_numpy() >= target]
+            needed[axis][method] = float(reached[0]) if len(reached) and target > 0 else math.inf
+    for method in config.methods:
+        final = table[(table["axis"] == "epochs") & (table["method"] == method)]
+        final = final[final["compute"] == final["compute"].max()]["hypervolume"]
+        method_runs = [run for (m, _), run in runs.items() if m == method]
+        row = {
+            "method": method,
+            "hv_final_mean": float(final.mean()),
+            "hv_final_sd": float(final.std(ddof=1)) if len(final) > 1 else 0.0,
+            "trials": float(np.mean([run.trials for run in method_runs])),
+            "completed": float(np.mean([len(run.completed) for run in method_runs])),
+        }
+        for axis in ("epochs", "seconds"):
+            base = needed[axis].get("b", math.nan)
+            row[f"{axis}_to_95"] = needed[axis][method]
+            row[f"{axis}_ratio_to_b"] = needed[axis][method] / base if base and math.isfinite(base) else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _wins(table: "pd.DataFrame", config: BenchConfig) -> dict[str, float]:
+    """Fraction of compute levels past the first rung's compute at which (a) beats each other method."""
+    wins: dict[str, float] = {}
+    if "a" not in config.methods:
+        return wins
+    # the first rung has been passed by every worker's first trial after grace_period epochs each
+    first_rung = config.grace_period * config.workers
+    for axis in ("epochs", "seconds"):
+        mean = _mean_curves(table, axis)
+        if axis == "epochs":
+            mean = mean[mean.index > first_rung]
+        for other in config.methods:
+            if other != "a" and len(mean):
+                wins[f"a_beats_{other}_{axis}"] = float((mean["a"] > mean[other]).mean())
+    return wins
+
+
+def write_outputs(result: BenchResult, out: Path) -> dict[str, Path]:
+    """Write ``bench_curves.csv``, ``bench_summary.csv`` and ``bench_hypervolume.png`` into ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"curves": out / "bench_curves.csv", "summary": out / "bench_summary.csv", "plot": out / "bench_hypervolume.png"}
+    result.curves.to_csv(files["curves"], index=False)
+    result.summary.to_csv(files["summary"], index=False)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    for ax, axis in zip(axes, ("epochs", "seconds")):
+        rows = result.curves[result.curves["axis"] == axis]
+        for method, group in rows.groupby("method"):
+            stats = group.groupby("compute")["hypervolume"].agg(["mean", "std"]).fillna(0.0)
+            ax.plot(stats.index, stats["mean"], label=f"({method}) {METHOD_LABELS[method]}")
+            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.15)
+        ax.set_xlabel("training epochs, all trials" if axis == "epochs" else "simulated seconds")
+        ax.set_ylabel("hypervolume")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{result.mode}: mean +- sd over {result.config.seeds} seeds")
+    fig.tight_layout()
+    fig.savefig(files["plot"])
+    plt.close(fig)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --real: the same comparison through Ray on the real trainer
+# ---------------------------------------------------------------------------------------------------------------
+
+REAL_METHODS = ("a", "b", "d")
+
+
+def run_real(config: BenchConfig, storage: Path, data: str | None = None) -> BenchResult:
+    """Run methods (a), (b) and (d) through :func:`tinyray.search.run_search` (one search per method and seed).
+
+    Each search gets ``config.trials`` trials (so methods with early stopping use less compute); compute is the
+    sum of the trials' epochs and of their training seconds, counted in trial order, and a search that used less
+    than another keeps its final front at the higher compute levels. Method (c) is skipped (module docstring).
+    """
+    import pandas as pd
+
+    from tinyray.search import SearchConfig, run_search
+
+    methods = tuple(m for m in config.methods if m in REAL_METHODS)
+    if not methods:
+        raise UserError("--real runs methods a, b and d only: give --methods with at least one of them")
+    rows, runs = [], {}
+    for method in methods:
+        searcher, scheduler = METHODS[method]
+        for seed in range(config.seeds):
+            result = run_search(SearchConfig(
+                budget=config.budget, name=f"bench-{method}-seed{seed}", storage=storage, data=data,
+                trials=config.trials, max_epochs=config.max_epochs, grace_period=config.grace_period,
+                reduction_factor=config.reduction_factor, searcher=searcher, scheduler=scheduler, seed=seed,
+                pop_size=config.pop_size, progress="quiet",
+            ))
+            trials = result.trials
+            run = RunResult(trials=len(trials), stopped=int((trials["status"] == "early-stopped").sum()),
+                            epochs=int(trials["epochs"].sum()), seconds=float(trials["train_seconds"].fillna(0).sum()))
+            # trials finish in an order Tune does not record: count each one's compute in trial-id order
+            used_epochs, used_seconds = 0, 0.0
+            for row in trials.sort_values("trial_id").itertuples():
+                used_epochs += int(row.epochs)
+                used_seconds += float(row.train_seconds or 0.0)
+                if row.status == "completed":
+                    run.completed.append((used_epochs, used_seconds, float(row.top1), int(row.flops)))
+            runs[(method, seed)] = run
+    # each search spends what its scheduler lets it: a finished search keeps its final front at higher levels
+    epochs_cap = max(run.epochs for run in runs.values())
+    seconds_cap = max(run.seconds for run in runs.values())
+    axes = {"epochs": np.linspace(epochs_cap / config.levels, epochs_cap, config.levels),
+            "seconds": np.linspace(seconds_cap / config.levels, seconds_cap, config.levels)}
+    for (method, seed), run in runs.items():
+        for axis_index, (axis, levels) in enumerate(axes.items()):
+            for level, volume in zip(levels, hypervolume_curve(run, levels, config.budget, axis_index)):
+                rows.append({"method": method, "seed": seed, "axis": axis, "compute": float(level),
+                             "hypervolume": float(volume)})
+    table = pd.DataFrame(rows)
+    real_config = BenchConfig(**{**asdict(config), "methods": methods})
+    return BenchResult(config=real_config, curves=table, summary=_summarise(table, runs, real_config),
+                       wins=_wins(table, real_config), mode="real")
