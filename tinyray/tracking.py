@@ -9,6 +9,7 @@ same runs and never duplicates one.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -23,6 +24,19 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1
 #: Metrics a trial reports every epoch that are logged to its child run.
 EPOCH_METRICS = ("top1", "val_loss", "train_loss", "images_per_second", "epoch_seconds")
+#: A trial's description that is also logged as metrics (step 0): MLflow sorts params as text, metrics as numbers,
+#: so these make the runs table sort and filter numerically (``metrics.flops < 1e8``).
+TRIAL_NUMBERS = ("r", "d", "w", "resolution", "flops", "params")
+#: The MLflow UI's runs table as tinyray opens it: every trial flat (not folded under the search's run), most
+#: accurate first, with the numbers people compare as columns. It is stored as an experiment tag, the way the
+#: UI stores a shared view, and opened by :func:`experiment_page`.
+RUNS_VIEW_KEY = "tinyray"
+_COLUMNS = [f"metrics.`{key}`" for key in ("top1", "flops", "params", "resolution", "r", "d", "w", "epochs")]
+_COLUMNS += ["tags.`status`", "tags.`on_front`"]
+RUNS_VIEW = {
+    "orderByKey": "metrics.`top1`", "orderByAsc": False, "searchFilter": "",
+    "selectedColumns": _COLUMNS, "columnOrder": ["attributes.`Run Name`", *_COLUMNS],
+}
 
 
 def local_tracking_uri(storage: Path) -> str:
@@ -32,6 +46,20 @@ def local_tracking_uri(storage: Path) -> str:
 
 def local_artifact_root(storage: Path) -> str:
     return (Path(storage) / "mlartifacts").resolve().as_uri()
+
+
+def experiment_page(base_url: str, experiment_id: str, tinyray_view: bool = True) -> str:
+    """The MLflow UI address of an experiment's runs table (in tinyray's view if the experiment has it).
+
+    Args:
+        base_url: the UI's address, e.g. ``http://127.0.0.1:5000``.
+        experiment_id: the search's experiment.
+        tinyray_view: open :data:`RUNS_VIEW` (experiments made before it existed lack it: then sort by top-1).
+    """
+    # workflowType: MLflow 3 opens its GenAI pages unless told this is model training
+    query = "workflowType=machine_learning&" + (
+        f"viewStateShareKey={RUNS_VIEW_KEY}" if tinyray_view else "orderByKey=metrics.%60top1%60&orderByAsc=false")
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 class Tracker:
@@ -63,7 +91,19 @@ class Tracker:
             tags={"tinyray.kind": "search", "mlflow.note.content": description},
         )
         self.log_params(run.info.run_id, params)
+        experiment_tags = {
+            "mlflow.experimentKind": "custom_model_development",  # the UI's "model training" pages, not GenAI's
+            f"mlflow.sharedViewState.{RUNS_VIEW_KEY}": json.dumps(RUNS_VIEW),
+        }
+        if description:
+            experiment_tags["mlflow.note.content"] = description  # shown above the runs table
+        for key, value in experiment_tags.items():
+            self.client.set_experiment_tag(self.experiment_id, key, value)
         return run.info.run_id
+
+    def describe(self, run_id: str, description: str) -> None:
+        """Replace a run's description (``mlflow.note.content``, Markdown shown on the run's page)."""
+        self.set_tags(run_id, {"mlflow.note.content": description})
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -105,6 +145,9 @@ class Tracker:
             tags={"mlflow.parentRunId": parent_run_id, "tinyray.kind": "trial", "trial_id": trial_id, "status": "running"},
         )
         self.log_params(run.info.run_id, params)
+        # rounded: a column to sort and filter by; the exact values are the params
+        numbers = {key: round(float(params[key]), 4) for key in TRIAL_NUMBERS if key in params}
+        self.log_metrics(run.info.run_id, numbers, step=0)
         return run.info.run_id
 
     def runs(self) -> list[Any]:
