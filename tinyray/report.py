@@ -72,11 +72,16 @@ def _spearman(x: "pd.Series", y: "pd.Series") -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def _fisher_pool(rhos: list[float], sizes: list[int]) -> tuple[float, float]:
-    """Correlations of independent groups pooled by Fisher's z, weighted by n - 3; and the pooled p-value."""
+def _fisher_pool(rhos: list[float], sizes: list[int], pvalues: list[float]) -> tuple[float, float]:
+    """Correlations of independent groups pooled by Fisher's z, weighted by n - 3; and the pooled p-value.
+
+    A single group is its own pool (even below 4 trials, where Fisher's weight would be zero).
+    """
     from scipy.stats import norm
 
-    pairs = [(math.atanh(max(-0.999999, min(0.999999, rho))), n - 3) for rho, n in zip(rhos, sizes)
+    if len(rhos) == 1:
+        return rhos[0], pvalues[0]
+    pairs = [(math.atanh(max(-1 + 1e-12, min(1 - 1e-12, rho))), n - 3) for rho, n in zip(rhos, sizes)
              if math.isfinite(rho) and n > 3]
     if not pairs:
         return math.nan, math.nan
@@ -115,7 +120,8 @@ def importance(trials: "pd.DataFrame", min_per_bin: int = MIN_PER_BIN, max_bins:
         every: dict[str, Any] = dict(pooled, group="all trials")
         for factor in FACTORS:
             pooled[f"rho_{factor}"], pooled[f"p_{factor}"] = _fisher_pool(
-                [row[f"rho_{factor}"] for row in rows], [row["trials"] for row in rows])
+                [row[f"rho_{factor}"] for row in rows], [row["trials"] for row in rows],
+                [row[f"p_{factor}"] for row in rows])
             every[f"rho_{factor}"], every[f"p_{factor}"] = _spearman(done[factor], done["top1"])
         rows += [pooled, every]
     columns = ["group", "flops_min", "flops_max", "trials"] + [f"rho_{f}" for f in FACTORS] + [f"p_{f}" for f in FACTORS]
