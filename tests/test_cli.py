@@ -77,6 +77,7 @@ BAD_INPUTS = [
     (["ui", ".", "--port", "x"], "--port must be a whole number"),
     (["ui", ".", "--port", "70000"], "--port must be at most 65535"),
     (["ui", ".", "--tracking-uri", "http://127.0.0.1:9"], "no MLflow server answers at http://127.0.0.1:9"),
+    (["ui", "--tracking-uri", "sqlite:///no/such.db"], "no MLflow store at sqlite:///no/such.db"),
     (["report"], "required: RESULTS_DIR"),
     (["report", "/no/such/folder"], "does not exist"),
     (["report", "."], "has no trials.csv"),

@@ -68,6 +68,9 @@ def find_store(results_dir: str | Path | None = None, tracking_uri: str | None =
     from tinyray.tracking import local_artifact_root, local_tracking_uri
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    if uri and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        # mlflow server would quietly make an empty store there
+        raise UserError(f"no MLflow store at {uri}: fix --tracking-uri (or MLFLOW_TRACKING_URI)")
     if uri and results_dir is None:
         return Store(tracking_uri=uri)
     folder = Path(results_dir).expanduser() if results_dir is not None else DEFAULT_STORAGE
@@ -132,7 +135,11 @@ def find_experiment(base_url: str, name: str) -> dict[str, Any]:
         UserError: the store has no experiment of that name.
     """
     query = urllib.parse.urlencode({"experiment_name": name})
-    status, body = _get(f"{base_url.rstrip('/')}/ajax-api/2.0/mlflow/experiments/get-by-name?{query}")
+    try:
+        # generous: a server that just started may answer its first database query slowly
+        status, body = _get(f"{base_url.rstrip('/')}/ajax-api/2.0/mlflow/experiments/get-by-name?{query}", timeout=120)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"MLflow at {base_url} did not answer when asked for experiment {name!r}: {exc}") from None
     if status == 200:
         return dict(json.loads(body)["experiment"])
     if status == 404:
@@ -231,16 +238,17 @@ def start_server(store: Store, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
     os.close(log_fd)
     server = UIServer(process, f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}", Path(log_name))
     deadline = time.monotonic() + timeout
-    while not server_answers(server.url, timeout=2.0):
-        if not server.running():
-            tail = server.log_tail()
-            server.stop()
-            raise UserError(f"mlflow server could not start on {store.tracking_uri}: {tail or 'no output'}")
-        if time.monotonic() > deadline:
-            tail = server.log_tail()
-            server.stop()
-            raise UserError(f"mlflow server on port {port} did not answer within {timeout:.0f} s: {tail or 'no output'}")
-        time.sleep(0.3)
+    try:
+        while not server_answers(server.url, timeout=2.0):
+            if not server.running():
+                raise UserError(f"mlflow server could not start on {store.tracking_uri}: {server.log_tail() or 'no output'}")
+            if time.monotonic() > deadline:
+                raise UserError(f"mlflow server on port {port} did not answer within {timeout:.0f} s: "
+                                f"{server.log_tail() or 'no output'}")
+            time.sleep(0.3)
+    except BaseException:  # an error, or Ctrl-C while waiting: leave no server behind
+        server.stop()
+        raise
     return server
 
 
@@ -270,8 +278,9 @@ def serve(results_dir: str | Path | None = None, tracking_uri: str | None = None
         print(f"MLflow UI: {experiment_url(store.tracking_uri, store.experiment)}", file=out, flush=True)
         return 0
     server = start_server(store, host, port)
-    # the server lives in its own process group: a SIGTERM or SIGHUP to us must still stop it
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # The server lives in its own process group, so the terminal's Ctrl-C does not reach it: we stop it. SIGINT is
+    # handled explicitly too, since a process started in the background of a script inherits it ignored.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         url = experiment_url(server.url, store.experiment)
         what = f"search {store.experiment!r}" if store.experiment else "every search"
