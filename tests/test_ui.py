@@ -214,3 +214,26 @@ def test_an_unknown_search_in_a_real_store_is_one_line_and_stops_the_server(sear
     with pytest.raises(UserError, match="has no experiment 'no-such-search'"):
         serve(other, port=0)
     assert "press Ctrl-C" not in capsys.readouterr().out
+
+
+def test_store_holds_what_the_table_and_the_search_run_need(search):
+    from mlflow import MlflowClient
+
+    from tinyray.tracking import RUNS_VIEW_KEY
+
+    client = MlflowClient(tracking_uri=search.tracking_uri)
+    experiment = client.get_experiment(search.experiment_id)
+    assert f"mlflow.sharedViewState.{RUNS_VIEW_KEY}" in experiment.tags
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    children = [run for run in client.search_runs([search.experiment_id]) if run.info.run_id != search.parent_run_id]
+    assert len(children) == len(TRIALS)
+    for run in children:
+        assert set(COLUMNS) - {"top1"} <= set(run.data.metrics)  # numbers to sort by, even for a failed trial
+        assert run.data.metrics["flops"] == float(run.data.params["flops"])
+    parent = client.get_run(search.parent_run_id)
+    description = parent.data.tags["mlflow.note.content"]
+    for name in ("report.html", "trials.csv", "importance.png", "summary.json"):
+        assert name in description
+    assert "3 completed, 1 early-stopped, 1 failed" in description
+    summary = (search.results_dir / "summary.json").read_text()
+    assert '"version": 1' in summary and '"budget": 60000000' in summary
