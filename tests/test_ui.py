@@ -235,5 +235,6 @@ def test_store_holds_what_the_table_and_the_search_run_need(search):
     for name in ("report.html", "trials.csv", "importance.png", "summary.json"):
         assert name in description
     assert "3 completed, 1 early-stopped, 1 failed" in description
+    assert "3 completed, 1 early-stopped, 1 failed" in experiment.tags["mlflow.note.content"]
     summary = (search.results_dir / "summary.json").read_text()
     assert '"version": 1' in summary and '"budget": 60000000' in summary

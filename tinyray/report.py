@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import logging
 import math
 import os
 import tempfile
@@ -32,8 +31,6 @@ from tinyray.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
-
-log = logging.getLogger(__name__)
 
 MIN_PER_BIN = 5
 MAX_BINS = 4
@@ -475,12 +472,15 @@ def finish_search(result: Any, tracker: Any) -> dict[str, Path]:
     if not pooled.empty:
         tracker.log_metrics(result.parent_run_id, {f"spearman_{f}": pooled.iloc[0][f"rho_{f}"] for f in FACTORS},
                             step=len(trials))
-    tracker.describe(result.parent_run_id, describe_search(result, table))
+    findings = search_findings(result, table)
+    tracker.describe(result.parent_run_id, describe_search(result, findings))
+    tracker.describe_experiment(  # above the runs table
+        f"{findings}\n\nThe search's own run, `{result.config.name}`, has the report (`report.html`) and the files.")
     return files
 
 
-def describe_search(result: Any, table: "pd.DataFrame") -> str:
-    """The parent run's description (Markdown): what was searched, what was found, which artifacts hold what."""
+def search_findings(result: Any, table: "pd.DataFrame") -> str:
+    """What a search was and what it found, in a few Markdown lines (the runs' descriptions start with it)."""
     from tinyray.cost import format_flops
 
     config, counts = result.config, result.counts()
@@ -501,7 +501,13 @@ def describe_search(result: Any, table: "pd.DataFrame") -> str:
         rho = pooled.iloc[0]
         lines.append("Spearman rho with top-1 at similar FLOPs: " + ", ".join(
             f"{f} {rho[f'rho_{f}']:+.2f}" if rho[f"rho_{f}"] == rho[f"rho_{f}"] else f"{f} n/a" for f in FACTORS) + ".")
-    lines += [
+    return "\n".join(lines)
+
+
+def describe_search(result: Any, findings: str) -> str:
+    """The parent run's description (Markdown): the findings, how to read the runs, which artifacts hold what."""
+    lines = [
+        findings,
         "",
         "Child runs are the trials, named `r<r>-d<d>-w<w>`: columns `flops`, `params`, `resolution`, `r`, `d`, `w`, "
         "`top1` (last epoch) and `epochs` are metrics (sort and filter numerically, e.g. `metrics.flops < 1e8`), "

@@ -105,6 +105,10 @@ class Tracker:
         """Replace a run's description (``mlflow.note.content``, Markdown shown on the run's page)."""
         self.set_tags(run_id, {"mlflow.note.content": description})
 
+    def describe_experiment(self, description: str) -> None:
+        """Replace the experiment's description (Markdown shown above its runs table)."""
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", description)
+
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
