@@ -4,7 +4,8 @@ The store is made the way a search makes it: the search's own tracking start, th
 trial events, and the search's own ending (``_finish``: trials.csv, the front, the report, the tags). Headless
 Chromium (Debian's ``chromium``) renders the pages; screenshots are kept in ``$TINYRAY_TEST_ARTIFACTS`` (or the
 test's temporary folder) and their paths printed. Without Chromium the tests skip, unless
-``TINYRAY_REQUIRE_BROWSER=1`` (as ``.ci/run`` sets), where they fail.
+``TINYRAY_REQUIRE_BROWSER=1`` (as ``.ci/run`` sets), where they fail. The last tests (finding the store, the
+port-forwarding hint) are fast unit tests.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from tinyray.errors import UserError
 from tinyray.search import TRIAL_COLUMNS, SearchConfig, _finish, _start_tracking, _trial_params
 from tinyray.ui import check_port, experiment_url, find_store, serve, start_server
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 NAME = "b60M"
 # (r, d, w), final top-1, epochs trained, how the trial ends
@@ -141,6 +141,8 @@ def server(search):
         yield running
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_runs_table_lists_every_trial_with_its_columns(search, server, artifacts):
     url = experiment_url(server.url, NAME)
     assert url.startswith(f"{server.url}/#/experiments/{search.experiment_id}/runs?")
@@ -163,6 +165,8 @@ def test_runs_table_lists_every_trial_with_its_columns(search, server, artifacts
         assert f">{status}<" in dom
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_parent_run_shows_the_search_files(search, server, artifacts):
     url = (f"{server.url}/#/experiments/{search.experiment_id}/runs/{search.parent_run_id}/artifacts"
            "?workflowType=machine_learning")
@@ -173,6 +177,8 @@ def test_parent_run_shows_the_search_files(search, server, artifacts):
         assert name in dom
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_report_page_renders_every_section(search, artifacts):
     page = search.results_dir / "report.html"
     dom = browse(page.as_uri(), screenshot=artifacts / "report.png", size="1100,3000")
@@ -182,6 +188,8 @@ def test_report_page_renders_every_section(search, artifacts):
     assert len(re.findall(r'<img src="data:image/png;base64,', dom)) == 2  # front and importance (no formula here)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_tinyray_ui_serves_until_interrupted_then_frees_the_port(search):
     process = subprocess.Popen(
         [sys.executable, "-m", "tinyray", "ui", str(search.results_dir), "--port", "0"],
@@ -208,6 +216,8 @@ def test_tinyray_ui_serves_until_interrupted_then_frees_the_port(search):
             process.wait()
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_an_unknown_search_in_a_real_store_is_one_line_and_stops_the_server(search, capsys):
     other = search.results_dir.parent / "no-such-search"
     other.mkdir(exist_ok=True)
@@ -216,6 +226,8 @@ def test_an_unknown_search_in_a_real_store_is_one_line_and_stops_the_server(sear
     assert "press Ctrl-C" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_store_holds_what_the_table_and_the_search_run_need(search):
     from mlflow import MlflowClient
 
@@ -238,3 +250,28 @@ def test_store_holds_what_the_table_and_the_search_run_need(search):
     assert "3 completed, 1 early-stopped, 1 failed" in experiment.tags["mlflow.note.content"]
     summary = (search.results_dir / "summary.json").read_text()
     assert '"version": 1' in summary and '"budget": 60000000' in summary
+
+
+def test_forwarding_hint_names_this_machine_inside_ssh(monkeypatch):
+    from tinyray.ui import forwarding_hint
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("SSH_CONNECTION", raising=False)
+    assert forwarding_hint(5000) is None
+    monkeypatch.setenv("SSH_CONNECTION", "10.0.0.9 51234 10.0.0.5 22")
+    assert forwarding_hint(5001).startswith("ssh -N -L 5001:127.0.0.1:5001 ") and "@10.0.0.5" in forwarding_hint(5001)
+    monkeypatch.delenv("SSH_CONNECTION")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert "HEAD-NODE" in forwarding_hint(5000) and "ray attach" in forwarding_hint(5000)
+
+
+def test_find_store_from_a_search_folder_or_a_storage_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlflow.db").touch()
+    (tmp_path / "b200M").mkdir()
+    store = find_store(tmp_path / "b200M")
+    assert store.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}" and store.experiment == "b200M"
+    assert store.artifact_root == (tmp_path / "mlartifacts").as_uri()
+    assert find_store(tmp_path).experiment is None  # a storage root: every search
+    remote = find_store(tmp_path / "b200M", "http://127.0.0.1:5000")
+    assert remote.is_server and remote.experiment == "b200M"
