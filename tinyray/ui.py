@@ -233,7 +233,7 @@ def start_server(store: Store, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
     # run in the temporary folder so that nothing (./mlruns, ./mlartifacts) lands in the user's folder
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT, start_new_session=True,
-        cwd=tempfile.gettempdir(),
+        cwd=tempfile.gettempdir(), preexec_fn=_die_with_parent,
     )
     os.close(log_fd)
     server = UIServer(process, f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}", Path(log_name))
@@ -250,6 +250,15 @@ def start_server(store: Store, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
         server.stop()
         raise
     return server
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before MLflow starts: on Linux, get SIGTERM when we die, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def forwarding_hint(port: int) -> str | None:
