@@ -36,7 +36,7 @@ def test_flops_measure_agrees(capsys):
     assert code == 0 and data["flops"] == data["measured_flops"] and data["params"] == data["measured_params"]
 
 
-@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"], ["publish"], ["bench", "search"], ["formula"], ["export"]])
+@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"], ["publish"], ["bench", "search"], ["formula"], ["export"], ["ui"], ["report"]])
 def test_help_shows_an_example(capsys, command):
     code, out, _ = run(capsys, *command, "--help")
     assert code == 0
@@ -85,6 +85,15 @@ BAD_INPUTS = [
     (["bench", "search", "--curves", "/no/such.csv"], "does not exist"),
     (["bench", "search", "--budget", "1k"], "below the smallest network"),
     (["bench"], "required: BENCHMARK"),
+    (["ui", "/no/such/folder"], "does not exist"),
+    (["ui", "."], "no MLflow store"),
+    (["ui", ".", "--port", "x"], "--port must be a whole number"),
+    (["ui", ".", "--port", "70000"], "--port must be at most 65535"),
+    (["ui", ".", "--tracking-uri", "http://127.0.0.1:9"], "no MLflow server answers at http://127.0.0.1:9"),
+    (["ui", "--tracking-uri", "sqlite:///no/such.db"], "no MLflow store at sqlite:///no/such.db"),
+    (["report"], "required: RESULTS_DIR"),
+    (["report", "/no/such/folder"], "does not exist"),
+    (["report", "."], "has no trials.csv"),
     (["nosuch"], "invalid choice"),
 ]
 
@@ -177,6 +186,19 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, m
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ui_on_a_port_in_use_is_one_line_and_exit_2(capsys, tmp_path):
+    import socket
+
+    (tmp_path / "mlflow.db").touch()  # a storage root; the port is checked before any server starts
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run(capsys, "ui", str(tmp_path), "--port", str(port))
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_console_script_exit_status_and_no_traceback():

@@ -41,6 +41,13 @@ EXAMPLES = {
   tinyray publish tinyray-results/b200M --tracking-uri http://127.0.0.1:5000""",
     "flops": """example:
   tinyray flops --r 0.86 --d 1.2 --w 1.0 --json   # TinyNet-A: 192 px, 336.9M FLOPs, 6.19M params""",
+    "ui": """examples:
+  tinyray ui tinyray-results/b200M             # the MLflow UI on that search's runs, at http://127.0.0.1:5000
+  tinyray ui tinyray-results --port 5001       # every search in that storage root
+  tinyray ui tinyray-results/b200M --tracking-uri http://127.0.0.1:5000   # a search logged to a tracking server""",
+    "report": """example:
+  tinyray report tinyray-results/b200M         # writes tinyray-results/b200M/report.html (one self-contained page)
+  tinyray report tinyray-results/b200M --out ~/b200M.html""",
     "train": """example:
   tinyray train --r 0.5 --d 0.6 --w 0.5 --epochs 3              # built-in data, proxy recipe
   tinyray train --r 0.86 --d 1.2 --w 1.0 --data ~/imagenet --recipe paper --epochs 350""",
@@ -163,6 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["bench search"], formatter_class=fmt)
     _add_bench_options(bench_search)
     bench_search.set_defaults(func=cmd_bench_search)
+
+    ui = sub.add_parser("ui", help="browse a search's runs in the MLflow UI (on 127.0.0.1, until Ctrl-C)", epilog=EXAMPLES["ui"], formatter_class=fmt)
+    ui.add_argument("results_dir", nargs="?", default=None, metavar="RESULTS_DIR", help="a search's results folder (<storage>/<name>) or a storage root (default ./tinyray-results)")
+    ui.add_argument("--tracking-uri", default=None, help="the store the search logged to (default $MLFLOW_TRACKING_URI or the sqlite store beside RESULTS_DIR)")
+    ui.add_argument("--port", type=_int_at_least("--port", 0), default=5000, help="port of the UI (default 5000; 0 picks a free one)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only; reach it from elsewhere by SSH port forwarding)")
+    ui.set_defaults(func=cmd_ui)
+
+    report = sub.add_parser("report", help="write a search's HTML report: front, formula, r/d/w importance, best per budget", epilog=EXAMPLES["report"], formatter_class=fmt)
+    report.add_argument("results_dir", metavar="RESULTS_DIR", help="a search's results folder (<storage>/<name>)")
+    report.add_argument("--out", default=None, help="the HTML file to write (default RESULTS_DIR/report.html)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
@@ -490,6 +509,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{data.name}: top1 {result.final_top1:.4f} after {result.epochs_trained} epochs "
               f"(trained at {result.resolution}px; deploys at {cost.resolution}px, "
               f"{format_flops(cost.flops)} FLOPs, {cost.params / 1e6:.3f}M params)")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from tinyray.ui import serve
+
+    if args.port > 65535:
+        raise UserError(f"--port must be at most 65535, got {args.port}")
+    return serve(args.results_dir, tracking_uri=args.tracking_uri, host=args.host, port=args.port)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tinyray.report import write_report
+
+    print(f"report: {write_report(args.results_dir, args.out)}")
     return 0
 
 

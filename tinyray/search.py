@@ -128,9 +128,18 @@ class SearchResult:
 
     def ui_command(self) -> str:
         """The command that opens the MLflow UI on this search's runs."""
+        import shlex
+
+        from tinyray.tracking import experiment_page, local_tracking_uri
+
         if self.tracking_uri.startswith(("http://", "https://")):
-            return f"open {self.tracking_uri}" + (f"/#/experiments/{self.experiment_id}" if self.experiment_id else "")
-        return f"mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port 5000"
+            if not self.experiment_id:
+                return f"open {self.tracking_uri}"
+            return f"open '{experiment_page(self.tracking_uri, self.experiment_id)}'"
+        command = f"tinyray ui {shlex.quote(str(self.results_dir))}"
+        if self.tracking_uri != local_tracking_uri(self.config.storage):
+            command += f" --tracking-uri {shlex.quote(self.tracking_uri)}"
+        return command
 
     def counts(self) -> dict[str, int]:
         status = self.trials["status"].value_counts()
@@ -193,7 +202,7 @@ class SearchResult:
             lines.append(f"formula: {self.formula_note}")
         files = "trials.csv, front.csv, front.png" + (", formula.json, formula.png" if self.formula else "")
         lines += [
-            f"results: {self.results_dir} ({files})",
+            f"results: {self.results_dir} (report.html, {files})",
             f"browse:  {self.ui_command()}",
         ]
         if self.tracking_offline:
@@ -762,9 +771,13 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
     wall = time.monotonic() - started
     tracker.log_metrics(parent_run_id, {"hypervolume_final": volume, "front_size_final": len(front),
                                         "wall_seconds": wall}, step=len(trials))
-    tracker.finish(parent_run_id)
-    return SearchResult(
+    result = SearchResult(
         config=config, trials=trials, front=front, hypervolume=volume, wall_seconds=wall,
         tracking_uri=tracking_uri, experiment_id=tracker.experiment_id, parent_run_id=parent_run_id, files=files,
         formula=formula, formula_note=formula_note, tracking_offline=tracker.offline_reason,
     )
+    from tinyray.report import finish_search
+
+    files.update(finish_search(result, tracker))  # importance analysis, report.html, the parent run's description
+    tracker.finish(parent_run_id)
+    return result

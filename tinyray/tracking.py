@@ -44,6 +44,19 @@ QUICK_HTTP = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
+#: A trial's description that is also logged as metrics (step 0): MLflow sorts params as text, metrics as numbers,
+#: so these make the runs table sort and filter numerically (``metrics.flops < 1e8``).
+TRIAL_NUMBERS = ("r", "d", "w", "resolution", "flops", "params")
+#: The MLflow UI's runs table as tinyray opens it: every trial flat (not folded under the search's run), most
+#: accurate first, with the numbers people compare as columns. It is stored as an experiment tag, the way the
+#: UI stores a shared view, and opened by :func:`experiment_page`.
+RUNS_VIEW_KEY = "tinyray"
+_COLUMNS = [f"metrics.`{key}`" for key in ("top1", "flops", "params", "resolution", "r", "d", "w", "epochs")]
+_COLUMNS += ["tags.`status`", "tags.`on_front`"]
+RUNS_VIEW = {
+    "orderByKey": "metrics.`top1`", "orderByAsc": False, "searchFilter": "",
+    "selectedColumns": _COLUMNS, "columnOrder": ["attributes.`Run Name`", *_COLUMNS],
+}
 
 
 def local_tracking_uri(storage: Path) -> str:
@@ -106,6 +119,20 @@ def read_journal(results_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return journal if isinstance(journal, dict) and journal.get("version") == JOURNAL_VERSION else None
+
+
+def experiment_page(base_url: str, experiment_id: str, tinyray_view: bool = True) -> str:
+    """The MLflow UI address of an experiment's runs table (in tinyray's view if the experiment has it).
+
+    Args:
+        base_url: the UI's address, e.g. ``http://127.0.0.1:5000``.
+        experiment_id: the search's experiment.
+        tinyray_view: open :data:`RUNS_VIEW` (experiments made before it existed lack it: then sort by top-1).
+    """
+    # workflowType: MLflow 3 opens its GenAI pages unless told this is model training
+    query = "workflowType=machine_learning&" + (
+        f"viewStateShareKey={RUNS_VIEW_KEY}" if tinyray_view else "orderByKey=metrics.%60top1%60&orderByAsc=false")
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 class Tracker:
@@ -202,7 +229,26 @@ class Tracker:
         }, params)
         self.journal["parent_run_id"] = run_id
         self._save_journal()
+        if run_id is not None:
+            experiment_tags = {
+                "mlflow.experimentKind": "custom_model_development",  # the UI's "model training" pages, not GenAI's
+                f"mlflow.sharedViewState.{RUNS_VIEW_KEY}": json.dumps(RUNS_VIEW),
+            }
+            if description:
+                experiment_tags["mlflow.note.content"] = description  # shown above the runs table
+            for key, value in experiment_tags.items():
+                self._call("tagging the experiment", self.client.set_experiment_tag, self.experiment_id, key, value)
         return run_id
+
+    def describe(self, run_id: str | None, description: str) -> None:
+        """Replace a run's description (``mlflow.note.content``, Markdown shown on the run's page)."""
+        self.set_tags(run_id, {"mlflow.note.content": description})
+
+    def describe_experiment(self, description: str) -> None:
+        """Replace the experiment's description (Markdown shown above its runs table)."""
+        if self.experiment_id is not None and not self.offline:
+            self._call("describing the experiment", self.client.set_experiment_tag, self.experiment_id,
+                       "mlflow.note.content", description)
 
     def _create_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str | None:
         if self.experiment_id is None:
@@ -307,6 +353,9 @@ class Tracker:
             }, params)
         if run_id is not None:
             self.journal["trial_runs"][trial_id] = run_id
+            # rounded: a column to sort and filter by; the exact values are the params
+            numbers = {key: round(float(params[key]), 4) for key in TRIAL_NUMBERS if key in params}
+            self.log_metrics(run_id, numbers, step=0)
         if changed or run_id is not None:
             self._save_journal()
         return run_id

@@ -1,0 +1,277 @@
+"""In a real browser: the MLflow UI that ``tinyray ui`` serves lists the trials with their columns, and the report reads.
+
+The store is made the way a search makes it: the search's own tracking start, the Tune tracking callback fed
+trial events, and the search's own ending (``_finish``: trials.csv, the front, the report, the tags). Headless
+Chromium (Debian's ``chromium``) renders the pages; screenshots are kept in ``$TINYRAY_TEST_ARTIFACTS`` (or the
+test's temporary folder) and their paths printed. Without Chromium the tests skip, unless
+``TINYRAY_REQUIRE_BROWSER=1`` (as ``.ci/run`` sets), where they fail. The last tests (finding the store, the
+port-forwarding hint) are fast unit tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from tinyray.errors import UserError
+from tinyray.search import TRIAL_COLUMNS, SearchConfig, _finish, _start_tracking, _trial_params
+from tinyray.ui import check_port, experiment_url, find_store, serve, start_server
+
+
+NAME = "b60M"
+# (r, d, w), final top-1, epochs trained, how the trial ends
+TRIALS = [
+    ((0.50, 0.60, 0.50), 0.41, 2, "completed"),
+    ((0.70, 0.40, 0.45), 0.47, 2, "completed"),
+    ((0.35, 1.00, 0.60), 0.38, 2, "completed"),
+    ((0.60, 0.80, 0.35), 0.22, 1, "early-stopped"),
+    ((0.45, 0.50, 0.70), None, 0, "failed"),
+]
+COLUMNS = ["top1", "flops", "params", "resolution", "r", "d", "w", "epochs"]
+
+
+def chromium() -> str:
+    for name in (os.environ.get("TINYRAY_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and shutil.which(name):
+            return str(shutil.which(name))
+    reason = "headless Chromium is not installed: apt-get install chromium (.ci/run installs it)"
+    if os.environ.get("TINYRAY_REQUIRE_BROWSER") == "1":
+        pytest.fail(reason + "; TINYRAY_REQUIRE_BROWSER=1 demands it")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    folder = os.environ.get("TINYRAY_TEST_ARTIFACTS")
+    path = Path(folder) / "test_ui" if folder else tmp_path_factory.mktemp("browser")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def browse(url: str, *, screenshot: Path | None = None, until=None, size: str = "2400,1200") -> str:
+    """The DOM of ``url`` after rendering in headless Chromium (and a screenshot); retried while ``until`` fails."""
+    binary = chromium()
+    dom = ""
+    for budget in (15000, 30000, 60000):  # virtual time: how long the page may run its scripts and requests
+        with tempfile.TemporaryDirectory(prefix="tinyray-chromium-") as profile:
+            command = [binary, "--headless", "--disable-gpu", f"--user-data-dir={profile}", f"--window-size={size}",
+                       "--hide-scrollbars", f"--virtual-time-budget={budget}", "--no-first-run"]
+            if os.geteuid() == 0:
+                command.append("--no-sandbox")  # Chromium refuses to sandbox as root
+            dom = subprocess.run([*command, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+            if screenshot is not None:
+                subprocess.run([*command, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
+        if until is None or until(dom):
+            break
+    if screenshot is not None:
+        assert screenshot.read_bytes()[:4] == b"\x89PNG"
+        print(f"screenshot: {screenshot}")
+    return dom
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    """A store and results folder holding one finished search of five trials, made by the search's own code."""
+    from tinyray.cost import analytic_cost
+    from tinyray.cube import Candidate
+    from tinyray.data import DataSpec, load_data
+    from tinyray.space import load_space
+    from tinyray.tracking import make_tracking_callback
+
+    root = tmp_path_factory.mktemp("ui")
+    config = SearchConfig(budget=60_000_000, name=NAME, storage=root / "results", trials=len(TRIALS), max_epochs=2,
+                          progress="quiet")
+    config.results_dir.mkdir(parents=True)
+    space = load_space()
+    data = load_data(DataSpec(train_size=20, val_size=10, cache_dir=root / "cache"))
+    tracker, parent, uri = _start_tracking(config, config.results_dir, {
+        "budget": config.budget, "budget_text": "60M", "data": data.name, "searcher": "nsga3", "seed": 0,
+    })
+    callback = make_tracking_callback(tracker, parent, config.max_epochs, _trial_params(space, data))
+    rows = []
+    for number, ((r, d, w), top1, epochs, status) in enumerate(TRIALS):
+        trial = SimpleNamespace(trial_id=f"trial{number}", config={"r": r, "d": d, "w": w}, last_result={},
+                                error_file="" if status != "failed" else "/tmp/error.txt")
+        callback.on_trial_start(0, [], trial)
+        for epoch in range(1, epochs + 1):
+            result = {"training_iteration": epoch, "top1": top1 * epoch / epochs, "val_loss": 2.0 / epoch,
+                      "train_loss": 2.1 / epoch}
+            callback.on_trial_result(0, [], trial, result)
+            trial.last_result = result
+        if status == "failed":
+            callback.on_trial_error(0, [], trial)
+        else:
+            callback.on_trial_complete(0, [], trial)
+        cost = analytic_cost(space, r, d, w, data.num_classes)
+        rows.append({"trial_id": trial.trial_id, "r": r, "d": d, "w": w, "resolution": cost.resolution,
+                     "train_resolution": data.train_resolution(space, r), "flops": cost.flops, "params": cost.params,
+                     "epochs": epochs, "top1": top1, "status": status, "node_id": "node", "train_seconds": 1.0})
+    result = _finish(config, pd.DataFrame(rows, columns=TRIAL_COLUMNS), tracker, parent, uri, time.monotonic())
+    result.labels = {Candidate(r, d, w).label for (r, d, w), *_ in TRIALS}
+    return result
+
+
+def table_rows(dom: str) -> list[str]:
+    """Run names of the runs table, top to bottom (the grid's DOM order is not its visual order: use row-index)."""
+    row_of = {run: int(index) for index, run in re.findall(r'row-index="(\d+)" row-id="([0-9a-f]{32})"', dom)}
+    name_of = dict(re.findall(r'href="#/experiments/\d+/runs/([0-9a-f]{32})"><span[^>]*>([^<]+)</span>', dom))
+    return [name_of.get(run, "?") for run in sorted(row_of, key=row_of.get)]
+
+
+def column_ids(dom: str) -> set[str]:
+    return set(re.findall(r'role="columnheader"[^>]*col-id="([^"]+)"', dom))
+
+
+@pytest.fixture(scope="module")
+def server(search):
+    """The MLflow UI on the search's store, as ``tinyray ui`` starts it, on a free port of 127.0.0.1."""
+    with start_server(find_store(search.results_dir), port=0) as running:
+        yield running
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_runs_table_lists_every_trial_with_its_columns(search, server, artifacts):
+    url = experiment_url(server.url, NAME)
+    assert url.startswith(f"{server.url}/#/experiments/{search.experiment_id}/runs?")
+
+    def ready(dom: str) -> bool:
+        return all(label in dom for label in search.labels) and "tags.`on_front`" in column_ids(dom)
+
+    dom = browse(url, screenshot=artifacts / "mlflow-runs.png", until=ready)
+    for label in search.labels:
+        assert label in dom, f"trial run {label} is not listed"
+    columns = column_ids(dom)
+    for key in COLUMNS:
+        assert f"metrics.`{key}`" in columns
+    assert {"tags.`status`", "tags.`on_front`", "attributes.`Run Name`"} <= columns
+    # flat (trials not folded under the search's run), most accurate first
+    ranked = [f"r{r:.2f}-d{d:.2f}-w{w:.2f}" for (r, d, w), top1, *_ in sorted(TRIALS, key=lambda t: -(t[1] or -1))
+              if top1 is not None]
+    assert table_rows(dom)[: len(ranked)] == ranked
+    for status in ("completed", "early-stopped", "failed"):
+        assert f">{status}<" in dom
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_parent_run_shows_the_search_files(search, server, artifacts):
+    url = (f"{server.url}/#/experiments/{search.experiment_id}/runs/{search.parent_run_id}/artifacts"
+           "?workflowType=machine_learning")
+    names = ("report.html", "importance.png", "importance.csv", "trials.csv", "front.png", "summary.json")
+    dom = browse(url, screenshot=artifacts / "mlflow-parent-artifacts.png", size="1600,1000",
+                 until=lambda dom: all(name in dom for name in names))
+    for name in names:
+        assert name in dom
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_report_page_renders_every_section(search, artifacts):
+    page = search.results_dir / "report.html"
+    dom = browse(page.as_uri(), screenshot=artifacts / "report.png", size="1100,3000")
+    for heading in ("tinyray search", "Accuracy / FLOPs front", "Which of r, d, w matters", "Best trial per budget"):
+        assert heading in dom
+    assert 'id="importance-table"' in dom and 'id="best-table"' in dom
+    assert len(re.findall(r'<img src="data:image/png;base64,', dom)) == 2  # front and importance (no formula here)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_tinyray_ui_serves_until_interrupted_then_frees_the_port(search):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tinyray", "ui", str(search.results_dir), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("press Ctrl-C"):
+                break
+        text = "".join(lines)
+        url = re.search(r"MLflow UI for search 'b60M': (http://127\.0\.0\.1:(\d+)/#/experiments/\S+)", text)
+        assert url, text + process.stderr.read() if process.poll() is not None else text
+        port = int(url.group(2))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        assert process.wait(timeout=60) == 0
+        check_port("127.0.0.1", port)  # the server is gone with it
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_an_unknown_search_in_a_real_store_is_one_line_and_stops_the_server(search, capsys):
+    other = search.results_dir.parent / "no-such-search"
+    other.mkdir(exist_ok=True)
+    with pytest.raises(UserError, match="has no experiment 'no-such-search'"):
+        serve(other, port=0)
+    assert "press Ctrl-C" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_store_holds_what_the_table_and_the_search_run_need(search):
+    from mlflow import MlflowClient
+
+    from tinyray.tracking import RUNS_VIEW_KEY
+
+    client = MlflowClient(tracking_uri=search.tracking_uri)
+    experiment = client.get_experiment(search.experiment_id)
+    assert f"mlflow.sharedViewState.{RUNS_VIEW_KEY}" in experiment.tags
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    children = [run for run in client.search_runs([search.experiment_id]) if run.info.run_id != search.parent_run_id]
+    assert len(children) == len(TRIALS)
+    for run in children:
+        assert set(COLUMNS) - {"top1"} <= set(run.data.metrics)  # numbers to sort by, even for a failed trial
+        assert run.data.metrics["flops"] == float(run.data.params["flops"])
+    parent = client.get_run(search.parent_run_id)
+    description = parent.data.tags["mlflow.note.content"]
+    for name in ("report.html", "trials.csv", "importance.png", "summary.json"):
+        assert name in description
+    assert "3 completed, 1 early-stopped, 1 failed" in description
+    assert "3 completed, 1 early-stopped, 1 failed" in experiment.tags["mlflow.note.content"]
+    summary = (search.results_dir / "summary.json").read_text()
+    assert '"version": 1' in summary and '"budget": 60000000' in summary
+
+
+def test_forwarding_hint_names_this_machine_inside_ssh(monkeypatch):
+    from tinyray.ui import forwarding_hint
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("SSH_CONNECTION", raising=False)
+    assert forwarding_hint(5000) is None
+    monkeypatch.setenv("SSH_CONNECTION", "10.0.0.9 51234 10.0.0.5 22")
+    assert forwarding_hint(5001).startswith("ssh -N -L 5001:127.0.0.1:5001 ") and "@10.0.0.5" in forwarding_hint(5001)
+    monkeypatch.delenv("SSH_CONNECTION")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert "HEAD-NODE" in forwarding_hint(5000) and "ray attach" in forwarding_hint(5000)
+
+
+def test_find_store_from_a_search_folder_or_a_storage_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlflow.db").touch()
+    (tmp_path / "b200M").mkdir()
+    store = find_store(tmp_path / "b200M")
+    assert store.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}" and store.experiment == "b200M"
+    assert store.artifact_root == (tmp_path / "mlartifacts").as_uri()
+    assert find_store(tmp_path).experiment is None  # a storage root: every search
+    remote = find_store(tmp_path / "b200M", "http://127.0.0.1:5000")
+    assert remote.is_server and remote.experiment == "b200M"
