@@ -96,7 +96,7 @@ def search(tmp_path_factory):
     config.results_dir.mkdir(parents=True)
     space = load_space()
     data = load_data(DataSpec(train_size=20, val_size=10, cache_dir=root / "cache"))
-    tracker, parent, uri = _start_tracking(config, config.results_dir, {
+    tracker, parent, uri = _start_tracking(config, config.results_dir, None, {
         "budget": config.budget, "budget_text": "60M", "data": data.name, "searcher": "nsga3", "seed": 0,
     })
     callback = make_tracking_callback(tracker, parent, config.max_epochs, _trial_params(space, data))
@@ -118,7 +118,8 @@ def search(tmp_path_factory):
         rows.append({"trial_id": trial.trial_id, "r": r, "d": d, "w": w, "resolution": cost.resolution,
                      "train_resolution": data.train_resolution(space, r), "flops": cost.flops, "params": cost.params,
                      "epochs": epochs, "top1": top1, "status": status, "node_id": "node", "train_seconds": 1.0})
-    result = _finish(config, pd.DataFrame(rows, columns=TRIAL_COLUMNS), tracker, parent, uri, time.monotonic())
+    result = _finish(config, pd.DataFrame(rows, columns=TRIAL_COLUMNS), tracker, parent, uri, time.monotonic(), space,
+                     data.num_classes)
     result.labels = {Candidate(r, d, w).label for (r, d, w), *_ in TRIALS}
     return result
 
