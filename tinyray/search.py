@@ -502,6 +502,9 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
 
     # Tune's own console table would fight the progress display; the trial loggers (result.json) stay on.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # every epoch's checkpoint forces an experiment snapshot (CheckpointConfig(num_to_keep=1)): that is what keeps
+    # a resume close to where the driver died, and the files are small, so Tune's warning about it is noise here
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     started_ray = _start_ray(config)
     try:
