@@ -529,9 +529,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tinyray`` console script."""
-    import logging
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (e.g. creating tables) are noise here
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

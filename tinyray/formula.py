@@ -670,7 +670,9 @@ def save_pyfunc(formula_json: Path, path: Path) -> Path:
     from mlflow.models import infer_signature
 
     from tinyray import __version__
+    from tinyray.tracking import quiet_mlflow
 
+    quiet_mlflow()  # its INFO line about validating the input example is noise here
     formula = Formula.load(formula_json)
     example = pd.DataFrame({"flops": [float(formula.base_flops * formula.c_range[1])]})
     signature = infer_signature(example, FormulaPyfunc(formula).predict(example))
@@ -721,6 +723,9 @@ def load_from_uri(uri: str, tracking_uri: str | None = None) -> Formula:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
+    from tinyray.tracking import quiet_mlflow
+
+    quiet_mlflow()
     if tracking_uri and tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
         raise UserError(f"there is no MLflow store at {tracking_uri}: give the --tracking-uri of the search that "
                         f"published {uri} (e.g. sqlite:///$PWD/tinyray-results/mlflow.db)")

@@ -505,7 +505,6 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     # every epoch's checkpoint forces an experiment snapshot (CheckpointConfig(num_to_keep=1)): that is what keeps
     # a resume close to where the driver died, and the files are small, so Tune's warning about it is noise here
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     started_ray = _start_ray(config)
     try:
         if not resume:

@@ -59,6 +59,16 @@ RUNS_VIEW = {
 }
 
 
+def quiet_mlflow() -> None:
+    """Keep MLflow's INFO lines ("Creating initial MLflow database tables...") off the user's terminal.
+
+    ``import mlflow`` configures its logger at INFO, so the level is set after importing it.
+    """
+    import mlflow  # noqa: F401
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def local_tracking_uri(storage: Path) -> str:
     """The embedded default store: a sqlite database in the results folder."""
     return f"sqlite:///{(Path(storage) / 'mlflow.db').resolve()}"
@@ -153,6 +163,8 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None, *,
                  journal: Path | None = None, strict: bool = False) -> None:
         from mlflow import MlflowClient
+
+        quiet_mlflow()
 
         self.tracking_uri = tracking_uri
         self.experiment = experiment
