@@ -407,6 +407,23 @@ def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space:
     return run
 
 
+def _curves(runs: dict[tuple[str, int], "RunResult"], config: "BenchConfig", epochs_cap: float,
+            seconds_cap: float) -> "pd.DataFrame":
+    """Hypervolume of every run at ``config.levels`` evenly spaced compute levels up to each cap, on both axes
+    (training epochs and seconds): one row per method, seed, axis and level."""
+    import pandas as pd
+
+    axes = {"epochs": np.linspace(epochs_cap / config.levels, epochs_cap, config.levels),
+            "seconds": np.linspace(seconds_cap / config.levels, seconds_cap, config.levels)}
+    rows = []
+    for (method, seed), run in runs.items():
+        for axis_index, (axis, levels) in enumerate(axes.items()):
+            for level, volume in zip(levels, hypervolume_curve(run, levels, config.budget, axis_index)):
+                rows.append({"method": method, "seed": seed, "axis": axis, "compute": float(level),
+                             "hypervolume": float(volume)})
+    return pd.DataFrame(rows)
+
+
 def hypervolume_curve(run: RunResult, levels: np.ndarray, budget: int, axis: int) -> np.ndarray:
     """Hypervolume of the front of trials completed by each compute level (``axis`` 0: epochs, 1: seconds)."""
     from tinyray.front import hypervolume
@@ -463,8 +480,6 @@ def _records(frame: "pd.DataFrame") -> list[dict[str, Any]]:
 
 def run_bench(config: BenchConfig) -> BenchResult:
     """Run the simulated comparison of :data:`METHODS` over ``config.seeds`` seeds."""
-    import pandas as pd
-
     from tinyray.space import load_space
 
     curves = Curves.load(config.curves)
@@ -482,17 +497,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
             f" networks): lower --budget, or record the rest with benchmarks/record_curves.py"
         )
     runs = {(m, s): simulate(m, s, config, curves, space) for m in config.methods for s in range(config.seeds)}
-    cap = config.trials * config.max_epochs
-    seconds_cap = min(run.seconds for run in runs.values())
-    axes = {"epochs": np.linspace(cap / config.levels, cap, config.levels),
-            "seconds": np.linspace(seconds_cap / config.levels, seconds_cap, config.levels)}
-    rows = []
-    for (method, seed), run in runs.items():
-        for axis_index, (axis, levels) in enumerate(axes.items()):
-            for level, volume in zip(levels, hypervolume_curve(run, levels, config.budget, axis_index)):
-                rows.append({"method": method, "seed": seed, "axis": axis, "compute": float(level),
-                             "hypervolume": float(volume)})
-    table = pd.DataFrame(rows)
+    table = _curves(runs, config, config.trials * config.max_epochs, min(run.seconds for run in runs.values()))
     return BenchResult(config=config, curves=table, summary=_summarise(table, runs, config), wins=_wins(table, config))
 
 
@@ -592,14 +597,12 @@ def run_real(config: BenchConfig, storage: Path, data: str | None = None) -> Ben
     sum of the trials' epochs and of their training seconds, counted in trial order, and a search that used less
     than another keeps its final front at the higher compute levels. Method (c) is skipped (module docstring).
     """
-    import pandas as pd
-
     from tinyray.search import SearchConfig, run_search
 
     methods = tuple(m for m in config.methods if m in REAL_METHODS)
     if not methods:
         raise UserError("--real runs methods a, b and d only: give --methods with at least one of them")
-    rows, runs = [], {}
+    runs = {}
     for method in methods:
         searcher, scheduler = METHODS[method]
         for seed in range(config.seeds):
@@ -621,16 +624,7 @@ def run_real(config: BenchConfig, storage: Path, data: str | None = None) -> Ben
                     run.completed.append((used_epochs, used_seconds, float(row.top1), int(row.flops)))
             runs[(method, seed)] = run
     # each search spends what its scheduler lets it: a finished search keeps its final front at higher levels
-    epochs_cap = max(run.epochs for run in runs.values())
-    seconds_cap = max(run.seconds for run in runs.values())
-    axes = {"epochs": np.linspace(epochs_cap / config.levels, epochs_cap, config.levels),
-            "seconds": np.linspace(seconds_cap / config.levels, seconds_cap, config.levels)}
-    for (method, seed), run in runs.items():
-        for axis_index, (axis, levels) in enumerate(axes.items()):
-            for level, volume in zip(levels, hypervolume_curve(run, levels, config.budget, axis_index)):
-                rows.append({"method": method, "seed": seed, "axis": axis, "compute": float(level),
-                             "hypervolume": float(volume)})
-    table = pd.DataFrame(rows)
+    table = _curves(runs, config, max(run.epochs for run in runs.values()), max(run.seconds for run in runs.values()))
     real_config = BenchConfig(**{**asdict(config), "methods": methods})
     return BenchResult(config=real_config, curves=table, summary=_summarise(table, runs, real_config),
                        wins=_wins(table, real_config), mode="real")

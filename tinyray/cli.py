@@ -353,18 +353,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tinyray.cost import format_flops, parse_budget
-    from tinyray.export import export_network
+    from tinyray.export import check_out, export_network
 
     budget = parse_budget(args.budget)
-    out = Path(args.out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} exists and is not an empty folder: choose a new --out")
+    out = check_out(Path(args.out))  # before the formula is loaded or anything trained
     formula = _load_formula(args)
     classes = args.num_classes or formula.num_classes
     state, extra = None, {}
     if args.train_epochs:
-        import torch
-
         from tinyray.data import load_data
         from tinyray.search import default_recipe
         from tinyray.train import train_candidate

@@ -24,6 +24,14 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+def check_out(out: Path) -> Path:
+    """Refuse an ``--out`` that exists and is not an empty folder (nothing may be overwritten)."""
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty folder: choose a new --out")
+    return out
+
+
 def export_network(space: SearchSpace, r: float, d: float, w: float, out: Path, *, num_classes: int,
                    state_dict: dict[str, "torch.Tensor"] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write the network (r, d, w) of ``space`` into the folder ``out``.
@@ -43,9 +51,7 @@ def export_network(space: SearchSpace, r: float, d: float, w: float, out: Path, 
     from tinyray.cost import analytic_cost
     from tinyray.cube import build_model
 
-    out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} exists and is not an empty folder: choose a new --out")
+    out = check_out(out)
     model = build_model(space, r, d, w, num_classes)
     if state_dict is not None:
         model.load_state_dict(state_dict)

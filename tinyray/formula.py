@@ -26,13 +26,12 @@ pyfunc model of :func:`save_pyfunc`, whose loader is this module's :func:`_load_
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -480,8 +479,6 @@ def fit_formula(points: "pd.DataFrame", space: SearchSpace, num_classes: int, *,
         UserError: with fewer than :data:`MIN_POINTS` distinct points or missing columns.
     """
     import torch
-
-    from tinyray.cost import base_flops
 
     frame = _front_points(points, space, num_classes)
     threads = torch.get_num_threads()

@@ -363,8 +363,7 @@ def _start_ray(config: SearchConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    if address:
-        _check_ray_address(address)  # ray.init retries an unreachable address for ever
+    # an unreachable address was refused before (run_search -> _check_address): ray.init would retry it for ever
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                                   configure_logging=True)
     if address:
