@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from typing import Any, Callable, NoReturn, Sequence
 
@@ -54,6 +55,10 @@ EXAMPLES = {
     "bench search": """examples:
   tinyray bench search --seeds 5 --out bench-results     # tabular benchmark of recorded learning curves, ~35 s
   tinyray bench search --real --seeds 1 --trials 8 --max-epochs 3 --methods a,b   # through Ray on the real trainer""",
+    "bench proxy": """examples:
+  tinyray bench proxy --recorded                 # the shipped recordings: does a trial's top-1 rank like long training?
+  tinyray bench proxy --out proxy-bench          # retrain the panel as default trials (~15 min), compare
+  tinyray bench proxy --reference --out proxy-bench   # also re-record the long reference training (~1-2 h)""",
 }
 
 
@@ -170,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["bench search"], formatter_class=fmt)
     _add_bench_options(bench_search)
     bench_search.set_defaults(func=cmd_bench_search)
+    bench_proxy = bench_sub.add_parser(
+        "proxy", help="proxy fidelity: rank correlation of a default trial's top-1 with a 12x longer training",
+        epilog=EXAMPLES["bench proxy"], formatter_class=fmt)
+    add = bench_proxy.add_argument
+    add("--recorded", action="store_true", help="analyse the shipped recordings (benchdata/proxy_*.csv); train nothing")
+    add("--reference", action="store_true", help="also re-record the reference training (long) instead of using the shipped one")
+    add("--nets", type=_int_at_least("--nets", 5), default=None, help="only the first N panel networks (default all)")
+    add("--seeds", type=_int_at_least("--seeds", 1), default=2, help="proxy runs per network, seeds 0..n-1 (default 2)")
+    add("--processes", type=_int_at_least("--processes", 1), default=2, help="networks trained at once, one CPU thread each (default 2)")
+    add("--data", default=None, help="'synthetic:TRAIN/VAL' to change the proxy's data (the reference scales with it)")
+    add("--out", default="proxy-bench", help="folder for the recordings and proxy_fidelity.{csv,json,png} (default ./proxy-bench)")
+    add("--json", action="store_true", help="print one JSON object")
+    bench_proxy.set_defaults(func=cmd_bench_proxy)
 
     ui = sub.add_parser("ui", help="browse a search's runs in the MLflow UI (on 127.0.0.1, until Ctrl-C)", epilog=EXAMPLES["ui"], formatter_class=fmt)
     ui.add_argument("results_dir", nargs="?", default=None, metavar="RESULTS_DIR", help="a search's results folder (<storage>/<name>) or a storage root (default ./tinyray-results)")
@@ -239,6 +257,42 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
     else:
         print(result.table())
         print(", ".join(f"{key} {value:.0%}" for key, value in result.wins.items()))
+        for path in files.values():
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench_proxy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tinyray import fidelity
+    from tinyray.data import resolve_data
+
+    out = Path(args.out)
+    if args.recorded:
+        if args.reference or args.data or args.nets:
+            raise UserError("--recorded analyses the shipped recordings: drop --reference, --data and --nets")
+        proxy, reference = fidelity.read_runs(fidelity.PROXY_FILE), fidelity.read_runs(fidelity.REFERENCE_FILE)
+    else:
+        nets = fidelity.panel()[: args.nets] if args.nets else fidelity.panel()
+        protocol = fidelity.default_protocol(resolve_data(args.data) if args.data else None)
+        command = "tinyray " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "tinyray bench proxy"
+        quiet = open(os.devnull, "w") if args.json else sys.stderr
+        if args.reference:  # the long part first: a proxy recipe can be retuned against it later
+            reference = fidelity.record(fidelity.reference_protocol(protocol), nets, fidelity.REFERENCE_SEEDS,
+                                        out / "proxy_reference.csv", processes=args.processes, command=command,
+                                        log=quiet)
+        else:
+            reference = fidelity.read_runs(fidelity.REFERENCE_FILE)
+            fidelity.check_comparable(protocol, reference)
+        proxy = fidelity.record(protocol, nets, range(args.seeds), out / "proxy_runs.csv",
+                                processes=args.processes, command=command, log=quiet)
+    result = fidelity.analyse(proxy, reference)
+    files = fidelity.write_outputs(result, out)
+    if args.json:
+        print(json.dumps({**result.to_json(), "files": {k: str(v) for k, v in files.items()}}, default=str))
+    else:
+        print(result.table())
         for path in files.values():
             print(f"wrote {path}")
     return 0

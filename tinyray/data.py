@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import torch
 
 #: Bump when the generator changes, so that cached files of the old generator are not reused.
-SYNTHETIC_VERSION = 2
+SYNTHETIC_VERSION = 3
 SYNTHETIC = "synthetic"
 FOLDER = "folder"
 DEFAULT_CACHE_DIR = Path("~/.cache/tinyray/data")
@@ -255,9 +255,12 @@ def generate_synthetic(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``count`` synthetic images, the classes balanced (counts differ by at most one) and shuffled.
 
-    Each image: a light, noisy background with a colour gradient; one large darker shape (radius 25-40% of the
-    side, random position, rotation within +-20 degrees) filled with a two-colour grating whose stripes run horizontally or vertically
-    (+-15 degrees) with a period of 2.5-6 px at 64 px; a small untextured distractor blob; pixel noise.
+    Each image: a light, noisy background with a colour gradient; one darker shape whose size is log-uniform
+    (radius 14-40% of the side, random position, rotation within +-20 degrees), filled with a grating whose stripes
+    run horizontally or vertically (+-15 degrees) with a log-uniform period of 2-8 px at 64 px; half of the shapes
+    take their shape's own colour (a weak cue every network picks up in its first steps), the others a random
+    one; a small untextured distractor blob; pixel noise. Small shapes and fine stripes fade as the image shrinks,
+    so accuracy falls gradually with resolution instead of at one threshold.
 
     Args:
         count: number of images.
@@ -279,8 +282,19 @@ def generate_synthetic(
     return images, labels
 
 
+#: The colour a shape takes when it carries its colour cue (RGB in [0, 1], before darkening).
+SHAPE_COLOURS = np.array([[0.85, 0.15, 0.15], [0.15, 0.7, 0.2], [0.2, 0.3, 0.9], [0.85, 0.75, 0.1], [0.7, 0.2, 0.8]])
+#: Chance that a shape carries its colour cue.
+COLOUR_CUE = 0.5
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
 def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, side: int, scale: float) -> np.ndarray:
-    shape = SHAPES[label // len(ORIENTATIONS)]
+    shape_index = label // len(ORIENTATIONS)
+    shape = SHAPES[shape_index]
     orientation = label % len(ORIENTATIONS)
 
     # Background: a light colour with a gentle gradient. The object is always darker, so that its silhouette (the
@@ -290,8 +304,8 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     gradient = rng.normal(0.0, 0.1, size=2) / side
     image = background[:, None, None] + (gradient[0] * (x - side / 2) + gradient[1] * (y - side / 2))[None]
 
-    # The object: shape mask in its own rotated (+-20 degrees), radius-normalised frame.
-    radius = rng.uniform(0.25, 0.4) * side
+    # The object: shape mask in its own rotated (+-20 degrees), radius-normalised frame; log-uniform size.
+    radius = _log_uniform(rng, 0.14, 0.4) * side
     cx, cy = rng.uniform(radius * 0.9, side - radius * 0.9, size=2)
     angle = rng.uniform(-np.pi / 9, np.pi / 9)
     u = ((x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)) / radius
@@ -300,12 +314,15 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
 
     # The texture: stripes running horizontally (wave along y) or vertically (wave along x), jittered.
     direction = (np.pi / 2 if orientation == 0 else 0.0) + rng.uniform(-np.pi / 12, np.pi / 12)
-    period = rng.uniform(2.5, 6.0) * scale
+    period = _log_uniform(rng, 2.0, 8.0) * scale
     phase = rng.uniform(0.0, 2.0 * np.pi)
     wave = np.sin(2.0 * np.pi * (x * np.cos(direction) + y * np.sin(direction)) / period + phase)
-    object_level = rng.uniform(0.15, 0.4)
-    object_colour = object_level + rng.uniform(-0.15, 0.15, size=3)
-    contrast = rng.uniform(0.15, 0.3) * (1.0 + rng.uniform(-0.3, 0.3, size=3))
+    if rng.uniform() < COLOUR_CUE:
+        hue = SHAPE_COLOURS[shape_index] + rng.uniform(-0.1, 0.1, size=3)
+    else:
+        hue = rng.uniform(0.05, 0.95, size=3)
+    object_colour = 0.05 + 0.45 * hue
+    contrast = rng.uniform(0.12, 0.25) * (1.0 + rng.uniform(-0.3, 0.3, size=3))
     texture = object_colour[:, None, None] + contrast[:, None, None] * wave[None]
     image = np.where(mask[None], texture, image)
 

@@ -72,6 +72,11 @@ class Recipe:
         ema_decay: decay of an exponential moving average of the weights, evaluated instead of the raw weights;
             ``None`` for no EMA.
         grad_clip: clip the gradient norm to this; ``None`` for no clipping.
+        precise_bn_images: before every evaluation, recompute the BatchNorm statistics of the evaluated network
+            as exact averages over this many training images (no gradients), instead of the running averages
+            training left behind; 0 keeps the running averages. A short run changes its weights too fast for
+            running averages to follow (measured: every network at chance after the first epoch of the old
+            proxy, 0.14-0.18 top-1 with the statistics recomputed).
     """
 
     name: str
@@ -95,6 +100,7 @@ class Recipe:
     bn_momentum: float | None = None
     ema_decay: float | None = None
     grad_clip: float | None = None
+    precise_bn_images: int = 0
 
     def learning_rate(self, batch_size: int) -> float:
         """Peak learning rate at ``batch_size``: ``lr * batch_size / lr_batch``."""
@@ -105,15 +111,16 @@ RECIPES: dict[str, Recipe] = {
     "proxy": Recipe(
         name="proxy",
         optimizer="adamw",
-        lr=5e-3,
-        lr_batch=64,
-        batch_size=64,
+        lr=2.5e-3,
+        lr_batch=16,
+        batch_size=16,
         weight_decay=0.05,
         schedule="cosine",
         warmup_epochs=0.3,
         warmup_lr=1e-5,
         label_smoothing=0.1,
         grad_clip=5.0,
+        precise_bn_images=256,
     ),
     "paper": Recipe(
         name="paper",
@@ -420,7 +427,10 @@ def train_candidate(
             model, train_batches, criterion, optimizer, scheduler, ema, recipe, epoch, step, device
         )
         trained = time.perf_counter() - started
-        top1, val_loss = evaluate(ema.module if ema is not None else model, val_batches, device)
+        evaluated = ema.module if ema is not None else model
+        if recipe.precise_bn_images:
+            recalibrate_batchnorm(evaluated, train_batches, recipe.precise_bn_images, device)
+        top1, val_loss = evaluate(evaluated, val_batches, device)
         seconds = time.perf_counter() - started
         train_seconds += seconds
         result = EpochResult(
@@ -489,6 +499,21 @@ def _train_epoch(
         loss_sum += loss.item() * len(labels)
         images_seen += len(labels)
     return loss_sum, images_seen, step
+
+
+def recalibrate_batchnorm(model: "torch.nn.Module", batches: Any, images: int, device: str = "cpu") -> None:
+    """Set every BatchNorm's statistics to exact averages over the first ``images`` images of ``batches``.
+
+    "Precise BN" (Wu and Johnson, 2021, "Rethinking 'Batch' in BatchNorm"), done by torch's
+    :func:`torch.optim.swa_utils.update_bn`: forward passes in training mode without gradients. ``batches`` is
+    iterated in the order of its current epoch, so the result depends only on the run's seed and epoch.
+    """
+    from itertools import islice
+
+    from torch.optim.swa_utils import update_bn
+
+    batch_size = getattr(batches, "batch_size", 1) or 1
+    update_bn(islice(iter(batches), max(1, -(-images // batch_size))), model, device=device)
 
 
 def evaluate(model: "torch.nn.Module", batches: Any, device: str = "cpu") -> tuple[float, float]:
@@ -562,4 +587,5 @@ __all__ = [
     "make_ema",
     "train_candidate",
     "evaluate",
+    "recalibrate_batchnorm",
 ]

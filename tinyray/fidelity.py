@@ -1,0 +1,497 @@
+"""How well a trial's short training ranks networks: the proxy-fidelity benchmark behind ``tinyray bench proxy``.
+
+Every decision of a search (the front, the early-stopping cuts, the formula) rests on one number per trial: its
+top-1 after a short training, the *proxy*. This module measures how well that number ranks networks the way a long
+training does. A fixed panel of networks spread over the cube (:func:`panel`) is trained twice:
+
+* **proxy**: exactly as a default search trial trains it (:func:`default_protocol`: the data, recipe, epochs and
+  thread count of ``tinyray search``'s defaults, through the same :func:`tinyray.train.train_candidate`), with the
+  top-1 of every epoch (every rung an early-stopping scheduler sees), for two seeds;
+* **reference**: with the same recipe on :data:`REFERENCE_DATA` times as many training images (fresh draws of the
+  same generator) for :data:`REFERENCE_EPOCHS` times as many epochs (:func:`reference_protocol`), so
+  ``REFERENCE_DATA * REFERENCE_EPOCHS`` times the optimizer steps, evaluated on a larger validation set of its own.
+
+:func:`analyse` reports Spearman's rho and Kendall's tau of the proxy's top-1 at each epoch against the reference
+(per proxy seed, mean and sd), how many panel networks are within binomial noise of chance after epoch 1, the
+reference's range, the seed-to-seed agreement of the proxy itself, and which of r, d, w matters on the reference
+(:func:`tinyray.report.importance`). The reference costs about an hour of two CPU cores, so its results ship as
+data (``benchdata/proxy_reference.csv`` with its command in ``proxy_reference.json``); ``tinyray bench proxy``
+retrains only the proxy side, ``--reference`` re-records the reference too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from tinyray.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tinyray.data import DataSpec
+    from tinyray.space import SearchSpace
+    from tinyray.train import Recipe
+
+#: Bump when the panel changes: recordings of another panel are not compared.
+PANEL_VERSION = 1
+#: The reference trains on this many times the default trial's training images ...
+REFERENCE_DATA = 5
+#: ... for this many times its epochs (so 10x the images and optimizer steps).
+REFERENCE_EPOCHS = 2
+#: Validation images of the reference (its own set, drawn apart from the proxy's).
+REFERENCE_VAL = 1000
+#: Seeds of the proxy runs (a search trial is one seed; two show the proxy's own noise).
+PROXY_SEEDS = (0, 1)
+REFERENCE_SEEDS = (0,)
+BENCHDATA = Path(__file__).parent / "benchdata"
+REFERENCE_FILE = BENCHDATA / "proxy_reference.csv"
+PROXY_FILE = BENCHDATA / "proxy_runs.csv"
+#: The targets of issue 12: rho of the final proxy top-1 and of the epoch-1 top-1 against the reference.
+TARGET_FINAL_RHO = 0.85
+TARGET_EPOCH1_RHO = 0.6
+COLUMNS = ["net", "kind", "r", "d", "w", "flops", "params", "resolution", "train_resolution", "protocol", "seed",
+           "epoch", "epochs", "top1", "val_loss", "train_loss", "seconds", "train_size", "val_size", "batch_size",
+           "recipe", "data_version", "panel_version"]
+
+
+@dataclass(frozen=True)
+class PanelNet:
+    """A network of the panel: its cube point and why it is there.
+
+    Attributes:
+        name: unique short name, e.g. ``corner-r1-d1.25-w1``, ``shrink-r@200M``, ``tinynet_b``, ``sobol-3``.
+        kind: ``corner``, ``centre``, ``base``, ``shrink``, ``tinynet`` or ``sobol``.
+        r, d, w: the multipliers.
+    """
+
+    name: str
+    kind: str
+    r: float
+    d: float
+    w: float
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a panel network is trained.
+
+    Attributes:
+        name: ``proxy`` or ``reference``.
+        data: the dataset.
+        epochs: epochs (the learning-rate schedule spans them).
+        recipe: training recipe: a name from :data:`tinyray.train.RECIPES` or a :class:`~tinyray.train.Recipe`.
+        threads: torch CPU threads (a default trial has one CPU).
+        batch_size: images per step; ``None`` for the recipe's.
+    """
+
+    name: str
+    data: "DataSpec"
+    epochs: int
+    recipe: "str | Recipe"
+    threads: int = 1
+    batch_size: int | None = None
+
+
+def default_protocol(data: "DataSpec | None" = None) -> Protocol:
+    """How a trial of ``tinyray search --budget B`` with every default trains (see :func:`tinyray.trial.run_trial`)."""
+    from types import SimpleNamespace
+
+    from tinyray.data import resolve_data
+    from tinyray.search import SearchConfig, default_recipe
+
+    defaults = SearchConfig(budget=1)
+    spec = data or resolve_data(defaults.data)
+    return Protocol(name="proxy", data=spec, epochs=defaults.max_epochs, recipe=default_recipe(SimpleNamespace(spec=spec)),
+                    threads=max(1, int(defaults.cpus_per_trial)))
+
+
+def reference_recipe() -> "Recipe":
+    """The reference's recipe: the proxy recipe of 2026-11-29 (AdamW 2.5e-3 at batch 16, cosine, precise BN),
+    written out here so that tuning the proxy recipe later does not silently change what it is judged against."""
+    from tinyray.train import Recipe
+
+    return Recipe(name="reference", optimizer="adamw", lr=2.5e-3, lr_batch=16, batch_size=16, weight_decay=0.05,
+                  schedule="cosine", warmup_epochs=0.3, warmup_lr=1e-5, label_smoothing=0.1, grad_clip=5.0,
+                  precise_bn_images=256)
+
+
+def reference_protocol(proxy: Protocol | None = None) -> Protocol:
+    """The long training the proxy is judged against: :func:`reference_recipe` on ``REFERENCE_DATA`` x the
+    proxy's training images (fresh draws) for ``REFERENCE_EPOCHS`` x its epochs, on its own validation set."""
+    proxy = proxy or default_protocol()
+    data = dataclasses.replace(proxy.data, train_size=proxy.data.train_size * REFERENCE_DATA, val_size=REFERENCE_VAL)
+    return dataclasses.replace(proxy, name="reference", data=data, epochs=proxy.epochs * REFERENCE_EPOCHS,
+                               recipe=reference_recipe(), batch_size=None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The panel
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _shrink(space: "SearchSpace", factor: str, flops: float, num_classes: int) -> float | None:
+    """The largest value of ``factor`` (in steps of 0.001) that alone brings B0 (1, 1, 1) to at most ``flops``, or None."""
+    from tinyray.cost import analytic_cost
+
+    low, high = space.bounds()[factor].low, space.bounds()[factor].high
+    point = {"r": 1.0, "d": 1.0, "w": 1.0}
+
+    def cost(value: float) -> int:
+        return analytic_cost(space, **{**point, factor: value}, num_classes=num_classes).flops
+
+    # FLOPs are not monotone in r (odd input sides round up at every stride), so scan rather than bisect.
+    for step in range(int(round((high - low) * 1000)), -1, -1):
+        value = round(low + step / 1000, 3)
+        if cost(value) <= flops:
+            return value
+    return None
+
+
+def panel(space: "SearchSpace | None" = None, num_classes: int = 10, sobol: int = 4) -> list[PanelNet]:
+    """The fixed panel: 8 corners of the cube, its centre, B0, single-dimension shrinks of B0 to 200M and 100M
+    FLOPs (those reachable), TinyNet-A..E, and ``sobol`` scrambled Sobol points (seed 0) of the cube.
+
+    The panel depends only on the space's bounds and blocks, so every recording of it is comparable.
+    """
+    import torch
+
+    from tinyray.cube import TINYNETS
+    from tinyray.space import load_space
+
+    space = space or load_space()
+    (r0, r1), (d0, d1), (w0, w1) = ((space.bounds()[f].low, space.bounds()[f].high) for f in ("r", "d", "w"))
+    nets = [PanelNet(f"corner-r{r:g}-d{d:g}-w{w:g}", "corner", r, d, w)
+            for r in (r0, r1) for d in (d0, d1) for w in (w0, w1)]
+    nets.append(PanelNet("centre", "centre", round((r0 + r1) / 2, 4), round((d0 + d1) / 2, 4), round((w0 + w1) / 2, 4)))
+    nets.append(PanelNet("b0", "base", 1.0, 1.0, 1.0))
+    for level in (200e6, 100e6):
+        for factor in ("r", "d", "w"):
+            value = _shrink(space, factor, level, num_classes)
+            if value is not None:
+                point = {"r": 1.0, "d": 1.0, "w": 1.0, factor: value}
+                nets.append(PanelNet(f"shrink-{factor}@{level / 1e6:g}M", "shrink", **point))
+    for name, point in TINYNETS.items():
+        nets.append(PanelNet(name, "tinynet", point["r"], point["d"], point["w"]))
+    engine = torch.quasirandom.SobolEngine(3, scramble=True, seed=0)
+    for index, (a, b, c) in enumerate(engine.draw(sobol).tolist()):
+        nets.append(PanelNet(f"sobol-{index}", "sobol", round(r0 + a * (r1 - r0), 3), round(d0 + b * (d1 - d0), 3),
+                             round(w0 + c * (w1 - w0), 3)))
+    return nets
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Recording
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def train_net(net: PanelNet, protocol: Protocol, seed: int) -> list[dict[str, Any]]:
+    """Train one panel network under ``protocol``; one row per epoch (columns :data:`COLUMNS`)."""
+    from tinyray.cost import analytic_cost
+    from tinyray.data import SYNTHETIC_VERSION, load_data
+    from tinyray.space import load_space
+    from tinyray.train import train_candidate
+
+    space = load_space()
+    data = load_data(protocol.data)
+    cost = analytic_cost(space, net.r, net.d, net.w, data.num_classes)
+    result = train_candidate(space, net.r, net.d, net.w, data, epochs=protocol.epochs, recipe=protocol.recipe,
+                             seed=seed, threads=protocol.threads, batch_size=protocol.batch_size)
+    rows, total = [], 0.0
+    for epoch in result.history:
+        total += epoch.seconds
+        rows.append({
+            **dataclasses.asdict(net), "flops": cost.flops, "params": cost.params, "resolution": cost.resolution,
+            "train_resolution": result.resolution, "protocol": protocol.name, "seed": seed, "epoch": epoch.epoch,
+            "epochs": protocol.epochs, "top1": epoch.top1, "val_loss": epoch.val_loss,
+            "train_loss": epoch.train_loss, "seconds": round(total, 3), "train_size": protocol.data.train_size,
+            "val_size": protocol.data.val_size, "batch_size": result.batch_size, "recipe": _recipe_name(protocol),
+            "data_version": SYNTHETIC_VERSION, "panel_version": PANEL_VERSION,
+        })
+    return rows
+
+
+def _recipe_name(protocol: Protocol) -> str:
+    return protocol.recipe if isinstance(protocol.recipe, str) else protocol.recipe.name
+
+
+def record(protocol: Protocol, nets: Iterable[PanelNet], seeds: Iterable[int], out: Path, *, processes: int = 2,
+           command: str = "", log: Any = sys.stderr) -> "pd.DataFrame":
+    """Train every (net, seed) not yet in ``out`` and append its rows; resumable.
+
+    ``out`` is rewritten atomically after each finished run, so an interrupted recording keeps what it measured
+    and a rerun trains only what is missing. A sidecar ``out.json`` keeps the command, date and protocol.
+    Runs go cheapest first (by r^2 d w^2), so that an interrupted recording covers most of the panel.
+    """
+    import multiprocessing
+
+    import pandas as pd
+
+    from tinyray.data import spec_summary
+
+    out = Path(out)
+    done = read_runs(out) if out.exists() else pd.DataFrame(columns=COLUMNS)
+    finished = set(zip(done["net"], done["seed"].astype(int))) if len(done) else set()
+    todo = [(net, seed) for net in nets for seed in seeds if (net.name, seed) not in finished]
+    todo.sort(key=lambda job: (job[0].r ** 2 * job[0].d * job[0].w ** 2, job[1]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"command": command, "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "protocol": {**dataclasses.asdict(protocol), "data": spec_summary(protocol.data)},
+            "panel_version": PANEL_VERSION, "cpus": os.cpu_count()}
+    _write_json(out.with_suffix(".json"), meta)
+    rows = done.to_dict(orient="records")
+    if not todo:
+        return done
+    context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    with ProcessPoolExecutor(max(1, processes), mp_context=context) as pool:
+        futures = {pool.submit(train_net, net, protocol, seed): (net, seed) for net, seed in todo}
+        for future in as_completed(futures):
+            net, seed = futures[future]
+            new = future.result()
+            rows += new
+            frame = pd.DataFrame(rows, columns=COLUMNS).sort_values(["net", "seed", "epoch"])
+            temporary = out.with_suffix(".tmp")
+            frame.to_csv(temporary, index=False)
+            os.replace(temporary, out)
+            print(f"{protocol.name} {net.name} seed {seed}: top-1 by epoch "
+                  f"{[round(row['top1'], 3) for row in new]} in {new[-1]['seconds']:.0f} s", file=log, flush=True)
+    return read_runs(out)
+
+
+def read_runs(path: Path) -> "pd.DataFrame":
+    """A recording written by :func:`record`.
+
+    Raises:
+        UserError: a missing or unreadable file, or one without the expected columns.
+    """
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the recording {path} ({exc}): record it with tinyray bench proxy")
+    missing = [column for column in ("net", "r", "d", "w", "flops", "seed", "epoch", "top1", "val_size")
+               if column not in frame.columns]
+    if missing:
+        raise UserError(f"{path} lacks the columns {missing}: it is not a tinyray bench proxy recording")
+    return frame
+
+
+def check_comparable(proxy: Protocol, reference: "pd.DataFrame") -> None:
+    """Refuse a reference recorded for another task, recipe or panel than ``proxy`` is judged against.
+
+    Raises:
+        UserError: naming what differs, and how to re-record.
+    """
+    from tinyray.data import SYNTHETIC_VERSION
+
+    expected = reference_protocol(proxy)
+    first = reference.iloc[0]
+    wanted = {"train_size": expected.data.train_size, "recipe": _recipe_name(expected), "epochs": expected.epochs,
+              "data_version": SYNTHETIC_VERSION, "panel_version": PANEL_VERSION}
+    different = {key: (first[key], value) for key, value in wanted.items() if str(first[key]) != str(value)}
+    if different:
+        raise UserError(
+            "the shipped reference was recorded for another proxy (recorded, wanted: "
+            + ", ".join(f"{key} {old} vs {new}" for key, (old, new) in different.items())
+            + "): re-record it with tinyray bench proxy --reference"
+        )
+
+
+def _write_json(path: Path, value: Any) -> None:
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Analysis
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def chance_band(num_classes: int, val_size: int, sds: float = 2.0) -> float:
+    """The highest top-1 that is still chance: ``1/k + sds * sqrt(p (1 - p) / n)`` on ``n`` validation images."""
+    p = 1.0 / num_classes
+    return p + sds * math.sqrt(p * (1 - p) / max(1, val_size))
+
+
+@dataclass
+class Fidelity:
+    """What :func:`analyse` found.
+
+    Attributes:
+        by_epoch: one row per proxy epoch: ``epoch, rho, rho_sd, tau, tau_sd, at_chance, nets, seeds`` (rho and
+            tau against the reference, mean and sd over the proxy's seeds; ``at_chance``: panel networks within
+            two binomial sds of chance at that epoch, summed over seeds).
+        nets: one row per panel network: its point, FLOPs, reference top-1, proxy top-1 per epoch (seed mean).
+        reference_range: ``min, median, max`` of the reference top-1 over the panel.
+        seed_rho: Spearman's rho between the two proxy seeds' final top-1 (the proxy's own noise), or NaN.
+        seed_sd: median over the panel of the sd of the final proxy top-1 across seeds.
+        importance: :func:`tinyray.report.importance` of r, d, w on the reference.
+        chance: the chance band used for ``at_chance``.
+    """
+
+    by_epoch: "pd.DataFrame"
+    nets: "pd.DataFrame"
+    reference_range: tuple[float, float, float]
+    seed_rho: float
+    seed_sd: float
+    importance: "pd.DataFrame"
+    chance: float
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.by_epoch.iloc[-1].to_dict()
+
+    @property
+    def first(self) -> dict[str, Any]:
+        return self.by_epoch.iloc[0].to_dict()
+
+    def verdicts(self) -> list[str]:
+        """One line per target of issue 12, met or missed."""
+        final, first = self.final, self.first
+        low, _, high = self.reference_range
+        return [
+            f"final top-1 vs reference: rho {final['rho']:.3f} (target >= {TARGET_FINAL_RHO}): "
+            + ("met" if final["rho"] >= TARGET_FINAL_RHO else "MISSED"),
+            f"epoch-1 top-1 vs reference: rho {first['rho']:.3f} (target >= {TARGET_EPOCH1_RHO}): "
+            + ("met" if first["rho"] >= TARGET_EPOCH1_RHO else "MISSED"),
+            f"panel networks at chance after epoch 1: {int(first['at_chance'])} (target 0): "
+            + ("met" if first["at_chance"] == 0 else "MISSED"),
+            f"reference top-1 from {low:.3f} to {high:.3f} (neither saturated nor at chance: "
+            + ("met" if high < 0.97 and low > self.chance else "MISSED") + ")",
+        ]
+
+    def table(self) -> str:
+        lines = ["epoch  rho(proxy, reference)  tau(proxy, reference)  at chance"]
+        for row in self.by_epoch.itertuples():
+            lines.append(f"{row.epoch:>5}  {row.rho:.3f} +- {row.rho_sd:.3f}         {row.tau:.3f} +- {row.tau_sd:.3f}"
+                         f"         {row.at_chance}/{row.nets * row.seeds}")
+        low, middle, high = self.reference_range
+        lines.append(f"reference top-1: min {low:.3f}, median {middle:.3f}, max {high:.3f} over {len(self.nets)} networks")
+        lines.append(f"proxy noise: seed-to-seed rho {self.seed_rho:.3f}, median sd of final top-1 {self.seed_sd:.3f}")
+        pooled = self.importance[self.importance["group"] == "within bins"]
+        if len(pooled):
+            row = pooled.iloc[0]
+            lines.append(f"on the reference, at similar FLOPs: Spearman rho of r {row['rho_r']:+.2f}, d "
+                         f"{row['rho_d']:+.2f}, w {row['rho_w']:+.2f} with top-1")
+        return "\n".join(lines + self.verdicts())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"by_epoch": self.by_epoch.to_dict(orient="records"), "nets": self.nets.to_dict(orient="records"),
+                "reference_range": list(self.reference_range), "seed_rho": self.seed_rho, "seed_sd": self.seed_sd,
+                "importance": self.importance.to_dict(orient="records"), "chance": self.chance,
+                "verdicts": self.verdicts()}
+
+
+def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int = 10) -> Fidelity:
+    """Compare proxy runs with reference runs of the same panel (see the module docstring).
+
+    Args:
+        proxy: rows of :func:`record` under the proxy protocol (any number of seeds).
+        reference: rows under the reference protocol; its last epoch is the reference top-1 (mean over seeds).
+        num_classes: classes of the task (for chance).
+
+    Raises:
+        UserError: when the two share fewer than 5 networks.
+    """
+    import pandas as pd
+    from scipy.stats import kendalltau, spearmanr
+
+    from tinyray.report import importance
+
+    last = reference[reference["epoch"] == reference["epoch"].max()]
+    target = last.groupby("net")["top1"].mean()
+    common = sorted(set(target.index) & set(proxy["net"]))
+    if len(common) < 5:
+        raise UserError(f"the proxy and reference recordings share {len(common)} networks: need at least 5")
+    proxy = proxy[proxy["net"].isin(common)]
+    chance = chance_band(num_classes, int(proxy["val_size"].iloc[0]))
+    rows = []
+    for epoch, at_epoch in proxy.groupby("epoch", sort=True):
+        rhos, taus = [], []
+        for _, run in at_epoch.groupby("seed"):
+            run = run.set_index("net")["top1"].reindex(common)
+            if run.isna().any():
+                continue
+            rhos.append(float(spearmanr(run, target[common]).statistic))
+            taus.append(float(kendalltau(run, target[common]).statistic))
+        rows.append({"epoch": int(epoch), "rho": _mean(rhos), "rho_sd": _sd(rhos), "tau": _mean(taus),
+                     "tau_sd": _sd(taus), "at_chance": int((at_epoch["top1"] <= chance).sum()), "nets": len(common),
+                     "seeds": at_epoch["seed"].nunique()})
+    by_epoch = pd.DataFrame(rows)
+    final_epoch = proxy["epoch"].max()
+    wide = proxy.pivot_table(index="net", columns="epoch", values="top1", aggfunc="mean")
+    wide.columns = [f"proxy_top1_e{c}" for c in wide.columns]
+    points = proxy.drop_duplicates("net").set_index("net")[["kind", "r", "d", "w", "flops"]]
+    nets = points.join(target.rename("reference_top1")).join(wide).reset_index().sort_values("flops")
+    finals = proxy[proxy["epoch"] == final_epoch].pivot_table(index="net", columns="seed", values="top1")
+    seed_rho = float(spearmanr(finals.iloc[:, 0], finals.iloc[:, 1]).statistic) if finals.shape[1] >= 2 else math.nan
+    seed_sd = float(finals.std(axis=1).median()) if finals.shape[1] >= 2 else math.nan
+    ref_points = points.join(target.rename("top1")).reset_index().assign(status="completed")
+    return Fidelity(
+        by_epoch=by_epoch, nets=nets,
+        reference_range=(float(target[common].min()), float(target[common].median()), float(target[common].max())),
+        seed_rho=seed_rho, seed_sd=seed_sd, importance=importance(ref_points), chance=chance,
+    )
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def _sd(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0 if values else math.nan
+    mean = _mean(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def plot(fidelity: Fidelity, path: Path) -> Path:
+    """Proxy top-1 (final epoch and epoch 1, seed mean) against the reference top-1, one point per panel network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = fidelity.nets
+    epochs = sorted(c for c in nets.columns if c.startswith("proxy_top1_e"))
+    figure, axis = plt.subplots(figsize=(6.5, 5))
+    for column, marker, label in ((epochs[0], "o", "after epoch 1"), (epochs[-1], "s", "after the last epoch")):
+        axis.scatter(nets["reference_top1"], nets[column], marker=marker, alpha=0.8, label=label)
+    axis.axhline(fidelity.chance, color="grey", linestyle=":", label="chance (+2 sd)")
+    axis.set_xlabel("reference top-1 (long training)")
+    axis.set_ylabel("proxy top-1 (a default search trial)")
+    final, first = fidelity.final, fidelity.first
+    axis.set_title(f"proxy fidelity: rho {final['rho']:.2f} (final), {first['rho']:.2f} (epoch 1)")
+    axis.legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def write_outputs(fidelity: Fidelity, out: Path) -> dict[str, Path]:
+    """``proxy_fidelity.csv`` (by epoch), ``proxy_nets.csv``, ``proxy_fidelity.json`` and ``proxy_fidelity.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"by_epoch": out / "proxy_fidelity.csv", "nets": out / "proxy_nets.csv",
+             "json": out / "proxy_fidelity.json", "plot": out / "proxy_fidelity.png"}
+    fidelity.by_epoch.to_csv(files["by_epoch"], index=False)
+    fidelity.nets.to_csv(files["nets"], index=False)
+    _write_json(files["json"], fidelity.to_json())
+    plot(fidelity, files["plot"])
+    return files
+
+
+__all__ = [
+    "PanelNet", "Protocol", "Fidelity", "panel", "default_protocol", "reference_protocol", "train_net", "record",
+    "read_runs", "check_comparable", "analyse", "chance_band", "plot", "write_outputs", "REFERENCE_FILE", "PROXY_FILE",
+]
