@@ -17,9 +17,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
-    data = DataSpec(train_size=300, val_size=100, cache_dir=root / "cache")
+    # Settings whose front has at least 3 points (the formula needs 3): enough images for the proxy to learn in
+    # two epochs, so accuracy grows with FLOPs instead of sitting at chance. Training is seeded and deterministic.
+    data = DataSpec(train_size=600, val_size=200, cache_dir=root / "cache")
     config = SearchConfig(
-        budget=60_000_000, name="e2e", storage=root / "results", data=data, trials=6, max_epochs=2,
+        budget=60_000_000, name="e2e", storage=root / "results", data=data, trials=8, max_epochs=2,
         grace_period=1, reduction_factor=2, pop_size=4, seed=1, progress="quiet",
     )
     return run_search(config)
@@ -29,7 +31,7 @@ def test_outputs_on_disk(finished):
     results = finished.results_dir
     trials = pd.read_csv(results / "trials.csv")
     front = pd.read_csv(results / "front.csv")
-    assert len(trials) == 6
+    assert len(trials) == 8
     assert set(trials["status"]) <= {"completed", "early-stopped", "failed"}
     assert (trials["status"] != "failed").all()
     assert trials["trial_id"].is_unique
@@ -89,10 +91,7 @@ def test_formula_is_fitted_published_and_answers_the_budget(finished):
     from tinyray.formula import MIN_POINTS, Formula
 
     results = finished.results_dir
-    if len(finished.front) < MIN_POINTS:
-        assert finished.formula is None and "needs 3" in finished.formula_note
-        assert not (results / "formula.json").exists()
-        return
+    assert len(finished.front) >= MIN_POINTS, finished.front
     formula = Formula.load(results / "formula.json")
     assert len(formula.points) == len(finished.front) and formula.num_classes == 10
     answer = finished.formula["answer"]

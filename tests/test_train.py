@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import asdict, replace
 
 import pytest
@@ -54,7 +55,7 @@ def numbers(result: TrainResult) -> list[tuple[float, float, float, float]]:
 @pytest.mark.slow
 def test_small_candidate_learns_well_above_chance(space, demo_data):
     result = train_candidate(space, 0.5, 0.5, 0.5, demo_data, epochs=3, threads=2)
-    assert result.resolution == 32 and result.batch_size == 64
+    assert result.resolution == 32 and result.batch_size == 16
     assert result.epochs_trained == 3 and [e.epoch for e in result.history] == [1, 2, 3]
     assert result.final_top1 > 2 * CHANCE
     assert result.best_top1 == max(e.top1 for e in result.history)
@@ -69,6 +70,20 @@ def test_accuracy_rises_with_resolution(space, demo_data):
     assert (low.resolution, high.resolution) == (16, 64)
     # The gratings that tell half the classes apart are lost at 16 px; measured 0.3 vs 0.6.
     assert high.final_top1 > low.final_top1 + 0.1
+
+
+def test_default_proxy_is_above_chance_after_one_epoch(space, tmp_path):
+    """A default search trial's first rung sees signal (issue 12): a small network, the default data and recipe,
+    the default 3-epoch schedule, stopped after its first epoch, is above chance by more than binomial noise."""
+    from tinyray.fidelity import chance_band, default_protocol
+
+    protocol = default_protocol()
+    data = load_data(replace(protocol.data, cache_dir=tmp_path))
+    seen = []
+    result = train_candidate(space, 0.5, 0.5, 0.5, data, epochs=protocol.epochs, recipe=protocol.recipe,
+                             threads=protocol.threads, callback=lambda epoch, _: seen.append(epoch) or True)
+    assert result.stopped_early and len(seen) == 1
+    assert result.final_top1 > chance_band(data.num_classes, protocol.data.val_size)
 
 
 # ---- reproducibility, callbacks, resume ----------------------------------------------------------------------
