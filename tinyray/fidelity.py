@@ -115,13 +115,14 @@ def default_protocol(data: "DataSpec | None" = None) -> Protocol:
 
 
 def reference_recipe() -> "Recipe":
-    """The reference's recipe: the proxy recipe of 2026-11-29 (AdamW 2.5e-3 at batch 16, cosine, precise BN),
+    """The reference's recipe: the proxy recipe of 2026-11-29 (AdamW 2.5e-3 at batch 16, cosine, precise BN,
+    residual blocks starting as the identity),
     written out here so that tuning the proxy recipe later does not silently change what it is judged against."""
     from tinyray.train import Recipe
 
     return Recipe(name="reference", optimizer="adamw", lr=2.5e-3, lr_batch=16, batch_size=16, weight_decay=0.05,
                   schedule="cosine", warmup_epochs=0.3, warmup_lr=1e-5, label_smoothing=0.1, grad_clip=5.0,
-                  precise_bn_images=256)
+                  precise_bn_images=256, zero_init_last=True)
 
 
 def reference_protocol(proxy: Protocol | None = None) -> Protocol:

@@ -77,6 +77,11 @@ class Recipe:
             training left behind; 0 keeps the running averages. A short run changes its weights too fast for
             running averages to follow (measured: every network at chance after the first epoch of the old
             proxy, 0.14-0.18 top-1 with the statistics recomputed).
+        zero_init_last: start every residual block as the identity by zeroing the scale of its last BatchNorm
+            (Goyal et al., 2017; timm does it for ResNets), so that a deep network trains from its first steps
+            like a shallow one instead of stalling (measured on r=0.95 d=1.07 w=0.25, 3 proxy epochs: top-1 0.09,
+            0.17, 0.23 without, 0.22, 0.30, 0.32 with; a deep thin corner of the cube did not learn at all in a
+            10x longer training without it).
     """
 
     name: str
@@ -101,6 +106,7 @@ class Recipe:
     ema_decay: float | None = None
     grad_clip: float | None = None
     precise_bn_images: int = 0
+    zero_init_last: bool = False
 
     def learning_rate(self, batch_size: int) -> float:
         """Peak learning rate at ``batch_size``: ``lr * batch_size / lr_batch``."""
@@ -121,6 +127,7 @@ RECIPES: dict[str, Recipe] = {
         label_smoothing=0.1,
         grad_clip=5.0,
         precise_bn_images=256,
+        zero_init_last=True,
     ),
     "paper": Recipe(
         name="paper",
@@ -218,7 +225,8 @@ def make_model(space: SearchSpace, r: float, d: float, w: float, num_classes: in
 
     timm's EfficientNet init draws the classifier from U(+-1/sqrt(num_classes)), sized for 1000 classes; with 10
     classes the first logits would spread over ~4 nats and the first epoch be spent shrinking them, so the
-    classifier starts at zero (every class equally likely).
+    classifier starts at zero (every class equally likely). With ``recipe.zero_init_last`` every residual block
+    starts as the identity (:func:`zero_init_residuals`).
     """
     import torch.nn as nn
 
@@ -233,7 +241,26 @@ def make_model(space: SearchSpace, r: float, d: float, w: float, num_classes: in
         bn_momentum=recipe.bn_momentum,
     )
     nn.init.zeros_(model.get_classifier().weight)
+    if recipe.zero_init_last:
+        zero_init_residuals(model)
     return model
+
+
+def zero_init_residuals(model: "torch.nn.Module") -> int:
+    """Zero the scale of the last BatchNorm of every block with a skip connection; returns how many.
+
+    timm's EfficientNet blocks keep the skip decision in ``has_skip`` and end with ``bn3`` (inverted residual) or
+    ``bn2`` (depthwise-separable); a test fails loudly if timm renames them.
+    """
+    import torch.nn as nn
+
+    count = 0
+    for module in model.modules():
+        if getattr(module, "has_skip", False):
+            last = module.bn3 if hasattr(module, "bn3") else module.bn2
+            nn.init.zeros_(last.weight)
+            count += 1
+    return count
 
 
 def make_optimizer(model: "torch.nn.Module", recipe: Recipe, batch_size: int) -> "torch.optim.Optimizer":
@@ -588,4 +615,5 @@ __all__ = [
     "train_candidate",
     "evaluate",
     "recalibrate_batchnorm",
+    "zero_init_residuals",
 ]
