@@ -273,6 +273,8 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
         if args.reference or args.data or args.nets:
             raise UserError("--recorded analyses the shipped recordings: drop --reference, --data and --nets")
         proxy, reference = fidelity.read_runs(fidelity.PROXY_FILE), fidelity.read_runs(fidelity.REFERENCE_FILE)
+        fidelity.check_comparable(fidelity.default_protocol(), reference)
+        fidelity.check_proxy_runs(fidelity.default_protocol(), proxy)
     else:
         nets = fidelity.panel()[: args.nets] if args.nets else fidelity.panel()
         protocol = fidelity.default_protocol(resolve_data(args.data) if args.data else None)

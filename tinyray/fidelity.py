@@ -55,6 +55,8 @@ REFERENCE_SEEDS = (0,)
 BENCHDATA = Path(__file__).parent / "benchdata"
 REFERENCE_FILE = BENCHDATA / "proxy_reference.csv"
 PROXY_FILE = BENCHDATA / "proxy_runs.csv"
+#: The analysis of the shipped recordings (what the README quotes; a test recomputes it).
+FIDELITY_FILE = BENCHDATA / "proxy_fidelity.json"
 #: The targets of issue 12: rho of the final proxy top-1 and of the epoch-1 top-1 against the reference.
 TARGET_FINAL_RHO = 0.85
 TARGET_EPOCH1_RHO = 0.6
@@ -307,6 +309,29 @@ def check_comparable(proxy: Protocol, reference: "pd.DataFrame") -> None:
         )
 
 
+def check_proxy_runs(proxy: Protocol, runs: "pd.DataFrame") -> None:
+    """Refuse proxy runs recorded under another protocol than ``proxy`` (today's defaults, when shipped).
+
+    Raises:
+        UserError: naming what differs, and how to record them again.
+    """
+    from tinyray.data import SYNTHETIC_VERSION
+    from tinyray.train import get_recipe
+
+    first = runs.iloc[0]
+    recipe = get_recipe(proxy.recipe)
+    wanted = {"train_size": proxy.data.train_size, "val_size": proxy.data.val_size, "recipe": recipe.name,
+              "epochs": proxy.epochs, "batch_size": proxy.batch_size or recipe.batch_size,
+              "data_version": SYNTHETIC_VERSION, "panel_version": PANEL_VERSION}
+    different = {key: (first[key], value) for key, value in wanted.items() if str(first[key]) != str(value)}
+    if different:
+        raise UserError(
+            "the proxy runs were recorded under another protocol (recorded, wanted: "
+            + ", ".join(f"{key} {old} vs {new}" for key, (old, new) in different.items())
+            + "): record them again with tinyray bench proxy"
+        )
+
+
 def _write_json(path: Path, value: Any) -> None:
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(value, indent=2, default=str) + "\n")
@@ -494,5 +519,5 @@ def write_outputs(fidelity: Fidelity, out: Path) -> dict[str, Path]:
 
 __all__ = [
     "PanelNet", "Protocol", "Fidelity", "panel", "default_protocol", "reference_protocol", "train_net", "record",
-    "read_runs", "check_comparable", "analyse", "chance_band", "plot", "write_outputs", "REFERENCE_FILE", "PROXY_FILE",
+    "read_runs", "check_comparable", "check_proxy_runs", "analyse", "chance_band", "plot", "write_outputs", "REFERENCE_FILE", "PROXY_FILE",
 ]
