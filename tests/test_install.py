@@ -1,4 +1,5 @@
-"""A built wheel works without the source tree: `pip install .` (not `-e`) gives a tinyray that can search.
+"""What ships and what does not: a built wheel works without the source tree (`pip install .`, not `-e`), and the
+files that running tinyray writes in a checkout are ignored, not committed.
 
 The wheel is built from a copy of the tracked sources and installed with ``--no-deps`` into a fresh virtual
 environment. That environment sees the dependencies (torch, Ray, MLflow...) of the one running the tests through a
@@ -21,9 +22,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
 
 def _copy_sources(target: Path) -> Path:
     """The tracked files of the repository (no build/, egg-info or results left over from other builds)."""
@@ -71,12 +69,16 @@ def _run(installed, *argv: str, timeout: float = 900) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_the_installed_package_is_the_wheel_not_the_source_tree(installed):
     done = _run(installed, "python", "-c", "import tinyray; print(tinyray.__file__)")
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()).resolve().is_relative_to(installed["site"].resolve())
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_installed_flops_reads_the_shipped_space(installed):
     done = _run(installed, "tinyray", "flops", "--r", "0.84", "--d", "1.1", "--w", "0.75", "--json")
     assert done.returncode == 0, done.stderr
@@ -84,6 +86,8 @@ def test_installed_flops_reads_the_shipped_space(installed):
     assert data["resolution"] == 188 and data["params"] == 3_730_562
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_installed_two_trial_search_runs(installed):
     storage = installed["cwd"] / "results"
     done = _run(installed, "tinyray", "search", "--budget", "200M", "--data", "synthetic:300/100", "--trials", "2",
@@ -92,3 +96,12 @@ def test_installed_two_trial_search_runs(installed):
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["trials"] == 2
     assert (storage / "b200M" / "trials.csv").is_file()
+
+
+@pytest.mark.parametrize("made_by_running", ["mlflow.db", "mlartifacts/run/file", "tinyray-bench/bench/x",
+                                             "tinyray-results/b200M/trials.csv"])
+def test_what_running_tinyray_writes_in_the_repository_is_ignored_not_committed(made_by_running):
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert made_by_running.split("/")[0] not in {line.split("/")[0] for line in tracked.splitlines()}
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "-q", made_by_running], cwd=REPO)
+    assert ignored.returncode == 0
