@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +172,17 @@ def test_cli_formula_fits_from_folder_and_finds_newest(space, tmp_path, capsys):
     assert find_formula(tmp_path) == folder / "formula.json"
     assert main(["formula", "--budget", "60M", "--storage", str(tmp_path)]) == 0
     assert "60M: r=" in capsys.readouterr().out
+
+
+def test_formula_command_prints_no_torch_jit_future_warning(tmp_path):
+    # linear_operator (under BoTorch) calls @torch.jit.script at import: a FutureWarning on every formula fit
+    synthetic_front().to_csv(tmp_path / "front.csv", index=False)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+    done = subprocess.run([sys.executable, "-m", "tinyray", "formula", "--budget", "150M", "--from", "front.csv"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "150M: r=" in done.stdout
+    assert "FutureWarning" not in done.stderr and "torch.jit" not in done.stderr
 
 
 @pytest.mark.parametrize("argv, message", [
