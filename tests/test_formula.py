@@ -185,6 +185,20 @@ def test_formula_command_prints_no_torch_jit_future_warning(tmp_path):
     assert "FutureWarning" not in done.stderr and "torch.jit" not in done.stderr
 
 
+def test_cli_formula_names_the_folder_it_read_not_the_one_it_was_fitted_in(space, tmp_path, capsys):
+    import shutil
+
+    (tmp_path / "there").mkdir()
+    original = _results_folder(tmp_path / "there", space)
+    fit_formula(load_front(original).points, space, NUM_CLASSES, source=str(original)).save(original / "formula.json")
+    copy = Path(shutil.copytree(original, tmp_path / "here" / "b100M"))
+    assert main(["formula", "--budget", "60M", "--from", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert f"tiny formula from {copy / 'formula.json'}:" in out and str(original) not in out
+    assert main(["formula", "--budget", "60M", "--storage", str(tmp_path / "here"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"] == str(copy / "formula.json")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["formula", "--budget", "100M", "--storage", "{empty}"], "no formula found"),
     (["formula", "--storage", "{empty}"], "give --budget"),

@@ -286,8 +286,13 @@ def _add_formula_source(parser: argparse.ArgumentParser) -> None:
     add("--num-classes", type=_int_at_least("--num-classes", 1), default=None, help="classifier outputs the answer's FLOPs count (default: the search's)")
 
 
-def _load_formula(args: argparse.Namespace) -> Any:
-    """The formula a ``formula``/``export`` command asks for (see :func:`_add_formula_source`)."""
+def _load_formula(args: argparse.Namespace) -> tuple[Any, str]:
+    """The formula a ``formula``/``export`` command asks for (see :func:`_add_formula_source`), and what was read.
+
+    What was read (the ``formula.json`` file, the front CSV or folder, the model URI) is named rather than the
+    formula's own ``source``, which records where the front was when it was fitted: a copied results folder or a
+    published model keeps the old path.
+    """
     import os
     from pathlib import Path
 
@@ -302,18 +307,18 @@ def _load_formula(args: argparse.Namespace) -> Any:
             from tinyray.tracking import local_tracking_uri
 
             tracking = local_tracking_uri(Path(args.storage))
-        return load_from_uri(args.model_uri, tracking)
+        return load_from_uri(args.model_uri, tracking), args.model_uri
     if args.source:
         source = Path(args.source).expanduser()
         if source.is_dir() and (source / "formula.json").is_file() and args.space is None:
-            return Formula.load(source / "formula.json")
+            return Formula.load(source / "formula.json"), str(source / "formula.json")
         front = load_front(source, space=args.space)
-        return fit_formula(front.points, front.space, front.num_classes, source=front.where)
+        return fit_formula(front.points, front.space, front.num_classes, source=front.where), front.where
     found = find_formula(Path(args.storage))
     if found is None:
         raise UserError(f"no formula found in {args.storage}: run 'tinyray search --budget 200M' first, "
                         f"or give --from RESULTS_DIR or --model-uri URI")
-    return Formula.load(found)
+    return Formula.load(found), str(found)
 
 
 def cmd_formula(args: argparse.Namespace) -> int:
@@ -322,17 +327,17 @@ def cmd_formula(args: argparse.Namespace) -> int:
     if not args.budget and not args.report:
         raise UserError("give --budget (e.g. --budget 150M) or --report")
     budgets = [parse_budget(text) for text in args.budget or []]
-    formula = _load_formula(args)
+    formula, read = _load_formula(args)
     answers = [formula.answer(budget, args.num_classes) for budget in budgets]
     low, high = formula.c_range
     curves = {target: f"gp {curve.inputs} {curve.kernel}" for target, curve in formula.curves.items()}
     if args.json:
-        print(json.dumps({"source": formula.source, "points": len(formula.points), "c_range": [low, high],
+        print(json.dumps({"source": read, "points": len(formula.points), "c_range": [low, high],
                           "curves": curves, "answers": [answer.as_dict() for answer in answers],
                           **({"loo": formula.loo} if args.report else {})}))
         return 0
     base = formula.base_flops
-    print(f"tiny formula from {formula.source or 'a published model'}: {len(formula.points)} front points, "
+    print(f"tiny formula from {read}: {len(formula.points)} front points, "
           f"c in [{low:.3f}, {high:.3f}] ({format_flops(low * base)}-{format_flops(high * base)} FLOPs); "
           f"r: {curves['r']}, d: {curves['d']}; bands are 95%")
     for answer in answers:
@@ -357,7 +362,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     budget = parse_budget(args.budget)
     out = check_out(Path(args.out))  # before the formula is loaded or anything trained
-    formula = _load_formula(args)
+    formula, _ = _load_formula(args)
     classes = args.num_classes or formula.num_classes
     state, extra = None, {}
     if args.train_epochs:

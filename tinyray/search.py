@@ -128,18 +128,9 @@ class SearchResult:
 
     def ui_command(self) -> str:
         """The command that opens the MLflow UI on this search's runs."""
-        import shlex
+        from tinyray.tracking import ui_command
 
-        from tinyray.tracking import experiment_page, local_tracking_uri
-
-        if self.tracking_uri.startswith(("http://", "https://")):
-            if not self.experiment_id:
-                return f"open {self.tracking_uri}"
-            return f"open '{experiment_page(self.tracking_uri, self.experiment_id)}'"
-        command = f"tinyray ui {shlex.quote(str(self.results_dir))}"
-        if self.tracking_uri != local_tracking_uri(self.config.storage):
-            command += f" --tracking-uri {shlex.quote(self.tracking_uri)}"
-        return command
+        return ui_command(self.results_dir, self.tracking_uri, self.experiment_id, self.config.storage)
 
     def counts(self) -> dict[str, int]:
         status = self.trials["status"].value_counts()

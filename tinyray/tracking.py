@@ -78,6 +78,28 @@ def local_artifact_root(storage: Path) -> str:
     return (Path(storage) / "mlartifacts").resolve().as_uri()
 
 
+def ui_command(results_dir: Path, tracking_uri: str, experiment_id: str | None, storage: Path) -> str:
+    """The command that opens the MLflow UI on a search's runs.
+
+    Args:
+        results_dir: the search's results folder where it is now (a copied folder names the copy).
+        tracking_uri: the store the search logged to.
+        experiment_id: the search's MLflow experiment, if known.
+        storage: the results root the search ran with. Its ``mlflow.db`` is the default store, which ``tinyray ui``
+            finds next to the folder by itself, so no ``--tracking-uri`` is printed for it.
+    """
+    import shlex
+
+    if tracking_uri.startswith(("http://", "https://")):
+        if not experiment_id:
+            return f"open {tracking_uri}"
+        return f"open '{experiment_page(tracking_uri, experiment_id)}'"
+    command = f"tinyray ui {shlex.quote(str(results_dir))}"
+    if tracking_uri != local_tracking_uri(storage):
+        command += f" --tracking-uri {shlex.quote(tracking_uri)}"
+    return command
+
+
 def publish_command(results_dir: Path) -> str:
     """The command that sends a results folder to MLflow (see :mod:`tinyray.publish`)."""
     return f"tinyray publish {results_dir}"
