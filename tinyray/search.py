@@ -446,14 +446,12 @@ def _check_ray_address(address: str) -> None:
 
 def _trial_params(space: Any, data: Any) -> Any:
     from tinyray.cost import analytic_cost
-    from tinyray.cube import Candidate
 
-    def describe(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def describe(config: dict[str, Any]) -> dict[str, Any]:
         r, d, w = float(config["r"]), float(config["d"]), float(config["w"])
         cost = analytic_cost(space, r, d, w, data.num_classes)
-        params = {"r": r, "d": d, "w": w, "resolution": cost.resolution, "flops": cost.flops, "params": cost.params,
-                  "train_resolution": data.train_resolution(space, r)}
-        return Candidate(r, d, w).label, params
+        return {"r": r, "d": d, "w": w, "resolution": cost.resolution, "flops": cost.flops, "params": cost.params,
+                "train_resolution": data.train_resolution(space, r)}
 
     return describe
 
