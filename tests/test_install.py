@@ -105,3 +105,30 @@ def test_what_running_tinyray_writes_in_the_repository_is_ignored_not_committed(
     assert made_by_running.split("/")[0] not in {line.split("/")[0] for line in tracked.splitlines()}
     ignored = subprocess.run(["git", "check-ignore", "--no-index", "-q", made_by_running], cwd=REPO)
     assert ignored.returncode == 0
+
+
+def test_every_package_tinyray_imports_is_declared_in_pyproject():
+    import ast
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    imported: set[str] = set()
+    for path in (REPO / "tinyray").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"tinyray", "__future__"}
+    assert {"torch", "ray", "PIL", "scipy", "requests"} <= third_party  # the scan sees imports inside functions
+
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {normal(re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0]) for requirement in project["dependencies"]}
+    distributions = packages_distributions()
+    missing = {module: distributions.get(module) for module in third_party
+               if not {normal(name) for name in distributions.get(module, [])} & declared}
+    assert not missing, f"imported by tinyray but not declared in pyproject.toml: {missing}"
