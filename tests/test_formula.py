@@ -50,10 +50,30 @@ def test_fit_recovers_known_curves(formula):
     values = formula.curve_values(c)
     assert np.abs(values["r"] - true_r(c)).max() < 0.02
     assert np.abs(values["d"] - true_d(c)).max() < 0.02
-    # the truth lies mostly inside the band
-    inside = (values["r_lo"] <= true_r(c) + 1e-3) & (true_r(c) - 1e-3 <= values["r_hi"])
-    assert inside.mean() >= 0.6  # a 95% band of the latent curve, hyperparameters fitted on 12 points
     assert (values["r_hi"] > values["r_lo"]).all()
+
+
+def test_band_holds_95_percent_of_the_gp_posterior(formula):
+    import torch
+
+    from tinyray.formula import _features, _tensor
+
+    # inside the fitted range, where the space's bounds do not clamp the band
+    c = np.geomspace(0.06, 0.6, 5)
+    values = formula.curve_values(c)
+    draws = 4000
+    # one Bernoulli trial per posterior draw and point: coverage ~ Binomial(draws, 0.95) / draws
+    tolerance = 4 * np.sqrt(0.95 * 0.05 / draws)  # 0.014
+    torch.manual_seed(0)
+    for target in ("r", "d"):
+        curve = formula.curves[target]
+        assert (values[f"{target}_lo"] > formula.space.bounds()[target].low).all()
+        assert (values[f"{target}_hi"] < formula.space.bounds()[target].high).all()
+        x = _tensor(_features(c, curve.inputs)).reshape(-1, 1)
+        with torch.no_grad():
+            samples = curve.model.posterior(x).rsample(torch.Size([draws])).reshape(draws, -1).numpy()
+        inside = (values[f"{target}_lo"] <= samples) & (samples <= values[f"{target}_hi"])
+        assert np.abs(inside.mean(axis=0) - 0.95).max() < tolerance, (target, inside.mean(axis=0))
 
 
 def test_fit_prefers_log_c_on_log_shaped_curves(formula):
