@@ -4,7 +4,7 @@ Run (about 6 minutes on two idle CPU threads; the shipped table took 40 on a mac
 
     nice -n 10 python benchmarks/record_curves.py --processes 2 --out tinyray/benchdata/curves.csv
 
-The default grid is the 8 corners of the cube of ``search_spaces/efficientnet_b0.yaml`` (r and w at 0.25 and 1, d
+The default grid is the 8 corners of the cube of ``tinyray/search_spaces/efficientnet_b0.yaml`` (r and w at 0.25 and 1, d
 at 0.25 and 1.25), so the benchmark's accuracy is trilinear in (r, d, w) between measured networks. That is what
 the shipped table holds: a finer grid (e.g. ``--r 0.25 0.625 1 --d 0.25 0.75 1.25 --w 0.25 0.625 1``, about 45
 minutes on two idle threads) did not fit the machine time available when it was recorded.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tinyray.cli import main
+from tinyray.space import SPACES_DIR
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -142,7 +143,7 @@ def bad(tmp_path_factory):
     from PIL import Image
 
     root = tmp_path_factory.mktemp("bad")
-    good = (Path(__file__).resolve().parents[1] / "search_spaces" / "efficientnet_b0.yaml").read_text()
+    good = (SPACES_DIR / "efficientnet_b0.yaml").read_text()
     (root / "malformed.yaml").write_text("name: [unclosed\nblocks: 3\n")
     (root / "unknown.yaml").write_text(good + "colour: blue\n")
     (root / "wrongtype.yaml").write_text(good.replace("base_resolution: 224", "base_resolution: big"))

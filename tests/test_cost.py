@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -13,11 +14,20 @@ from tinyray.errors import UserError
 
 
 def _cube_points(space, count: int, seed: int):
+    """The 8 corners of the (r, d, w) cube, then ``count`` uniform points inside it."""
+    bounds = (space.r, space.d, space.w)
     rng = random.Random(seed)
-    points = [(b.low, b.low, b.low) for b in [space.r]] + [(space.r.high, space.d.high, space.w.high)]
+    points = list(itertools.product(*[(b.low, b.high) for b in bounds]))
     for _ in range(count):
-        points.append(tuple(rng.uniform(b.low, b.high) for b in (space.r, space.d, space.w)))
+        points.append(tuple(rng.uniform(b.low, b.high) for b in bounds))
     return points
+
+
+def test_cube_points_reach_every_bound_of_every_multiplier(space):
+    points = _cube_points(space, 0, seed=0)
+    assert len(set(points)) == 8
+    for axis, bounds in enumerate((space.r, space.d, space.w)):
+        assert {point[axis] for point in points} == {bounds.low, bounds.high}
 
 
 @pytest.mark.parametrize("num_classes", [1000, 10])

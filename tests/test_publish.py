@@ -24,7 +24,7 @@ import pytest
 from tinyray.cli import main
 from tinyray.errors import UserError
 from tinyray.publish import publish
-from tinyray.tracking import EPOCH_METRICS, Tracker, local_tracking_uri, read_journal
+from tinyray.tracking import EPOCH_METRICS, Tracker, local_tracking_uri, read_journal, trial_run_name
 
 BUDGET = 100_000_000
 NUM_CLASSES = 10
@@ -200,6 +200,11 @@ def test_publish_onto_an_empty_local_store_then_nothing_twice(space, tmp_path, c
     assert first.model_registered and first.model_uri == "models:/tinynet-formula-hand/1"
     client = MlflowClient(tracking_uri=uri)
     state = check_published(client, results)
+    names = {run["tags"]["trial_id"]: run["tags"]["mlflow.runName"] for run in state.values()
+             if run["tags"]["tinyray.kind"] == "trial"}
+    trials = pd.read_csv(results / "trials.csv", dtype={"trial_id": str})
+    assert names == {row.trial_id: trial_run_name(row.trial_id, row.r, row.d, row.w) for row in trials.itertuples()}
+    assert names["hand00001"] == "r0.50-d0.50-w0.45-hand00001"
     early = [run for run in state.values() if run["tags"].get("status") == "early-stopped"]
     assert len(early) == 1 and early[0]["history"]["top1"] == [1]
 

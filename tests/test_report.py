@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -109,15 +112,18 @@ def test_best_per_budget_and_budgets_in_range():
     assert list(best["trial_id"]) == ["b", "c", "d"]  # the early-stopped 0.99 never counts
 
 
-def write_results(folder, trials: pd.DataFrame, formula: bool = True) -> None:
+def write_results(folder, trials: pd.DataFrame, formula: bool = True, tracking_uri: str | None = None) -> None:
     from tinyray.front import front_table
+    from tinyray.tracking import local_tracking_uri, ui_command
 
     folder.mkdir(parents=True, exist_ok=True)
     trials.to_csv(folder / "trials.csv", index=False)
     front_table(trials).to_csv(folder / "front.csv", index=False)
-    (folder / "summary.json").write_text(json.dumps({
+    tracking_uri = tracking_uri or local_tracking_uri(folder.parent)
+    (folder / "summary.json").write_text(json.dumps({  # the keys a search writes that the report reads
         "version": 1, "name": folder.name, "budget": 60_000_000, "hypervolume": 0.4321, "wall_seconds": 90.0,
-        "ui_command": f"tinyray ui {folder}",
+        "results_dir": str(folder), "tracking_uri": tracking_uri, "experiment_id": "1",
+        "ui_command": ui_command(folder, tracking_uri, "1", folder.parent),
     }))
     if formula:
         import matplotlib
@@ -151,6 +157,27 @@ def test_report_is_one_self_contained_page_with_every_section(tmp_path):
     assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)  # front, formula, importance
     assert "<link" not in page and "http://" not in page and "https://" not in page
     assert "60M FLOPs" in page and "0.4321" in page
+
+
+@pytest.mark.parametrize("tracking_uri, option", [
+    (None, ""),  # the default store next to the results: `tinyray ui` finds it from the folder
+    ("sqlite:////srv/mlflow/runs.db", " --tracking-uri sqlite:////srv/mlflow/runs.db"),
+])
+def test_report_of_a_copied_folder_browses_the_copy(tmp_path, tracking_uri, option):
+    original = tmp_path / "there" / "b60M"
+    write_results(original, make_trials(), formula=False, tracking_uri=tracking_uri)
+    copy = Path(shutil.copytree(original, tmp_path / "here" / "b60M"))
+    page = write_report(copy).read_text()
+    browse = re.search(r"<dt>browse the runs</dt><dd>([^<]*)</dd>", page)
+    assert html.unescape(browse.group(1)) == f"tinyray ui {copy}{option}"
+    assert str(original) not in page
+
+
+def test_report_of_a_search_on_a_server_opens_its_page(tmp_path):
+    folder = tmp_path / "s" / "b60M"
+    write_results(folder, make_trials(), formula=False, tracking_uri="http://127.0.0.1:5000")
+    page = write_report(folder).read_text()
+    assert "<dt>browse the runs</dt><dd>open &#x27;http://127.0.0.1:5000/#/experiments/1" in page
 
 
 def test_report_without_formula_or_summary_still_reads(tmp_path):

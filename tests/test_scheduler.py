@@ -102,13 +102,19 @@ def test_state_round_trip_continues_with_the_same_decisions():
     stream = [(f"t{i % 12}", int(rng.choice([1, 3, 5])), float(rng.uniform()), int(rng.integers(1, 500)))
               for i in range(40)]
     straight = MOASHA(9, 1, 3)
-    first = [straight.on_result(*item) for item in stream[:20]]
+    for item in stream[:20]:
+        straight.on_result(*item)
     state = json.loads(json.dumps(straight.to_dict()))
     assert state["version"] == 1
     restored = MOASHA.from_dict(state)
     assert restored.to_dict() == straight.to_dict()
-    assert [restored.on_result(*item) for item in stream[20:]] == [straight.on_result(*item) for item in stream[20:]]
-    assert first  # the stream did record results
+    fresh = MOASHA(9, 1, 3)
+    after_restore = [restored.on_result(*item) for item in stream[20:]]
+    expected = [straight.on_result(*item) for item in stream[20:]]
+    assert after_restore == expected
+    assert STOP in expected and CONTINUE in expected
+    # the saved rungs decide: a scheduler without them decides the same stream differently
+    assert [fresh.on_result(*item) for item in stream[20:]] != expected
 
 
 def test_from_dict_rejects_other_versions_and_damaged_states():

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tinyray.errors import UserError
-from tinyray.space import SPACES_DIR, load_space, resolve_space_path
+from tinyray.space import SPACES_DIR, available_spaces, load_space, resolve_space_path
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -41,6 +41,22 @@ def test_name_and_path_resolve_to_the_same_file(tmp_path):
     path = _write(tmp_path, (SPACES_DIR / "efficientnet_b0.yaml").read_text())
     assert by_name == SPACES_DIR / "efficientnet_b0.yaml"
     assert load_space(str(path)).blocks == load_space("efficientnet_b0").blocks
+
+
+def test_shipped_spaces_are_package_data_inside_tinyray():
+    import tinyray
+
+    assert SPACES_DIR.parent == Path(tinyray.__file__).resolve().parent
+    assert "efficientnet_b0" in available_spaces()
+
+
+def test_a_users_search_spaces_folder_is_found_by_name_first(tmp_path, monkeypatch):
+    raw = _base()
+    raw["name"] = "mine"
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "search_spaces" / "efficientnet_b0.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    assert load_space("efficientnet_b0").name == "mine"
 
 
 def _mutate(change):

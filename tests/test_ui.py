@@ -1,7 +1,7 @@
 """In a real browser: the MLflow UI that ``tinyray ui`` serves lists the trials with their columns, and the report reads.
 
-The store is made the way a search makes it: the search's own tracking start, the Tune tracking callback fed
-trial events, and the search's own ending (``_finish``: trials.csv, the front, the report, the tags). Headless
+The store is made by a real search (two trials of one epoch on a small built-in dataset, a local Ray, the local
+MLflow store), so the runs, the report and the tags are what users get. Headless
 Chromium (Debian's ``chromium``) renders the pages; screenshots are kept in ``$TINYRAY_TEST_ARTIFACTS`` (or the
 test's temporary folder) and their paths printed. Without Chromium the tests skip, unless
 ``TINYRAY_REQUIRE_BROWSER=1`` (as ``.ci/run`` sets), where they fail. The last tests (finding the store, the
@@ -17,28 +17,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 
 from tinyray.errors import UserError
-from tinyray.search import TRIAL_COLUMNS, SearchConfig, _finish, _start_tracking, _trial_params
+from tinyray.search import SearchConfig, run_search
+from tinyray.tracking import trial_run_name
 from tinyray.ui import check_port, experiment_url, find_store, serve, start_server
 
 
 NAME = "b60M"
-# (r, d, w), final top-1, epochs trained, how the trial ends
-TRIALS = [
-    ((0.50, 0.60, 0.50), 0.41, 2, "completed"),
-    ((0.70, 0.40, 0.45), 0.47, 2, "completed"),
-    ((0.35, 1.00, 0.60), 0.38, 2, "completed"),
-    ((0.60, 0.80, 0.35), 0.22, 1, "early-stopped"),
-    ((0.45, 0.50, 0.70), None, 0, "failed"),
-]
 COLUMNS = ["top1", "flops", "params", "resolution", "r", "d", "w", "epochs"]
 
 
@@ -83,44 +73,15 @@ def browse(url: str, *, screenshot: Path | None = None, until=None, size: str = 
 
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
-    """A store and results folder holding one finished search of five trials, made by the search's own code."""
-    from tinyray.cost import analytic_cost
-    from tinyray.cube import Candidate
-    from tinyray.data import DataSpec, load_data
-    from tinyray.space import load_space
-    from tinyray.tracking import make_tracking_callback
+    """A store and results folder holding one finished search: a real two-trial search with Ray and MLflow."""
+    from tinyray.data import DataSpec
+    from tinyray.tracking import trial_run_name
 
     root = tmp_path_factory.mktemp("ui")
-    config = SearchConfig(budget=60_000_000, name=NAME, storage=root / "results", trials=len(TRIALS), max_epochs=2,
-                          progress="quiet")
-    config.results_dir.mkdir(parents=True)
-    space = load_space()
-    data = load_data(DataSpec(train_size=20, val_size=10, cache_dir=root / "cache"))
-    tracker, parent, uri = _start_tracking(config, config.results_dir, None, {
-        "budget": config.budget, "budget_text": "60M", "data": data.name, "searcher": "nsga3", "seed": 0,
-    })
-    callback = make_tracking_callback(tracker, parent, config.max_epochs, _trial_params(space, data))
-    rows = []
-    for number, ((r, d, w), top1, epochs, status) in enumerate(TRIALS):
-        trial = SimpleNamespace(trial_id=f"trial{number}", config={"r": r, "d": d, "w": w}, last_result={},
-                                error_file="" if status != "failed" else "/tmp/error.txt")
-        callback.on_trial_start(0, [], trial)
-        for epoch in range(1, epochs + 1):
-            result = {"training_iteration": epoch, "top1": top1 * epoch / epochs, "val_loss": 2.0 / epoch,
-                      "train_loss": 2.1 / epoch}
-            callback.on_trial_result(0, [], trial, result)
-            trial.last_result = result
-        if status == "failed":
-            callback.on_trial_error(0, [], trial)
-        else:
-            callback.on_trial_complete(0, [], trial)
-        cost = analytic_cost(space, r, d, w, data.num_classes)
-        rows.append({"trial_id": trial.trial_id, "r": r, "d": d, "w": w, "resolution": cost.resolution,
-                     "train_resolution": data.train_resolution(space, r), "flops": cost.flops, "params": cost.params,
-                     "epochs": epochs, "top1": top1, "status": status, "node_id": "node", "train_seconds": 1.0})
-    result = _finish(config, pd.DataFrame(rows, columns=TRIAL_COLUMNS), tracker, parent, uri, time.monotonic(), space,
-                     data.num_classes)
-    result.labels = {Candidate(r, d, w).label for (r, d, w), *_ in TRIALS}
+    config = SearchConfig(budget=60_000_000, name=NAME, storage=root / "results", trials=2, max_epochs=1,
+                          data=DataSpec(train_size=300, val_size=100, cache_dir=root / "cache"), progress="quiet")
+    result = run_search(config)
+    result.labels = {trial_run_name(row.trial_id, row.r, row.d, row.w) for row in result.trials.itertuples()}
     return result
 
 
@@ -159,10 +120,12 @@ def test_runs_table_lists_every_trial_with_its_columns(search, server, artifacts
         assert f"metrics.`{key}`" in columns
     assert {"tags.`status`", "tags.`on_front`", "attributes.`Run Name`"} <= columns
     # flat (trials not folded under the search's run), most accurate first
-    ranked = [f"r{r:.2f}-d{d:.2f}-w{w:.2f}" for (r, d, w), top1, *_ in sorted(TRIALS, key=lambda t: -(t[1] or -1))
-              if top1 is not None]
-    assert table_rows(dom)[: len(ranked)] == ranked
-    for status in ("completed", "early-stopped", "failed"):
+    trials = search.trials.sort_values("top1", ascending=False, kind="stable")
+    ranked = [trial_run_name(row.trial_id, row.r, row.d, row.w) for row in trials.itertuples()]
+    if trials["top1"].is_unique:  # equal top-1s may come in either order
+        assert table_rows(dom)[: len(ranked)] == ranked
+    assert sorted(table_rows(dom)[: len(ranked)]) == sorted(ranked)
+    for status in set(search.trials["status"]):
         assert f">{status}<" in dom
 
 
@@ -186,7 +149,8 @@ def test_report_page_renders_every_section(search, artifacts):
     for heading in ("tinyray search", "Accuracy / FLOPs front", "Which of r, d, w matters", "Best trial per budget"):
         assert heading in dom
     assert 'id="importance-table"' in dom and 'id="best-table"' in dom
-    assert len(re.findall(r'<img src="data:image/png;base64,', dom)) == 2  # front and importance (no formula here)
+    assert not (search.results_dir / "formula.json").exists()  # two trials: too few front points for a formula
+    assert len(re.findall(r'<img src="data:image/png;base64,', dom)) == 2  # front and importance
 
 
 @pytest.mark.slow
@@ -239,7 +203,7 @@ def test_store_holds_what_the_table_and_the_search_run_need(search):
     assert f"mlflow.sharedViewState.{RUNS_VIEW_KEY}" in experiment.tags
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     children = [run for run in client.search_runs([search.experiment_id]) if run.info.run_id != search.parent_run_id]
-    assert len(children) == len(TRIALS)
+    assert len(children) == len(search.trials) == 2
     for run in children:
         assert set(COLUMNS) - {"top1"} <= set(run.data.metrics)  # numbers to sort by, even for a failed trial
         assert run.data.metrics["flops"] == float(run.data.params["flops"])
@@ -247,8 +211,10 @@ def test_store_holds_what_the_table_and_the_search_run_need(search):
     description = parent.data.tags["mlflow.note.content"]
     for name in ("report.html", "trials.csv", "importance.png", "summary.json"):
         assert name in description
-    assert "3 completed, 1 early-stopped, 1 failed" in description
-    assert "3 completed, 1 early-stopped, 1 failed" in experiment.tags["mlflow.note.content"]
+    counts = search.counts()
+    told = f"{counts['completed']} completed, {counts['early-stopped']} early-stopped, {counts['failed']} failed"
+    assert told in description
+    assert told in experiment.tags["mlflow.note.content"]
     summary = (search.results_dir / "summary.json").read_text()
     assert '"version": 1' in summary and '"budget": 60000000' in summary
 

@@ -106,7 +106,7 @@ def _add_point(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--r", type=_positive_float("--r"), required=True, help="resolution multiplier (input side floor(224 r))")
     parser.add_argument("--d", type=_positive_float("--d"), required=True, help="depth multiplier (blocks per stage)")
     parser.add_argument("--w", type=_positive_float("--w"), required=True, help="width multiplier (channels)")
-    parser.add_argument("--space", default=None, help="search space: a name in search_spaces/ (default efficientnet_b0) or a YAML path")
+    parser.add_argument("--space", default=None, help="search space: a shipped space or a file in ./search_spaces/, by name (default efficientnet_b0), or a YAML path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,7 +308,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--budget", default=None, help="FLOPs budget: multiply-accumulates of one image, e.g. 200M, 1.2G, 2e8 (required unless --resume)")
     add("--name", default=None, help="search name: results folder, Tune and MLflow experiment (default: b<budget>, e.g. b200M)")
     add("--storage", default=str(defaults.storage), help=f"results root (default ./{defaults.storage}); on a cluster, a folder every node sees (NFS, EFS)")
-    add("--space", default=None, help="search space: a name in search_spaces/ (default efficientnet_b0) or a YAML path")
+    add("--space", default=None, help="search space: a shipped space or a file in ./search_spaces/, by name (default efficientnet_b0), or a YAML path")
     add("--data", default=None, help="'synthetic' (default, built-in; 'synthetic:300/100' sets its train/val sizes) or a folder with train/ and val/ class subfolders")
     add("--trials", type=_int_at_least("--trials", 1), default=defaults.trials, help=f"number of trials (default {defaults.trials})")
     add("--max-epochs", type=_int_at_least("--max-epochs", 1), default=defaults.max_epochs, help=f"epochs of a fully trained trial (default {defaults.max_epochs})")
@@ -342,8 +342,13 @@ def _add_formula_source(parser: argparse.ArgumentParser) -> None:
     add("--num-classes", type=_int_at_least("--num-classes", 1), default=None, help="classifier outputs the answer's FLOPs count (default: the search's)")
 
 
-def _load_formula(args: argparse.Namespace) -> Any:
-    """The formula a ``formula``/``export`` command asks for (see :func:`_add_formula_source`)."""
+def _load_formula(args: argparse.Namespace) -> tuple[Any, str]:
+    """The formula a ``formula``/``export`` command asks for (see :func:`_add_formula_source`), and what was read.
+
+    What was read (the ``formula.json`` file, the front CSV or folder, the model URI) is named rather than the
+    formula's own ``source``, which records where the front was when it was fitted: a copied results folder or a
+    published model keeps the old path.
+    """
     import os
     from pathlib import Path
 
@@ -358,18 +363,18 @@ def _load_formula(args: argparse.Namespace) -> Any:
             from tinyray.tracking import local_tracking_uri
 
             tracking = local_tracking_uri(Path(args.storage))
-        return load_from_uri(args.model_uri, tracking)
+        return load_from_uri(args.model_uri, tracking), args.model_uri
     if args.source:
         source = Path(args.source).expanduser()
         if source.is_dir() and (source / "formula.json").is_file() and args.space is None:
-            return Formula.load(source / "formula.json")
+            return Formula.load(source / "formula.json"), str(source / "formula.json")
         front = load_front(source, space=args.space)
-        return fit_formula(front.points, front.space, front.num_classes, source=front.where)
+        return fit_formula(front.points, front.space, front.num_classes, source=front.where), front.where
     found = find_formula(Path(args.storage))
     if found is None:
         raise UserError(f"no formula found in {args.storage}: run 'tinyray search --budget 200M' first, "
                         f"or give --from RESULTS_DIR or --model-uri URI")
-    return Formula.load(found)
+    return Formula.load(found), str(found)
 
 
 def cmd_formula(args: argparse.Namespace) -> int:
@@ -378,17 +383,17 @@ def cmd_formula(args: argparse.Namespace) -> int:
     if not args.budget and not args.report:
         raise UserError("give --budget (e.g. --budget 150M) or --report")
     budgets = [parse_budget(text) for text in args.budget or []]
-    formula = _load_formula(args)
+    formula, read = _load_formula(args)
     answers = [formula.answer(budget, args.num_classes) for budget in budgets]
     low, high = formula.c_range
     curves = {target: f"gp {curve.inputs} {curve.kernel}" for target, curve in formula.curves.items()}
     if args.json:
-        print(json.dumps({"source": formula.source, "points": len(formula.points), "c_range": [low, high],
+        print(json.dumps({"source": read, "points": len(formula.points), "c_range": [low, high],
                           "curves": curves, "answers": [answer.as_dict() for answer in answers],
                           **({"loo": formula.loo} if args.report else {})}))
         return 0
     base = formula.base_flops
-    print(f"tiny formula from {formula.source or 'a published model'}: {len(formula.points)} front points, "
+    print(f"tiny formula from {read}: {len(formula.points)} front points, "
           f"c in [{low:.3f}, {high:.3f}] ({format_flops(low * base)}-{format_flops(high * base)} FLOPs); "
           f"r: {curves['r']}, d: {curves['d']}; bands are 95%")
     for answer in answers:
@@ -413,7 +418,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     budget = parse_budget(args.budget)
     out = check_out(Path(args.out))  # before the formula is loaded or anything trained
-    formula = _load_formula(args)
+    formula, _ = _load_formula(args)
     classes = args.num_classes or formula.num_classes
     state, extra = None, {}
     if args.train_epochs:

@@ -103,6 +103,7 @@ def build_model(
         An untrained ``timm.models.efficientnet.EfficientNet``.
     """
     import torch.nn as nn
+    from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from timm.layers import get_act_layer
     from timm.models._efficientnet_builder import round_channels as timm_round_channels
     from timm.models.efficientnet import EfficientNet
@@ -125,10 +126,10 @@ def build_model(
         "architecture": f"{space.name}-{Candidate(r, d, w).label}",
         "input_size": (3, resolution, resolution),
         "num_classes": num_classes,
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
         "interpolation": "bicubic",
-        "crop_pct": 0.875,
+        "crop_pct": DEFAULT_CROP_PCT,
         "classifier": "classifier",
         "first_conv": "conv_stem",
         "tinyray": {"space": space.name, "r": r, "d": d, "w": w},

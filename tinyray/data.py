@@ -51,12 +51,6 @@ SHAPES = ("disc", "square", "triangle", "ring", "cross")
 ORIENTATIONS = ("horizontal", "vertical")
 MAX_SYNTHETIC_CLASSES = len(SHAPES) * len(ORIENTATIONS)
 
-#: ImageNet statistics, as timm's ``IMAGENET_DEFAULT_MEAN`` / ``IMAGENET_DEFAULT_STD``.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: Image file suffixes ImageFolder accepts (torchvision's ``IMG_EXTENSIONS``).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -560,9 +554,10 @@ def folder_transforms(resolution: int) -> tuple[Any, Any]:
         ``(train, val)``: RandomResizedCrop + horizontal flip, and Resize(resolution / 0.875) + CenterCrop; both
         end with ToTensor and ImageNet mean/std normalization.
     """
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from torchvision import transforms
 
-    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    normalize = transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     bicubic = transforms.InterpolationMode.BICUBIC
     train = transforms.Compose(
         [
@@ -621,7 +616,7 @@ def check_image_folder(root: Path) -> tuple[str, ...]:
             first = _first_image(folder / name)
             if first is None:
                 raise UserError(
-                    f"class folder {folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)}): add images or remove it"
+                    f"class folder {folder / name} holds no images ({', '.join(_image_suffixes())}): add images or remove it"
                 )
             try:
                 with Image.open(first) as image:
@@ -640,11 +635,19 @@ def check_image_folder(root: Path) -> tuple[str, ...]:
     return tuple(classes["train"])
 
 
+def _image_suffixes() -> tuple[str, ...]:
+    """The file suffixes ImageFolder loads (torchvision's ``IMG_EXTENSIONS``)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return tuple(IMG_EXTENSIONS)
+
+
 def _first_image(folder: Path) -> Path | None:
+    suffixes = _image_suffixes()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames.sort()
         for filename in sorted(filenames):
-            if filename.lower().endswith(IMAGE_SUFFIXES):
+            if filename.lower().endswith(suffixes):
                 return Path(dirpath) / filename
     return None
 

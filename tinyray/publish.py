@@ -265,7 +265,7 @@ def _search_params(info: dict[str, Any]) -> dict[str, Any]:
 
 def _trial_params(trial: _Trial, journal: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A trial's run name and parameters: as the search journalled them, else from its own results."""
-    from tinyray.cube import Candidate
+    from tinyray.tracking import trial_run_name
 
     last = trial.rows[-1] if trial.rows else {}
     source = last or trial.config or trial.table or {}
@@ -277,7 +277,7 @@ def _trial_params(trial: _Trial, journal: dict[str, Any]) -> tuple[str, dict[str
         return recorded["run_name"], params
     if not {"r", "d", "w"} <= set(params):
         return f"trial_{trial.trial_id}", params
-    return Candidate(float(params["r"]), float(params["d"]), float(params["w"])).label, params
+    return trial_run_name(trial.trial_id, params["r"], params["d"], params["w"]), params
 
 
 def _trial_tags(trial: _Trial) -> dict[str, str]:

@@ -314,6 +314,17 @@ def _format_trials(frame: "pd.DataFrame") -> "pd.DataFrame":
     return out
 
 
+def _browse_command(results: Results) -> str | None:
+    """``tinyray ui`` on the folder being reported, which may be a copy: not the folder ``summary.json`` names."""
+    from tinyray.tracking import ui_command
+
+    summary = results.summary
+    if not summary.get("tracking_uri") or not summary.get("results_dir"):
+        return summary.get("ui_command")  # a summary without them: its own line is all there is
+    return ui_command(results.folder, str(summary["tracking_uri"]), summary.get("experiment_id"),
+                      Path(summary["results_dir"]).parent)
+
+
 def render_report(results: Results, importance_table: "pd.DataFrame", front_png: Path, importance_png: Path) -> str:
     """The report page: one HTML document with every image inlined (no external file, script or style)."""
     from tinyray.cost import format_flops
@@ -332,8 +343,9 @@ def render_report(results: Results, importance_table: "pd.DataFrame", front_png:
         facts.append(("hypervolume", f"{float(summary['hypervolume']):.4f} (normalised: 1 - top-1 vs FLOPs / budget)"))
     if "wall_seconds" in summary:
         facts.append(("wall time", f"{float(summary['wall_seconds']) / 60:.1f} min"))
-    if summary.get("ui_command"):
-        facts.append(("browse the runs", str(summary["ui_command"])))
+    browse = _browse_command(results)
+    if browse:
+        facts.append(("browse the runs", browse))
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>tinyray report: {esc(results.name)}</title><style>{_STYLE}</style></head><body>",

@@ -128,18 +128,9 @@ class SearchResult:
 
     def ui_command(self) -> str:
         """The command that opens the MLflow UI on this search's runs."""
-        import shlex
+        from tinyray.tracking import ui_command
 
-        from tinyray.tracking import experiment_page, local_tracking_uri
-
-        if self.tracking_uri.startswith(("http://", "https://")):
-            if not self.experiment_id:
-                return f"open {self.tracking_uri}"
-            return f"open '{experiment_page(self.tracking_uri, self.experiment_id)}'"
-        command = f"tinyray ui {shlex.quote(str(self.results_dir))}"
-        if self.tracking_uri != local_tracking_uri(self.config.storage):
-            command += f" --tracking-uri {shlex.quote(self.tracking_uri)}"
-        return command
+        return ui_command(self.results_dir, self.tracking_uri, self.experiment_id, self.config.storage)
 
     def counts(self) -> dict[str, int]:
         status = self.trials["status"].value_counts()
@@ -455,14 +446,12 @@ def _check_ray_address(address: str) -> None:
 
 def _trial_params(space: Any, data: Any) -> Any:
     from tinyray.cost import analytic_cost
-    from tinyray.cube import Candidate
 
-    def describe(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def describe(config: dict[str, Any]) -> dict[str, Any]:
         r, d, w = float(config["r"]), float(config["d"]), float(config["w"])
         cost = analytic_cost(space, r, d, w, data.num_classes)
-        params = {"r": r, "d": d, "w": w, "resolution": cost.resolution, "flops": cost.flops, "params": cost.params,
-                  "train_resolution": data.train_resolution(space, r)}
-        return Candidate(r, d, w).label, params
+        return {"r": r, "d": d, "w": w, "resolution": cost.resolution, "flops": cost.flops, "params": cost.params,
+                "train_resolution": data.train_resolution(space, r)}
 
     return describe
 
@@ -482,8 +471,7 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
         _check_results_dir(config)
     _check_address(config)  # before anything is written: a dead --address must not leave a half-made search
 
-    from tinyray.cost import base_flops, format_flops
-    from tinyray.data import load_data, resolve_data, spec_summary
+    from tinyray.data import load_data, resolve_data
     from tinyray.searcher import make_core
     from tinyray.space import load_space
 
@@ -510,16 +498,10 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
             results = _prepare_results_dir(config)
             info = _write_search_info(config, results, space, data, recipe)
         try:
-            tracker, parent_run_id, tracking_uri = _start_tracking(config, results, info.get("parent_run_id"), {
-                "budget": config.budget, "budget_text": format_flops(config.budget), "space": space.name,
-                "space_file": space.source, "data": data.name, "searcher": config.searcher,
-                "scheduler": config.scheduler, "seed": config.seed, "trials": config.trials,
-                "max_epochs": config.max_epochs, "grace_period": config.grace_period,
-                "reduction_factor": config.reduction_factor, "pop_size": config.pop_size, "floor": core.band.floor,
-                "recipe": recipe, "cpus_per_trial": config.cpus_per_trial, "gpus_per_trial": config.gpus_per_trial,
-                "retries": config.retries, "base_flops": base_flops(space, data.num_classes),
-                **spec_summary(data_spec),
-            })
+            tracker, parent_run_id, tracking_uri = _start_tracking(
+                config, results, info.get("parent_run_id"),
+                search_params(config, space, data, data_spec, recipe, core.band.floor),
+            )
         except UserError:
             if not resume:  # nothing ran yet: leave no half-made search behind
                 import shutil
@@ -575,6 +557,28 @@ def _read_info(results: Path) -> dict[str, Any]:
         return json.loads((results / "search.json").read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot resume: {results / 'search.json'} is unreadable ({exc}); start a new --name") from None
+
+
+def search_params(config: SearchConfig, space: Any, data: Any, data_spec: Any, recipe: str,
+                  floor: float) -> dict[str, Any]:
+    """The parameters of the search's MLflow run: its settings, then the data spec's fields as ``data_<field>``.
+
+    The data spec has fields of its own named like the search's (``seed`` is the synthetic generator's seed, not the
+    search's), so they are prefixed rather than merged.
+    """
+    from tinyray.cost import base_flops, format_flops
+    from tinyray.data import spec_summary
+
+    return {
+        "budget": config.budget, "budget_text": format_flops(config.budget), "space": space.name,
+        "space_file": space.source, "data": data.name, "searcher": config.searcher,
+        "scheduler": config.scheduler, "seed": config.seed, "trials": config.trials,
+        "max_epochs": config.max_epochs, "grace_period": config.grace_period,
+        "reduction_factor": config.reduction_factor, "pop_size": config.pop_size, "floor": floor,
+        "recipe": recipe, "cpus_per_trial": config.cpus_per_trial, "gpus_per_trial": config.gpus_per_trial,
+        "retries": config.retries, "base_flops": base_flops(space, data.num_classes),
+        **{f"data_{key}": value for key, value in spec_summary(data_spec).items()},
+    }
 
 
 def _start_tracking(config: SearchConfig, results: Path, parent_run_id: str | None,

@@ -1,8 +1,8 @@
 """Search spaces: the base network and the bounds of the (r, d, w) cube, read from YAML into typed objects.
 
-A space file (``search_spaces/*.yaml``) holds the base network in timm's block-string notation
-(``ir_r2_k3_s2_e6_c24_se0.25``: an inverted-residual stage of 2 blocks, 3x3 depthwise kernel, stride 2,
-expansion 6, 24 output channels, squeeze-excite ratio 0.25), its base resolution, and the bounds of the
+A space file (the shipped ones are package data in ``tinyray/search_spaces/``) holds the base network in timm's
+block-string notation (``ir_r2_k3_s2_e6_c24_se0.25``: an inverted-residual stage of 2 blocks, 3x3 depthwise
+kernel, stride 2, expansion 6, 24 output channels, squeeze-excite ratio 0.25), its base resolution, and the bounds of the
 resolution multiplier ``r``, depth multiplier ``d`` and width multiplier ``w``. The same block strings feed the
 model builder (:mod:`tinyray.cube`) and the analytic cost (:mod:`tinyray.cost`), so the two cannot drift.
 
@@ -20,8 +20,10 @@ from typing import Any
 
 from tinyray.errors import UserError
 
-#: Folder of the search spaces shipped with the project (``search_spaces/`` at the top of the repository).
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+#: Folder of the search spaces shipped with the package (package data, so that non-editable installs have them).
+SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"
+#: Folder, relative to the working directory, where a user's own spaces are found by name before the shipped ones.
+USER_SPACES_DIR = "search_spaces"
 DEFAULT_SPACE = "efficientnet_b0"
 
 # Block types whose cost tinyray counts analytically: timm's depthwise-separable and inverted-residual blocks,
@@ -117,7 +119,7 @@ _OPTIONAL = {"activation": "swish", "channel_divisor": 8, "description": ""}
 
 
 def resolve_space_path(space: str | Path | None) -> Path:
-    """Find a space file: a path to any YAML file, or the NAME of a file in ``search_spaces/``.
+    """Find a space file: a path to any YAML file, or a NAME: ``./search_spaces/NAME.yaml``, else a shipped space.
 
     Raises:
         UserError: if nothing matches, listing the shipped names.
@@ -131,7 +133,7 @@ def resolve_space_path(space: str | Path | None) -> Path:
         if path.is_file():
             return path
         raise UserError(f"search space file {text} does not exist: give a YAML file, or a name from {available_spaces()}")
-    for folder in (Path.cwd() / "search_spaces", SPACES_DIR):
+    for folder in (Path.cwd() / USER_SPACES_DIR, SPACES_DIR):
         for suffix in (".yaml", ".yml"):
             candidate = folder / f"{text}{suffix}"
             if candidate.is_file():
@@ -140,7 +142,7 @@ def resolve_space_path(space: str | Path | None) -> Path:
 
 
 def available_spaces() -> list[str]:
-    """Names of the spaces shipped in ``search_spaces/``."""
+    """Names of the spaces shipped with the package (``tinyray/search_spaces/``)."""
     if not SPACES_DIR.is_dir():
         return []
     return sorted(p.stem for p in SPACES_DIR.glob("*.y*ml"))
@@ -150,7 +152,8 @@ def load_space(space: str | Path | None = None) -> SearchSpace:
     """Read and validate a search space.
 
     Args:
-        space: a name from ``search_spaces/`` (default ``efficientnet_b0``) or a path to a YAML file.
+        space: a shipped space's name (default ``efficientnet_b0``), the name of a file in ``./search_spaces/``,
+            or a path to a YAML file.
 
     Raises:
         UserError: one line naming the file and the key for a missing file, malformed YAML, unknown keys,
@@ -181,7 +184,7 @@ def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
     values = {**_OPTIONAL, **raw}
     for key, kind in _FIELDS.items():
         if key not in values:
-            raise UserError(f"search space {where}: missing key {key!r}; see search_spaces/{DEFAULT_SPACE}.yaml for an example")
+            raise UserError(f"search space {where}: missing key {key!r}; see tinyray/search_spaces/{DEFAULT_SPACE}.yaml for an example")
         value = values[key]
         if kind is int and isinstance(value, bool) or not isinstance(value, kind):
             raise UserError(

@@ -78,6 +78,39 @@ def local_artifact_root(storage: Path) -> str:
     return (Path(storage) / "mlartifacts").resolve().as_uri()
 
 
+def trial_run_name(trial_id: str, r: float, d: float, w: float) -> str:
+    """A trial's MLflow run name: its multipliers, readable, then its Tune trial id, which makes it unique.
+
+    Two trials of a search can share rounded multipliers (``r0.47-d0.67-w0.27`` twice); the trial id is the one
+    ``trials.csv``, the report and the run's ``trial_id`` tag show, e.g. ``r0.47-d0.67-w0.27-3f2a1_00004``.
+    """
+    from tinyray.cube import Candidate
+
+    return f"{Candidate(float(r), float(d), float(w)).label}-{trial_id}"
+
+
+def ui_command(results_dir: Path, tracking_uri: str, experiment_id: str | None, storage: Path) -> str:
+    """The command that opens the MLflow UI on a search's runs.
+
+    Args:
+        results_dir: the search's results folder where it is now (a copied folder names the copy).
+        tracking_uri: the store the search logged to.
+        experiment_id: the search's MLflow experiment, if known.
+        storage: the results root the search ran with. Its ``mlflow.db`` is the default store, which ``tinyray ui``
+            finds next to the folder by itself, so no ``--tracking-uri`` is printed for it.
+    """
+    import shlex
+
+    if tracking_uri.startswith(("http://", "https://")):
+        if not experiment_id:
+            return f"open {tracking_uri}"
+        return f"open '{experiment_page(tracking_uri, experiment_id)}'"
+    command = f"tinyray ui {shlex.quote(str(results_dir))}"
+    if tracking_uri != local_tracking_uri(storage):
+        command += f" --tracking-uri {shlex.quote(tracking_uri)}"
+    return command
+
+
 def publish_command(results_dir: Path) -> str:
     """The command that sends a results folder to MLflow (see :mod:`tinyray.publish`)."""
     return f"tinyray publish {results_dir}"
@@ -420,7 +453,8 @@ def make_tracking_callback(tracker: Tracker, parent_run_id: str, max_epochs: int
         tracker: the search's :class:`Tracker`.
         parent_run_id: the search's parent run.
         max_epochs: full fidelity; a trial that ends with fewer epochs was early-stopped.
-        trial_params: ``callable(config) -> (run_name, params)`` describing a trial for its child run.
+        trial_params: ``callable(config) -> params`` describing a trial for its child run (``r``, ``d``, ``w``
+            among them: the run is named by :func:`trial_run_name`).
     """
     from ray.tune import Callback
 
@@ -432,7 +466,8 @@ def make_tracking_callback(tracker: Tracker, parent_run_id: str, max_epochs: int
         def _run(self, trial: Any) -> str:
             run_id = self.runs.get(trial.trial_id)
             if run_id is None:
-                run_name, params = trial_params(trial.config)
+                params = trial_params(trial.config)
+                run_name = trial_run_name(trial.trial_id, params["r"], params["d"], params["w"])
                 run_id = tracker.start_trial(parent_run_id, trial.trial_id, run_name, params)
                 if run_id is not None:  # offline: the journal has the trial, `tinyray publish` makes its run
                     self.runs[trial.trial_id] = run_id

@@ -1,0 +1,53 @@
+"""What a real search records in MLflow: the search's own settings on its run, and one named run per trial."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinyray.data import DataSpec
+from tinyray.search import SearchConfig, run_search
+from tinyray.tracking import trial_run_name
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tracking")
+    # the data spec's own seed (the generator's, 0) differs from the search's: the run must show the search's
+    data = DataSpec(train_size=300, val_size=100, seed=0, cache_dir=root / "cache")
+    config = SearchConfig(budget=200_000_000, name="tracked", storage=root / "results", data=data, trials=2,
+                          max_epochs=1, seed=1, progress="quiet")
+    return run_search(config)
+
+
+@pytest.fixture(scope="module")
+def client(finished):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=finished.tracking_uri)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_search_run_logs_the_search_seed_and_the_data_seed_apart(finished, client):
+    params = client.get_run(finished.parent_run_id).data.params
+    assert params["seed"] == "1"
+    assert params["data_seed"] == "0"
+    assert params["data_train_size"] == "300" and params["data_val_size"] == "100"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_trial_runs_are_named_uniquely_by_multipliers_and_trial_id(finished, client):
+    runs = client.search_runs([finished.experiment_id], filter_string="tags.`tinyray.kind` = 'trial'")
+    names = {run.data.tags["trial_id"]: run.data.tags["mlflow.runName"] for run in runs}
+    assert len(runs) == len(finished.trials) == 2 and len(set(names.values())) == 2
+    expected = {row.trial_id: trial_run_name(row.trial_id, row.r, row.d, row.w)
+                for row in finished.trials.itertuples()}
+    assert names == expected
+    assert all(name.startswith("r") and name.endswith(f"-{trial_id}") for trial_id, name in names.items())
+    # the report shows the same trial ids as the run names
+    page = (finished.results_dir / "report.html").read_text()
+    assert all(trial_id in page for trial_id in names)
+
+
+def test_trial_run_name_reads_multipliers_then_trial_id():
+    assert trial_run_name("3f2a1_00004", 0.4712, 0.666, 0.27) == "r0.47-d0.67-w0.27-3f2a1_00004"
