@@ -478,6 +478,12 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     """
     started = time.monotonic()
     validate(config)
+    from dataclasses import replace
+
+    from tinyray.tracking import use_credentials
+
+    # a password in --tracking-uri goes to MLflow's environment variables, never into the config Tune may pickle
+    config = replace(config, tracking_uri=use_credentials(config.tracking_uri))
     if not resume:
         _check_results_dir(config)
     _check_address(config)  # before anything is written: a dead --address must not leave a half-made search
@@ -540,7 +546,9 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
 
 def _redact(uri: str | None) -> str | None:
     """A URI without the ``user:password@`` part, fit to be written down or logged."""
-    return re.sub(r"//[^/@]*@", "//", uri) if uri else uri
+    from tinyray.tracking import redact_uri
+
+    return redact_uri(uri)
 
 
 def _write_search_info(config: SearchConfig, results: Path, space: Any, data: Any, recipe: str) -> dict[str, Any]:
@@ -591,10 +599,11 @@ def _start_tracking(config: SearchConfig, results: Path, parent_run_id: str | No
         f"Child runs are trials; files: trials.csv, front.csv, front.png, formula.json, formula.png and the "
         f"formula_model (an MLflow pyfunc: FLOPs budget -> r, d, w, resolution)."
     )
+    # the tracker's URI: without credentials (those went to MLflow's environment variables)
     if parent_run_id and tracker.reopen(parent_run_id):
-        return tracker, parent_run_id, uri  # a resumed search logs into its own parent run
+        return tracker, parent_run_id, tracker.tracking_uri  # a resumed search logs into its own parent run
     parent = tracker.start_search(config.name, params, description)
-    return tracker, parent, uri
+    return tracker, parent, tracker.tracking_uri
 
 
 def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recipe: str, core: Any,
