@@ -50,6 +50,7 @@ SHAPES = ("disc", "square", "triangle", "ring", "cross")
 #: Grating orientations: the direction the stripes run in.
 ORIENTATIONS = ("horizontal", "vertical")
 MAX_SYNTHETIC_CLASSES = len(SHAPES) * len(ORIENTATIONS)
+MAX_SYNTHETIC_IMAGES = 100_000
 
 #: ImageNet statistics, as timm's ``IMAGENET_DEFAULT_MEAN`` / ``IMAGENET_DEFAULT_STD``.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -113,6 +114,9 @@ def resolve_data(
     if spec is None or str(spec) in ("", SYNTHETIC):
         if not 2 <= num_classes <= MAX_SYNTHETIC_CLASSES:
             raise UserError(f"synthetic data has 2 to {MAX_SYNTHETIC_CLASSES} classes, not {num_classes}: choose one in that range")
+        if train_size + val_size > MAX_SYNTHETIC_IMAGES:  # 12 KB an image, all held in memory
+            raise UserError(f"synthetic data of {train_size}+{val_size} images is more than the {MAX_SYNTHETIC_IMAGES} "
+                            f"tinyray generates (about 1.2 GB in memory): lower the sizes, e.g. synthetic:1200/400")
         if train_size < num_classes or val_size < num_classes:
             raise UserError(
                 f"synthetic data needs at least one image per class ({num_classes}) in each split,"

@@ -230,18 +230,33 @@ def default_recipe(data: Any) -> str:
     return "proxy" if data.spec.kind == "synthetic" else "paper"
 
 
+#: Ray's resource precision: it counts resources in units of 1/10000 (``ray._private.ray_constants``).
+RESOURCE_PRECISION = 0.0001
+
+
+def check_name(name: str) -> None:
+    """Refuse a search name that is not a plain folder name (empty, a path, control characters, too long)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise UserError(f"--name {name!r} must be letters, digits, '.', '_' or '-' (1 to 64, starting with a letter "
+                        f"or digit), e.g. --name b200")
+
+
 def validate(config: SearchConfig) -> None:
     """Check every option that does not need a running service; raise :class:`UserError` on the first bad one."""
-    if not _NAME_RE.match(config.name):
-        raise UserError(f"--name {config.name!r} must be letters, digits, '.', '_' or '-' (up to 64), e.g. --name b200")
+    from tinyray.cli import LIMITS
+    from tinyray.trial import parse_faults
+
+    check_name(config.name)
     checks = [
         ("--trials", config.trials, 1), ("--max-epochs", config.max_epochs, 1), ("--grace-period", config.grace_period, 1),
         ("--reduction-factor", config.reduction_factor, 2), ("--pop-size", config.pop_size, 4),
         ("--retries", config.retries, 0),
     ]
     for option, value, low in checks:
-        if not isinstance(value, int) or value < low:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"{option} must be a whole number of at least {low}, got {value!r}")
+        if value > LIMITS[option]:
+            raise UserError(f"{option} must be at most {LIMITS[option]}, got {value}")
     if config.grace_period > config.max_epochs:
         raise UserError(f"--grace-period {config.grace_period} exceeds --max-epochs {config.max_epochs}: lower it or raise --max-epochs")
     if config.searcher not in SEARCHERS:
@@ -254,7 +269,17 @@ def validate(config: SearchConfig) -> None:
         raise UserError(f"--gpus-per-trial must be zero or positive, got {config.gpus_per_trial}")
     if config.gpus_per_trial > 1 and config.gpus_per_trial != int(config.gpus_per_trial):
         raise UserError(f"--gpus-per-trial {config.gpus_per_trial} must be a fraction below 1 or a whole number")
-    if not _NAME_RE.match(config.formula_name):
+    for option, value in (("--cpus-per-trial", config.cpus_per_trial), ("--gpus-per-trial", config.gpus_per_trial)):
+        if 0 < value < RESOURCE_PRECISION:
+            raise UserError(f"{option} {value:g} is below Ray's precision of {RESOURCE_PRECISION}: give at least "
+                            f"{RESOURCE_PRECISION} (or 0 for no GPU)")
+        if value > 10_000:
+            raise UserError(f"{option} {value:g} is more than any machine has: give the resources of one trial")
+    if not str(config.storage).strip() or any(ord(ch) < 32 for ch in str(config.storage)):
+        raise UserError(f"--storage {str(config.storage)!r} is empty or holds control characters: give a folder, "
+                        f"e.g. --storage tinyray-results")
+    parse_faults(os.environ.get("TINYRAY_FAULTS"))  # a bad drill is refused now, not by every trial
+    if not _NAME_RE.fullmatch(config.formula_name):
         raise UserError(f"--formula-name {config.formula_name!r} must be letters, digits, '.', '_' or '-' (up to 64), "
                         f"e.g. --formula-name tinynet-formula")
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", str(config.storage)):
@@ -287,6 +312,7 @@ def resume_config(storage: Path, name: str, given: dict[str, Any]) -> SearchConf
 
     from tinyray.data import DataSpec
 
+    check_name(name)
     results = Path(storage).expanduser().resolve() / name
     path = results / "search.json"
     if not path.is_file():
@@ -363,6 +389,9 @@ def _start_ray(config: SearchConfig) -> bool:
 
     if ray.is_initialized():
         return False
+    # Ray >= 2.59 announces its (default) token authentication on every start: noise before tinyray's own lines,
+    # and in front of a one-line error. Its logger is private; if it moves, the notice merely comes back.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # an unreachable address was refused before (run_search -> _check_address): ray.init would retry it for ever
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                                   configure_logging=True)
@@ -383,6 +412,25 @@ def _start_ray(config: SearchConfig) -> bool:
         fix = ("the cluster wants its authentication token: set RAY_AUTH_MODE=token and the cluster's token in "
                "RAY_AUTH_TOKEN or the file ~/.ray/auth_token ('ray get-auth-token' on the head prints it)")
     raise UserError(f"cannot connect to Ray at {where} ({first[:160]}): {fix}")
+
+
+def _check_resources(config: SearchConfig) -> None:
+    """Refuse a trial that no node of the Ray cluster can hold (Ray would keep it pending for ever)."""
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    where = "this machine" if not (config.address or os.environ.get("RAY_ADDRESS")) else "any node of the Ray cluster"
+    most_cpus = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
+    most_gpus = max((node.get("GPU", 0.0) for node in nodes), default=0.0)
+    if config.cpus_per_trial > most_cpus:
+        raise UserError(f"--cpus-per-trial {config.cpus_per_trial:g} is more than {where} has ({most_cpus:g} CPUs): "
+                        f"lower it to {most_cpus:g} or less, or join a larger cluster with --address")
+    if config.gpus_per_trial > 0 and most_gpus == 0:
+        raise UserError(f"--gpus-per-trial {config.gpus_per_trial:g} asks for a GPU, but {where} has none that Ray "
+                        f"sees: drop --gpus-per-trial, or join a cluster with GPUs with --address")
+    if config.gpus_per_trial > most_gpus:
+        raise UserError(f"--gpus-per-trial {config.gpus_per_trial:g} is more than {where} has ({most_gpus:g} GPUs): "
+                        f"lower it to {most_gpus:g} or less")
 
 
 def _quietly(call: Any, capture: bool = True) -> tuple[Exception | None, str]:
@@ -501,6 +549,9 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
         config.searcher, space, config.budget, floor=config.floor, seed=config.seed,
         pop_size=config.pop_size, num_classes=data.num_classes,
     )
+    import numpy as np
+
+    core.band.sample(np.random.default_rng(config.seed))  # a band without networks is refused now, not in Tune
     if resume:
         results = config.results_dir
         info = _read_info(results)
@@ -512,6 +563,7 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started_ray = _start_ray(config)
     try:
+        _check_resources(config)  # before anything is written: a trial Ray cannot place would wait for ever
         if not resume:
             results = _prepare_results_dir(config)
             info = _write_search_info(config, results, space, data, recipe)
