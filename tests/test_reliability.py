@@ -76,3 +76,78 @@ def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_output(tmp_path, 
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.data.tags.get("tinyray.kind") for run in runs) == ["search", "trial", "trial"]
     assert all(run.info.status == "FINISHED" for run in runs)
+
+
+def _finished_trials(results: Path, epochs: int) -> dict[str, int]:
+    """Trials whose result.json holds all ``epochs`` epochs -> number of result lines."""
+    done = {}
+    for path in results.glob("trial_*/result.json"):
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        if lines and json.loads(lines[-1]).get("training_iteration") == epochs:
+            done[path.parent.name] = len(lines)
+    return done
+
+
+def _wait_for(driver: subprocess.Popen, results: Path, epochs: int, count: int = 1) -> None:
+    deadline = time.monotonic() + 900
+    while len(_finished_trials(results, epochs)) < count:
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, f"no {count} trial(s) finished in 15 minutes"
+        time.sleep(0.5)
+
+
+def _runs(storage: Path, name: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage.resolve() / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs([experiment.experiment_id], max_results=100)
+
+
+def test_ctrl_c_marks_the_search_interrupted_everywhere_and_says_how_to_resume(tmp_path):
+    import shlex
+
+    import pandas as pd
+
+    storage = tmp_path / "results"
+    results = storage / "ctrlc"
+    env = _env(tmp_path)
+    driver = subprocess.Popen(_search(storage, "ctrlc", "--quiet", trials=3, epochs=2), env=env,
+                              start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(driver, results, 2)
+        driver.send_signal(signal.SIGINT)  # Ctrl-C, to the driver
+        out, err = driver.communicate(timeout=600)
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # whatever of the group is left (the local Ray)
+        except ProcessLookupError:
+            pass
+    err = err.decode()
+    assert driver.returncode == 130, err[-3000:]
+    command = f"tinyray search --resume --name ctrlc --storage {storage.resolve()}"
+    assert command in err, err[-3000:]
+    assert "Traceback" not in err and "Tuner.restore" not in err, err[-3000:]
+    assert json.loads((results / "tracking.json").read_text())["status"] == "interrupted"
+    assert json.loads((results / "search.json").read_text())["status"] == "interrupted"
+    assert not (results / "summary.json").exists() and not (results / "trials.csv").exists()
+    runs = _runs(storage, "ctrlc")
+    parent = [run for run in runs if run.data.tags.get("tinyray.kind") == "search"]
+    assert len(parent) == 1 and parent[0].info.status == "KILLED"
+    assert all(run.info.status != "RUNNING" for run in runs), [(r.data.tags, r.info.status) for r in runs]
+    before = _finished_trials(results, 2)
+
+    # the printed command continues it to the end, keeping what was finished
+    resumed = subprocess.run([sys.executable, "-m", "tinyray", *shlex.split(command)[1:], "--quiet"], env=env,
+                             capture_output=True, text=True, timeout=1500)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = pd.read_csv(results / "trials.csv")
+    assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
+    after = _finished_trials(results, 2)
+    assert all(after[name] == lines for name, lines in before.items())  # nothing trained twice
+    assert json.loads((results / "tracking.json").read_text())["status"] == "complete"
+    runs = _runs(storage, "ctrlc")
+    assert all(run.info.status == "FINISHED" for run in runs if run.data.tags.get("status") != "lost")
+    children = [run for run in runs if run.data.tags.get("tinyray.kind") == "trial"
+                and run.data.tags.get("status") != "lost"]
+    assert sorted(run.data.tags["trial_id"] for run in children) == sorted(trials["trial_id"])

@@ -13,7 +13,7 @@ import math
 import sys
 from typing import Any, Callable, NoReturn, Sequence
 
-from tinyray.errors import UserError
+from tinyray.errors import Interrupted, UserError
 
 EXAMPLES = {
     "tinyray": """examples:
@@ -450,7 +450,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         name = args.name if args.name is not None else f"b{format_flops(budget)}"
         config = SearchConfig(budget=budget, name=name, storage=Path(args.storage),
                               **options)
-    result = run_search(config, resume=args.resume)
+    try:
+        result = run_search(config, resume=args.resume)
+    except KeyboardInterrupt:  # outside the Tune experiment (which run_search handles): say how to go on, if it can
+        from tinyray.search import resume_command
+
+        if not (config.results_dir / "search.json").is_file():
+            raise
+        raise Interrupted(f"search {config.name!r} stopped; continue it with: {resume_command(config)}") from None
     if args.json:
         print(json.dumps(result.summary()))
     else:
@@ -559,9 +566,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"tinyray {command}: error: {exc}", file=sys.stderr)
         return UserError.exit_code
+    except Interrupted as exc:
+        print(f"tinyray {command}: interrupted: {exc}", file=sys.stderr)
+        return Interrupted.exit_code
     except KeyboardInterrupt:
         print(f"tinyray {command}: interrupted", file=sys.stderr)
-        return 130
+        return Interrupted.exit_code
 
 
 if __name__ == "__main__":

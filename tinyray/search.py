@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinyray.errors import UserError
+from tinyray.errors import Interrupted, UserError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -336,6 +336,14 @@ def resume_config(storage: Path, name: str, given: dict[str, Any]) -> SearchConf
     return SearchConfig(**{**{k: v for k, v in stored.items() if k in fields}, **runtime})
 
 
+def resume_command(config: SearchConfig) -> str:
+    """The command that continues the search ``config`` (printed after Ctrl-C)."""
+    import shlex
+
+    return (f"tinyray search --resume --name {shlex.quote(config.name)} "
+            f"--storage {shlex.quote(str(config.results_dir.parent))}")
+
+
 def _check_results_dir(config: SearchConfig) -> None:
     """Refuse an existing search, or a results root that cannot hold folders, without writing anything."""
     results = config.results_dir
@@ -586,7 +594,15 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
             raise
         if info.get("parent_run_id") != parent_run_id:
             _write_info(results, {**info, "parent_run_id": parent_run_id})
-        grid = _run_tune(config, space, data, data_spec, recipe, core, tracker, parent_run_id, resume)
+        try:
+            grid, interrupted = _run_tune(config, space, data, data_spec, recipe, core, tracker, parent_run_id, resume)
+        except KeyboardInterrupt:  # a second Ctrl-C: Tune skipped its last snapshot; the one before it stays
+            interrupted = True
+        if interrupted:
+            tracker.interrupt(parent_run_id)
+            _write_info(results, {**_read_info(results), "status": "interrupted"})
+            raise Interrupted(f"search {config.name!r} stopped; its finished trials are kept. Continue it with: "
+                              f"{resume_command(config)}")
         trials = _trials_table(grid, config)
         return _finish(config, trials, tracker, parent_run_id, tracking_uri, started, space, data.num_classes)
     finally:
@@ -659,7 +675,8 @@ def _start_tracking(config: SearchConfig, results: Path, parent_run_id: str | No
 
 
 def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recipe: str, core: Any,
-              tracker: Any, parent_run_id: str, resume: bool = False) -> Any:
+              tracker: Any, parent_run_id: str, resume: bool = False) -> tuple[Any, bool]:
+    """Run (or continue) the Tune experiment; return its result grid and whether Ctrl-C stopped it."""
     from ray import tune
 
     from tinyray.progress import Progress, make_monitor_callback
@@ -702,10 +719,8 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
             "elapsed_seconds": state.elapsed,
         }, step=state.done)
 
-    callbacks = [
-        make_tracking_callback(tracker, parent_run_id, config.max_epochs, _trial_params(space, data)),
-        make_monitor_callback(progress, config.progress, on_update),
-    ]
+    tracking = make_tracking_callback(tracker, parent_run_id, config.max_epochs, _trial_params(space, data))
+    callbacks = [tracking, make_monitor_callback(progress, config.progress, on_update)]
     results = config.results_dir
     if resume and (results / "tuner.pkl").is_file():
         # Tune restores its trials (finished ones stay finished; unfinished ones continue from their checkpoints),
@@ -715,22 +730,35 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
                                    restart_errored=False)
         tuner._local_tuner._run_config.callbacks = callbacks
         tuner._local_tuner._tune_config.scheduler = scheduler
-        return tuner.fit()
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            metric="top1", mode="max", search_alg=make_tune_searcher(core, max_epochs=config.max_epochs),
-            scheduler=scheduler, num_samples=config.trials, reuse_actors=True,
-            # one folder a trial, named by its id, so a trial that never reported is still identified
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
-        ),
-        run_config=tune.RunConfig(
-            name=config.name, storage_path=str(Path(config.storage).expanduser().resolve()), callbacks=callbacks,
-            verbose=0, failure_config=tune.FailureConfig(max_failures=config.retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        ),
-    )
-    return tuner.fit()
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric="top1", mode="max", search_alg=make_tune_searcher(core, max_epochs=config.max_epochs),
+                scheduler=scheduler, num_samples=config.trials, reuse_actors=True,
+                # one folder a trial, named by its id, so a trial that never reported is still identified
+                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=config.name, storage_path=str(Path(config.storage).expanduser().resolve()), callbacks=callbacks,
+                verbose=0, failure_config=tune.FailureConfig(max_failures=config.retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    # On Ctrl-C Tune stops the trials, saves its state and returns as if done (tinyray tells the two apart by the
+    # trials' states); its advice to call Tuner.restore() is not how a tinyray search continues.
+    tune_log = logging.getLogger("ray.tune.tune")
+    tune_log.addFilter(_not_tunes_restore_advice)
+    try:
+        return tuner.fit(), tracking.interrupted(config.trials)
+    finally:
+        tune_log.removeFilter(_not_tunes_restore_advice)
+
+
+def _not_tunes_restore_advice(record: logging.LogRecord) -> bool:
+    """A logging filter: drop Tune's own lines about an interrupted experiment (tinyray says how to resume)."""
+    text = record.getMessage()
+    return not any(marker in text for marker in ("Tuner.restore", "Stop signal received", "Trials did not complete"))
 
 
 def _trials_table(grid: Any, config: SearchConfig) -> "pd.DataFrame":

@@ -383,8 +383,23 @@ class Tracker:
         if run_id is not None:
             self._call("ending a run", self.client.set_terminated, run_id, status=status)
         if run_id is not None and run_id == self.journal.get("parent_run_id") and not self.offline:
-            self.journal["status"] = "complete"
+            self.journal["status"] = "complete" if status == "FINISHED" else "interrupted"
             self._save_journal()
+
+    def interrupt(self, parent_run_id: str | None) -> None:
+        """Mark the search interrupted (Ctrl-C): its trial runs still RUNNING and its parent run end as KILLED
+        (tagged ``status=interrupted``), and the journal says ``interrupted``. A resume reopens them."""
+        for run in self.runs():
+            tags = run.data.tags
+            if (tags.get("tinyray.search_id") == self.search_id and tags.get("tinyray.kind") == "trial"
+                    and run.info.status == "RUNNING"):
+                self.set_tags(run.info.run_id, {"status": "interrupted"})
+                self._call("ending a run", self.client.set_terminated, run.info.run_id, status="KILLED")
+        self.set_tags(parent_run_id, {"status": "interrupted"})
+        if parent_run_id is not None:
+            self._call("ending a run", self.client.set_terminated, parent_run_id, status="KILLED")
+        self.journal["status"] = "interrupted"
+        self._save_journal()
 
     # -- trials (child runs) -----------------------------------------------------------------------------------
     def start_trial(self, parent_run_id: str | None, trial_id: str, run_name: str,
@@ -510,6 +525,14 @@ def make_tracking_callback(tracker: Tracker, parent_run_id: str, max_epochs: int
             tracker.log_metrics(run_id, {"epochs": epochs}, step=epochs)
             tracker.finish(run_id, "FAILED" if status == "failed" else "FINISHED")
             self.finished[trial.trial_id] = status
+
+        def interrupted(self, expected: int) -> bool:
+            """True if Tune stopped before ``expected`` trials had ended (Ctrl-C).
+
+            Tune's ``fit()`` returns the same way after Ctrl-C as after the last trial, and its clean-up marks the
+            stopped trials TERMINATED; only completed, early-stopped and failed trials reach :meth:`_close`.
+            """
+            return len(self.finished) < expected
 
         def get_state(self) -> dict:
             return {"version": STATE_VERSION, "parent_run_id": parent_run_id, "runs": dict(self.runs),
