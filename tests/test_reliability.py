@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 SECRET = "pa55-Zq7-not-for-files"
 
@@ -48,6 +47,8 @@ def server(tmp_path_factory):
         yield running
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_output(tmp_path, server):
     from mlflow import MlflowClient
 
@@ -104,6 +105,8 @@ def _runs(storage: Path, name: str) -> list:
     return client.search_runs([experiment.experiment_id], max_results=100)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_ctrl_c_marks_the_search_interrupted_everywhere_and_says_how_to_resume(tmp_path):
     import shlex
 
@@ -116,6 +119,11 @@ def test_ctrl_c_marks_the_search_interrupted_everywhere_and_says_how_to_resume(t
                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(driver, results, 2)
+        # a second driver on the same search, while the first runs: refused, and the first is not disturbed
+        second = subprocess.run(_search(storage, "ctrlc", "--quiet", "--resume", trials=3, epochs=2), env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2 and f"(pid {driver.pid})" in second.stderr, second.stderr
+        assert second.stderr.count("\n") == 1
         driver.send_signal(signal.SIGINT)  # Ctrl-C, to the driver
         out, err = driver.communicate(timeout=600)
     finally:
@@ -151,3 +159,84 @@ def test_ctrl_c_marks_the_search_interrupted_everywhere_and_says_how_to_resume(t
     children = [run for run in runs if run.data.tags.get("tinyray.kind") == "trial"
                 and run.data.tags.get("status") != "lost"]
     assert sorted(run.data.tags["trial_id"] for run in children) == sorted(trials["trial_id"])
+
+    # a finished search: --resume says so and changes nothing (files, runs, metrics, model versions)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage.resolve() / 'mlflow.db'}")
+    def state() -> tuple:
+        runs = _runs(storage, "ctrlc")
+        metrics = {run.info.run_id: (run.info.status, run.info.end_time, sorted(run.data.metrics.items()),
+                                     len(client.get_metric_history(run.info.run_id, "top1"))) for run in runs}
+        versions = [v.version for v in client.search_model_versions("name='tinynet-formula'")]
+        return _files(storage), metrics, versions
+
+    before = state()
+    again = subprocess.run([sys.executable, "-m", "tinyray", *shlex.split(command)[1:], "--quiet"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already finished" in again.stderr and again.stderr.count("\n") == 1
+    assert state() == before
+
+
+# -- one driver a search folder; a finished search stays as it is (fast: refused before Ray starts) -------------
+def _stored_search(storage: Path, name: str, **extra) -> Path:
+    folder = storage / name
+    folder.mkdir(parents=True)
+    (folder / "search.json").write_text(json.dumps({"version": 1, "config": {
+        "budget": 60_000_000, "name": name, "trials": 3, "max_epochs": 2, "data": "synthetic:300/100"}, **extra}))
+    return folder
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(path): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+def test_a_second_driver_on_a_search_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    from tinyray.cli import main
+    from tinyray.search import _own
+
+    folder = _stored_search(tmp_path / "results", "owned")
+    held = _own(folder)  # what the first driver holds while it runs
+    try:
+        code = main(["search", "--resume", "--name", "owned", "--storage", str(tmp_path / "results")])
+    finally:
+        held.close()
+    err = capsys.readouterr().err
+    assert code == 2 and f"being run by another tinyray process (pid {os.getpid()})" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    again = _own(folder)  # released by the first: free again
+    again.close()
+
+
+def test_the_lock_dies_with_its_driver(tmp_path):
+    from tinyray.search import _own
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; h = open(sys.argv[1], 'a+'); "
+                               "fcntl.flock(h, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)",
+                               str(folder / "driver.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Exception, match="being run by another"):
+            _own(folder)
+    finally:
+        holder.kill()  # like SIGKILL of a driver
+        holder.wait()
+    _own(folder).close()
+
+
+@pytest.mark.parametrize("marker", ["status", "summary"])
+def test_resume_of_a_finished_search_says_so_and_changes_nothing(tmp_path, capsys, marker):
+    from tinyray.cli import main
+
+    storage = tmp_path / "results"
+    folder = _stored_search(storage, "done", **({"status": "finished"} if marker == "status" else {}))
+    if marker == "summary":  # a search finished before search.json recorded its status
+        (folder / "summary.json").write_text("{}")
+    before = _files(storage)
+    code = main(["search", "--resume", "--name", "done", "--storage", str(storage)])
+    err = capsys.readouterr().err
+    assert code == 2 and "is already finished: nothing to resume" in err
+    assert len(err.strip().splitlines()) == 1
+    assert _files(storage) == before

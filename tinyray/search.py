@@ -344,6 +344,41 @@ def resume_command(config: SearchConfig) -> str:
             f"--storage {shlex.quote(str(config.results_dir.parent))}")
 
 
+LOCK_NAME = "driver.lock"
+
+
+def _own(results: Path) -> Any:
+    """Take the search folder for this driver: an exclusive ``flock`` on ``driver.lock``, held until closed.
+
+    Two drivers on one folder would corrupt Tune's state and duplicate MLflow runs; the second is refused. The
+    kernel drops the lock when the holder dies (even by SIGKILL), so a crash never leaves the folder locked.
+    """
+    import fcntl
+
+    handle = open(results / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise UserError(f"the search in {results} is being run by another tinyray process (pid {holder}): wait "
+                        f"for it to end, or stop it and run --resume again") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _check_unfinished(config: SearchConfig) -> None:
+    """Refuse to resume a search that finished: a resume would publish its formula and metrics a second time."""
+    results = config.results_dir
+    if _read_info(results).get("status") == "finished" or (results / "summary.json").is_file():
+        raise UserError(f"search {config.name!r} is already finished: nothing to resume (its results are in "
+                        f"{results}, 'tinyray report {results}'); start another --name to search again")
+
+
 def _check_results_dir(config: SearchConfig) -> None:
     """Refuse an existing search, or a results root that cannot hold folders, without writing anything."""
     results = config.results_dir
@@ -543,6 +578,10 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     if not resume:
         _check_results_dir(config)
     _check_address(config)  # before anything is written: a dead --address must not leave a half-made search
+    lock = None
+    if resume:
+        _check_unfinished(config)  # before the lock: a finished search's folder is left exactly as it is
+        lock = _own(config.results_dir)  # one driver a search folder, from here to the end
 
     from tinyray.cost import base_flops, format_flops
     from tinyray.data import load_data, resolve_data, spec_summary
@@ -569,11 +608,17 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     # every epoch's checkpoint forces an experiment snapshot (CheckpointConfig(num_to_keep=1)): that is what keeps
     # a resume close to where the driver died, and the files are small, so Tune's warning about it is noise here
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    started_ray = _start_ray(config)
+    try:
+        started_ray = _start_ray(config)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
     try:
         _check_resources(config)  # before anything is written: a trial Ray cannot place would wait for ever
         if not resume:
             results = _prepare_results_dir(config)
+            lock = _own(results)
             info = _write_search_info(config, results, space, data, recipe)
         try:
             tracker, parent_run_id, tracking_uri = _start_tracking(config, results, info.get("parent_run_id"), {
@@ -610,6 +655,8 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
             import ray
 
             ray.shutdown()
+        if lock is not None:
+            lock.close()  # releases the folder (the kernel does so too if this process dies)
 
 
 def _redact(uri: str | None) -> str | None:
@@ -870,4 +917,5 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
 
     files.update(finish_search(result, tracker))  # importance analysis, report.html, the parent run's description
     tracker.finish(parent_run_id)
+    _write_info(results, {**_read_info(results), "status": "finished"})  # a later --resume changes nothing
     return result
