@@ -240,3 +240,59 @@ def test_resume_of_a_finished_search_says_so_and_changes_nothing(tmp_path, capsy
     assert code == 2 and "is already finished: nothing to resume" in err
     assert len(err.strip().splitlines()) == 1
     assert _files(storage) == before
+
+
+# -- a full disk ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.integration
+def test_disk_full_stops_in_one_line_keeps_finished_trials_and_resumes(tmp_path):
+    import shlex
+
+    import pandas as pd
+
+    storage = tmp_path / "results"
+    results = storage / "full"
+    # the third trial (seed 3 proposes d=0.64 third; the first two have d < 0.6) runs out of disk at epoch 2,
+    # after a trial has finished: the driver must stop in one line and keep it
+    faults = [{"kind": "enospc", "epoch": 2, "param": "d", "above": 0.6, "once": True}]
+    env = _env(tmp_path, TINYRAY_FAULTS=json.dumps(faults), TINYRAY_FAULTS_DIR=str(tmp_path / "faults"))
+    proc = subprocess.run(_search(storage, "full", "--quiet", trials=3, epochs=2), env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "no space left on device" in lines[0] and "No space left on device" in lines[0]
+    command = f"tinyray search --resume --name full --storage {storage.resolve()}"
+    assert command in lines[0]
+    before = _finished_trials(results, 2)
+    assert before, "no trial had finished before the disk filled up"
+    assert json.loads((results / "search.json").read_text())["status"] == "interrupted"
+    assert json.loads((results / "tracking.json").read_text())["status"] == "interrupted"
+    assert all(run.info.status != "RUNNING" for run in _runs(storage, "full"))
+
+    # space again (the fault fires once): the resume restores the search and loses nothing
+    resumed = subprocess.run([sys.executable, "-m", "tinyray", *shlex.split(command)[1:], "--quiet"], env=env,
+                             capture_output=True, text=True, timeout=1500)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = pd.read_csv(results / "trials.csv")
+    assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
+    after = _finished_trials(results, 2)
+    assert all(after[name] == lines for name, lines in before.items())  # kept, not trained again
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty"])
+def test_resume_without_tunes_state_refuses_instead_of_starting_over(tmp_path, capsys, damage):
+    from tinyray.cli import main
+
+    storage = tmp_path / "results"
+    folder = _stored_search(storage, "lost", status="interrupted")
+    (folder / "trial_0a1b2c3d").mkdir()
+    (folder / "trial_0a1b2c3d" / "result.json").write_text('{"training_iteration": 2, "top1": 0.5}\n')
+    if damage == "empty":  # what a full disk leaves: the file made, nothing written
+        (folder / "tuner.pkl").write_bytes(b"")
+    before = _files(storage)
+    code = main(["search", "--resume", "--name", "lost", "--storage", str(storage)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot resume 'lost': Ray Tune's state" in err and "start a new --name" in err
+    assert len(err.strip().splitlines()) == 1
+    assert _files(storage) == before  # refused before Ray, MLflow or any write

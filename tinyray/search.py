@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -336,6 +337,15 @@ def resume_config(storage: Path, name: str, given: dict[str, Any]) -> SearchConf
     return SearchConfig(**{**{k: v for k, v in stored.items() if k in fields}, **runtime})
 
 
+def _mark_interrupted(tracker: Any, parent_run_id: str | None, results: Path) -> None:
+    """Say everywhere that the search stopped before its end (MLflow, ``tracking.json``, ``search.json``)."""
+    tracker.interrupt(parent_run_id)
+    try:
+        _write_info(results, {**_read_info(results), "status": "interrupted"})
+    except (OSError, UserError) as exc:  # a full disk: tracking.json and Tune's snapshot still tell the state
+        log.warning("cannot mark %s interrupted: %s", results / "search.json", exc)
+
+
 def resume_command(config: SearchConfig) -> str:
     """The command that continues the search ``config`` (printed after Ctrl-C)."""
     import shlex
@@ -372,11 +382,19 @@ def _own(results: Path) -> Any:
 
 
 def _check_unfinished(config: SearchConfig) -> None:
-    """Refuse to resume a search that finished: a resume would publish its formula and metrics a second time."""
+    """Refuse to resume a search that finished (a resume would publish its formula and metrics a second time), or
+    one whose Tune state is lost (it would start over without saying so)."""
     results = config.results_dir
     if _read_info(results).get("status") == "finished" or (results / "summary.json").is_file():
         raise UserError(f"search {config.name!r} is already finished: nothing to resume (its results are in "
                         f"{results}, 'tinyray report {results}'); start another --name to search again")
+    # trials ran but Tune's state is gone (a full disk, a deleted file): a resume would silently start over
+    if not (results / "tuner.pkl").is_file() and any(results.glob("trial_*")):
+        raise UserError(f"cannot resume {config.name!r}: Ray Tune's state (tuner.pkl) is missing in {results} "
+                        f"although trials ran; its finished trials are in {results}/trial_*; start a new --name")
+    if (results / "tuner.pkl").is_file() and (results / "tuner.pkl").stat().st_size == 0:
+        raise UserError(f"cannot resume {config.name!r}: Ray Tune's state {results / 'tuner.pkl'} is empty (the "
+                        f"disk was full?); its finished trials are in {results}/trial_*; start a new --name")
 
 
 def _check_results_dir(config: SearchConfig) -> None:
@@ -482,7 +500,7 @@ def _quietly(call: Any, capture: bool = True) -> tuple[Exception | None, str]:
         try:
             call()
             return None, ""
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exceptions too (a node that timed out starting)
             return exc, ""
     with tempfile.TemporaryFile(mode="w+b") as captured:
         sys.stderr.flush()
@@ -491,7 +509,7 @@ def _quietly(call: Any, capture: bool = True) -> tuple[Exception | None, str]:
         try:
             call()
             error = None
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exceptions too (a node that timed out starting)
             error = exc
         finally:
             sys.stderr.flush()
@@ -608,6 +626,9 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     # every epoch's checkpoint forces an experiment snapshot (CheckpointConfig(num_to_keep=1)): that is what keeps
     # a resume close to where the driver died, and the files are small, so Tune's warning about it is noise here
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # a failing trial is one line of tinyray's (progress.py) with the path of its full trace, not Ray's 300 lines
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    tracker = parent_run_id = None
     try:
         started_ray = _start_ray(config)
     except BaseException:
@@ -644,12 +665,19 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
         except KeyboardInterrupt:  # a second Ctrl-C: Tune skipped its last snapshot; the one before it stays
             interrupted = True
         if interrupted:
-            tracker.interrupt(parent_run_id)
-            _write_info(results, {**_read_info(results), "status": "interrupted"})
+            _mark_interrupted(tracker, parent_run_id, results)
             raise Interrupted(f"search {config.name!r} stopped; its finished trials are kept. Continue it with: "
                               f"{resume_command(config)}")
         trials = _trials_table(grid, config)
         return _finish(config, trials, tracker, parent_run_id, tracking_uri, started, space, data.num_classes)
+    except (_DiskFull, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno != errno.ENOSPC:
+            raise
+        if tracker is not None:
+            _mark_interrupted(tracker, parent_run_id, results)
+        raise UserError(f"no space left on device for the search {config.name!r} ({str(exc)[:200]}): what finished "
+                        f"is kept; free some space under {config.results_dir.parent}, then continue it with: "
+                        f"{resume_command(config)}") from None
     finally:
         if started_ray:
             import ray
@@ -767,14 +795,22 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
         }, step=state.done)
 
     tracking = make_tracking_callback(tracker, parent_run_id, config.max_epochs, _trial_params(space, data))
-    callbacks = [tracking, make_monitor_callback(progress, config.progress, on_update)]
+    # the disk guard first: a trial that ran out of disk stops the search before it is recorded as failed
+    callbacks = [_disk_full_guard(), tracking, make_monitor_callback(progress, config.progress, on_update)]
     results = config.results_dir
     if resume and (results / "tuner.pkl").is_file():
         # Tune restores its trials (finished ones stay finished; unfinished ones continue from their checkpoints),
         # the searcher (TinySearcher.restore) and the callbacks' states (the trial -> MLflow run mapping). The
         # callbacks and the scheduler are rebuilt here so that they use this run's tracker and settings.
-        tuner = tune.Tuner.restore(str(results), trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
+        try:
+            tuner = tune.Tuner.restore(str(results), trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=False)
+        except Exception as exc:  # noqa: BLE001 - a damaged state must be refused, not replaced by a new search
+            from tinyray.tracking import error_line
+
+            raise UserError(f"cannot resume {config.name!r}: Ray Tune's state in {results} is damaged "
+                            f"({error_line(str(exc))[:200]}); its finished trials are in {results}/trial_*; "
+                            f"start a new --name") from None
         tuner._local_tuner._run_config.callbacks = callbacks
         tuner._local_tuner._tune_config.scheduler = scheduler
     else:
@@ -800,6 +836,39 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
         return tuner.fit(), tracking.interrupted(config.trials)
     finally:
         tune_log.removeFilter(_not_tunes_restore_advice)
+
+
+class _DiskFull(Exception):
+    """A trial (or the driver) ran out of disk space: the search stops (see :func:`run_search`)."""
+
+
+def _is_disk_full(text: str) -> bool:
+    return "No space left on device" in text or "[Errno 28]" in text
+
+
+def _disk_full_guard() -> Any:
+    """A Tune callback that stops the search at the first trial that ran out of disk.
+
+    Every later checkpoint would fail the same way (and retrying would burn each trial's retries); stopping at
+    once keeps Tune's last snapshot, which a ``--resume`` restores once there is space again.
+    """
+    from ray.tune import Callback
+
+    from tinyray.tracking import failure_reason
+
+    class StopWhenDiskFull(Callback):
+        def _check(self, trial: Any) -> None:
+            reason = failure_reason(trial)
+            if _is_disk_full(reason):
+                raise _DiskFull(reason)
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._check(trial)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._check(trial)
+
+    return StopWhenDiskFull()
 
 
 def _not_tunes_restore_advice(record: logging.LogRecord) -> bool:
