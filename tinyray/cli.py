@@ -564,7 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"tinyray {command}: error: {exc}", file=sys.stderr)
+        # a path that is not UTF-8 (surrogate escapes) must not turn the one line into an encoding traceback
+        print(f"tinyray {command}: error: {str(exc).encode('utf-8', 'backslashreplace').decode('utf-8')}",
+              file=sys.stderr)
         return UserError.exit_code
     except Interrupted as exc:
         print(f"tinyray {command}: interrupted: {exc}", file=sys.stderr)
