@@ -796,7 +796,8 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
 
     tracking = make_tracking_callback(tracker, parent_run_id, config.max_epochs, _trial_params(space, data))
     # the disk guard first: a trial that ran out of disk stops the search before it is recorded as failed
-    callbacks = [_disk_full_guard(), tracking, make_monitor_callback(progress, config.progress, on_update)]
+    guard = _disk_full_guard()
+    callbacks = [guard, tracking, make_monitor_callback(progress, config.progress, on_update)]
     results = config.results_dir
     if resume and (results / "tuner.pkl").is_file():
         # Tune restores its trials (finished ones stay finished; unfinished ones continue from their checkpoints),
@@ -834,6 +835,10 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
     tune_log.addFilter(_not_tunes_restore_advice)
     try:
         return tuner.fit(), tracking.interrupted(config.trials)
+    except Exception:
+        if guard.reason:
+            raise _DiskFull(guard.reason) from None
+        raise
     finally:
         tune_log.removeFilter(_not_tunes_restore_advice)
 
@@ -857,9 +862,13 @@ def _disk_full_guard() -> Any:
     from tinyray.tracking import failure_reason
 
     class StopWhenDiskFull(Callback):
+        #: why it stopped the search (Tune wraps the exception in a TuneError of traceback text)
+        reason = ""
+
         def _check(self, trial: Any) -> None:
             reason = failure_reason(trial)
             if _is_disk_full(reason):
+                self.reason = reason
                 raise _DiskFull(reason)
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
