@@ -54,7 +54,10 @@ def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_output(tmp_path, 
 
     storage = tmp_path / "results"
     uri = server.url.replace("http://", f"http://alice:{SECRET}@")
-    proc = subprocess.run(_search(storage, "secret", "--tracking-uri", uri, "--json"), env=_env(tmp_path),
+    # and the output contracts on the way: a trial that fails (every attempt) is a line or two on stderr
+    faults = [{"kind": "raise", "epoch": 1, "param": "r", "below": 0.5}]  # seed 3: the first trial has r = 0.31
+    env = _env(tmp_path, TINYRAY_FAULTS=json.dumps(faults))
+    proc = subprocess.run(_search(storage, "secret", "--tracking-uri", uri, "--json"), env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert SECRET not in proc.stdout and SECRET not in proc.stderr
@@ -62,7 +65,17 @@ def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_output(tmp_path, 
     for line in proc.stdout.splitlines():  # --json: every stdout line is JSON, the last one the summary
         json.loads(line)
     summary = json.loads(proc.stdout.splitlines()[-1])
-    assert summary["tracking_uri"] == server.url
+    assert summary["tracking_uri"] == server.url and summary["failed"] >= 1
+    failures = [line for line in proc.stderr.splitlines() if " failed: " in line]
+    assert failures and all("trial crashed at epoch 1" in line and "(full trace: " in line for line in failures)
+    assert len(proc.stderr.splitlines()) <= 3 * len(failures) + 2, proc.stderr  # no Ray tracebacks
+    assert "Traceback" not in proc.stderr and "Token authentication" not in proc.stderr
+
+    published = subprocess.run([sys.executable, "-m", "tinyray", "publish", str(storage / "secret"), "--json",
+                                "--tracking-uri", uri], env=env, capture_output=True, text=True, timeout=300)
+    assert published.returncode == 0, published.stderr[-2000:]
+    assert len(published.stdout.splitlines()) == 1 and json.loads(published.stdout)
+    assert SECRET not in published.stdout and SECRET not in published.stderr
 
     files = [path for path in storage.rglob("*") if path.is_file()]
     names = {path.name for path in files}
@@ -76,7 +89,7 @@ def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_output(tmp_path, 
     experiment = client.get_experiment_by_name("secret")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.data.tags.get("tinyray.kind") for run in runs) == ["search", "trial", "trial"]
-    assert all(run.info.status == "FINISHED" for run in runs)
+    assert sorted(run.info.status for run in runs) == ["FAILED", "FINISHED", "FINISHED"]
 
 
 def _finished_trials(results: Path, epochs: int) -> dict[str, int]:
