@@ -47,3 +47,17 @@ def test_credentials_are_redacted_from_recorded_uris():
     assert _redact("https://alice:s3cret@mlflow.example.com/") == "https://mlflow.example.com/"
     assert _redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert _redact(None) is None
+
+
+def test_a_tracking_password_goes_to_mlflows_environment_not_into_the_uri(monkeypatch):
+    from tinyray.tracking import use_credentials
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert use_credentials("https://alice:s%40cret@mlflow.example.com:5000/") == "https://mlflow.example.com:5000/"
+    import os
+
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "s@cret"
+    # a database URI keeps its password (SQLAlchemy needs it); what tinyray writes down is redacted
+    assert use_credentials("postgresql://bob:pw@db/mlflow") == "postgresql://bob:pw@db/mlflow"
+    assert _redact("postgresql://bob:pw@db/mlflow") == "postgresql://db/mlflow"

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Callable, NoReturn, Sequence
 
-from tinyray.errors import UserError
+from tinyray.errors import Interrupted, UserError
 
 EXAMPLES = {
     "tinyray": """examples:
@@ -62,6 +62,15 @@ EXAMPLES = {
 }
 
 
+#: Upper bounds of the sizes a user gives (a larger one would allocate or loop until the machine gives up).
+LIMITS = {
+    "--trials": 100_000, "--max-epochs": 10_000, "--grace-period": 10_000, "--reduction-factor": 100,
+    "--pop-size": 10_000, "--retries": 100, "--epochs": 100_000, "--train-epochs": 100_000, "--batch-size": 65_536,
+    "--num-classes": 100_000, "--threads": 1024, "--seeds": 1000, "--workers": 1024, "--levels": 1000,
+    "--port": 65535,
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (and exit 2) like every other user error."""
 
@@ -89,14 +98,19 @@ def _positive_float(name: str) -> Callable[[str], float]:
     return _float_option(name)
 
 
-def _int_at_least(name: str, low: int) -> Callable[[str], int]:
+def _int_at_least(name: str, low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type for a whole number of at least ``low`` (and at most ``high``: every size has a bound)."""
+    high = LIMITS.get(name) if high is None else high
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text[:40]!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{name} must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{name} must be at most {high}, got {text[:40]}")
         return value
 
     return parse
@@ -477,6 +491,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         address=args.address, tracking_uri=args.tracking_uri, formula_name=args.formula_name, retries=args.retries,
         progress="json" if args.json else "quiet" if args.quiet else "live",
     )
+    for option, value in (("--name", args.name), ("--storage", args.storage)):
+        if value is not None and not value.strip():
+            raise UserError(f"{option} is empty: give a value, or leave {option} out for the default")
     if args.resume:
         if not args.name and budget is None:
             raise UserError("--resume needs the --name of the search to continue, e.g. --resume --name b200M")
@@ -486,13 +503,22 @@ def cmd_search(args: argparse.Namespace) -> int:
         given["progress"] = options["progress"]
         if budget is not None:
             given["budget"] = budget
-        config = resume_config(Path(args.storage), args.name or f"b{format_flops(budget)}", given)
+        config = resume_config(Path(args.storage), args.name if args.name is not None else f"b{format_flops(budget)}",
+                               given)
     else:
         if budget is None:
             raise UserError("--budget is required, e.g. --budget 200M (or continue a search with --resume --name NAME)")
-        config = SearchConfig(budget=budget, name=args.name or f"b{format_flops(budget)}", storage=Path(args.storage),
+        name = args.name if args.name is not None else f"b{format_flops(budget)}"
+        config = SearchConfig(budget=budget, name=name, storage=Path(args.storage),
                               **options)
-    result = run_search(config, resume=args.resume)
+    try:
+        result = run_search(config, resume=args.resume)
+    except KeyboardInterrupt:  # outside the Tune experiment (which run_search handles): say how to go on, if it can
+        from tinyray.search import resume_command
+
+        if not (config.results_dir / "search.json").is_file():
+            raise
+        raise Interrupted(f"search {config.name!r} stopped; continue it with: {resume_command(config)}") from None
     if args.json:
         print(json.dumps(result.summary()))
     else:
@@ -538,6 +564,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tinyray.search import default_recipe
     from tinyray.train import train_candidate
 
+    import os
+
+    if args.threads is not None and args.threads > (os.cpu_count() or 1):
+        raise UserError(f"--threads {args.threads} exceeds the {os.cpu_count()} CPUs of this machine: lower it")
     space = load_space(args.space)
     space.check_point(args.r, args.d, args.w)
     data = load_data(args.data)
@@ -595,11 +625,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"tinyray {command}: error: {exc}", file=sys.stderr)
+        # a path that is not UTF-8 (surrogate escapes) must not turn the one line into an encoding traceback
+        print(f"tinyray {command}: error: {str(exc).encode('utf-8', 'backslashreplace').decode('utf-8')}",
+              file=sys.stderr)
         return UserError.exit_code
+    except Interrupted as exc:
+        print(f"tinyray {command}: interrupted: {exc}", file=sys.stderr)
+        return Interrupted.exit_code
     except KeyboardInterrupt:
         print(f"tinyray {command}: interrupted", file=sys.stderr)
-        return 130
+        return Interrupted.exit_code
 
 
 if __name__ == "__main__":

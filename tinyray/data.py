@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -35,6 +36,8 @@ import numpy as np
 
 from tinyray.errors import UserError
 from tinyray.space import SearchSpace
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -50,6 +53,7 @@ SHAPES = ("disc", "square", "triangle", "ring", "cross")
 #: Grating orientations: the direction the stripes run in.
 ORIENTATIONS = ("horizontal", "vertical")
 MAX_SYNTHETIC_CLASSES = len(SHAPES) * len(ORIENTATIONS)
+MAX_SYNTHETIC_IMAGES = 100_000
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,9 @@ def resolve_data(
     if spec is None or str(spec) in ("", SYNTHETIC):
         if not 2 <= num_classes <= MAX_SYNTHETIC_CLASSES:
             raise UserError(f"synthetic data has 2 to {MAX_SYNTHETIC_CLASSES} classes, not {num_classes}: choose one in that range")
+        if train_size + val_size > MAX_SYNTHETIC_IMAGES:  # 12 KB an image, all held in memory
+            raise UserError(f"synthetic data of {train_size}+{val_size} images is more than the {MAX_SYNTHETIC_IMAGES} "
+                            f"tinyray generates (about 1.2 GB in memory): lower the sizes, e.g. synthetic:1200/400")
         if train_size < num_classes or val_size < num_classes:
             raise UserError(
                 f"synthetic data needs at least one image per class ({num_classes}) in each split,"
@@ -540,8 +547,9 @@ class FolderData(Data):
         if resolution < 1 or batch_size < 1:
             raise UserError(f"resolution ({resolution}) and batch size ({batch_size}) must be positive")
         train_transform, val_transform = folder_transforms(resolution)
-        train_set = ImageFolder(str(self.root / "train"), transform=train_transform, loader=open_image)
-        val_set = ImageFolder(str(self.root / "val"), transform=val_transform, loader=open_image)
+        # an image that cannot be read during training is skipped and counted (see _FolderBatches), not a crash
+        train_set = ImageFolder(str(self.root / "train"), transform=_Readable(train_transform), loader=_open_or_skip)
+        val_set = ImageFolder(str(self.root / "val"), transform=_Readable(val_transform), loader=_open_or_skip)
         train = _FolderBatches(train_set, batch_size, seed, workers, shuffle=True)
         val = _FolderBatches(val_set, batch_size, seed, workers, shuffle=False)
         return train, val
@@ -578,16 +586,73 @@ def folder_transforms(resolution: int) -> tuple[Any, Any]:
     return train, val
 
 
+#: Largest image tinyray decodes, in pixels (PIL's guard against decompression bombs, set as an error: PIL by
+#: default only warns up to twice its own limit).
+MAX_IMAGE_PIXELS = 8192 * 8192
+#: Unreadable images a training run skips (counted once each) before it stops: this share of a split, at least
+#: MIN_SKIPPED_LIMIT of them.
+MAX_SKIPPED_SHARE = 0.01
+MIN_SKIPPED_LIMIT = 10
+
+
+def _shown(text: str) -> str:
+    """A path fit to print: a name that is not UTF-8 (surrogate escapes) would break the terminal's encoding."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def open_image(path: str) -> Any:
-    """Open an image file as RGB, or raise :class:`UserError` naming the file."""
+    """Open an image file as RGB, or raise :class:`UserError` naming the file (also for a decompression bomb, or
+    a FIFO or device, which would block or never end)."""
+    import stat
+    import warnings
+
     from PIL import Image
 
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        with open(path, "rb") as stream:
-            image = Image.open(stream)
-            return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise UserError(f"cannot read image {path} ({exc}): replace or delete the file")
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UserError(f"image {_shown(path)} is not a regular file (a FIFO, socket or device): remove it")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with open(path, "rb") as stream:
+                image = Image.open(stream)
+                return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UserError(f"cannot read image {_shown(path)} ({_shown(str(exc))[:200]}): replace or delete the file")
+
+
+class _Unreadable:
+    """What :func:`_open_or_skip` gives for an image that cannot be read (its path, for the count)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+
+
+def _open_or_skip(path: str) -> Any:
+    try:
+        return open_image(path)
+    except UserError as exc:
+        return _Unreadable(path, str(exc))
+
+
+class _Readable:
+    """A transform that passes :class:`_Unreadable` through (picklable, for DataLoader workers)."""
+
+    def __init__(self, transform: Any) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Any) -> Any:
+        return image if isinstance(image, _Unreadable) else self.transform(image)
+
+
+def _collate_readable(batch: list) -> tuple[Any, Any, list[str]]:
+    """Collate the readable samples of a batch; return the unreadable ones' paths beside them."""
+    from torch.utils.data import default_collate
+
+    good = [sample for sample in batch if not isinstance(sample[0], _Unreadable)]
+    bad = [sample[0].reason for sample in batch if isinstance(sample[0], _Unreadable)]
+    images, labels = default_collate(good) if good else (None, None)
+    return images, labels, bad
 
 
 def check_image_folder(root: Path) -> tuple[str, ...]:
@@ -597,8 +662,11 @@ def check_image_folder(root: Path) -> tuple[str, ...]:
         UserError: a missing root, ``train/`` or ``val/``; no class folders; different classes in the two
             splits; a class folder without images; a first image per class that does not open.
     """
-    from PIL import Image
-
+    try:
+        str(root).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"data path {_shown(str(root))} is not UTF-8: rename it (Ray, MLflow and JSON files need "
+                        f"UTF-8 names)") from None
     if not root.is_dir():
         raise UserError(f"data path {root} is not a folder: give a folder with train/ and val/ class folders")
     classes: dict[str, list[str]] = {}
@@ -613,18 +681,21 @@ def check_image_folder(root: Path) -> tuple[str, ...]:
             raise UserError(f"{folder} has no class folders: put each class's images in {folder}/<class>/")
         classes[split] = names
         for name in names:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"class folder {_shown(str(folder / name))} has a name that is not UTF-8: rename "
+                                f"it") from None
             first = _first_image(folder / name)
             if first is None:
                 raise UserError(
-                    f"class folder {folder / name} holds no images ({', '.join(_image_suffixes())}): add images or remove it"
+                    f"class folder {_shown(str(folder / name))} holds no images ({', '.join(_image_suffixes())}):"
+                    f" add images or remove it"
                 )
-            try:
-                with Image.open(first) as image:
-                    image.verify()
-                with Image.open(first) as image:
-                    image.convert("RGB").load()
-            except (OSError, ValueError, SyntaxError) as exc:
-                raise UserError(f"cannot read image {first} ({exc}): replace or delete the file")
+            open_image(str(first)).load()
+    if len(classes["train"]) < 2:
+        raise UserError(f"{root / 'train'} has one class folder ({_shown(classes['train'][0])}): a classifier needs at "
+                        f"least two classes; add another class folder to train/ and val/")
     if classes["train"] != classes["val"]:
         only_train = sorted(set(classes["train"]) - set(classes["val"]))
         only_val = sorted(set(classes["val"]) - set(classes["train"]))
@@ -643,13 +714,46 @@ def _image_suffixes() -> tuple[str, ...]:
 
 
 def _first_image(folder: Path) -> Path | None:
+    """The first image of a class folder, after checking the whole folder as torchvision will walk it.
+
+    Raises:
+        UserError: a symlink loop (torchvision follows links and would walk it for ever), an image name that is
+            a FIFO, socket or device (opening it blocks), or a name that is not UTF-8.
+    """
     suffixes = _image_suffixes()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        for filename in sorted(filenames):
-            if filename.lower().endswith(suffixes):
-                return Path(dirpath) / filename
-    return None
+    first = None
+    seen: set[tuple[int, int]] = set()
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        info = current.stat()
+        if (info.st_dev, info.st_ino) in seen:
+            raise UserError(f"{_shown(str(current))} leads back to a folder already seen (a symlink loop): remove "
+                            f"the link")
+        seen.add((info.st_dev, info.st_ino))
+        try:
+            entries = sorted(os.scandir(current), key=lambda entry: entry.name)
+        except OSError as exc:
+            raise UserError(f"cannot list {_shown(str(current))} ({exc.strerror}): check its permissions") from None
+        for entry in entries:
+            try:
+                entry.name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{_shown(entry.path)} has a name that is not UTF-8: rename it") from None
+            try:
+                is_dir = entry.is_dir()
+                is_file = entry.is_file()
+            except OSError:  # a symlink loop on itself, or a dangling link
+                is_dir = is_file = False
+            if is_dir:
+                pending.append(Path(entry.path))
+            elif entry.name.lower().endswith(suffixes):
+                if not is_file:
+                    raise UserError(f"{_shown(entry.path)} is not a regular file (a FIFO, socket, device or broken "
+                                    f"link): remove it")
+                if first is None or Path(entry.path) < first:
+                    first = Path(entry.path)
+    return first
 
 
 class _FolderBatches(Batches):
@@ -661,6 +765,9 @@ class _FolderBatches(Batches):
         self.batch_size = batch_size
         self.workers = workers
         self.shuffle = shuffle
+        #: reasons of the unreadable images met so far (each counted once, over every epoch)
+        self.skipped: set[str] = set()
+        self.skip_limit = max(MIN_SKIPPED_LIMIT, int(MAX_SKIPPED_SHARE * len(dataset)))
 
     def __len__(self) -> int:
         count = len(self.dataset)
@@ -679,18 +786,27 @@ class _FolderBatches(Batches):
             num_workers=self.workers,
             generator=self._generator(),
             persistent_workers=False,
+            collate_fn=_collate_readable,
         )
         iterator = iter(loader)
         while True:
             try:
-                batch = next(iterator)
+                images, labels, bad = next(iterator)
             except StopIteration:
                 return
             except UserError as exc:
                 # From a worker process the message arrives wrapped in a traceback; keep only our line.
                 text = str(exc)
                 raise UserError(text.rsplit("UserError: ", 1)[-1]) from None
-            yield batch[0], batch[1]
+            for reason in bad:
+                if reason not in self.skipped:
+                    log.warning("skipped: %s", reason)
+                self.skipped.add(reason)
+            if len(self.skipped) > self.skip_limit:
+                raise UserError(f"{len(self.skipped)} images of {len(self.dataset)} cannot be read, more than the "
+                                f"{self.skip_limit} tinyray skips (e.g. {sorted(self.skipped)[0]})")
+            if images is not None:
+                yield images, labels
 
 
 def spec_summary(spec: DataSpec) -> dict[str, Any]:

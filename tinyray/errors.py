@@ -13,3 +13,15 @@ class UserError(Exception):
     def __init__(self, message: str) -> None:
         # Keep it to one line whatever the caller passed: the CLI contract is a single line on stderr.
         super().__init__(" ".join(str(message).split()))
+
+
+class Interrupted(Exception):
+    """Work stopped cleanly by Ctrl-C; the single line says what was kept and the command that continues it.
+
+    The CLI prints it and exits with status 130 (128 + SIGINT), as shells do for an interrupted command.
+    """
+
+    exit_code = 130
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))

@@ -135,7 +135,21 @@ def make_monitor_callback(
             self._finish(trials, trial, "complete")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._say_failure(trial, "")
             self._finish(trials, trial, "failed")
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._say_failure(trial, ", retrying from its last checkpoint")
+
+        def _say_failure(self, trial: Any, then: str) -> None:
+            # one line, whatever the mode (Tune's own traceback is off: TUNE_PRINT_ALL_TRIAL_ERRORS=0 in search)
+            from tinyray.tracking import failure_reason
+
+            where = getattr(trial, "error_file", None) or getattr(trial, "path", "")
+            if mode == "live" and tty:
+                out().write("\r\033[K")
+            out().write(f"trial {trial.trial_id} failed: {failure_reason(trial)[:300]}{then} (full trace: {where})\n")
+            out().flush()
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
             if mode == "live" and tty:

@@ -100,7 +100,7 @@ def publish(results_dir: Path, tracking_uri: str | None = None) -> PublishReport
     from requests.exceptions import RequestException
 
     from tinyray.formula import read_search_info
-    from tinyray.tracking import describe_failure, quick_http, read_journal
+    from tinyray.tracking import describe_failure, quick_http, read_journal, use_credentials
 
     results = Path(results_dir).expanduser().resolve()
     if not results.is_dir():
@@ -111,7 +111,7 @@ def publish(results_dir: Path, tracking_uri: str | None = None) -> PublishReport
         raise UserError(f"{results} is not the results folder of a tinyray search (no search.json): "
                         f"give the folder 'tinyray search' wrote, e.g. tinyray-results/b200M")
     journal = read_journal(results) or {}
-    uri = tracking_uri or default_tracking_uri(results, journal)
+    uri = use_credentials(tracking_uri or default_tracking_uri(results, journal))  # no secret in what is printed
     trials = _read_trials(results)
     try:
         with quick_http():  # a dead server costs seconds

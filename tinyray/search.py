@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinyray.errors import UserError
+from tinyray.errors import Interrupted, UserError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -221,18 +222,33 @@ def default_recipe(data: Any) -> str:
     return "proxy" if data.spec.kind == "synthetic" else "paper"
 
 
+#: Ray's resource precision: it counts resources in units of 1/10000 (``ray._private.ray_constants``).
+RESOURCE_PRECISION = 0.0001
+
+
+def check_name(name: str) -> None:
+    """Refuse a search name that is not a plain folder name (empty, a path, control characters, too long)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise UserError(f"--name {name!r} must be letters, digits, '.', '_' or '-' (1 to 64, starting with a letter "
+                        f"or digit), e.g. --name b200")
+
+
 def validate(config: SearchConfig) -> None:
     """Check every option that does not need a running service; raise :class:`UserError` on the first bad one."""
-    if not _NAME_RE.match(config.name):
-        raise UserError(f"--name {config.name!r} must be letters, digits, '.', '_' or '-' (up to 64), e.g. --name b200")
+    from tinyray.cli import LIMITS
+    from tinyray.trial import parse_faults
+
+    check_name(config.name)
     checks = [
         ("--trials", config.trials, 1), ("--max-epochs", config.max_epochs, 1), ("--grace-period", config.grace_period, 1),
         ("--reduction-factor", config.reduction_factor, 2), ("--pop-size", config.pop_size, 4),
         ("--retries", config.retries, 0),
     ]
     for option, value, low in checks:
-        if not isinstance(value, int) or value < low:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"{option} must be a whole number of at least {low}, got {value!r}")
+        if value > LIMITS[option]:
+            raise UserError(f"{option} must be at most {LIMITS[option]}, got {value}")
     if config.grace_period > config.max_epochs:
         raise UserError(f"--grace-period {config.grace_period} exceeds --max-epochs {config.max_epochs}: lower it or raise --max-epochs")
     if config.searcher not in SEARCHERS:
@@ -245,7 +261,17 @@ def validate(config: SearchConfig) -> None:
         raise UserError(f"--gpus-per-trial must be zero or positive, got {config.gpus_per_trial}")
     if config.gpus_per_trial > 1 and config.gpus_per_trial != int(config.gpus_per_trial):
         raise UserError(f"--gpus-per-trial {config.gpus_per_trial} must be a fraction below 1 or a whole number")
-    if not _NAME_RE.match(config.formula_name):
+    for option, value in (("--cpus-per-trial", config.cpus_per_trial), ("--gpus-per-trial", config.gpus_per_trial)):
+        if 0 < value < RESOURCE_PRECISION:
+            raise UserError(f"{option} {value:g} is below Ray's precision of {RESOURCE_PRECISION}: give at least "
+                            f"{RESOURCE_PRECISION} (or 0 for no GPU)")
+        if value > 10_000:
+            raise UserError(f"{option} {value:g} is more than any machine has: give the resources of one trial")
+    if not str(config.storage).strip() or any(ord(ch) < 32 for ch in str(config.storage)):
+        raise UserError(f"--storage {str(config.storage)!r} is empty or holds control characters: give a folder, "
+                        f"e.g. --storage tinyray-results")
+    parse_faults(os.environ.get("TINYRAY_FAULTS"))  # a bad drill is refused now, not by every trial
+    if not _NAME_RE.fullmatch(config.formula_name):
         raise UserError(f"--formula-name {config.formula_name!r} must be letters, digits, '.', '_' or '-' (up to 64), "
                         f"e.g. --formula-name tinynet-formula")
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", str(config.storage)):
@@ -278,6 +304,7 @@ def resume_config(storage: Path, name: str, given: dict[str, Any]) -> SearchConf
 
     from tinyray.data import DataSpec
 
+    check_name(name)
     results = Path(storage).expanduser().resolve() / name
     path = results / "search.json"
     if not path.is_file():
@@ -299,6 +326,66 @@ def resume_config(storage: Path, name: str, given: dict[str, Any]) -> SearchConf
     runtime = {key: value for key, value in given.items() if key not in DEFINING and value is not None}
     fields = set(SearchConfig.__dataclass_fields__)
     return SearchConfig(**{**{k: v for k, v in stored.items() if k in fields}, **runtime})
+
+
+def _mark_interrupted(tracker: Any, parent_run_id: str | None, results: Path) -> None:
+    """Say everywhere that the search stopped before its end (MLflow, ``tracking.json``, ``search.json``)."""
+    tracker.interrupt(parent_run_id)
+    try:
+        _write_info(results, {**_read_info(results), "status": "interrupted"})
+    except (OSError, UserError) as exc:  # a full disk: tracking.json and Tune's snapshot still tell the state
+        log.warning("cannot mark %s interrupted: %s", results / "search.json", exc)
+
+
+def resume_command(config: SearchConfig) -> str:
+    """The command that continues the search ``config`` (printed after Ctrl-C)."""
+    import shlex
+
+    return (f"tinyray search --resume --name {shlex.quote(config.name)} "
+            f"--storage {shlex.quote(str(config.results_dir.parent))}")
+
+
+LOCK_NAME = "driver.lock"
+
+
+def _own(results: Path) -> Any:
+    """Take the search folder for this driver: an exclusive ``flock`` on ``driver.lock``, held until closed.
+
+    Two drivers on one folder would corrupt Tune's state and duplicate MLflow runs; the second is refused. The
+    kernel drops the lock when the holder dies (even by SIGKILL), so a crash never leaves the folder locked.
+    """
+    import fcntl
+
+    handle = open(results / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise UserError(f"the search in {results} is being run by another tinyray process (pid {holder}): wait "
+                        f"for it to end, or stop it and run --resume again") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _check_unfinished(config: SearchConfig) -> None:
+    """Refuse to resume a search that finished (a resume would publish its formula and metrics a second time), or
+    one whose Tune state is lost (it would start over without saying so)."""
+    results = config.results_dir
+    if _read_info(results).get("status") == "finished" or (results / "summary.json").is_file():
+        raise UserError(f"search {config.name!r} is already finished: nothing to resume (its results are in "
+                        f"{results}, 'tinyray report {results}'); start another --name to search again")
+    # trials ran but Tune's state is gone (a full disk, a deleted file): a resume would silently start over
+    if not (results / "tuner.pkl").is_file() and any(results.glob("trial_*")):
+        raise UserError(f"cannot resume {config.name!r}: Ray Tune's state (tuner.pkl) is missing in {results} "
+                        f"although trials ran; its finished trials are in {results}/trial_*; start a new --name")
+    if (results / "tuner.pkl").is_file() and (results / "tuner.pkl").stat().st_size == 0:
+        raise UserError(f"cannot resume {config.name!r}: Ray Tune's state {results / 'tuner.pkl'} is empty (the "
+                        f"disk was full?); its finished trials are in {results}/trial_*; start a new --name")
 
 
 def _check_results_dir(config: SearchConfig) -> None:
@@ -354,6 +441,9 @@ def _start_ray(config: SearchConfig) -> bool:
 
     if ray.is_initialized():
         return False
+    # Ray >= 2.59 announces its (default) token authentication on every start: noise before tinyray's own lines,
+    # and in front of a one-line error. Its logger is private; if it moves, the notice merely comes back.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # an unreachable address was refused before (run_search -> _check_address): ray.init would retry it for ever
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                                   configure_logging=True)
@@ -376,13 +466,32 @@ def _start_ray(config: SearchConfig) -> bool:
     raise UserError(f"cannot connect to Ray at {where} ({first[:160]}): {fix}")
 
 
+def _check_resources(config: SearchConfig) -> None:
+    """Refuse a trial that no node of the Ray cluster can hold (Ray would keep it pending for ever)."""
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    where = "this machine" if not (config.address or os.environ.get("RAY_ADDRESS")) else "any node of the Ray cluster"
+    most_cpus = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
+    most_gpus = max((node.get("GPU", 0.0) for node in nodes), default=0.0)
+    if config.cpus_per_trial > most_cpus:
+        raise UserError(f"--cpus-per-trial {config.cpus_per_trial:g} is more than {where} has ({most_cpus:g} CPUs): "
+                        f"lower it to {most_cpus:g} or less, or join a larger cluster with --address")
+    if config.gpus_per_trial > 0 and most_gpus == 0:
+        raise UserError(f"--gpus-per-trial {config.gpus_per_trial:g} asks for a GPU, but {where} has none that Ray "
+                        f"sees: drop --gpus-per-trial, or join a cluster with GPUs with --address")
+    if config.gpus_per_trial > most_gpus:
+        raise UserError(f"--gpus-per-trial {config.gpus_per_trial:g} is more than {where} has ({most_gpus:g} GPUs): "
+                        f"lower it to {most_gpus:g} or less")
+
+
 def _quietly(call: Any, capture: bool = True) -> tuple[Exception | None, str]:
     """Run ``call()``; return the connection error it raised (or None) and what it wrote to stderr (fd 2)."""
     if not capture:
         try:
             call()
             return None, ""
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exceptions too (a node that timed out starting)
             return exc, ""
     with tempfile.TemporaryFile(mode="w+b") as captured:
         sys.stderr.flush()
@@ -391,7 +500,7 @@ def _quietly(call: Any, capture: bool = True) -> tuple[Exception | None, str]:
         try:
             call()
             error = None
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exceptions too (a node that timed out starting)
             error = exc
         finally:
             sys.stderr.flush()
@@ -467,9 +576,19 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     """
     started = time.monotonic()
     validate(config)
+    from dataclasses import replace
+
+    from tinyray.tracking import use_credentials
+
+    # a password in --tracking-uri goes to MLflow's environment variables, never into the config Tune may pickle
+    config = replace(config, tracking_uri=use_credentials(config.tracking_uri))
     if not resume:
         _check_results_dir(config)
     _check_address(config)  # before anything is written: a dead --address must not leave a half-made search
+    lock = None
+    if resume:
+        _check_unfinished(config)  # before the lock: a finished search's folder is left exactly as it is
+        lock = _own(config.results_dir)  # one driver a search folder, from here to the end
 
     from tinyray.data import load_data, resolve_data
     from tinyray.searcher import make_core
@@ -483,6 +602,9 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
         config.searcher, space, config.budget, floor=config.floor, seed=config.seed,
         pop_size=config.pop_size, num_classes=data.num_classes,
     )
+    import numpy as np
+
+    core.band.sample(np.random.default_rng(config.seed))  # a band without networks is refused now, not in Tune
     if resume:
         results = config.results_dir
         info = _read_info(results)
@@ -492,10 +614,20 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     # every epoch's checkpoint forces an experiment snapshot (CheckpointConfig(num_to_keep=1)): that is what keeps
     # a resume close to where the driver died, and the files are small, so Tune's warning about it is noise here
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    started_ray = _start_ray(config)
+    # a failing trial is one line of tinyray's (progress.py) with the path of its full trace, not Ray's 300 lines
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    tracker = parent_run_id = None
     try:
+        started_ray = _start_ray(config)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    try:
+        _check_resources(config)  # before anything is written: a trial Ray cannot place would wait for ever
         if not resume:
             results = _prepare_results_dir(config)
+            lock = _own(results)
             info = _write_search_info(config, results, space, data, recipe)
         try:
             tracker, parent_run_id, tracking_uri = _start_tracking(
@@ -510,19 +642,38 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
             raise
         if info.get("parent_run_id") != parent_run_id:
             _write_info(results, {**info, "parent_run_id": parent_run_id})
-        grid = _run_tune(config, space, data, data_spec, recipe, core, tracker, parent_run_id, resume)
+        try:
+            grid, interrupted = _run_tune(config, space, data, data_spec, recipe, core, tracker, parent_run_id, resume)
+        except KeyboardInterrupt:  # a second Ctrl-C: Tune skipped its last snapshot; the one before it stays
+            interrupted = True
+        if interrupted:
+            _mark_interrupted(tracker, parent_run_id, results)
+            raise Interrupted(f"search {config.name!r} stopped; its finished trials are kept. Continue it with: "
+                              f"{resume_command(config)}")
         trials = _trials_table(grid, config)
         return _finish(config, trials, tracker, parent_run_id, tracking_uri, started, space, data.num_classes)
+    except (_DiskFull, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno != errno.ENOSPC:
+            raise
+        if tracker is not None:
+            _mark_interrupted(tracker, parent_run_id, results)
+        raise UserError(f"no space left on device for the search {config.name!r} ({str(exc)[:200]}): what finished "
+                        f"is kept; free some space under {config.results_dir.parent}, then continue it with: "
+                        f"{resume_command(config)}") from None
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
+        if lock is not None:
+            lock.close()  # releases the folder (the kernel does so too if this process dies)
 
 
 def _redact(uri: str | None) -> str | None:
     """A URI without the ``user:password@`` part, fit to be written down or logged."""
-    return re.sub(r"//[^/@]*@", "//", uri) if uri else uri
+    from tinyray.tracking import redact_uri
+
+    return redact_uri(uri)
 
 
 def _write_search_info(config: SearchConfig, results: Path, space: Any, data: Any, recipe: str) -> dict[str, Any]:
@@ -595,14 +746,16 @@ def _start_tracking(config: SearchConfig, results: Path, parent_run_id: str | No
         f"Child runs are trials; files: trials.csv, front.csv, front.png, formula.json, formula.png and the "
         f"formula_model (an MLflow pyfunc: FLOPs budget -> r, d, w, resolution)."
     )
+    # the tracker's URI: without credentials (those went to MLflow's environment variables)
     if parent_run_id and tracker.reopen(parent_run_id):
-        return tracker, parent_run_id, uri  # a resumed search logs into its own parent run
+        return tracker, parent_run_id, tracker.tracking_uri  # a resumed search logs into its own parent run
     parent = tracker.start_search(config.name, params, description)
-    return tracker, parent, uri
+    return tracker, parent, tracker.tracking_uri
 
 
 def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recipe: str, core: Any,
-              tracker: Any, parent_run_id: str, resume: bool = False) -> Any:
+              tracker: Any, parent_run_id: str, resume: bool = False) -> tuple[Any, bool]:
+    """Run (or continue) the Tune experiment; return its result grid and whether Ctrl-C stopped it."""
     from ray import tune
 
     from tinyray.progress import Progress, make_monitor_callback
@@ -645,35 +798,96 @@ def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recip
             "elapsed_seconds": state.elapsed,
         }, step=state.done)
 
-    callbacks = [
-        make_tracking_callback(tracker, parent_run_id, config.max_epochs, _trial_params(space, data)),
-        make_monitor_callback(progress, config.progress, on_update),
-    ]
+    tracking = make_tracking_callback(tracker, parent_run_id, config.max_epochs, _trial_params(space, data))
+    # the disk guard first: a trial that ran out of disk stops the search before it is recorded as failed
+    guard = _disk_full_guard()
+    callbacks = [guard, tracking, make_monitor_callback(progress, config.progress, on_update)]
     results = config.results_dir
     if resume and (results / "tuner.pkl").is_file():
         # Tune restores its trials (finished ones stay finished; unfinished ones continue from their checkpoints),
         # the searcher (TinySearcher.restore) and the callbacks' states (the trial -> MLflow run mapping). The
         # callbacks and the scheduler are rebuilt here so that they use this run's tracker and settings.
-        tuner = tune.Tuner.restore(str(results), trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
+        try:
+            tuner = tune.Tuner.restore(str(results), trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=False)
+        except Exception as exc:  # noqa: BLE001 - a damaged state must be refused, not replaced by a new search
+            from tinyray.tracking import error_line
+
+            raise UserError(f"cannot resume {config.name!r}: Ray Tune's state in {results} is damaged "
+                            f"({error_line(str(exc))[:200]}); its finished trials are in {results}/trial_*; "
+                            f"start a new --name") from None
         tuner._local_tuner._run_config.callbacks = callbacks
         tuner._local_tuner._tune_config.scheduler = scheduler
-        return tuner.fit()
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            metric="top1", mode="max", search_alg=make_tune_searcher(core, max_epochs=config.max_epochs),
-            scheduler=scheduler, num_samples=config.trials, reuse_actors=True,
-            # one folder a trial, named by its id, so a trial that never reported is still identified
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
-        ),
-        run_config=tune.RunConfig(
-            name=config.name, storage_path=str(Path(config.storage).expanduser().resolve()), callbacks=callbacks,
-            verbose=0, failure_config=tune.FailureConfig(max_failures=config.retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        ),
-    )
-    return tuner.fit()
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric="top1", mode="max", search_alg=make_tune_searcher(core, max_epochs=config.max_epochs),
+                scheduler=scheduler, num_samples=config.trials, reuse_actors=True,
+                # one folder a trial, named by its id, so a trial that never reported is still identified
+                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=config.name, storage_path=str(Path(config.storage).expanduser().resolve()), callbacks=callbacks,
+                verbose=0, failure_config=tune.FailureConfig(max_failures=config.retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    # On Ctrl-C Tune stops the trials, saves its state and returns as if done (tinyray tells the two apart by the
+    # trials' states); its advice to call Tuner.restore() is not how a tinyray search continues.
+    tune_log = logging.getLogger("ray.tune.tune")
+    tune_log.addFilter(_not_tunes_restore_advice)
+    try:
+        return tuner.fit(), tracking.interrupted(config.trials)
+    except Exception:
+        if guard.reason:
+            raise _DiskFull(guard.reason) from None
+        raise
+    finally:
+        tune_log.removeFilter(_not_tunes_restore_advice)
+
+
+class _DiskFull(Exception):
+    """A trial (or the driver) ran out of disk space: the search stops (see :func:`run_search`)."""
+
+
+def _is_disk_full(text: str) -> bool:
+    return "No space left on device" in text or "[Errno 28]" in text
+
+
+def _disk_full_guard() -> Any:
+    """A Tune callback that stops the search at the first trial that ran out of disk.
+
+    Every later checkpoint would fail the same way (and retrying would burn each trial's retries); stopping at
+    once keeps Tune's last snapshot, which a ``--resume`` restores once there is space again.
+    """
+    from ray.tune import Callback
+
+    from tinyray.tracking import failure_reason
+
+    class StopWhenDiskFull(Callback):
+        #: why it stopped the search (Tune wraps the exception in a TuneError of traceback text)
+        reason = ""
+
+        def _check(self, trial: Any) -> None:
+            reason = failure_reason(trial)
+            if _is_disk_full(reason):
+                self.reason = reason
+                raise _DiskFull(reason)
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._check(trial)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._check(trial)
+
+    return StopWhenDiskFull()
+
+
+def _not_tunes_restore_advice(record: logging.LogRecord) -> bool:
+    """A logging filter: drop Tune's own lines about an interrupted experiment (tinyray says how to resume)."""
+    text = record.getMessage()
+    return not any(marker in text for marker in ("Tuner.restore", "Stop signal received", "Trials did not complete"))
 
 
 def _trials_table(grid: Any, config: SearchConfig) -> "pd.DataFrame":
@@ -785,4 +999,5 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
 
     files.update(finish_search(result, tracker))  # importance analysis, report.html, the parent run's description
     tracker.finish(parent_run_id)
+    _write_info(results, {**_read_info(results), "status": "finished"})  # a later --resume changes nothing
     return result

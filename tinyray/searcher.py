@@ -238,10 +238,11 @@ class FlopsBand:
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor >= 0:
             raise UserError(f"FLOPs floor {floor!r} is not a non-negative number: give e.g. --floor 20M, or 0")
         self.floor = int(floor)
-        if self.floor > self.requested_budget:
+        if self.floor >= self.requested_budget:  # an empty band, or one of a single FLOPs count
+            where_floor = "above" if self.floor > self.requested_budget else "equal to"
             raise UserError(
-                f"FLOPs floor {format_flops(self.floor)} is above the budget {format_flops(self.requested_budget)}:"
-                " lower --floor (default budget/16) or raise --budget"
+                f"FLOPs floor {format_flops(self.floor)} is {where_floor} the budget "
+                f"{format_flops(self.requested_budget)}: lower --floor (default budget/16) or raise --budget"
             )
         if self.floor > self.max_flops:
             raise UserError(

@@ -31,6 +31,15 @@ DEFAULT_SPACE = "efficientnet_b0"
 _BLOCK_TYPES = ("ds", "ir")
 _BLOCK_RE = re.compile(r"^(ds|ir)(_r\d+|_k\d+|_s\d+|_e\d+(\.\d+)?|_c\d+|_se\d+(\.\d+)?|_noskip)+$")
 _ACTIVATIONS = ("swish", "silu", "relu", "relu6", "hard_swish")
+#: Bounds of what a space file may hold: a larger file, number or network is a mistake (or an attack), and
+#: would make tinyray allocate or count for ever instead of answering.
+MAX_FILE_BYTES = 64 * 1024
+MAX_ALIASES = 0  # YAML anchors/aliases (&x / *x): a space file has no need of them, and they make "alias bombs"
+#: Block-string options: (low, high) of each; ``k`` must also be odd (timm pads ``k // 2``).
+_BLOCK_LIMITS = {"r": (1, 64), "k": (1, 15), "s": (1, 4), "e": (0.0, 64.0), "c": (1, 8192), "se": (0.0, 1.0)}
+_INT_LIMITS = {"base_resolution": 4096, "stem_channels": 8192, "head_channels": 16384, "channel_divisor": 256}
+MAX_STAGES = 32
+MAX_MULTIPLIER = 8.0
 
 
 @dataclass(frozen=True)
@@ -164,13 +173,30 @@ def load_space(space: str | Path | None = None) -> SearchSpace:
     path = resolve_space_path(space)
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        with open(path, "rb") as stream:  # resolve_space_path accepted a regular file: no FIFO can block here
+            data = stream.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise UserError(f"cannot read search space {where}: {exc.strerror}; check the path and its permissions")
+    if len(data) > MAX_FILE_BYTES:
+        raise UserError(f"search space {where} is larger than {MAX_FILE_BYTES // 1024} KB: a space file is a few "
+                        f"dozen lines; give the right file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"search space {where} is not UTF-8 text (byte {exc.start}): give a YAML text file")
+    if "\0" in text:
+        raise UserError(f"search space {where} is a binary file, not YAML text: give a YAML text file")
+    try:
+        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader))
+        if aliases > MAX_ALIASES:
+            raise UserError(f"search space {where} uses YAML aliases (*name): write the values out instead")
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise UserError(f"search space {where} is not valid YAML{at}: {getattr(exc, 'problem', exc)}; fix the syntax")
+    except RecursionError:
+        raise UserError(f"search space {where} is nested too deeply: a space file is a flat mapping") from None
     return parse_space(raw, where)
 
 
@@ -191,8 +217,11 @@ def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
                 f"search space {where}: {key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}"
             )
     for key in ("base_resolution", "stem_channels", "head_channels", "channel_divisor"):
-        if values[key] <= 0:
-            raise UserError(f"search space {where}: {key} must be a positive integer, got {values[key]}")
+        if not 0 < values[key] <= _INT_LIMITS[key]:
+            raise UserError(f"search space {where}: {key} must be a positive integer up to {_INT_LIMITS[key]}, "
+                            f"got {str(values[key])[:40]}")
+    if len(values["name"]) > 64 or any(ord(ch) < 32 for ch in values["name"]):
+        raise UserError(f"search space {where}: name must be one line of up to 64 characters, e.g. efficientnet_b0")
     if values["activation"] not in _ACTIVATIONS:
         raise UserError(f"search space {where}: activation {values['activation']!r} is not one of {list(_ACTIVATIONS)}")
     blocks = _parse_blocks(values["blocks"], where)
@@ -217,20 +246,42 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
 def _parse_blocks(stages: list, where: str) -> tuple[tuple[str, ...], ...]:
     if not stages:
         raise UserError(f"search space {where}: blocks is empty; give one list of block strings per stage")
+    if len(stages) > MAX_STAGES:
+        raise UserError(f"search space {where}: blocks has {len(stages)} stages, more than {MAX_STAGES}")
     parsed = []
     for index, stage in enumerate(stages):
         if isinstance(stage, str):
             stage = [stage]
         if not isinstance(stage, list) or not stage or not all(isinstance(b, str) for b in stage):
             raise UserError(f"search space {where}: blocks[{index}] must be a list of block strings such as ir_r2_k3_s2_e6_c24_se0.25")
+        if len(stage) > MAX_STAGES:
+            raise UserError(f"search space {where}: blocks[{index}] has {len(stage)} blocks, more than {MAX_STAGES}")
         for block in stage:
-            if not _BLOCK_RE.match(block) or "_c" not in block:
+            if len(block) > 100 or not _BLOCK_RE.match(block) or "_c" not in block:
                 raise UserError(
-                    f"search space {where}: blocks[{index}] {block!r} is not a supported timm block string;"
+                    f"search space {where}: blocks[{index}] {block[:100]!r} is not a supported timm block string;"
                     f" use types {list(_BLOCK_TYPES)} with _r _k _s _e _c _se options, e.g. ir_r2_k3_s2_e6_c24_se0.25"
                 )
+            _check_block_options(block, f"search space {where}: blocks[{index}] {block!r}")
         parsed.append(tuple(stage))
     return tuple(parsed)
+
+
+def _check_block_options(block: str, what: str) -> None:
+    """Every option of a block string in its range (``_r0``, ``_k0``, ``_s0``, ``_e0`` or huge values break the
+    network or the FLOPs count far from the file)."""
+    for option in block.split("_")[1:]:
+        key = re.match(r"[a-z]+", option).group(0)
+        if key not in _BLOCK_LIMITS:
+            continue  # noskip
+        value = float(option[len(key):])
+        low, high = _BLOCK_LIMITS[key]
+        positive = key in ("e",)  # an expansion of 0 leaves no channels; se 0 means "no squeeze-excite"
+        if not (low <= value <= high) or (positive and value <= 0):
+            kind = "above 0 and" if positive else "from " + f"{low:g} to"
+            raise UserError(f"{what}: _{key}{option[len(key):]} is out of range; _{key} must be {kind} {high:g}")
+        if key == "k" and value % 2 == 0:
+            raise UserError(f"{what}: _k{value:g} must be an odd kernel size (3, 5, 7)")
 
 
 def _parse_bounds(raw: dict, where: str) -> dict[str, Bounds]:
@@ -249,8 +300,9 @@ def _parse_bounds(raw: dict, where: str) -> dict[str, Bounds]:
         ):
             raise UserError(f"search space {where}: bounds.{key} must be [low, high] numbers, got {pair!r}")
         low, high = float(pair[0]), float(pair[1])
-        if not (math.isfinite(low) and math.isfinite(high)) or low <= 0:
-            raise UserError(f"search space {where}: bounds.{key} must be positive and finite, got {pair!r}")
+        if not (math.isfinite(low) and math.isfinite(high)) or low <= 0 or high > MAX_MULTIPLIER:
+            raise UserError(f"search space {where}: bounds.{key} must be positive and at most {MAX_MULTIPLIER:g}, "
+                            f"got {str(pair)[:80]}")
         if low > high:
             raise UserError(f"search space {where}: bounds.{key} is reversed ({pair!r}); write it as [{high:g}, {low:g}]")
         out[key] = Bounds(low, high)

@@ -67,6 +67,36 @@ def quiet_mlflow() -> None:
     import mlflow  # noqa: F401
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow prints "View run NAME at: URL" on stdout when a run against a server ends: it would break --json
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+def redact_uri(uri: str | None) -> str | None:
+    """A URI without the ``user:password@`` part, fit to be written down, printed or logged."""
+    return re.sub(r"//[^/@]*@", "//", uri) if uri else uri
+
+
+def use_credentials(uri: str | None) -> str | None:
+    """Hand the ``user:password@`` of a tracking URI to MLflow the way it supports, and return the URI without it.
+
+    For an ``http(s)`` server MLflow sends ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` as HTTP basic
+    auth; they are set in this (the driver's) process, the only one that talks to MLflow, so the secret never
+    reaches a file tinyray writes, an object Ray Tune pickles, or a line it prints.
+    """
+    if not uri or not uri.startswith(("http://", "https://")):
+        return uri  # database URIs keep theirs (SQLAlchemy needs it); tinyray writes them down redacted
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        username, password = parts.username, parts.password
+    except ValueError:  # not a URI MLflow could use either: MLflow says so, without the secret
+        return redact_uri(uri)
+    if username is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(username)
+    if password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+    return redact_uri(uri)
 
 
 def local_tracking_uri(storage: Path) -> str:
@@ -199,6 +229,9 @@ class Tracker:
 
         quiet_mlflow()
 
+        connect = use_credentials(tracking_uri)
+        # what is journalled, printed and logged; only the client (never pickled, see __getstate__) has a secret
+        tracking_uri = redact_uri(connect)
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.strict = strict
@@ -213,9 +246,20 @@ class Tracker:
         }
         self.journal.update(tracking_uri=tracking_uri, status="running", offline_reason="")
         self.search_id: str = self.journal["search_id"]
-        self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
+        self.client: MlflowClient = MlflowClient(tracking_uri=connect)
         self.experiment_id: str | None = self._call(f"reaching {tracking_uri}", self._experiment, artifact_location)
         self._save_journal()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray Tune pickles its callbacks (and so this tracker) into tuner.pkl: leave out the client, whose store
+        # may hold a database password. A resumed search builds a new tracker and callbacks (search._run_tune).
+        return {key: value for key, value in self.__dict__.items() if key != "client"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from mlflow import MlflowClient
+
+        self.__dict__.update(state)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
 
     def _experiment(self, artifact_location: str | None) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -372,8 +416,23 @@ class Tracker:
         if run_id is not None:
             self._call("ending a run", self.client.set_terminated, run_id, status=status)
         if run_id is not None and run_id == self.journal.get("parent_run_id") and not self.offline:
-            self.journal["status"] = "complete"
+            self.journal["status"] = "complete" if status == "FINISHED" else "interrupted"
             self._save_journal()
+
+    def interrupt(self, parent_run_id: str | None) -> None:
+        """Mark the search interrupted (Ctrl-C): its trial runs still RUNNING and its parent run end as KILLED
+        (tagged ``status=interrupted``), and the journal says ``interrupted``. A resume reopens them."""
+        for run in self.runs():
+            tags = run.data.tags
+            if (tags.get("tinyray.search_id") == self.search_id and tags.get("tinyray.kind") == "trial"
+                    and run.info.status == "RUNNING"):
+                self.set_tags(run.info.run_id, {"status": "interrupted"})
+                self._call("ending a run", self.client.set_terminated, run.info.run_id, status="KILLED")
+        self.set_tags(parent_run_id, {"status": "interrupted"})
+        if parent_run_id is not None:
+            self._call("ending a run", self.client.set_terminated, parent_run_id, status="KILLED")
+        self.journal["status"] = "interrupted"
+        self._save_journal()
 
     # -- trials (child runs) -----------------------------------------------------------------------------------
     def start_trial(self, parent_run_id: str | None, trial_id: str, run_name: str,
@@ -501,6 +560,14 @@ def make_tracking_callback(tracker: Tracker, parent_run_id: str, max_epochs: int
             tracker.log_metrics(run_id, {"epochs": epochs}, step=epochs)
             tracker.finish(run_id, "FAILED" if status == "failed" else "FINISHED")
             self.finished[trial.trial_id] = status
+
+        def interrupted(self, expected: int) -> bool:
+            """True if Tune stopped before ``expected`` trials had ended (Ctrl-C).
+
+            Tune's ``fit()`` returns the same way after Ctrl-C as after the last trial, and its clean-up marks the
+            stopped trials TERMINATED; only completed, early-stopped and failed trials reach :meth:`_close`.
+            """
+            return len(self.finished) < expected
 
         def get_state(self) -> dict:
             return {"version": STATE_VERSION, "parent_run_id": parent_run_id, "runs": dict(self.runs),
