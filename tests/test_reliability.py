@@ -160,11 +160,11 @@ def test_ctrl_c_marks_the_search_interrupted_everywhere_and_says_how_to_resume(t
 
     # the printed command continues it to the end, keeping what was finished
     resumed = subprocess.run([sys.executable, "-m", "tinyray", *shlex.split(command)[1:], "--quiet"], env=env,
-                             capture_output=True, text=True, timeout=1500)
+                             capture_output=True, text=True, timeout=2400)  # generous: the machine may be shared
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = pd.read_csv(results / "trials.csv")
     assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
-    after = _finished_trials(results, 2)
+    after = _finished_trials(results, 1)
     assert all(after[name] == lines for name, lines in before.items())  # nothing trained twice
     assert json.loads((results / "tracking.json").read_text())["status"] == "complete"
     runs = _runs(storage, "ctrlc")
@@ -265,19 +265,19 @@ def test_disk_full_stops_in_one_line_keeps_finished_trials_and_resumes(tmp_path)
 
     storage = tmp_path / "results"
     results = storage / "full"
-    # the third trial (seed 3 proposes d=0.64 third; the first two have d < 0.6) runs out of disk at epoch 2,
-    # after a trial has finished: the driver must stop in one line and keep it
-    faults = [{"kind": "enospc", "epoch": 2, "param": "d", "above": 0.6, "once": True}]
+    # the third trial (seed 3 proposes d=0.64 third; the first two have d < 0.6) runs out of disk at its first
+    # epoch, which starts when a trial has finished: the driver must stop in one line and keep that trial
+    faults = [{"kind": "enospc", "epoch": 1, "param": "d", "above": 0.6, "once": True}]
     env = _env(tmp_path, TINYRAY_FAULTS=json.dumps(faults), TINYRAY_FAULTS_DIR=str(tmp_path / "faults"))
-    proc = subprocess.run(_search(storage, "full", "--quiet", trials=3, epochs=2), env=env, capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(_search(storage, "full", "--quiet", trials=3, epochs=1), env=env, capture_output=True,
+                          text=True, timeout=2400)
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "no space left on device" in lines[0] and "No space left on device" in lines[0]
     command = f"tinyray search --resume --name full --storage {storage.resolve()}"
     assert command in lines[0]
-    before = _finished_trials(results, 2)
+    before = _finished_trials(results, 1)
     assert before, "no trial had finished before the disk filled up"
     assert json.loads((results / "search.json").read_text())["status"] == "interrupted"
     assert json.loads((results / "tracking.json").read_text())["status"] == "interrupted"
@@ -285,11 +285,11 @@ def test_disk_full_stops_in_one_line_keeps_finished_trials_and_resumes(tmp_path)
 
     # space again (the fault fires once): the resume restores the search and loses nothing
     resumed = subprocess.run([sys.executable, "-m", "tinyray", *shlex.split(command)[1:], "--quiet"], env=env,
-                             capture_output=True, text=True, timeout=1500)
+                             capture_output=True, text=True, timeout=2400)  # generous: the machine may be shared
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = pd.read_csv(results / "trials.csv")
     assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
-    after = _finished_trials(results, 2)
+    after = _finished_trials(results, 1)
     assert all(after[name] == lines for name, lines in before.items())  # kept, not trained again
 
 
