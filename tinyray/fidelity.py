@@ -212,7 +212,7 @@ def train_net(net: PanelNet, protocol: Protocol, seed: int) -> list[dict[str, An
     for epoch in result.history:
         total += epoch.seconds
         rows.append({
-            **dataclasses.asdict(net), "flops": cost.flops, "params": cost.params, "resolution": cost.resolution,
+            "net": net.name, "kind": net.kind, "r": net.r, "d": net.d, "w": net.w, "flops": cost.flops, "params": cost.params, "resolution": cost.resolution,
             "train_resolution": result.resolution, "protocol": protocol.name, "seed": seed, "epoch": epoch.epoch,
             "epochs": protocol.epochs, "top1": epoch.top1, "val_loss": epoch.val_loss,
             "train_loss": epoch.train_loss, "seconds": round(total, 3), "train_size": protocol.data.train_size,
@@ -372,6 +372,7 @@ class Fidelity:
     seed_sd: float
     importance: "pd.DataFrame"
     chance: float
+    panel_size: int = 0
 
     @property
     def final(self) -> dict[str, Any]:
@@ -390,10 +391,12 @@ class Fidelity:
             + ("met" if final["rho"] >= TARGET_FINAL_RHO else "MISSED"),
             f"epoch-1 top-1 vs reference: rho {first['rho']:.3f} (target >= {TARGET_EPOCH1_RHO}): "
             + ("met" if first["rho"] >= TARGET_EPOCH1_RHO else "MISSED"),
-            f"panel networks at chance after epoch 1: {int(first['at_chance'])} (target 0): "
-            + ("met" if first["at_chance"] == 0 else "MISSED"),
-            f"reference top-1 from {low:.3f} to {high:.3f} (neither saturated nor at chance: "
+            f"runs at chance after epoch 1: {int(first['at_chance'])} of {int(first['nets'] * first['seeds'])} "
+            f"(target 0): " + ("met" if first["at_chance"] == 0 else "MISSED"),
+            f"reference top-1 from {low:.3f} to {high:.3f} (neither saturated at 0.97 nor at chance: "
             + ("met" if high < 0.97 and low > self.chance else "MISSED") + ")",
+            f"panel networks with both recordings: {int(first['nets'])} of {self.panel_size}"
+            + ("" if first["nets"] >= self.panel_size else " (a partial recording: the numbers above are preliminary)"),
         ]
 
     def table(self) -> str:
@@ -467,6 +470,7 @@ def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int =
         by_epoch=by_epoch, nets=nets,
         reference_range=(float(target[common].min()), float(target[common].median()), float(target[common].max())),
         seed_rho=seed_rho, seed_sd=seed_sd, importance=importance(ref_points), chance=chance,
+        panel_size=len(panel()),
     )
 
 
