@@ -300,13 +300,8 @@ def check_comparable(proxy: Protocol, reference: "pd.DataFrame") -> None:
     first = reference.iloc[0]
     wanted = {"train_size": expected.data.train_size, "recipe": _recipe_name(expected), "epochs": expected.epochs,
               "data_version": SYNTHETIC_VERSION, "panel_version": PANEL_VERSION}
-    different = {key: (first[key], value) for key, value in wanted.items() if str(first[key]) != str(value)}
-    if different:
-        raise UserError(
-            "the shipped reference was recorded for another proxy (recorded, wanted: "
-            + ", ".join(f"{key} {old} vs {new}" for key, (old, new) in different.items())
-            + "): re-record it with tinyray bench proxy --reference"
-        )
+    _refuse_different(first, wanted, "the shipped reference was recorded for another proxy",
+                      "re-record it with tinyray bench proxy --reference")
 
 
 def check_proxy_runs(proxy: Protocol, runs: "pd.DataFrame") -> None:
@@ -323,13 +318,16 @@ def check_proxy_runs(proxy: Protocol, runs: "pd.DataFrame") -> None:
     wanted = {"train_size": proxy.data.train_size, "val_size": proxy.data.val_size, "recipe": recipe.name,
               "epochs": proxy.epochs, "batch_size": proxy.batch_size or recipe.batch_size,
               "data_version": SYNTHETIC_VERSION, "panel_version": PANEL_VERSION}
-    different = {key: (first[key], value) for key, value in wanted.items() if str(first[key]) != str(value)}
+    _refuse_different(first, wanted, "the proxy runs were recorded under another protocol",
+                      "record them again with tinyray bench proxy")
+
+
+def _refuse_different(recorded: Any, wanted: dict[str, Any], what: str, fix: str) -> None:
+    """Raise one :class:`UserError` line naming every field where a recording's row differs from ``wanted``."""
+    different = {key: (recorded[key], value) for key, value in wanted.items() if str(recorded[key]) != str(value)}
     if different:
-        raise UserError(
-            "the proxy runs were recorded under another protocol (recorded, wanted: "
-            + ", ".join(f"{key} {old} vs {new}" for key, (old, new) in different.items())
-            + "): record them again with tinyray bench proxy"
-        )
+        raise UserError(f"{what} (recorded, wanted: "
+                        + ", ".join(f"{key} {old} vs {new}" for key, (old, new) in different.items()) + f"): {fix}")
 
 
 def _write_json(path: Path, value: Any) -> None:
