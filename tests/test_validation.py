@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tinyray.cli import main
+from tinyray.space import SPACES_DIR
 
 FAULTS_FIX = "TINYRAY_FAULTS"
 # (argv, environment, message): {st} is the --storage folder, which must stay absent
@@ -114,7 +115,7 @@ def test_resources_ray_cannot_give_are_one_line(tmp_path, extra, message):
 
 
 # -- space files and data folders: whatever the file holds, one line and exit 2 ------------------------------------
-GOOD_SPACE = (Path(__file__).resolve().parents[1] / "search_spaces" / "efficientnet_b0.yaml").read_text()
+GOOD_SPACE = (SPACES_DIR / "efficientnet_b0.yaml").read_text()
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
 SPACES = {  # file name -> content (str or bytes), message
