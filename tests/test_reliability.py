@@ -164,7 +164,7 @@ def test_ctrl_c_marks_the_search_interrupted_everywhere_and_says_how_to_resume(t
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = pd.read_csv(results / "trials.csv")
     assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
-    after = _finished_trials(results, 1)
+    after = _finished_trials(results, 2)
     assert all(after[name] == lines for name, lines in before.items())  # nothing trained twice
     assert json.loads((results / "tracking.json").read_text())["status"] == "complete"
     runs = _runs(storage, "ctrlc")
