@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import finished_trials
 
 
 SECRET = "pa55-Zq7-not-for-files"
@@ -92,19 +93,10 @@ def test_a_password_in_the_tracking_uri_reaches_no_file_and_no_output(tmp_path, 
     assert sorted(run.info.status for run in runs) == ["FAILED", "FINISHED", "FINISHED"]
 
 
-def _finished_trials(results: Path, epochs: int) -> dict[str, int]:
-    """Trials whose result.json holds all ``epochs`` epochs -> number of result lines."""
-    done = {}
-    for path in results.glob("trial_*/result.json"):
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        if lines and json.loads(lines[-1]).get("training_iteration") == epochs:
-            done[path.parent.name] = len(lines)
-    return done
-
 
 def _wait_for(driver: subprocess.Popen, results: Path, epochs: int, count: int = 1) -> None:
     deadline = time.monotonic() + 900
-    while len(_finished_trials(results, epochs)) < count:
+    while len(finished_trials(results, epochs)) < count:
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, f"no {count} trial(s) finished in 15 minutes"
         time.sleep(0.5)
@@ -156,7 +148,7 @@ def test_ctrl_c_marks_the_search_interrupted_everywhere_and_says_how_to_resume(t
     parent = [run for run in runs if run.data.tags.get("tinyray.kind") == "search"]
     assert len(parent) == 1 and parent[0].info.status == "KILLED"
     assert all(run.info.status != "RUNNING" for run in runs), [(r.data.tags, r.info.status) for r in runs]
-    before = _finished_trials(results, 2)
+    before = finished_trials(results, 2)
 
     # the printed command continues it to the end, keeping what was finished
     resumed = subprocess.run([sys.executable, "-m", "tinyray", *shlex.split(command)[1:], "--quiet"], env=env,
@@ -164,7 +156,7 @@ def test_ctrl_c_marks_the_search_interrupted_everywhere_and_says_how_to_resume(t
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = pd.read_csv(results / "trials.csv")
     assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
-    after = _finished_trials(results, 2)
+    after = finished_trials(results, 2)
     assert all(after[name] == lines for name, lines in before.items())  # nothing trained twice
     assert json.loads((results / "tracking.json").read_text())["status"] == "complete"
     runs = _runs(storage, "ctrlc")
@@ -277,7 +269,7 @@ def test_disk_full_stops_in_one_line_keeps_finished_trials_and_resumes(tmp_path)
     assert "no space left on device" in lines[0] and "No space left on device" in lines[0]
     command = f"tinyray search --resume --name full --storage {storage.resolve()}"
     assert command in lines[0]
-    before = _finished_trials(results, 1)
+    before = finished_trials(results, 1)
     assert before, "no trial had finished before the disk filled up"
     assert json.loads((results / "search.json").read_text())["status"] == "interrupted"
     assert json.loads((results / "tracking.json").read_text())["status"] == "interrupted"
@@ -289,7 +281,7 @@ def test_disk_full_stops_in_one_line_keeps_finished_trials_and_resumes(tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = pd.read_csv(results / "trials.csv")
     assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
-    after = _finished_trials(results, 1)
+    after = finished_trials(results, 1)
     assert all(after[name] == lines for name, lines in before.items())  # kept, not trained again
 
 

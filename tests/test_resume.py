@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import finished_trials
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -30,17 +31,8 @@ def _search_args(storage: Path, name: str, *extra: str) -> list[str]:
             "--data", "synthetic:300/100", *extra]
 
 
-def _finished_trials(results: Path, epochs: int) -> dict[str, int]:
-    """Trials whose result.json holds all ``epochs`` epochs -> number of result lines."""
-    done = {}
-    for path in results.glob("trial_*/result.json"):
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        if lines and json.loads(lines[-1]).get("training_iteration") == epochs:
-            done[path.parent.name] = len(lines)
-    return done
 
-
-def test_sigkill_then_resume_keeps_finished_trials(tmp_path):
+def test_sigkill_then_resume_keepsfinished_trials(tmp_path):
     from mlflow import MlflowClient
 
     storage = tmp_path / "results"
@@ -50,14 +42,14 @@ def test_sigkill_then_resume_keeps_finished_trials(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 900
     try:
-        while len(_finished_trials(results, 3)) < 2:
+        while len(finished_trials(results, 3)) < 2:
             assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no two trials finished in 15 minutes"
             time.sleep(0.5)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started, like a power cut
         driver.wait()
-    before = _finished_trials(results, 3)
+    before = finished_trials(results, 3)
     assert not (results / "trials.csv").exists()
 
     again = subprocess.run(_search_args(storage, "killed", "--resume"), env=env, capture_output=True, text=True,
@@ -67,7 +59,7 @@ def test_sigkill_then_resume_keeps_finished_trials(tmp_path):
     trials = pd.read_csv(results / "trials.csv")
     assert len(trials) == 6 and trials["trial_id"].is_unique
     assert (trials["status"] == "completed").all(), trials[["trial_id", "status", "failure"]]
-    after = _finished_trials(results, 3)
+    after = finished_trials(results, 3)
     for name, lines in before.items():
         assert after[name] == lines, f"{name} was trained again"  # no epoch of a finished trial ran twice
     assert {f"trial_{t}" for t in trials["trial_id"]} == set(after)

@@ -105,14 +105,12 @@ class Protocol:
 
 def default_protocol(data: "DataSpec | None" = None) -> Protocol:
     """How a trial of ``tinyray search --budget B`` with every default trains (see :func:`tinyray.trial.run_trial`)."""
-    from types import SimpleNamespace
-
     from tinyray.data import resolve_data
     from tinyray.search import SearchConfig, default_recipe
 
     defaults = SearchConfig(budget=1)
     spec = data or resolve_data(defaults.data)
-    return Protocol(name="proxy", data=spec, epochs=defaults.max_epochs, recipe=default_recipe(SimpleNamespace(spec=spec)),
+    return Protocol(name="proxy", data=spec, epochs=defaults.max_epochs, recipe=default_recipe(spec),
                     threads=max(1, int(defaults.cpus_per_trial)))
 
 

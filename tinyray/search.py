@@ -218,8 +218,13 @@ def search(budget: str | int | float, **options: Any) -> SearchResult:
 
 
 def default_recipe(data: Any) -> str:
-    """``proxy`` on the built-in data (fast, learns in a few epochs), the paper's recipe on real image folders."""
-    return "proxy" if data.spec.kind == "synthetic" else "paper"
+    """``proxy`` on the built-in data (fast, learns in a few epochs), the paper's recipe on real image folders.
+
+    Args:
+        data: a :class:`tinyray.data.DataSpec`, or loaded data (anything with a ``spec``).
+    """
+    spec = getattr(data, "spec", data)
+    return "proxy" if spec.kind == "synthetic" else "paper"
 
 
 #: Ray's resource precision: it counts resources in units of 1/10000 (``ray._private.ray_constants``).
