@@ -16,7 +16,7 @@ import numpy as np
 
 
 def main() -> None:
-    import tinyray.searcher
+    import tinyray.searchers.base
     from tinyray.bench import BenchConfig, Curves, hypervolume_curve, simulate
     from tinyray.space import load_space
 
@@ -30,7 +30,7 @@ def main() -> None:
     levels = np.linspace(cap / 10, cap, 10)
     print("epochs:", " ".join(f"{level:5.0f}" for level in levels))
     for penalty in (1.0, 0.0):
-        tinyray.searcher.STOPPED_PENALTY = penalty  # read by TrialRecord.effective_top1 at every tell
+        tinyray.searchers.base.STOPPED_PENALTY = penalty  # read by TrialRecord.effective_top1 at every tell
         for method in "ad":
             volumes = np.array([hypervolume_curve(simulate(method, seed, config, curves, space), levels, config.budget, 0)
                                 for seed in range(args.seeds)])

@@ -106,7 +106,7 @@ def test_storage_uri_is_refused_in_one_line(capfd, tmp_path, monkeypatch):
 def test_missing_data_folder_on_a_node_names_the_node(tmp_path):
     from tinyray.data import FOLDER, DataSpec
     from tinyray.errors import UserError
-    from tinyray.trial import _data
+    from tinyray.tune.trainable import _data
 
     spec = DataSpec(kind=FOLDER, path=tmp_path / "imagenet")  # exists on the driver, not on this "node"
     with pytest.raises(UserError, match=r"missing on Ray node .* \(host .*\): put the data on shared storage"):

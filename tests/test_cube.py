@@ -39,3 +39,20 @@ def test_built_model_runs_at_its_resolution_and_options_apply(space):
 
 def test_candidate_label():
     assert Candidate(0.84, 1.1, 0.75).label == "r0.84-d1.10-w0.75"
+
+
+def test_timm_private_builder_api():
+    """tinyray reaches into timm's private ``_efficientnet_builder`` (tinyray.cube.timm_builder): fail loudly if timm
+    moves or changes the two functions it uses."""
+    import inspect
+
+    from tinyray.cube import timm_builder
+
+    builder = timm_builder()
+    assert builder.__name__ == "timm.models._efficientnet_builder"
+    assert list(inspect.signature(builder.round_channels).parameters)[:3] == ["channels", "multiplier", "divisor"]
+    assert "depth_trunc" in inspect.signature(builder.decode_arch_def).parameters
+    assert builder.round_channels(32, 0.5, 8) == 16 and builder.round_channels(40, 0.75, 8) == 32
+    stages = builder.decode_arch_def([["ds_r1_k3_s1_e1_c16_se0.25"], ["ir_r2_k3_s2_e6_c24_se0.25"]], 0.5,
+                                     depth_trunc="round")
+    assert [len(stage) for stage in stages] == [1, 1] and stages[1][0]["out_chs"] == 24

@@ -140,12 +140,13 @@ def test_failed_trials_are_recorded_retried_and_do_not_stop_the_search(tmp_path)
 
     assert sorted(trial.trial_id for trial in ExperimentAnalysis(str(result.results_dir)).trials) == sorted(trials.index)
     # the searcher was told: a fresh searcher restored from the saved state has exactly the failed trials as failed
-    from tinyray.searcher import make_core, make_tune_searcher
+    from tinyray.searchers import make_searcher
     from tinyray.space import load_space
+    from tinyray.tune.searcher import TinySearcher
 
-    core = make_core(config.searcher, load_space(config.space), config.budget, floor=config.floor, seed=config.seed,
+    core = make_searcher(config.searcher, load_space(config.space), config.budget, floor=config.floor, seed=config.seed,
                      pop_size=config.pop_size, num_classes=10)
-    searcher = make_tune_searcher(core, max_epochs=config.max_epochs)
+    searcher = TinySearcher(core, max_epochs=config.max_epochs)
     searcher.restore_from_dir(str(result.results_dir))  # Ray's public Searcher API: the newest saved state
     statuses = {record.trial_id: record.status for record in searcher.core.records}
     assert set(statuses) == set(trials.index)

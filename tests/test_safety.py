@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinyray.search import SearchConfig, _redact, _start_ray
+from tinyray.search import SearchConfig, _redact
 
 
 def _listening_addresses() -> set[str]:
@@ -28,7 +28,9 @@ def _listening_addresses() -> set[str]:
 def test_local_ray_listens_on_loopback_without_dashboard():
     import ray
 
-    started = _start_ray(SearchConfig(budget=1))
+    from tinyray.tune.runtime import start_ray
+
+    started = start_ray(SearchConfig(budget=1).address)
     try:
         assert started
         node = ray._private.worker.global_worker.node

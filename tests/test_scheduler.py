@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tinyray.errors import UserError
-from tinyray.scheduler import CONTINUE, STOP, MOASHA, make_tune_scheduler, rank_positions
+from tinyray.scheduler import CONTINUE, STOP, MOASHA, rank_positions
 
 
 class FakeTrial:
@@ -140,8 +140,10 @@ def test_bad_options_are_user_errors():
 def test_tune_adapter_decides_saves_and_a_restored_one_decides_the_same(tmp_path):
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+    from tinyray.tune.scheduler import MOASHAScheduler
+
     path = tmp_path / "scheduler.json"
-    adapter = make_tune_scheduler(max_t=9, grace_period=1, reduction_factor=3, state_path=path)
+    adapter = MOASHAScheduler(max_t=9, grace_period=1, reduction_factor=3, state_path=path)
     assert isinstance(adapter, FIFOScheduler)
     assert adapter.set_search_properties("top1", "max") is True
     with pytest.raises(UserError, match="mode 'max'"):
@@ -157,7 +159,7 @@ def test_tune_adapter_decides_saves_and_a_restored_one_decides_the_same(tmp_path
     assert adapter.core.decision("c", 1) == STOP
     assert json.loads(path.read_text()) == adapter.core.to_dict()
 
-    restored = make_tune_scheduler(max_t=9, grace_period=1, reduction_factor=3, state_path=path)
+    restored = MOASHAScheduler(max_t=9, grace_period=1, reduction_factor=3, state_path=path)
     assert restored.core.to_dict() == adapter.core.to_dict()
     upcoming = [("d", 1, 0.45, 60), ("e", 1, 0.2, 500), ("a", 3, 0.7, 100), ("b", 3, 0.6, 50), ("d", 3, 0.3, 60)]
     for trial_id, epoch, top1, flops in upcoming:
@@ -166,9 +168,9 @@ def test_tune_adapter_decides_saves_and_a_restored_one_decides_the_same(tmp_path
     assert adapter.on_trial_result(None, FakeTrial("a"), result(9, 0.8, 100)) == TrialScheduler.STOP
 
     with pytest.raises(UserError, match="same options"):
-        make_tune_scheduler(max_t=27, grace_period=1, reduction_factor=3, state_path=path)
+        MOASHAScheduler(max_t=27, grace_period=1, reduction_factor=3, state_path=path)
     adapter.save(str(tmp_path / "saved.json"))
-    other = make_tune_scheduler(max_t=9, grace_period=1, reduction_factor=3)
+    other = MOASHAScheduler(max_t=9, grace_period=1, reduction_factor=3)
     other.restore(str(tmp_path / "saved.json"))
     assert other.core.to_dict() == adapter.core.to_dict()
 
@@ -183,6 +185,8 @@ def test_importing_the_scheduler_imports_neither_ray_nor_pymoo():
 def test_moasha_in_a_real_tune_run(tmp_path):
     import ray
     from ray import tune
+
+    from tinyray.tune.scheduler import MOASHAScheduler
 
     # three trials on a front (more accurate = more FLOPs), then three dominated ones that arrive later
     trials = [(0.1 * (i + 1), 100 * (i + 1)) for i in range(3)] + [(0.05, 10_000 + i) for i in range(3)]
@@ -200,7 +204,7 @@ def test_moasha_in_a_real_tune_run(tmp_path):
             param_space={"index": tune.grid_search(list(range(len(trials))))},
             tune_config=tune.TuneConfig(
                 metric="top1", mode="max", max_concurrent_trials=1,
-                scheduler=make_tune_scheduler(max_t=9, grace_period=1, reduction_factor=3, state_path=state),
+                scheduler=MOASHAScheduler(max_t=9, grace_period=1, reduction_factor=3, state_path=state),
             ),
             run_config=tune.RunConfig(storage_path=str(tmp_path), name="moasha", verbose=0),
         ).fit()

@@ -1,4 +1,4 @@
-"""Tests of tinyray.searcher: the NSGA-III and random cores driven without Ray, and the Tune adapter."""
+"""Tests of tinyray.searchers: the registered searchers driven without Ray, and their Tune adapter."""
 
 from __future__ import annotations
 
@@ -14,17 +14,14 @@ import pytest
 from tinyray.cost import analytic_cost
 from tinyray.cube import Candidate
 from tinyray.errors import UserError
-from tinyray.searcher import (
-    FAILED_TOP1,
-    STATE_VERSION,
-    NSGA3Core,
-    RandomCore,
-    classify_result,
-    make_core,
-    make_tune_searcher,
-    read_state,
-    write_state,
-)
+from tinyray.files import SEARCHER_STATE_VERSION as STATE_VERSION
+from tinyray.files import read_json as read_state
+from tinyray.files import write_json_atomic as write_state
+from tinyray.searchers import SEARCHERS
+from tinyray.searchers import make_searcher as make_core
+from tinyray.searchers.base import FAILED_TOP1
+from tinyray.searchers.nsga3 import NSGA3Core
+from tinyray.searchers.random_search import RandomCore
 from tinyray.space import load_space
 
 BUDGET = 100_000_000
@@ -121,7 +118,7 @@ def test_nsga3_is_deterministic_for_a_seed(space):
 
 def test_save_restore_continues_like_an_uninterrupted_run(space):
     def outcome(i, candidate):
-        return (synthetic_top1(candidate), "completed") if i % 4 else (synthetic_top1(candidate) * 0.5, "stopped")
+        return (synthetic_top1(candidate), "completed") if i % 4 else (synthetic_top1(candidate) * 0.5, "early-stopped")
 
     core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=5)
     for generation in range(2):
@@ -173,16 +170,16 @@ def test_stopped_and_failed_trials_complete_the_generation_but_are_never_final(s
         if i == 0:
             return None, "failed"
         if i == 1:
-            return 0.4, "stopped"
+            return 0.4, "early-stopped"
         return synthetic_top1(candidate), "completed"
 
     for generation in range(3):
         run_generation(core, f"g{generation}", outcome)
     assert core.generation == 3
     statuses = [rec.status for rec in core.records]
-    assert statuses.count("failed") == 3 and statuses.count("stopped") == 3
+    assert statuses.count("failed") == 3 and statuses.count("early-stopped") == 3
     completed = [rec for rec in core.records if rec.is_final]
-    stopped = [rec for rec in core.records if rec.status == "stopped"]
+    stopped = [rec for rec in core.records if rec.status == "early-stopped"]
     failed = [rec for rec in core.records if rec.status == "failed"]
     assert all(rec.top1 is None and rec.effective_top1 == FAILED_TOP1 for rec in failed)
     assert max(rec.effective_top1 for rec in stopped) < min(rec.top1 for rec in completed)
@@ -240,7 +237,7 @@ def test_random_core_samples_the_band_and_resumes(space):
     assert all(in_band(space, c, 20_000_000, BUDGET) for c in handed)
     assert len({core.band.network_key((c.r, c.d, c.w)) for c in handed}) == len(handed)
     for i, candidate in enumerate(handed[:50]):
-        core.tell(f"t{i}", synthetic_top1(candidate), "completed" if i % 5 else "stopped")
+        core.tell(f"t{i}", synthetic_top1(candidate), "completed" if i % 5 else "early-stopped")
 
     restored = make_core("random", space, BUDGET, floor=20_000_000, seed=0)
     restored.load_state_dict(json.loads(json.dumps(core.state_dict())))
@@ -285,20 +282,31 @@ def test_custom_flops_fn_is_used_for_the_band(space):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_importing_the_searcher_imports_neither_ray_nor_pymoo():
-    code = "import sys, tinyray.searcher; print(sorted(m for m in ('ray', 'pymoo') if m in sys.modules))"
+def test_importing_the_registry_imports_neither_ray_nor_pymoo_nor_optuna():
+    code = ("import sys, tinyray.searchers, tinyray.searchers.base; "
+            "print(sorted(m for m in ('ray', 'pymoo', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
+def test_every_searcher_is_registered_and_importing_one_imports_no_ray():
+    for name, entry in SEARCHERS.items():
+        code = f"import sys; from tinyray.searchers import SEARCHERS; SEARCHERS[{name!r}].load(); print('ray' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "False", name
+        assert entry.load().strategy == name
+
+
 def test_classify_result():
+    from tinyray.tune.searcher import classify_result
+
     assert classify_result({"top1": 0.7, "training_iteration": 30}, error=False, metric="top1", max_epochs=30) == (
         0.7,
         "completed",
     )
     assert classify_result({"top1": 0.3, "training_iteration": 3}, error=False, metric="top1", max_epochs=30) == (
         0.3,
-        "stopped",
+        "early-stopped",
     )
     assert classify_result({"top1": 0.7, "training_iteration": 30}, error=True, metric="top1", max_epochs=30) == (
         None,
@@ -311,10 +319,10 @@ def test_classify_result():
 def test_tune_adapter_suggests_saves_and_restores(space, tmp_path):
     from ray.tune.search import Searcher
 
-    from tinyray.searcher import TinySearcher
+    from tinyray.tune.searcher import TinySearcher
 
     def new_searcher():
-        return make_tune_searcher(make_core("nsga3", space, BUDGET, pop_size=4, seed=0), max_epochs=10)
+        return TinySearcher(make_core("nsga3", space, BUDGET, pop_size=4, seed=0), max_epochs=10)
 
     searcher = new_searcher()
     assert isinstance(searcher, Searcher) and isinstance(searcher, TinySearcher)
@@ -329,7 +337,7 @@ def test_tune_adapter_suggests_saves_and_restores(space, tmp_path):
     searcher.on_trial_complete("trial_0", {"top1": 0.6, "training_iteration": 10})
     searcher.on_trial_complete("trial_1", {"top1": 0.2, "training_iteration": 2})
     searcher.on_trial_complete("trial_2", None, error=True)
-    assert [rec.status for rec in searcher.core.records] == ["completed", "stopped", "failed"]
+    assert [rec.status for rec in searcher.core.records] == ["completed", "early-stopped", "failed"]
 
     path = tmp_path / "state.json"
     searcher.save(str(path))
@@ -360,3 +368,41 @@ def test_tune_adapter_suggests_saves_and_restores(space, tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(UserError, match="not valid JSON"):
         new_searcher().restore(str(tmp_path / "broken.json"))
+
+
+def test_optuna_searcher_stays_in_the_band_and_resumes_from_its_state(space):
+    core = make_core("optuna-nsga3", space, BUDGET, pop_size=4, seed=0)
+    assert core.strategy == "optuna-nsga3"
+    for i in range(10):
+        candidate = core.ask(f"t{i}")
+        assert core.band.contains(core.band.flops((candidate.r, candidate.d, candidate.w)))
+        status = "failed" if i == 3 else ("early-stopped" if i % 4 == 1 else "completed")
+        core.tell(f"t{i}", synthetic_top1(candidate), status)
+    pending = core.ask("p0")  # handed out, not told when the state is saved
+    state = json.loads(json.dumps(core.state_dict()))
+    assert state["version"] == STATE_VERSION and len(state["records"]) == 10 and state["pending"][0]["trial_id"] == "p0"
+
+    restored = make_core("optuna-nsga3", space, BUDGET, pop_size=4, seed=0)
+    restored.load_state_dict(state)
+    assert restored.records == core.records and restored.pending == {"p0": pending}
+    restored.tell("p0", 0.5, "completed")  # its Optuna trial is gone: added to the study as finished
+    assert restored.records[-1].trial_id == "p0" and len(restored.state_dict()["history"]) >= 11
+    seen = {(r.r, r.d, r.w) for r in restored.records}
+    for i in range(6):
+        candidate = restored.ask(f"n{i}")
+        assert (candidate.r, candidate.d, candidate.w) not in seen  # a fresh random stream, not a replay
+        restored.tell(f"n{i}", synthetic_top1(candidate), "completed")
+    statuses = [rec.status for rec in restored.records]
+    assert statuses.count("failed") == 1 and statuses.count("early-stopped") == 2
+    with pytest.raises(UserError, match="saved with seed=0"):
+        make_core("optuna-nsga3", space, BUDGET, pop_size=4, seed=1).load_state_dict(state)
+
+
+def test_a_state_saved_with_the_old_status_word_still_loads(space):
+    core = make_core("random", space, BUDGET, seed=0)
+    candidate = core.ask("t0")
+    core.tell("t0", 0.3, "early-stopped")
+    state = json.loads(json.dumps(core.state_dict()).replace('"early-stopped"', '"stopped"'))  # as tinyray 0.1 wrote
+    restored = make_core("random", space, BUDGET, seed=0)
+    restored.load_state_dict(state)
+    assert restored.records[0].status == "early-stopped" and restored.records[0].candidate == candidate

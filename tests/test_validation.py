@@ -76,7 +76,7 @@ def test_refused_before_anything_is_made(capsys, tmp_path, monkeypatch, argv, en
 
 def test_bad_faults_are_refused_by_the_parser_and_good_ones_pass():
     from tinyray.errors import UserError
-    from tinyray.trial import parse_faults
+    from tinyray.faults import parse_faults
 
     good = '[{"kind": "enospc", "epoch": 2, "param": "w", "above": 0.1, "below": 0.9, "once": true}]'
     assert parse_faults(good) == [{"kind": "enospc", "epoch": 2, "param": "w", "above": 0.1, "below": 0.9,

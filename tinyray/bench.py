@@ -5,17 +5,16 @@ Four methods, each a searcher and a scheduler:
 ====  ======================================================  ==========================================
 name  searcher                                                scheduler
 ====  ======================================================  ==========================================
-a     NSGA-III core (:class:`tinyray.searcher.NSGA3Core`)     multi-objective ASHA (:mod:`tinyray.scheduler`)
-b     random under the FLOPs band (the paper's protocol)      FIFO: every trial trained to the end
-c     Optuna's ``NSGAIIISampler`` through ask/tell            Ray's ASHA (``ASHAScheduler``, by top1)
-d     NSGA-III core                                           Ray's ASHA
+a     ``nsga3``: pymoo's NSGA-III                             multi-objective ASHA (:mod:`tinyray.scheduler`)
+b     ``random`` under the FLOPs band (the paper's protocol)  FIFO: every trial trained to the end
+c     ``optuna-nsga3``: Optuna's ``NSGAIIISampler``           Ray's ASHA (``ASHAScheduler``, by top1)
+d     ``nsga3``                                               Ray's ASHA
 ====  ======================================================  ==========================================
 
+The searchers are the registered ones (:data:`tinyray.searchers.SEARCHERS`), the objects a real search uses.
 (c) stands in for what a Ray Tune user would assemble, ``OptunaSearch(sampler=NSGAIIISampler())`` with
-``ASHAScheduler``: the sampler is driven through Optuna's ask/tell exactly as ``OptunaSearch`` drives it, an
-early-stopped trial is told its last (partial) accuracy as a completed value (``OptunaSearch`` does the same), and
-the FLOPs band is given to the sampler as ``constraints_func``: a suggestion outside the band is told at once as
-infeasible, without training. Ray's ASHA is Ray's own code: ``ASHAScheduler.on_trial_result`` on stand-in trials.
+``ASHAScheduler`` (see :mod:`tinyray.searchers.optuna_nsga3`). Ray's ASHA is Ray's own code:
+``ASHAScheduler.on_trial_result`` on stand-in trials.
 
 **The tabular simulator** (default). Real learning curves were recorded once on a grid of the cube
 (``benchdata/curves.csv``, by ``benchmarks/record_curves.py``: top1 and seconds after every epoch of a run whose
@@ -33,9 +32,8 @@ clock, so idle workers cost time). Each run stops when it has used ``trials * ma
 sd over seeds, and the compute at which the mean curve first reaches 95% of the best final mean hypervolume of
 any method, also as a ratio to method (b).
 
-``--real`` runs (a), (b) and (d) through :func:`tinyray.search.run_search` (Ray, the real trainer, MLflow); (c)
-is not in ``--real``: ``run_search`` builds its searcher from a tinyray core, and Ray's ``OptunaSearch`` is a
-different searcher object, so that comparison would not share the rest of the code path.
+``--real`` runs the methods through :func:`tinyray.search.run_search` (Ray, the real trainer, MLflow), each as a
+search of its own.
 """
 
 from __future__ import annotations
@@ -50,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from tinyray.errors import UserError
+from tinyray.status import COMPLETED, EARLY_STOPPED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -215,70 +214,6 @@ class Curves:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class _CoreSearcher:
-    """A tinyray search core (NSGA-III or random)."""
-
-    def __init__(self, core: Any) -> None:
-        self.core = core
-
-    def ask(self, trial_id: str) -> tuple[float, float, float] | None:
-        candidate = self.core.ask(trial_id)
-        return None if candidate is None else (candidate.r, candidate.d, candidate.w)
-
-    def tell(self, trial_id: str, top1: float, status: str) -> None:
-        self.core.tell(trial_id, top1, status)
-
-
-class _OptunaSearcher:
-    """Optuna's NSGAIIISampler through ask/tell, as Ray's ``OptunaSearch`` drives it (module docstring)."""
-
-    def __init__(self, band: Any, *, seed: int, pop_size: int) -> None:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.band = band
-        self.base_flops = int(band.flops_fn(1.0, 1.0, 1.0))
-        sampler = optuna.samplers.NSGAIIISampler(
-            population_size=pop_size, seed=seed, constraints_func=lambda trial: trial.user_attrs["constraints"])
-        self.study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-        self._pending: dict[str, tuple[Any, int]] = {}
-
-    def ask(self, trial_id: str) -> tuple[float, float, float] | None:
-        space = self.band.space
-        for _ in range(1000):
-            trial = self.study.ask()
-            x = (trial.suggest_float("r", space.r.low, space.r.high), trial.suggest_float("d", space.d.low, space.d.high),
-                 trial.suggest_float("w", space.w.low, space.w.high))
-            flops = self.band.flops(x)
-            budget = float(self.band.budget)
-            trial.set_user_attr("constraints", [(flops - budget) / budget, (self.band.floor - flops) / budget])
-            if self.band.contains(flops):
-                self._pending[trial_id] = (trial, flops)
-                return x
-            self.study.tell(trial, [0.0, flops / self.base_flops])  # infeasible: told at once, never trained
-        raise RuntimeError("Optuna suggested 1000 networks outside the FLOPs band in a row")
-
-    def tell(self, trial_id: str, top1: float, status: str) -> None:
-        import optuna
-
-        trial, flops = self._pending.pop(trial_id)
-        if status == "failed":
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            self.study.tell(trial, [float(top1), flops / self.base_flops])
-
-
-def make_searcher(name: str, space: Any, config: BenchConfig, seed: int, num_classes: int) -> Any:
-    """``nsga3``, ``random`` or ``optuna-nsga3``, with ``ask(trial_id) -> (r, d, w) | None`` and ``tell``."""
-    from tinyray.searcher import FlopsBand, make_core
-
-    if name == "optuna-nsga3":
-        return _OptunaSearcher(FlopsBand(space, config.budget, num_classes=num_classes), seed=seed,
-                               pop_size=config.pop_size)
-    return _CoreSearcher(make_core(name, space, config.budget, seed=seed, pop_size=config.pop_size,
-                                   num_classes=num_classes))
-
-
 class _Trial:
     """What Ray's schedulers read from a trial: its id."""
 
@@ -357,8 +292,11 @@ def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space:
     """
     from tinyray.cost import analytic_cost
 
+    from tinyray.searchers import make_searcher
+
     searcher_name, scheduler_name = METHODS[method]
-    searcher = make_searcher(searcher_name, space, config, seed, num_classes)
+    searcher = make_searcher(searcher_name, space, config.budget, seed=seed, pop_size=config.pop_size,
+                             num_classes=num_classes)
     decide = make_scheduler(scheduler_name, config)
     cap = config.trials * config.max_epochs
     run = RunResult()
@@ -372,9 +310,10 @@ def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space:
         nonlocal idle, sequence
         while idle > 0:
             trial_id = f"{method}{seed}-{run.trials:04d}"
-            point = searcher.ask(trial_id)
-            if point is None:
+            candidate = searcher.ask(trial_id)
+            if candidate is None:
                 return  # NSGA-III waits for its generation: the worker idles until the next event
+            point = (candidate.r, candidate.d, candidate.w)
             top1, seconds = curves.curve(*point)
             flops = analytic_cost(space, *point, num_classes).flops
             live[trial_id] = (top1, seconds, flops, now)
@@ -397,10 +336,10 @@ def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space:
         del live[trial_id]
         if epoch >= config.max_epochs:
             run.completed.append((run.epochs, now, accuracy, flops))
-            searcher.tell(trial_id, accuracy, "completed")
+            searcher.tell(trial_id, accuracy, COMPLETED)
         else:
             run.stopped += 1
-            searcher.tell(trial_id, accuracy, "stopped")
+            searcher.tell(trial_id, accuracy, EARLY_STOPPED)
         idle += 1
         launch()
     run.seconds = now
@@ -485,7 +424,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
     curves = Curves.load(config.curves)
     validate(config, curves.epochs)
     space = load_space()
-    from tinyray.searcher import FlopsBand
+    from tinyray.searchers import FlopsBand
 
     FlopsBand(space, config.budget, num_classes=10)  # a budget outside the space fails here, before any run
     covered = curves.max_budget(space)
@@ -587,21 +526,16 @@ def write_outputs(result: BenchResult, out: Path) -> dict[str, Path]:
 # --real: the same comparison through Ray on the real trainer
 # ---------------------------------------------------------------------------------------------------------------
 
-REAL_METHODS = ("a", "b", "d")
-
-
 def run_real(config: BenchConfig, storage: Path, data: str | None = None) -> BenchResult:
-    """Run methods (a), (b) and (d) through :func:`tinyray.search.run_search` (one search per method and seed).
+    """Run the methods through :func:`tinyray.search.run_search` (one search per method and seed).
 
     Each search gets ``config.trials`` trials (so methods with early stopping use less compute); compute is the
     sum of the trials' epochs and of their training seconds, counted in trial order, and a search that used less
-    than another keeps its final front at the higher compute levels. Method (c) is skipped (module docstring).
+    than another keeps its final front at the higher compute levels.
     """
     from tinyray.search import SearchConfig, run_search
 
-    methods = tuple(m for m in config.methods if m in REAL_METHODS)
-    if not methods:
-        raise UserError("--real runs methods a, b and d only: give --methods with at least one of them")
+    methods = config.methods
     runs = {}
     for method in methods:
         searcher, scheduler = METHODS[method]
@@ -613,14 +547,14 @@ def run_real(config: BenchConfig, storage: Path, data: str | None = None) -> Ben
                 pop_size=config.pop_size, progress="quiet",
             ))
             trials = result.trials
-            run = RunResult(trials=len(trials), stopped=int((trials["status"] == "early-stopped").sum()),
+            run = RunResult(trials=len(trials), stopped=int((trials["status"] == EARLY_STOPPED).sum()),
                             epochs=int(trials["epochs"].sum()), seconds=float(trials["train_seconds"].fillna(0).sum()))
             # trials finish in an order Tune does not record: count each one's compute in trial-id order
             used_epochs, used_seconds = 0, 0.0
             for row in trials.sort_values("trial_id").itertuples():
                 used_epochs += int(row.epochs)
                 used_seconds += float(row.train_seconds or 0.0)
-                if row.status == "completed":
+                if row.status == COMPLETED:
                     run.completed.append((used_epochs, used_seconds, float(row.top1), int(row.flops)))
             runs[(method, seed)] = run
     # each search spends what its scheduler lets it: a finished search keeps its final front at higher levels

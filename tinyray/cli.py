@@ -28,6 +28,7 @@ EXAMPLES = {
   tinyray search --budget 200M                          # ~10 min on 2 CPUs: local Ray, built-in data, local MLflow
   tinyray search --budget 1.2G --trials 200 --max-epochs 30 --data ~/imagenet --address auto --gpus-per-trial 0.25
   tinyray search --budget 100M --searcher random --scheduler fifo --name paper-protocol
+  tinyray search --budget 100M --searcher optuna-nsga3 --scheduler asha --name optuna   # Optuna's NSGA-III
   tinyray search --budget 200M --address auto --gpus-per-trial 0.25 --storage /mnt/tinyray/results --tracking-uri http://127.0.0.1:5000
       # on the head of a 'ray up clusters/v100.yaml' cluster: see the README, Cluster""",
     "formula": """examples:
@@ -240,7 +241,7 @@ def _add_bench_options(parser: argparse.ArgumentParser) -> None:
     add("--levels", type=_int_at_least("--levels", 2), default=defaults.levels, help=f"compute levels at which the hypervolume is measured (default {defaults.levels})")
     add("--methods", type=_methods, default=defaults.methods, help="which methods, e.g. a,b (default a,b,c,d)")
     add("--curves", default=None, help="learning-curve table (default: the shipped benchdata/curves.csv)")
-    add("--real", action="store_true", help="run methods a, b, d through Ray on the real trainer instead of the simulator")
+    add("--real", action="store_true", help="run the methods through Ray on the real trainer instead of the simulator")
     add("--storage", default="tinyray-bench", help="results root of the --real searches (default ./tinyray-bench)")
     add("--data", default=None, help="--real: 'synthetic' (default) or a folder with train/ and val/")
     add("--out", default=None, help="folder for bench_curves.csv, bench_summary.csv and bench_hypervolume.png")
@@ -315,7 +316,8 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
 
 
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
-    from tinyray.search import SCHEDULERS, SEARCHERS, SearchConfig
+    from tinyray.search import SCHEDULERS, SearchConfig
+    from tinyray.searchers import SEARCHERS, searcher_help
 
     defaults = SearchConfig(budget=1)
     add = parser.add_argument
@@ -328,7 +330,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--max-epochs", type=_int_at_least("--max-epochs", 1), default=defaults.max_epochs, help=f"epochs of a fully trained trial (default {defaults.max_epochs})")
     add("--grace-period", type=_int_at_least("--grace-period", 1), default=defaults.grace_period, help=f"ASHA's first rung in epochs (default {defaults.grace_period})")
     add("--reduction-factor", type=_int_at_least("--reduction-factor", 2), default=defaults.reduction_factor, help=f"ASHA's eta (default {defaults.reduction_factor})")
-    add("--searcher", choices=SEARCHERS, default=defaults.searcher, help="nsga3 (default) or random (the paper's protocol)")
+    add("--searcher", choices=list(SEARCHERS), default=defaults.searcher, help=searcher_help())
     add("--scheduler", choices=SCHEDULERS, default=defaults.scheduler, help=f"asha (Ray's ASHA, by top1), moasha (multi-objective ASHA over top1 and FLOPs) or fifo (train every trial fully); default {defaults.scheduler}")
     add("--seed", type=_int_at_least("--seed", 0), default=defaults.seed, help="seed of the searcher and the trials (default 0)")
     add("--floor", default=None, help="lowest FLOPs of a candidate (default budget/16), e.g. 12M")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from tinyray.space import SearchSpace
@@ -46,11 +47,22 @@ class Candidate:
         return f"r{self.r:.2f}-d{self.d:.2f}-w{self.w:.2f}"
 
 
+def timm_builder() -> ModuleType:
+    """timm's EfficientNet builder, ``timm.models._efficientnet_builder`` (a private module).
+
+    timm has no public way to decode its block strings (``decode_arch_def``) or to round channels as its
+    EfficientNets are built (``round_channels``), and tinyray must do both exactly as timm does, or the analytic
+    FLOPs and the built network would drift apart. This is the one place that reaches into it;
+    ``tests/test_cube.py::test_timm_private_builder_api`` fails loudly if timm moves or changes what is used.
+    """
+    from timm.models import _efficientnet_builder
+
+    return _efficientnet_builder
+
+
 def round_channels(space: SearchSpace, channels: int, w: float) -> int:
     """Channels of a layer of ``channels`` at width ``w``, rounded as timm's builder rounds them."""
-    from timm.models._efficientnet_builder import round_channels as timm_round_channels
-
-    return timm_round_channels(channels, w, space.channel_divisor)
+    return timm_builder().round_channels(channels, w, space.channel_divisor)
 
 
 def head_channels(space: SearchSpace, w: float) -> int:
@@ -60,9 +72,7 @@ def head_channels(space: SearchSpace, w: float) -> int:
 
 @lru_cache(maxsize=512)
 def _decode(blocks: tuple[tuple[str, ...], ...], d: float) -> tuple[tuple[dict[str, Any], ...], ...]:
-    from timm.models._efficientnet_builder import decode_arch_def
-
-    decoded = decode_arch_def([list(stage) for stage in blocks], d, depth_trunc="round")
+    decoded = timm_builder().decode_arch_def([list(stage) for stage in blocks], d, depth_trunc="round")
     return tuple(tuple(block) for block in decoded)
 
 
@@ -105,7 +115,6 @@ def build_model(
     import torch.nn as nn
     from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from timm.layers import get_act_layer
-    from timm.models._efficientnet_builder import round_channels as timm_round_channels
     from timm.models.efficientnet import EfficientNet
 
     norm_kwargs = {} if bn_momentum is None else {"momentum": bn_momentum}
@@ -115,7 +124,7 @@ def build_model(
         num_features=head_channels(space, w),
         stem_size=space.stem_channels,
         fix_stem=True,
-        round_chs_fn=partial(timm_round_channels, multiplier=w, divisor=space.channel_divisor),
+        round_chs_fn=partial(timm_builder().round_channels, multiplier=w, divisor=space.channel_divisor),
         act_layer=get_act_layer(space.activation),
         norm_layer=partial(nn.BatchNorm2d, **norm_kwargs),
         drop_rate=drop_rate,

@@ -26,7 +26,6 @@ pyfunc model of :func:`save_pyfunc`, whose loader is this module's :func:`_load_
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -36,12 +35,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tinyray.errors import UserError
+from tinyray.files import FORMULA_VERSION, write_json_atomic
 from tinyray.space import SearchSpace, load_space
 
 if TYPE_CHECKING:
     import pandas as pd
 
-FORMULA_VERSION = 1
+#: The registered MLflow model a search publishes its formula as (``--formula-name``), and what it says.
+DEFAULT_MODEL_NAME = "tinynet-formula"
+MODEL_DESCRIPTION = "tinyray's tiny formula: FLOPs budget -> (r, d, w, resolution) of the best network"
+#: The formula's pyfunc model, an artifact folder of the search's parent run.
+MODEL_ARTIFACT = "formula_model"
 #: Candidate (input space, kernel) pairs of each curve, in order of preference on a tie.
 VARIANTS: tuple[tuple[str, str], ...] = (("log_c", "matern52"), ("log_c", "rbf"), ("c", "matern52"), ("c", "rbf"))
 #: Half-width of the band in posterior standard deviations (95%).
@@ -50,7 +54,6 @@ BAND_Z = 1.96
 MIN_POINTS = 3
 #: Widths the solver may return; outside the search space's bounds the answer is flagged.
 WIDTH_RANGE = (0.05, 3.0)
-DEFAULT_MODEL_NAME = "tinynet-formula"
 
 
 def _features(c: np.ndarray, inputs: str) -> np.ndarray:
@@ -406,11 +409,7 @@ class Formula:
 
     def save(self, path: Path) -> Path:
         """Write :meth:`to_dict` as JSON, atomically."""
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> "Formula":
@@ -713,20 +712,31 @@ def publish(formula: Formula, tracker: Any, run_id: str, folder: Path, *, model_
     tracker.log_artifacts(run_id, [json_path, plot_path])
     client = tracker.client
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = save_pyfunc(json_path, Path(tmp) / "formula_model")
-        client.log_artifacts(run_id, str(model_dir), artifact_path="formula_model")
-    artifact_uri = client.get_run(run_id).info.artifact_uri
+        model_dir = save_pyfunc(json_path, Path(tmp) / MODEL_ARTIFACT)
+        client.log_artifacts(run_id, str(model_dir), artifact_path=MODEL_ARTIFACT)
+    version = register_model(client, model_name, run_id, client.get_run(run_id).info.artifact_uri)
+    return {"json": str(json_path), "plot": str(plot_path), "run_model_uri": f"runs:/{run_id}/{MODEL_ARTIFACT}",
+            "model_uri": f"models:/{model_name}/{version}"}
+
+
+def register_model(client: Any, model_name: str, run_id: str, artifact_uri: str) -> str:
+    """Register the run's :data:`MODEL_ARTIFACT` as a new version of ``model_name`` (created with
+    :data:`MODEL_DESCRIPTION` if it does not exist); return the version number.
+
+    Args:
+        client: an ``mlflow.MlflowClient``.
+        model_name: the registered model's name.
+        run_id: the run that holds the model artifact.
+        artifact_uri: that run's artifact root.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(model_name)
     except MlflowException:
-        client.create_registered_model(
-            model_name, description="tinyray's tiny formula: FLOPs budget -> (r, d, w, resolution) of the best network",
-        )
-    version = client.create_model_version(model_name, source=f"{artifact_uri}/formula_model", run_id=run_id)
-    return {"json": str(json_path), "plot": str(plot_path), "run_model_uri": f"runs:/{run_id}/formula_model",
-            "model_uri": f"models:/{model_name}/{version.version}"}
+        client.create_registered_model(model_name, description=MODEL_DESCRIPTION)
+    version = client.create_model_version(model_name, source=f"{artifact_uri}/{MODEL_ARTIFACT}", run_id=run_id)
+    return str(version.version)
 
 
 def load_from_uri(uri: str, tracking_uri: str | None = None) -> Formula:

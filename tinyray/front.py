@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tinyray.status import COMPLETED, EARLY_STOPPED, FAILED
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -62,7 +64,7 @@ def front_table(trials: "pd.DataFrame") -> "pd.DataFrame":
     Args:
         trials: one row a trial with at least ``status``, ``top1`` and ``flops`` columns.
     """
-    done = trials[(trials["status"] == "completed") & trials["top1"].notna()]
+    done = trials[(trials["status"] == COMPLETED) & trials["top1"].notna()]
     if done.empty:
         return done.copy()
     mask = pareto_mask(done["top1"].to_numpy(), done["flops"].to_numpy())
@@ -77,7 +79,7 @@ def plot_front(trials: "pd.DataFrame", front: "pd.DataFrame", budget: float, pat
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    styles = {"completed": ("tab:blue", "o"), "early-stopped": ("tab:gray", "x"), "failed": ("tab:red", "^")}
+    styles = {COMPLETED: ("tab:blue", "o"), EARLY_STOPPED: ("tab:gray", "x"), FAILED: ("tab:red", "^")}
     for status, (colour, marker) in styles.items():
         rows = trials[(trials["status"] == status) & trials["top1"].notna()]
         if not rows.empty:

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from tinyray.errors import UserError
-from tinyray.tracking import EPOCH_METRICS
+from tinyray.formula import MODEL_ARTIFACT
+from tinyray.status import FAILED
+from tinyray.tracking import EPOCH_METRICS, TRIAL_PARAMS, trial_end_tags
 
 #: Files of a results folder that are logged on the parent run.
 PARENT_FILES = ("trials.csv", "front.csv", "front.png", "formula.json", "formula.png")
-MODEL_ARTIFACT = "formula_model"
 
 
 @dataclass
@@ -127,7 +128,9 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
              trials: list[_Trial]) -> PublishReport:
     import uuid
 
-    from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri, write_json_atomic
+    from tinyray.files import JOURNAL_VERSION, write_json_atomic
+    from tinyray.formula import DEFAULT_MODEL_NAME
+    from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
 
     config = info["config"]
     experiment = journal.get("experiment") or config["name"]
@@ -147,7 +150,7 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
 
     # -- the parent run ----------------------------------------------------------------------------------------
     recorded = journal.get("parent") or {}
-    params = recorded.get("params") or _search_params(info)
+    params = recorded.get("params") or info.get("run_params") or _legacy_search_params(info)
     if parents:
         parent = parents[0]
         report.params += _missing_params(tracker, parent, params)
@@ -181,7 +184,7 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
         report.metric_values += _send_epochs(tracker, run.info.run_id, trial, have)
         report.tags += _set_changed_tags(tracker, run, _trial_tags(trial))
         if trial.table is not None and run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, "FAILED" if trial.table.get("status") == "failed" else "FINISHED")
+            client.set_terminated(run.info.run_id, "FAILED" if trial.table.get("status") == FAILED else "FINISHED")
             report.runs_ended += 1
 
     # -- the parent's files, front metrics and formula model -----------------------------------------------------
@@ -193,7 +196,7 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
     report.metric_values += _send_front_metrics(tracker, parent, results, int(config["budget"]), len(trials))
     if (results / "formula.json").is_file():
         model = _publish_model(tracker, parent, results / "formula.json", MODEL_ARTIFACT not in present,
-                               config.get("formula_name") or "tinynet-formula")
+                               config.get("formula_name") or DEFAULT_MODEL_NAME)
         report.model_uri, report.model_registered = model
         if MODEL_ARTIFACT not in present:
             report.artifacts.append(MODEL_ARTIFACT)
@@ -202,7 +205,7 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
         report.runs_ended += 1
 
     write_json_atomic(results / "tracking.json", {
-        **journal, "version": 1, "search_id": search_id, "tracking_uri": uri, "experiment": experiment,
+        **journal, "version": JOURNAL_VERSION, "search_id": search_id, "tracking_uri": uri, "experiment": experiment,
         "artifact_location": artifacts, "status": "complete", "offline_reason": "", "parent_run_id": parent_id,
         "trial_runs": trial_runs, "parent": journal.get("parent") or {"name": config["name"], "params": params},
         "trials": journal.get("trials") or {},
@@ -254,8 +257,9 @@ def _result_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _search_params(info: dict[str, Any]) -> dict[str, Any]:
-    """The parent run's parameters of a folder without a journal, from its ``search.json``."""
+def _legacy_search_params(info: dict[str, Any]) -> dict[str, Any]:
+    """The parent run's parameters of a folder without a journal, from a ``search.json`` written before it held
+    ``run_params`` (:func:`tinyray.search.search_params`, the one builder): the subset that file can tell."""
     config = info["config"]
     keys = ("budget", "searcher", "scheduler", "seed", "trials", "max_epochs", "grace_period", "reduction_factor",
             "pop_size", "floor", "cpus_per_trial", "gpus_per_trial")
@@ -269,8 +273,7 @@ def _trial_params(trial: _Trial, journal: dict[str, Any]) -> tuple[str, dict[str
 
     last = trial.rows[-1] if trial.rows else {}
     source = last or trial.config or trial.table or {}
-    keys = ("r", "d", "w", "resolution", "flops", "params", "train_resolution")
-    params = {key: source.get(key) for key in keys if source.get(key) is not None}
+    params = {key: source.get(key) for key in TRIAL_PARAMS if source.get(key) is not None}
     recorded = (journal.get("trials") or {}).get(trial.trial_id) or {}
     params.update(recorded.get("params") or {})
     if recorded.get("run_name"):
@@ -284,7 +287,7 @@ def _trial_tags(trial: _Trial) -> dict[str, str]:
     if trial.table is None:
         return {}
     row = trial.table
-    tags = {"status": str(row.get("status")), "epochs": str(int(row.get("epochs") or 0))}
+    tags = trial_end_tags(str(row.get("status")), int(row.get("epochs") or 0), str(row.get("failure") or ""))
     if row.get("on_front") is not None:
         tags["on_front"] = str(str(row["on_front"]).lower() == "true").lower()
     return tags
@@ -346,9 +349,7 @@ def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: boo
     """The formula's pyfunc model on the parent run and its registered version, each only if missing."""
     import tempfile
 
-    from mlflow.exceptions import MlflowException
-
-    from tinyray.formula import save_pyfunc
+    from tinyray.formula import register_model, save_pyfunc
 
     client = tracker.client
     run_id = parent.info.run_id
@@ -359,19 +360,11 @@ def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: boo
     versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
     registered = False
     if versions:
-        version = min(versions, key=lambda v: int(v.version))
+        version = str(min(int(v.version) for v in versions))
     else:
-        try:
-            client.get_registered_model(model_name)
-        except MlflowException:
-            client.create_registered_model(
-                model_name,
-                description="tinyray's tiny formula: FLOPs budget -> (r, d, w, resolution) of the best network",
-            )
-        version = client.create_model_version(model_name, source=f"{parent.info.artifact_uri}/{MODEL_ARTIFACT}",
-                                              run_id=run_id)
+        version = register_model(client, model_name, run_id, parent.info.artifact_uri)
         registered = True
-    model_uri = f"models:/{model_name}/{version.version}"
+    model_uri = f"models:/{model_name}/{version}"
     if parent.data.tags.get("formula_model_uri") != model_uri:
         tracker.set_tags(run_id, {"formula_model_uri": model_uri})
     return model_uri, registered

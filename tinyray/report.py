@@ -21,13 +21,14 @@ import base64
 import html
 import json
 import math
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinyray.errors import UserError
+from tinyray.files import FORMULA_VERSION, SUMMARY_VERSION, write_text_atomic
+from tinyray.status import COMPLETED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,8 +38,6 @@ MAX_BINS = 4
 FACTORS = ("r", "d", "w")
 #: The paper's TinyNet-E..A budgets (FLOPs); the report gives the best trial under each one the search covers.
 STANDARD_BUDGETS = (24_000_000, 52_000_000, 100_000_000, 202_000_000, 339_000_000)
-SUMMARY_VERSION = 1
-FORMULA_VERSION = 1
 REQUIRED_COLUMNS = ("trial_id", "r", "d", "w", "resolution", "flops", "params", "epochs", "top1", "status")
 
 
@@ -47,7 +46,7 @@ REQUIRED_COLUMNS = ("trial_id", "r", "d", "w", "resolution", "flops", "params", 
 
 def completed_trials(trials: "pd.DataFrame") -> "pd.DataFrame":
     """The fully trained trials with a top-1 (early-stopped accuracies are partial and would mislead)."""
-    return trials[(trials["status"] == "completed") & trials["top1"].notna()].copy()
+    return trials[(trials["status"] == COMPLETED) & trials["top1"].notna()].copy()
 
 
 def flops_bins(flops: "pd.Series", min_per_bin: int = MIN_PER_BIN, max_bins: int = MAX_BINS) -> "pd.Series":
@@ -441,11 +440,8 @@ def _render(results: Results, scratch: Path) -> str:
 
 
 def _write_text(target: Path, text: str) -> Path:
-    tmp = target.with_name(target.name + ".tmp")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        write_text_atomic(target, text)
     except OSError as exc:
         raise UserError(f"cannot write the report to {target}: {exc.strerror}; choose another --out") from None
     return target
@@ -471,10 +467,7 @@ def finish_search(result: Any, tracker: Any) -> dict[str, Path]:
     files = {"summary": _write_text(folder / "summary.json", json.dumps(summary, indent=1, default=_json_default) + "\n")}
     trials = result.trials
     table = importance(trials)
-    tmp = folder / "importance.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, folder / "importance.csv")
-    files["importance"] = folder / "importance.csv"
+    files["importance"] = write_text_atomic(folder / "importance.csv", table.to_csv(index=False))
     files["importance_plot"] = plot_importance(table, folder / "importance.png",
                                                title=f"{result.config.name}: r, d, w against top-1 at similar FLOPs")
     files["report"] = write_report(folder)

@@ -26,8 +26,8 @@ first. :class:`MOASHA` keeps ASHA's asynchronous rungs but ranks by both objecti
   re-ranked at that rung later, as in ASHA.
 
 :class:`MOASHA` is a plain object (tests and the benchmark drive it without Ray); its state is a versioned JSON
-dict (:meth:`MOASHA.to_dict` / :meth:`MOASHA.from_dict`). :func:`make_tune_scheduler` wraps it in a Ray Tune
-``TrialScheduler`` (``MOASHAScheduler``) that reads ``top1``, ``flops`` and ``training_iteration`` from each result
+dict (:meth:`MOASHA.to_dict` / :meth:`MOASHA.from_dict`). :class:`tinyray.tune.scheduler.MOASHAScheduler`
+wraps it in a Ray Tune ``TrialScheduler`` that reads ``top1``, ``flops`` and ``training_iteration`` from each result
 and, because Tune restores a searcher but not a scheduler, writes its state atomically to ``state_path`` after
 every recorded result and loads it back when constructed with an existing file.
 """
@@ -35,20 +35,13 @@ every recorded result and loads it back when constructed with an existing file.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from tinyray.errors import UserError
-
-if TYPE_CHECKING:
-    from ray.tune.schedulers import TrialScheduler
-
-#: Version of the JSON state of :meth:`MOASHA.to_dict`.
-STATE_VERSION = 1
+from tinyray.files import SCHEDULER_STATE_VERSION as STATE_VERSION
 
 Decision = Literal["continue", "stop"]
 CONTINUE: Decision = "continue"
@@ -242,124 +235,3 @@ def _milestones(max_t: int, grace_period: int, reduction_factor: float) -> list[
             return milestones
         milestones.append(milestone)
         k += 1
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Ray Tune adapter
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def make_tune_scheduler(
-    *,
-    max_t: int,
-    grace_period: int = 1,
-    reduction_factor: float = 3,
-    epsilon: float = 0.01,
-    state_path: str | os.PathLike | None = None,
-    metric: str = "top1",
-    flops_attr: str = "flops",
-    time_attr: str = "training_iteration",
-) -> "TrialScheduler":
-    """Build the Ray Tune scheduler around :class:`MOASHA` (``MOASHAScheduler``).
-
-    Args:
-        max_t, grace_period, reduction_factor, epsilon: as :class:`MOASHA`.
-        state_path: JSON file for the scheduler's state, rewritten atomically after every recorded result and
-            loaded at construction if it exists (so a resumed experiment keeps its rungs). ``None``: keep no file.
-        metric: the accuracy key of a result (maximised).
-        flops_attr: the FLOPs key of a result (minimised).
-        time_attr: the epochs-so-far key of a result.
-
-    Raises:
-        UserError: for bad options, or a state file of other options, another version or damaged.
-    """
-    return _tune_scheduler_class()(
-        max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor, epsilon=epsilon, state_path=state_path,
-        metric=metric, flops_attr=flops_attr, time_attr=time_attr,
-    )
-
-
-def __getattr__(name: str) -> Any:
-    # ``from tinyray.scheduler import MOASHAScheduler`` defines the class (and imports Ray) on first use.
-    if name == "MOASHAScheduler":
-        return _tune_scheduler_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@lru_cache(maxsize=1)
-def _tune_scheduler_class() -> type:
-    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
-
-    from tinyray.searcher import read_state, write_state
-
-    class MOASHAScheduler(FIFOScheduler):
-        """Ray Tune ``TrialScheduler`` around :class:`MOASHA` (see :func:`make_tune_scheduler`)."""
-
-        def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float, epsilon: float,
-                     state_path: str | os.PathLike | None, metric: str, flops_attr: str, time_attr: str) -> None:
-            super().__init__()
-            self.core = MOASHA(max_t, grace_period, reduction_factor, epsilon)
-            self.state_path = None if state_path is None else os.fspath(state_path)
-            self._metric = metric
-            self._mode = "max"
-            self._flops_attr = flops_attr
-            self._time_attr = time_attr
-            self._num_stopped = 0
-            if self.state_path is not None and os.path.exists(self.state_path):
-                self._load(self.state_path)
-
-        def _load(self, path: str) -> None:
-            restored = MOASHA.from_dict(read_state(path))
-            if not restored.same_options(self.core):
-                raise UserError(
-                    f"scheduler state {path} was written with max_t={restored.max_t},"
-                    f" grace_period={restored.grace_period}, reduction_factor={restored.reduction_factor}:"
-                    " resume with the same options, or start a new experiment"
-                )
-            self.core = restored
-
-        def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-            if mode and mode != "max":
-                raise UserError(f"the tinyray scheduler maximises accuracy: use mode 'max', not {mode!r}")
-            if metric:
-                self._metric = metric
-            return True
-
-        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-            decision = self._record(trial, result)
-            if decision == STOP:
-                self._num_stopped += 1
-                return TrialScheduler.STOP
-            return TrialScheduler.CONTINUE
-
-        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
-            self._record(trial, result)
-
-        def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-            pass  # a removed trial's recorded results stay: they were real measurements at their rungs
-
-        def _record(self, trial: Any, result: dict | None) -> Decision:
-            keys = (self._time_attr, self._metric, self._flops_attr)
-            if not result or any(result.get(key) is None for key in keys):
-                return CONTINUE
-            epoch = int(result[self._time_attr])
-            recorded = sum(len(rung) for rung in self.core.rungs.values())
-            decision = self.core.on_result(trial.trial_id, epoch, float(result[self._metric]),
-                                           int(result[self._flops_attr]))
-            if self.state_path is not None and sum(len(rung) for rung in self.core.rungs.values()) != recorded:
-                write_state(self.state_path, self.core.to_dict())
-            return decision
-
-        def debug_string(self) -> str:
-            rungs = " | ".join(f"epoch {m}: {len(self.core.rungs[m])} results" for m in self.core.milestones)
-            return f"Using multi-objective ASHA: num_stopped={self._num_stopped}; {rungs}"
-
-        def save(self, checkpoint_path: str) -> None:
-            write_state(checkpoint_path, self.core.to_dict())
-
-        def restore(self, checkpoint_path: str) -> None:
-            self._load(checkpoint_path)
-
-    MOASHAScheduler.__module__ = __name__
-    MOASHAScheduler.__qualname__ = "MOASHAScheduler"
-    return MOASHAScheduler

@@ -4,9 +4,9 @@
 
 1. validate everything a user gave (budget, space, data, sizes, results folder) before anything is started;
 2. start or join Ray, prepare the dataset once (cached on disk; each trial process loads it once);
-3. run the Tune experiment: :mod:`tinyray.searcher` proposes (r, d, w) under the budget, the multi-objective
-   ASHA of :mod:`tinyray.scheduler` (or Ray's ASHA, or FIFO) stops trials early, :mod:`tinyray.trial` trains
-   them, :mod:`tinyray.tracking` mirrors them into MLflow;
+3. run the Tune experiment (:mod:`tinyray.tune`): a searcher of :mod:`tinyray.searchers` proposes (r, d, w)
+   under the budget, the multi-objective ASHA of :mod:`tinyray.scheduler` (or Ray's ASHA, or FIFO) stops trials
+   early, :mod:`tinyray.train` trains them, :mod:`tinyray.tracking` mirrors them into MLflow;
 4. write ``trials.csv``, ``front.csv`` and ``front.png`` into the results folder and onto the parent run;
 5. fit the tiny formula on the front (:mod:`tinyray.formula`), write ``formula.json`` and ``formula.png``, log them
    and the formula's pyfunc model on the parent run, register the model, and answer the search's own budget.
@@ -18,21 +18,22 @@ import errno
 import logging
 import os
 import re
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinyray.errors import Interrupted, UserError
+from tinyray.searchers import DEFAULT_SEARCHER
+from tinyray.formula import DEFAULT_MODEL_NAME
+from tinyray.files import SEARCH_INFO_VERSION, write_json_atomic, write_text_atomic
+from tinyray.status import COMPLETED, STATUSES
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-SEARCHERS = ("nsga3", "random")
 SCHEDULERS = ("asha", "moasha", "fifo")
 TRIAL_COLUMNS = [
     "trial_id", "r", "d", "w", "resolution", "train_resolution", "flops", "params", "epochs", "top1",
@@ -55,7 +56,8 @@ class SearchConfig:
         max_epochs: epochs of a fully trained trial (full fidelity).
         grace_period: ASHA's first rung, in epochs.
         reduction_factor: ASHA's eta: one trial in eta goes on at each rung.
-        searcher: ``nsga3`` or ``random`` (the paper's protocol: random sampling under the FLOPs budget).
+        searcher: a name of :data:`tinyray.searchers.SEARCHERS`: ``nsga3`` (default), ``random`` (the paper's
+            protocol: random sampling under the FLOPs budget) or ``optuna-nsga3``.
         scheduler: ``asha`` (Ray's, by top1), ``moasha`` (multi-objective ASHA over top1 and FLOPs,
             :mod:`tinyray.scheduler`) or ``fifo`` (train every trial fully).
         seed: seed of the searcher and of every trial.
@@ -80,7 +82,7 @@ class SearchConfig:
     max_epochs: int = 3
     grace_period: int = 1
     reduction_factor: int = 3
-    searcher: str = "nsga3"
+    searcher: str = DEFAULT_SEARCHER
     scheduler: str = "moasha"  # beat Ray's ASHA in `tinyray bench search` (README, Performance)
     seed: int = 0
     floor: int | None = None
@@ -91,7 +93,7 @@ class SearchConfig:
     address: str | None = None
     tracking_uri: str | None = None
     progress: str = "live"
-    formula_name: str = "tinynet-formula"
+    formula_name: str = DEFAULT_MODEL_NAME
     retries: int = 1
 
     @property
@@ -135,11 +137,11 @@ class SearchResult:
 
     def counts(self) -> dict[str, int]:
         status = self.trials["status"].value_counts()
-        return {key: int(status.get(key, 0)) for key in ("completed", "early-stopped", "failed")}
+        return {key: int(status.get(key, 0)) for key in STATUSES}
 
     def best(self) -> dict[str, Any] | None:
         """The most accurate completed trial under the budget."""
-        done = self.trials[(self.trials["status"] == "completed") & (self.trials["flops"] <= self.config.budget)]
+        done = self.trials[(self.trials["status"] == COMPLETED) & (self.trials["flops"] <= self.config.budget)]
         if done.empty:
             return None
         return done.sort_values(["top1", "flops"], ascending=[False, True]).iloc[0].to_dict()
@@ -172,7 +174,7 @@ class SearchResult:
         counts = self.counts()
         lines = [
             f"search {self.config.name!r}: {len(self.trials)} trials in {self.wall_seconds / 60:.1f} min "
-            f"({counts['completed']} completed, {counts['early-stopped']} early-stopped, {counts['failed']} failed)",
+            f"({', '.join(f'{count} {status}' for status, count in counts.items())})",
             f"front ({len(self.front)} networks, hypervolume {self.hypervolume:.4f}):",
             f"  {'r':>5} {'d':>5} {'w':>5} {'px':>4} {'FLOPs':>8} {'params':>8} {'top1':>6}",
         ]
@@ -207,7 +209,8 @@ def search(budget: str | int | float, **options: Any) -> SearchResult:
     """Run a search from Python, with the CLI's options as keywords.
 
     Example:
-        >>> result = tinyray.search("200M", trials=12, max_epochs=3)  # doctest: +SKIP
+        >>> from tinyray.search import search
+        >>> result = search("200M", trials=12, max_epochs=3)  # doctest: +SKIP
         >>> result.front[["r", "d", "w", "flops", "top1"]]  # doctest: +SKIP
     """
     from tinyray.cost import parse_budget
@@ -241,7 +244,8 @@ def check_name(name: str) -> None:
 def validate(config: SearchConfig) -> None:
     """Check every option that does not need a running service; raise :class:`UserError` on the first bad one."""
     from tinyray.cli import LIMITS
-    from tinyray.trial import parse_faults
+    from tinyray.faults import parse_faults
+    from tinyray.searchers import SEARCHERS
 
     check_name(config.name)
     checks = [
@@ -412,7 +416,9 @@ def _check_address(config: SearchConfig) -> None:
     """Fail fast, before anything is loaded or written, when ``--address``/``RAY_ADDRESS`` has nothing listening."""
     address = config.address or os.environ.get("RAY_ADDRESS") or ""
     if address.strip():
-        _check_ray_address(address.strip())
+        from tinyray.tune.runtime import check_ray_address
+
+        check_ray_address(address.strip())
 
 
 def _prepare_results_dir(config: SearchConfig) -> Path:
@@ -426,148 +432,6 @@ def _prepare_results_dir(config: SearchConfig) -> Path:
     except OSError as exc:
         raise UserError(f"cannot write results to {results}: {exc.strerror}; choose a writable --storage")
     return results
-
-
-def _start_ray(config: SearchConfig) -> bool:
-    """Connect to the cluster at ``--address``/``RAY_ADDRESS``, or start a local Ray; return True if we started it.
-
-    A local Ray listens on 127.0.0.1 only. Ray binds a reachable address by default; its switch for single-machine
-    clusters (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on macOS and Windows) keeps every Ray process on
-    the loopback, and Ray's token authentication (on by default since 2.59) stays on.
-    """
-    address = config.address or os.environ.get("RAY_ADDRESS") or None
-    if not address:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-    import ray._private.ray_constants as ray_constants
-
-    if not address:
-        ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false", "False")
-
-    if ray.is_initialized():
-        return False
-    # Ray >= 2.59 announces its (default) token authentication on every start: noise before tinyray's own lines,
-    # and in front of a one-line error. Its logger is private; if it moves, the notice merely comes back.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    # an unreachable address was refused before (run_search -> _check_address): ray.init would retry it for ever
-    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                                  configure_logging=True)
-    if address:
-        # Ray's C++ client logs every failed attempt to stderr: hold that back, for an error of one line.
-        error, logged = _quietly(lambda: ray.init(address=address, **kwargs))
-    else:
-        # not captured: the local Ray's processes inherit stderr
-        error, logged = _quietly(lambda: ray.init(**kwargs), capture=False)
-    if error is None:
-        sys.stderr.write(logged)
-        return True
-    where = address or "a local Ray"
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    fix = "start it with 'ray start --head' or fix --address"
-    if "InvalidAuthToken" in logged or "Unauthenticated" in logged:
-        # Ray >= 2.59 clusters use token authentication; an explicit address never turns it on by itself.
-        fix = ("the cluster wants its authentication token: set RAY_AUTH_MODE=token and the cluster's token in "
-               "RAY_AUTH_TOKEN or the file ~/.ray/auth_token ('ray get-auth-token' on the head prints it)")
-    raise UserError(f"cannot connect to Ray at {where} ({first[:160]}): {fix}")
-
-
-def _check_resources(config: SearchConfig) -> None:
-    """Refuse a trial that no node of the Ray cluster can hold (Ray would keep it pending for ever)."""
-    import ray
-
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    where = "this machine" if not (config.address or os.environ.get("RAY_ADDRESS")) else "any node of the Ray cluster"
-    most_cpus = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
-    most_gpus = max((node.get("GPU", 0.0) for node in nodes), default=0.0)
-    if config.cpus_per_trial > most_cpus:
-        raise UserError(f"--cpus-per-trial {config.cpus_per_trial:g} is more than {where} has ({most_cpus:g} CPUs): "
-                        f"lower it to {most_cpus:g} or less, or join a larger cluster with --address")
-    if config.gpus_per_trial > 0 and most_gpus == 0:
-        raise UserError(f"--gpus-per-trial {config.gpus_per_trial:g} asks for a GPU, but {where} has none that Ray "
-                        f"sees: drop --gpus-per-trial, or join a cluster with GPUs with --address")
-    if config.gpus_per_trial > most_gpus:
-        raise UserError(f"--gpus-per-trial {config.gpus_per_trial:g} is more than {where} has ({most_gpus:g} GPUs): "
-                        f"lower it to {most_gpus:g} or less")
-
-
-def _quietly(call: Any, capture: bool = True) -> tuple[Exception | None, str]:
-    """Run ``call()``; return the connection error it raised (or None) and what it wrote to stderr (fd 2)."""
-    if not capture:
-        try:
-            call()
-            return None, ""
-        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exceptions too (a node that timed out starting)
-            return exc, ""
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        sys.stderr.flush()
-        stderr_fd = os.dup(2)
-        os.dup2(captured.fileno(), 2)
-        try:
-            call()
-            error = None
-        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exceptions too (a node that timed out starting)
-            error = exc
-        finally:
-            sys.stderr.flush()
-            os.dup2(stderr_fd, 2)
-            os.close(stderr_fd)
-        captured.seek(0)
-        return error, captured.read().decode(errors="replace")
-
-
-def _check_ray_address(address: str) -> None:
-    """Fail at once, in one line, when nothing answers at a ``host:port`` Ray address.
-
-    Ray dials a loopback host (``127.0.0.1``, ``localhost``) at this machine's network address instead, unless
-    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; a cluster bound to loopback only is then unreachable, so the address
-    Ray will really dial is checked too.
-    """
-    import socket
-
-    if address == "auto" or "://" in address:
-        return  # 'auto' fails fast on its own; ray:// client addresses are Ray's business
-    host, _, port_text = address.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port_text.isdigit():
-        raise UserError(f"--address {address!r} is not host:port or 'auto', e.g. --address 10.0.0.5:6379")
-    port = int(port_text)
-
-    def answers(where: str) -> bool:
-        try:
-            socket.create_connection((where, port), timeout=5).close()
-            return True
-        except OSError:
-            return False
-
-    if not answers(host):
-        raise UserError(
-            f"nothing answers at {address}: start the cluster ('ray start --head --port {port}', or "
-            f"'ray up clusters/v100.yaml' and run tinyray on its head with --address auto) or fix --address"
-        )
-    try:
-        from ray._private.services import canonicalize_bootstrap_address
-
-        dialled = canonicalize_bootstrap_address(address)
-    except Exception:  # a private helper: if it moves, Ray's own error is the fallback
-        return
-    dialled_host = (dialled or address).rpartition(":")[0].strip("[]")
-    if dialled_host != host and not answers(dialled_host):
-        raise UserError(
-            f"Ray answers at {address} on loopback only, but Ray dials it as {dialled}: set "
-            f"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 for a single-machine loopback cluster, or use the node's address"
-        )
-
-
-def _trial_params(space: Any, data: Any) -> Any:
-    from tinyray.cost import analytic_cost
-
-    def describe(config: dict[str, Any]) -> dict[str, Any]:
-        r, d, w = float(config["r"]), float(config["d"]), float(config["w"])
-        cost = analytic_cost(space, r, d, w, data.num_classes)
-        return {"r": r, "d": d, "w": w, "resolution": cost.resolution, "flops": cost.flops, "params": cost.params,
-                "train_resolution": data.train_resolution(space, r)}
-
-    return describe
 
 
 def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
@@ -596,14 +460,16 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
         lock = _own(config.results_dir)  # one driver a search folder, from here to the end
 
     from tinyray.data import load_data, resolve_data
-    from tinyray.searcher import make_core
+    from tinyray.searchers import make_searcher
     from tinyray.space import load_space
+    from tinyray.tune.callbacks import DiskFull
+    from tinyray.tune.runtime import check_resources, run_tune, start_ray, stop_ray, trials_table
 
     space = load_space(config.space)
     data_spec = resolve_data(config.data)
     data = load_data(data_spec)  # generates and caches the built-in data once, before any trial
     recipe = config.recipe or default_recipe(data)
-    core = make_core(
+    core = make_searcher(
         config.searcher, space, config.budget, floor=config.floor, seed=config.seed,
         pop_size=config.pop_size, num_classes=data.num_classes,
     )
@@ -623,22 +489,20 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     tracker = parent_run_id = None
     try:
-        started_ray = _start_ray(config)
+        started_ray = start_ray(config.address)
     except BaseException:
         if lock is not None:
             lock.close()
         raise
     try:
-        _check_resources(config)  # before anything is written: a trial Ray cannot place would wait for ever
+        check_resources(config)  # before anything is written: a trial Ray cannot place would wait for ever
+        params = search_params(config, space, data, data_spec, recipe, core.band.floor)
         if not resume:
             results = _prepare_results_dir(config)
             lock = _own(results)
-            info = _write_search_info(config, results, space, data, recipe)
+            info = _write_search_info(config, results, space, data, recipe, params)
         try:
-            tracker, parent_run_id, tracking_uri = _start_tracking(
-                config, results, info.get("parent_run_id"),
-                search_params(config, space, data, data_spec, recipe, core.band.floor),
-            )
+            tracker, parent_run_id, tracking_uri = _start_tracking(config, results, info.get("parent_run_id"), params)
         except UserError:
             if not resume:  # nothing ran yet: leave no half-made search behind
                 import shutil
@@ -648,16 +512,16 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
         if info.get("parent_run_id") != parent_run_id:
             _write_info(results, {**info, "parent_run_id": parent_run_id})
         try:
-            grid, interrupted = _run_tune(config, space, data, data_spec, recipe, core, tracker, parent_run_id, resume)
+            grid, interrupted = run_tune(config, space, data, data_spec, recipe, core, tracker, parent_run_id, resume)
         except KeyboardInterrupt:  # a second Ctrl-C: Tune skipped its last snapshot; the one before it stays
             interrupted = True
         if interrupted:
             _mark_interrupted(tracker, parent_run_id, results)
             raise Interrupted(f"search {config.name!r} stopped; its finished trials are kept. Continue it with: "
                               f"{resume_command(config)}")
-        trials = _trials_table(grid, config)
+        trials = trials_table(grid, config.max_epochs)
         return _finish(config, trials, tracker, parent_run_id, tracking_uri, started, space, data.num_classes)
-    except (_DiskFull, OSError) as exc:
+    except (DiskFull, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno != errno.ENOSPC:
             raise
         if tracker is not None:
@@ -667,9 +531,7 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
                         f"{resume_command(config)}") from None
     finally:
         if started_ray:
-            import ray
-
-            ray.shutdown()
+            stop_ray()
         if lock is not None:
             lock.close()  # releases the folder (the kernel does so too if this process dies)
 
@@ -681,8 +543,13 @@ def _redact(uri: str | None) -> str | None:
     return redact_uri(uri)
 
 
-def _write_search_info(config: SearchConfig, results: Path, space: Any, data: Any, recipe: str) -> dict[str, Any]:
-    """``search.json``: what the search was, so that its results folder can be read back (and resumed) on its own."""
+def _write_search_info(config: SearchConfig, results: Path, space: Any, data: Any, recipe: str,
+                       params: dict[str, Any]) -> dict[str, Any]:
+    """``search.json``: what the search was, so that its results folder can be read back (and resumed) on its own.
+
+    ``run_params`` are the parent MLflow run's parameters (:func:`search_params`), which ``tinyray publish`` sends
+    as they are.
+    """
     from dataclasses import asdict
 
     from tinyray.cost import base_flops
@@ -690,20 +557,16 @@ def _write_search_info(config: SearchConfig, results: Path, space: Any, data: An
     stored = asdict(config)
     stored["tracking_uri"] = _redact(config.tracking_uri)
     info = {
-        "version": 1, "config": stored, "space_file": str(space.source), "space": space.name, "data": data.name,
+        "version": SEARCH_INFO_VERSION, "config": stored, "space_file": str(space.source), "space": space.name, "data": data.name,
         "num_classes": data.num_classes, "base_flops": base_flops(space, data.num_classes), "recipe": recipe,
+        "run_params": params,
     }
     _write_info(results, info)
     return info
 
 
 def _write_info(results: Path, info: dict[str, Any]) -> None:
-    import json
-
-    path = results / "search.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=1, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(results / "search.json", info)
 
 
 def _read_info(results: Path) -> dict[str, Any]:
@@ -758,176 +621,8 @@ def _start_tracking(config: SearchConfig, results: Path, parent_run_id: str | No
     return tracker, parent, tracker.tracking_uri
 
 
-def _run_tune(config: SearchConfig, space: Any, data: Any, data_spec: Any, recipe: str, core: Any,
-              tracker: Any, parent_run_id: str, resume: bool = False) -> tuple[Any, bool]:
-    """Run (or continue) the Tune experiment; return its result grid and whether Ctrl-C stopped it."""
-    from ray import tune
-
-    from tinyray.progress import Progress, make_monitor_callback
-    from tinyray.searcher import make_tune_searcher
-    from tinyray.tracking import make_tracking_callback
-    from tinyray.trial import TrialSettings, run_trial
-
-    settings = TrialSettings(
-        space=str(space.source), data=data_spec, max_epochs=config.max_epochs, recipe=recipe, seed=config.seed,
-        threads=max(1, int(config.cpus_per_trial)),
-    )
-    resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
-    if config.scheduler == "asha":
-        from ray.tune.schedulers import ASHAScheduler
-
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration", max_t=config.max_epochs, grace_period=config.grace_period,
-            reduction_factor=config.reduction_factor,
-        )
-    elif config.scheduler == "moasha":
-        from tinyray.scheduler import make_tune_scheduler
-
-        # Tune restores a searcher but not a scheduler: the rungs live in the results folder.
-        scheduler = make_tune_scheduler(
-            max_t=config.max_epochs, grace_period=config.grace_period, reduction_factor=config.reduction_factor,
-            state_path=config.results_dir / "scheduler.json",
-        )
-    else:
-        from ray.tune.schedulers import FIFOScheduler
-
-        scheduler = FIFOScheduler()
-
-    progress = Progress(budget=config.budget, max_epochs=config.max_epochs)
-
-    def on_update(state: Progress) -> None:
-        tracker.log_metrics(parent_run_id, {
-            "hypervolume": state.hypervolume, "trials_done": state.done, "front_size": state.front_size,
-            "trials_completed": state.completed, "trials_early_stopped": state.stopped, "trials_failed": state.failed,
-            "elapsed_seconds": state.elapsed,
-        }, step=state.done)
-
-    tracking = make_tracking_callback(tracker, parent_run_id, config.max_epochs, _trial_params(space, data))
-    # the disk guard first: a trial that ran out of disk stops the search before it is recorded as failed
-    guard = _disk_full_guard()
-    callbacks = [guard, tracking, make_monitor_callback(progress, config.progress, on_update)]
-    results = config.results_dir
-    if resume and (results / "tuner.pkl").is_file():
-        # Tune restores its trials (finished ones stay finished; unfinished ones continue from their checkpoints),
-        # the searcher (TinySearcher.restore) and the callbacks' states (the trial -> MLflow run mapping). The
-        # callbacks and the scheduler are rebuilt here so that they use this run's tracker and settings.
-        try:
-            tuner = tune.Tuner.restore(str(results), trainable, resume_unfinished=True, resume_errored=False,
-                                       restart_errored=False)
-        except Exception as exc:  # noqa: BLE001 - a damaged state must be refused, not replaced by a new search
-            from tinyray.tracking import error_line
-
-            raise UserError(f"cannot resume {config.name!r}: Ray Tune's state in {results} is damaged "
-                            f"({error_line(str(exc))[:200]}); its finished trials are in {results}/trial_*; "
-                            f"start a new --name") from None
-        tuner._local_tuner._run_config.callbacks = callbacks
-        tuner._local_tuner._tune_config.scheduler = scheduler
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                metric="top1", mode="max", search_alg=make_tune_searcher(core, max_epochs=config.max_epochs),
-                scheduler=scheduler, num_samples=config.trials, reuse_actors=True,
-                # one folder a trial, named by its id, so a trial that never reported is still identified
-                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
-            ),
-            run_config=tune.RunConfig(
-                name=config.name, storage_path=str(Path(config.storage).expanduser().resolve()), callbacks=callbacks,
-                verbose=0, failure_config=tune.FailureConfig(max_failures=config.retries),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            ),
-        )
-    # On Ctrl-C Tune stops the trials, saves its state and returns as if done (tinyray tells the two apart by the
-    # trials' states); its advice to call Tuner.restore() is not how a tinyray search continues.
-    tune_log = logging.getLogger("ray.tune.tune")
-    tune_log.addFilter(_not_tunes_restore_advice)
-    try:
-        return tuner.fit(), tracking.interrupted(config.trials)
-    except Exception:
-        if guard.reason:
-            raise _DiskFull(guard.reason) from None
-        raise
-    finally:
-        tune_log.removeFilter(_not_tunes_restore_advice)
-
-
-class _DiskFull(Exception):
-    """A trial (or the driver) ran out of disk space: the search stops (see :func:`run_search`)."""
-
-
-def _is_disk_full(text: str) -> bool:
-    return "No space left on device" in text or "[Errno 28]" in text
-
-
-def _disk_full_guard() -> Any:
-    """A Tune callback that stops the search at the first trial that ran out of disk.
-
-    Every later checkpoint would fail the same way (and retrying would burn each trial's retries); stopping at
-    once keeps Tune's last snapshot, which a ``--resume`` restores once there is space again.
-    """
-    from ray.tune import Callback
-
-    from tinyray.tracking import failure_reason
-
-    class StopWhenDiskFull(Callback):
-        #: why it stopped the search (Tune wraps the exception in a TuneError of traceback text)
-        reason = ""
-
-        def _check(self, trial: Any) -> None:
-            reason = failure_reason(trial)
-            if _is_disk_full(reason):
-                self.reason = reason
-                raise _DiskFull(reason)
-
-        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._check(trial)
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._check(trial)
-
-    return StopWhenDiskFull()
-
-
-def _not_tunes_restore_advice(record: logging.LogRecord) -> bool:
-    """A logging filter: drop Tune's own lines about an interrupted experiment (tinyray says how to resume)."""
-    text = record.getMessage()
-    return not any(marker in text for marker in ("Tuner.restore", "Stop signal received", "Trials did not complete"))
-
-
-def _trials_table(grid: Any, config: SearchConfig) -> "pd.DataFrame":
-    import pandas as pd
-
-    from tinyray.tracking import error_line
-
-    rows = []
-    for result in grid:
-        metrics = result.metrics or {}
-        conf = result.config or {}
-        epochs = int(metrics.get("training_iteration", 0) or 0)
-        if result.error is not None:
-            status = "failed"
-        elif epochs >= config.max_epochs:
-            status = "completed"
-        else:
-            status = "early-stopped"
-        rows.append({
-            "trial_id": metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_"),
-            "r": conf.get("r"), "d": conf.get("d"), "w": conf.get("w"),
-            "resolution": metrics.get("resolution"), "train_resolution": metrics.get("train_resolution"),
-            "flops": metrics.get("flops"), "params": metrics.get("params"), "epochs": epochs,
-            "top1": metrics.get("top1"), "status": status, "node_id": metrics.get("node_id"),
-            "train_seconds": metrics.get("time_total_s"),
-            "failure": error_line(str(result.error)) if result.error is not None else None,
-        })
-    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
-
-
 def _write_csv(frame: "pd.DataFrame", path: Path) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, frame.to_csv(index=False))
 
 
 def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, num_classes: int, tracker: Any,

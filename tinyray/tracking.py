@@ -1,10 +1,8 @@
 """MLflow tracking: one experiment per search, a parent run for the search, one nested child run per trial.
 
-Ray's own ``MLflowLoggerCallback`` makes no parent run and starts a fresh run for each trial after a restore, so
-tinyray keeps its own Tune callback. All MLflow traffic comes from the driver (Tune callbacks run there), so
-worker nodes never need to reach the tracking server. The trial -> run mapping is part of the callback's
-state (``get_state``/``set_state``), which Tune saves with the experiment, so a resumed search logs into the
-same runs and never duplicates one.
+All MLflow traffic comes from the driver (the Tune callback :class:`tinyray.tune.callbacks.TrackingCallback`
+runs there), so worker nodes never need to reach the tracking server. What a run records is defined here once
+(:func:`trial_end_tags`, :data:`TRIAL_PARAMS`), for the search and for ``tinyray publish`` alike.
 
 A search must not depend on its tracking server. Every MLflow call of a :class:`Tracker` goes through one guard:
 with short HTTP retries and timeouts (:data:`QUICK_HTTP`, so a dead server costs seconds), and on the first
@@ -29,11 +27,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Ty
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+from tinyray.files import JOURNAL_VERSION, write_json_atomic
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-STATE_VERSION = 1
-JOURNAL_VERSION = 1
 JOURNAL_NAME = "tracking.json"
 #: Metrics a trial reports every epoch that are logged to its child run.
 EPOCH_METRICS = ("top1", "val_loss", "train_loss", "images_per_second", "epoch_seconds")
@@ -47,6 +45,8 @@ QUICK_HTTP = {
 #: A trial's description that is also logged as metrics (step 0): MLflow sorts params as text, metrics as numbers,
 #: so these make the runs table sort and filter numerically (``metrics.flops < 1e8``).
 TRIAL_NUMBERS = ("r", "d", "w", "resolution", "flops", "params")
+#: A trial's child-run parameters: its multipliers and what they build (every trial result carries them too).
+TRIAL_PARAMS = ("r", "d", "w", "resolution", "flops", "params", "train_resolution")
 #: The MLflow UI's runs table as tinyray opens it: every trial flat (not folded under the search's run), most
 #: accurate first, with the numbers people compare as columns. It is stored as an experiment tag, the way the
 #: UI stores a shared view, and opened by :func:`experiment_page`.
@@ -119,6 +119,30 @@ def trial_run_name(trial_id: str, r: float, d: float, w: float) -> str:
     return f"{Candidate(float(r), float(d), float(w)).label}-{trial_id}"
 
 
+def describe_trial(space: Any, data: Any, r: float, d: float, w: float) -> dict[str, Any]:
+    """A trial's :data:`TRIAL_PARAMS`: the multipliers, and the resolutions, FLOPs and parameters they build.
+
+    Args:
+        space: the search space.
+        data: the loaded data (its classes count in FLOPs; it knows the training resolution).
+        r, d, w: the candidate's multipliers.
+    """
+    from tinyray.cost import analytic_cost
+
+    r, d, w = float(r), float(d), float(w)
+    cost = analytic_cost(space, r, d, w, data.num_classes)
+    return {"r": r, "d": d, "w": w, "resolution": cost.resolution, "flops": cost.flops, "params": cost.params,
+            "train_resolution": data.train_resolution(space, r)}
+
+
+def trial_end_tags(status: str, epochs: int, reason: str = "") -> dict[str, str]:
+    """The tags a trial's run gets when it ends: ``status`` (:mod:`tinyray.status`), ``epochs``, and ``failure``."""
+    tags = {"status": str(status), "epochs": str(int(epochs))}
+    if reason:
+        tags["failure"] = reason[:4000]
+    return tags
+
+
 def ui_command(results_dir: Path, tracking_uri: str, experiment_id: str | None, storage: Path) -> str:
     """The command that opens the MLflow UI on a search's runs.
 
@@ -171,15 +195,6 @@ def describe_failure(exc: BaseException) -> str:
         if marker in text:
             return short
     return (text or type(exc).__name__)[:160]
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
-    return path
 
 
 def read_journal(results_dir: Path) -> dict[str, Any] | None:
@@ -252,7 +267,7 @@ class Tracker:
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray Tune pickles its callbacks (and so this tracker) into tuner.pkl: leave out the client, whose store
-        # may hold a database password. A resumed search builds a new tracker and callbacks (search._run_tune).
+        # may hold a database password. A resumed search builds a new tracker and callbacks (tinyray.tune.runtime.run_tune).
         return {key: value for key, value in self.__dict__.items() if key != "client"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -503,81 +518,3 @@ def failure_reason(trial: Any) -> str:
         return error_line(Path(path).read_text(errors="replace")) if path else "unknown error (no error file)"
     except OSError:
         return "unknown error (error file unreadable)"
-
-
-def make_tracking_callback(tracker: Tracker, parent_run_id: str, max_epochs: int, trial_params: Any) -> Any:
-    """A Ray Tune callback that mirrors trials into nested MLflow runs.
-
-    Args:
-        tracker: the search's :class:`Tracker`.
-        parent_run_id: the search's parent run.
-        max_epochs: full fidelity; a trial that ends with fewer epochs was early-stopped.
-        trial_params: ``callable(config) -> params`` describing a trial for its child run (``r``, ``d``, ``w``
-            among them: the run is named by :func:`trial_run_name`).
-    """
-    from ray.tune import Callback
-
-    class TrackingCallback(Callback):
-        def __init__(self) -> None:
-            self.runs: dict[str, str] = {}
-            self.finished: dict[str, str] = {}
-
-        def _run(self, trial: Any) -> str:
-            run_id = self.runs.get(trial.trial_id)
-            if run_id is None:
-                params = trial_params(trial.config)
-                run_name = trial_run_name(trial.trial_id, params["r"], params["d"], params["w"])
-                run_id = tracker.start_trial(parent_run_id, trial.trial_id, run_name, params)
-                if run_id is not None:  # offline: the journal has the trial, `tinyray publish` makes its run
-                    self.runs[trial.trial_id] = run_id
-            return run_id
-
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._run(trial)
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            step = int(result.get("training_iteration", 0))
-            tracker.log_metrics(self._run(trial), {k: result[k] for k in EPOCH_METRICS if k in result}, step=step)
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            epochs = int((trial.last_result or {}).get("training_iteration", 0))
-            self._close(trial, "completed" if epochs >= max_epochs else "early-stopped", epochs)
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            epochs = int((trial.last_result or {}).get("training_iteration", 0))
-            self._close(trial, "failed", epochs, failure_reason(trial))
-
-        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            tracker.set_tags(self._run(trial), {"retries": int(getattr(trial, "num_failures", 0)),
-                                                "last_failure": failure_reason(trial)[:4000]})
-
-        def _close(self, trial: Any, status: str, epochs: int, reason: str = "") -> None:
-            run_id = self._run(trial)
-            tags = {"status": status, "epochs": epochs}
-            if reason:
-                tags["failure"] = reason[:4000]
-            tracker.set_tags(run_id, tags)
-            tracker.log_metrics(run_id, {"epochs": epochs}, step=epochs)
-            tracker.finish(run_id, "FAILED" if status == "failed" else "FINISHED")
-            self.finished[trial.trial_id] = status
-
-        def interrupted(self, expected: int) -> bool:
-            """True if Tune stopped before ``expected`` trials had ended (Ctrl-C).
-
-            Tune's ``fit()`` returns the same way after Ctrl-C as after the last trial, and its clean-up marks the
-            stopped trials TERMINATED; only completed, early-stopped and failed trials reach :meth:`_close`.
-            """
-            return len(self.finished) < expected
-
-        def get_state(self) -> dict:
-            return {"version": STATE_VERSION, "parent_run_id": parent_run_id, "runs": dict(self.runs),
-                    "finished": dict(self.finished)}
-
-        def set_state(self, state: dict) -> None:
-            if state.get("version") != STATE_VERSION:
-                log.warning("ignoring tracking state of version %s", state.get("version"))
-                return
-            self.runs = dict(state.get("runs", {}))
-            self.finished = dict(state.get("finished", {}))
-
-    return TrackingCallback()

@@ -8,17 +8,11 @@ Every report carries a Tune checkpoint of the whole training state (``state.pt``
 read back with ``torch.load(weights_only=True)``), so a retried trial or a resumed search continues from the
 last finished epoch instead of starting over.
 
-Fault injection (for tests and chaos drills, like Ray's own ``RAY_testing_*`` switches): the environment
-variable ``TINYRAY_FAULTS`` may hold a JSON list of faults, each ``{"kind": "raise" | "nan" | "oom" | "enospc", "epoch": k,
-"param": "r" | "d" | "w", "above": x, "below": y, "once": bool}``: a trial whose ``param`` lies in the range fails
-at the end of epoch ``k`` with a RuntimeError, a :class:`~tinyray.train.TrainingDiverged`, an out-of-memory
-error or a full disk (``OSError`` ENOSPC); with ``once`` only its first attempt fails (attempts are remembered in ``$TINYRAY_FAULTS_DIR``, default the
-temporary folder). Unset, nothing is injected.
+Fault injection for tests and chaos drills: ``TINYRAY_FAULTS`` (see :mod:`tinyray.faults`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -26,9 +20,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tinyray.cost import analytic_cost
+import ray
+from ray import tune
+
 from tinyray.errors import UserError
+from tinyray.faults import parse_faults
 from tinyray.space import SearchSpace, load_space
+from tinyray.tracking import describe_trial
 
 
 @dataclass(frozen=True)
@@ -65,8 +63,6 @@ def _data(spec: Any) -> Any:
     if spec.kind == FOLDER and not Path(spec.path).is_dir():
         import socket
 
-        import ray
-
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
         raise UserError(
             f"data folder {spec.path} is missing on Ray node {node} (host {socket.gethostname()}): put the data on "
@@ -88,49 +84,11 @@ def _load_state(checkpoint: Any) -> dict[str, Any] | None:
         return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-#: What a fault of ``TINYRAY_FAULTS`` may say (see the module docstring).
-FAULT_KINDS = ("raise", "nan", "oom", "enospc")
-FAULT_KEYS = {"kind": str, "epoch": int, "param": str, "above": (int, float), "below": (int, float), "once": bool}
-
-
-def parse_faults(raw: str | None) -> list[dict[str, Any]]:
-    """The faults of a ``TINYRAY_FAULTS`` value (``[]`` if unset).
-
-    Raises:
-        UserError: the value is not a JSON list of faults as the module docstring describes.
-    """
-    if not raw or not raw.strip():
-        return []
-    fix = ('set TINYRAY_FAULTS to a JSON list like \'[{"kind": "raise", "epoch": 1, "param": "w", "below": 0.5}]\' '
-           'or unset it')
-    try:
-        faults = json.loads(raw)
-    except ValueError as exc:
-        raise UserError(f"TINYRAY_FAULTS is not JSON ({exc}): {fix}") from None
-    if not isinstance(faults, list) or not all(isinstance(fault, dict) for fault in faults):
-        raise UserError(f"TINYRAY_FAULTS must be a list of objects: {fix}")
-    for fault in faults:
-        unknown = sorted(set(fault) - set(FAULT_KEYS))
-        if unknown:
-            raise UserError(f"TINYRAY_FAULTS has an unknown key {unknown[0]!r} (known: {', '.join(FAULT_KEYS)}): {fix}")
-        if fault.get("kind") not in FAULT_KINDS:
-            raise UserError(f"TINYRAY_FAULTS kind {fault.get('kind')!r} is not one of {', '.join(FAULT_KINDS)}: {fix}")
-        for key, kind in FAULT_KEYS.items():
-            value = fault.get(key)
-            if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
-                raise UserError(f"TINYRAY_FAULTS {key} {value!r} has the wrong type: {fix}")
-        if fault.get("param", "r") not in ("r", "d", "w"):
-            raise UserError(f"TINYRAY_FAULTS param {fault['param']!r} is not r, d or w: {fix}")
-    return faults
-
-
 def _faults(config: dict[str, Any], epoch: int) -> None:
     """Raise the fault ``TINYRAY_FAULTS`` asks for at this trial and epoch, if any (see the module docstring)."""
     faults = parse_faults(os.environ.get("TINYRAY_FAULTS"))
     if not faults:
         return
-    from ray import tune
-
     from tinyray.train import TrainingDiverged
 
     for number, fault in enumerate(faults):
@@ -158,22 +116,16 @@ def _faults(config: dict[str, Any], epoch: int) -> None:
 
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """Train the candidate ``config = {"r", "d", "w"}`` and report every epoch to Tune, with a checkpoint."""
-    import ray
     import torch
-    from ray import tune
 
     from tinyray.train import train_candidate
 
     space = _space(settings.space)
     data = _data(settings.data)
-    r, d, w = float(config["r"]), float(config["d"]), float(config["w"])
-    cost = analytic_cost(space, r, d, w, data.num_classes)
-    node_id = ray.get_runtime_context().get_node_id()
+    fixed = {**describe_trial(space, data, config["r"], config["d"], config["w"]),
+             "node_id": ray.get_runtime_context().get_node_id()}
+    r, d, w = fixed["r"], fixed["d"], fixed["w"]
     device = "cuda" if ray.get_gpu_ids() else "cpu"
-    fixed = {
-        "r": r, "d": d, "w": w, "flops": cost.flops, "params": cost.params, "resolution": cost.resolution,
-        "train_resolution": data.train_resolution(space, r), "node_id": node_id,
-    }
 
     def report(epoch: Any, checkpoint: Any) -> None:
         _faults(config, epoch.epoch)

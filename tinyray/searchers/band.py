@@ -1,0 +1,257 @@
+"""The feasible set of a search: the points of the (r, d, w) cube whose network has ``floor <= FLOPs <= budget``.
+
+Every searcher draws, repairs and de-duplicates its candidates through :class:`FlopsBand`, so that no searcher
+hands out a network over the budget or the same network twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from functools import partial
+from typing import Any, Callable
+
+import numpy as np
+
+from tinyray.cost import analytic_cost, format_flops
+from tinyray.cube import decode_blocks, head_channels, round_channels, stage_depths
+from tinyray.errors import UserError
+from tinyray.space import SearchSpace
+
+logger = logging.getLogger(__name__)
+
+#: ``flops_fn(r, d, w)``: multiply-accumulates of one image of the network at (r, d, w).
+FlopsFn = Callable[[float, float, float], int]
+
+# Uniform draws tried before sampling falls back to projecting draws into the band (a band that is a tiny
+# corner of the cube), and draws tried in all before giving up.
+_REJECTION_ATTEMPTS = 500
+_SAMPLE_ATTEMPTS = 2000
+# Repair stops once FLOPs are within this fraction of the band edge it moved to (or after the steps).
+_REPAIR_TOLERANCE = 0.01
+_BISECTION_STEPS = 30
+
+
+
+def _analytic_flops(space: SearchSpace, num_classes: int, r: float, d: float, w: float) -> int:
+    return analytic_cost(space, r, d, w, num_classes).flops
+
+
+class FlopsBand:
+    """The feasible set of the search: points of the cube whose network has ``floor <= FLOPs <= budget``.
+
+    FLOPs grow monotonically with each of r, d and w, so the smallest network of the cube is at the low
+    corner and the largest at the high corner; the band is validated against both at construction.
+
+    Args:
+        space: the search space (bounds of r, d, w).
+        budget: FLOPs budget (multiply-accumulates of one image), between the smallest and the largest network
+            of the space (a budget above the largest would not constrain the search, so it is refused).
+        floor: smallest FLOPs of a suggested network; default ``budget // 16``, so that the front spans the
+            range a formula fit needs. 0 disables it.
+        num_classes: classifier outputs counted by the default ``flops_fn``.
+        flops_fn: ``flops_fn(r, d, w) -> int`` multiply-accumulates; default the analytic count of
+            :func:`tinyray.cost.analytic_cost`. It must depend on the built network only (two points that
+            build the same network must cost the same).
+
+    Raises:
+        UserError: if the budget is below the smallest or above the largest network, or the floor is not below
+            the budget or is above the largest network.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        budget: int,
+        floor: int | None = None,
+        *,
+        num_classes: int = 1000,
+        flops_fn: FlopsFn | None = None,
+    ) -> None:
+        self.space = space
+        self.num_classes = int(num_classes)
+        self.flops_fn: FlopsFn = flops_fn or partial(_analytic_flops, space, self.num_classes)
+        self.low = np.array([space.r.low, space.d.low, space.w.low], dtype=float)
+        self.high = np.array([space.r.high, space.d.high, space.w.high], dtype=float)
+        self._flops_cache: dict[tuple[float, float, float], int] = {}
+        self._key_cache: dict[tuple[float, float, float], tuple] = {}
+        self._base_channels: tuple[int, ...] | None = None
+
+        where = space.source or "the space file"
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 1:
+            raise UserError(f"budget {budget!r} is not a positive number of FLOPs: give e.g. --budget 200M")
+        self.requested_budget = int(budget)
+        self.min_flops = int(self.flops_fn(*self.low))
+        self.max_flops = int(self.flops_fn(*self.high))
+        smallest = f"{format_flops(self.min_flops)} at {_point_text(self.low)}"
+        largest = f"{format_flops(self.max_flops)} at {_point_text(self.high)}"
+        if self.requested_budget < self.min_flops:
+            raise UserError(
+                f"budget {format_flops(self.requested_budget)} is below the smallest network in the space"
+                f" ({smallest}): raise --budget or lower the bounds in {where}"
+            )
+        if self.requested_budget > self.max_flops:
+            raise UserError(
+                f"budget {format_flops(self.requested_budget)} is above the largest network in the space ({largest}),"
+                f" so it would not constrain the search: lower --budget to {format_flops(self.max_flops)} or less,"
+                f" or raise the upper bounds in {where}"
+            )
+        self.budget = self.requested_budget
+        if floor is None:
+            floor = self.budget // 16
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor >= 0:
+            raise UserError(f"FLOPs floor {floor!r} is not a non-negative number: give e.g. --floor 20M, or 0")
+        self.floor = int(floor)
+        if self.floor >= self.requested_budget:  # an empty band, or one of a single FLOPs count
+            where_floor = "above" if self.floor > self.requested_budget else "equal to"
+            raise UserError(
+                f"FLOPs floor {format_flops(self.floor)} is {where_floor} the budget "
+                f"{format_flops(self.requested_budget)}: lower --floor (default budget/16) or raise --budget"
+            )
+        if self.floor > self.max_flops:
+            raise UserError(
+                f"FLOPs floor {format_flops(self.floor)} is above the largest network in the space ({largest}):"
+                f" lower --floor or raise the upper bounds in {where}"
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The memos refill on demand: a pickled band (inside Tune's experiment state) stays small.
+        return {**self.__dict__, "_flops_cache": {}, "_key_cache": {}}
+
+    def describe(self) -> str:
+        """The band in words, e.g. ``6.25M..100M FLOPs``."""
+        return f"{format_flops(self.floor)}..{format_flops(self.budget)} FLOPs"
+
+    def flops(self, x: np.ndarray | tuple[float, float, float]) -> int:
+        """FLOPs of the network at ``x = (r, d, w)`` (memoised)."""
+        key = (float(x[0]), float(x[1]), float(x[2]))
+        flops = self._flops_cache.get(key)
+        if flops is None:
+            if len(self._flops_cache) > 200_000:
+                self._flops_cache.clear()
+            flops = self._flops_cache[key] = int(self.flops_fn(*key))
+        return flops
+
+    def contains(self, flops: int) -> bool:
+        return self.floor <= flops <= self.budget
+
+    def network_key(self, x: np.ndarray | tuple[float, float, float]) -> tuple:
+        """What makes two points the same network: resolution, blocks per stage and rounded channels."""
+        key = (float(x[0]), float(x[1]), float(x[2]))
+        network = self._key_cache.get(key)
+        if network is None:
+            if self._base_channels is None:
+                self._base_channels = tuple(
+                    dict.fromkeys(block["out_chs"] for stage in decode_blocks(self.space, 1.0) for block in stage)
+                )
+            r, d, w = key
+            network = (
+                self.space.resolution(r),
+                stage_depths(self.space, d),
+                tuple(round_channels(self.space, channels, w) for channels in self._base_channels),
+                head_channels(self.space, w),
+            )
+            if len(self._key_cache) > 200_000:
+                self._key_cache.clear()
+            self._key_cache[key] = network
+        return network
+
+    def sample(self, rng: np.random.Generator, avoid: set | frozenset = frozenset()) -> np.ndarray:
+        """A point drawn uniformly from the cube under the band (rejection sampling).
+
+        Networks whose :meth:`network_key` is in ``avoid`` are rejected too, unless nothing else is found.
+        If the band is so small a corner of the cube that rejection keeps failing, draws are projected into
+        the band by :meth:`project` instead.
+
+        Args:
+            rng: the random generator to draw from.
+            avoid: network keys already handed out.
+
+        Returns:
+            ``(3,)`` array ``(r, d, w)``.
+
+        Raises:
+            UserError: if no network in the band could be found.
+        """
+        already_seen = None
+        for attempt in range(_SAMPLE_ATTEMPTS):
+            x = rng.uniform(self.low, self.high)
+            if attempt < _REJECTION_ATTEMPTS:
+                if not self.contains(self.flops(x)):
+                    continue
+            else:
+                x = self.project(x)
+                if x is None:
+                    continue
+            if self.network_key(x) in avoid:
+                already_seen = x
+                continue
+            return x
+        if already_seen is not None:
+            logger.debug("every network drawn from the band %s was already tried: repeating one", self.describe())
+            return already_seen
+        raise UserError(
+            f"no network of the space has FLOPs in {self.describe()}: widen the band (lower --floor or raise"
+            " --budget)"
+        )
+
+    def project(self, x: np.ndarray) -> np.ndarray | None:
+        """Move ``x`` into the band by scaling r, d and w by one common factor.
+
+        Each multiplier is ``clip(x * s, low, high)``; FLOPs are monotone in ``s``, so bisection on ``log s``
+        finds the factor closest to 1 whose network is inside the band (within ``_REPAIR_TOLERANCE`` of the
+        band edge it crosses). The ratios r : d : w the search explores are kept wherever no bound clips them.
+
+        Args:
+            x: ``(3,)`` array ``(r, d, w)``, possibly outside the bounds.
+
+        Returns:
+            The repaired ``(3,)`` array, or ``None`` if the FLOPs step over the band along this ray.
+        """
+        x = np.clip(np.asarray(x, dtype=float), self.low, self.high)
+        flops = self.flops(x)
+        if self.contains(flops):
+            return x
+
+        def at(scale: float) -> np.ndarray:
+            return np.clip(x * scale, self.low, self.high)
+
+        too_large = flops > self.budget
+        if too_large:  # at(lo) is the low corner (min FLOPs <= budget): shrink towards it
+            lo, hi = float(np.min(self.low / x)), 1.0
+        else:  # at(hi) is the high corner (max FLOPs >= floor): grow towards it
+            lo, hi = 1.0, float(np.max(self.high / x))
+        for _ in range(_BISECTION_STEPS):
+            if hi / lo < 1.0 + 1e-9:
+                break
+            mid = math.sqrt(lo * hi)
+            flops = self.flops(at(mid))
+            if too_large:
+                if flops <= self.budget:
+                    lo = mid
+                    if flops >= max(self.floor, (1.0 - _REPAIR_TOLERANCE) * self.budget):
+                        return at(mid)
+                else:
+                    hi = mid
+            else:
+                if flops >= self.floor:
+                    hi = mid
+                    if flops <= min(self.budget, (1.0 + _REPAIR_TOLERANCE) * self.floor):
+                        return at(mid)
+                else:
+                    lo = mid
+        repaired = at(lo if too_large else hi)
+        return repaired if self.contains(self.flops(repaired)) else None
+
+    def config(self) -> dict[str, Any]:
+        """The band's options, stored with a searcher's state to check a resume uses the same ones."""
+        return {
+            "space": self.space.name,
+            "budget": self.requested_budget,
+            "floor": self.floor,
+            "num_classes": self.num_classes,
+        }
+
+
+def _point_text(x: np.ndarray) -> str:
+    return f"r={x[0]:g} d={x[1]:g} w={x[2]:g}"

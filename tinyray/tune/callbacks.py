@@ -1,0 +1,217 @@
+"""The search's Ray Tune callbacks, all in the driver: MLflow tracking, the progress line, the stop on a full disk.
+
+* :class:`TrackingCallback` mirrors trials into nested MLflow runs through a :class:`tinyray.tracking.Tracker`.
+  Ray's own ``MLflowLoggerCallback`` makes no parent run and starts a fresh run for each trial after a restore;
+  this one keeps the trial -> run mapping in its state (``get_state``/``set_state``), which Tune saves with the
+  experiment, so a resumed search logs into the same runs and never duplicates one.
+* :class:`MonitorCallback` keeps a :class:`tinyray.progress.Progress` current and shows it.
+* :class:`StopWhenDiskFull` stops the search at the first trial that ran out of disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, Callable, TextIO
+
+from ray.tune import Callback
+
+from tinyray.files import TRACKING_STATE_VERSION
+from tinyray.progress import Progress
+from tinyray.status import FAILED, trial_status
+from tinyray.tracking import EPOCH_METRICS, Tracker, failure_reason, trial_end_tags, trial_run_name
+
+log = logging.getLogger(__name__)
+
+
+class TrackingCallback(Callback):
+    """A Ray Tune callback that mirrors trials into nested MLflow runs.
+
+    Args:
+        tracker: the search's :class:`Tracker`.
+        parent_run_id: the search's parent run.
+        max_epochs: full fidelity; a trial that ends with fewer epochs was early-stopped.
+        trial_params: ``callable(config) -> params`` describing a trial for its child run (``r``, ``d``, ``w``
+            among them: the run is named by :func:`tinyray.tracking.trial_run_name`).
+    """
+
+    def __init__(self, tracker: Tracker, parent_run_id: str | None, max_epochs: int,
+                 trial_params: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.tracker = tracker
+        self.parent_run_id = parent_run_id
+        self.max_epochs = max_epochs
+        self.trial_params = trial_params
+        self.runs: dict[str, str] = {}
+        self.finished: dict[str, str] = {}
+
+    def _run(self, trial: Any) -> str | None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            params = self.trial_params(trial.config)
+            run_name = trial_run_name(trial.trial_id, params["r"], params["d"], params["w"])
+            run_id = self.tracker.start_trial(self.parent_run_id, trial.trial_id, run_name, params)
+            if run_id is not None:  # offline: the journal has the trial, `tinyray publish` makes its run
+                self.runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        step = int(result.get("training_iteration", 0))
+        self.tracker.log_metrics(self._run(trial), {k: result[k] for k in EPOCH_METRICS if k in result}, step=step)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epochs = int((trial.last_result or {}).get("training_iteration", 0))
+        self._close(trial, trial_status(epochs, self.max_epochs), epochs)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epochs = int((trial.last_result or {}).get("training_iteration", 0))
+        self._close(trial, FAILED, epochs, failure_reason(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.set_tags(self._run(trial), {"retries": int(getattr(trial, "num_failures", 0)),
+                                                 "last_failure": failure_reason(trial)[:4000]})
+
+    def _close(self, trial: Any, status: str, epochs: int, reason: str = "") -> None:
+        run_id = self._run(trial)
+        self.tracker.set_tags(run_id, trial_end_tags(status, epochs, reason))
+        self.tracker.log_metrics(run_id, {"epochs": epochs}, step=epochs)
+        self.tracker.finish(run_id, "FAILED" if status == FAILED else "FINISHED")
+        self.finished[trial.trial_id] = status
+
+    def interrupted(self, expected: int) -> bool:
+        """True if Tune stopped before ``expected`` trials had ended (Ctrl-C).
+
+        Tune's ``fit()`` returns the same way after Ctrl-C as after the last trial, and its clean-up marks the
+        stopped trials TERMINATED; only completed, early-stopped and failed trials reach :meth:`_close`.
+        """
+        return len(self.finished) < expected
+
+    def get_state(self) -> dict:
+        return {"version": TRACKING_STATE_VERSION, "parent_run_id": self.parent_run_id, "runs": dict(self.runs),
+                "finished": dict(self.finished)}
+
+    def set_state(self, state: dict) -> None:
+        if state.get("version") != TRACKING_STATE_VERSION:
+            log.warning("ignoring tracking state of version %s", state.get("version"))
+            return
+        self.runs = dict(state.get("runs", {}))
+        self.finished = dict(state.get("finished", {}))
+
+
+class MonitorCallback(Callback):
+    """A Tune callback that keeps ``progress`` current, prints it in ``mode`` and calls ``on_update``.
+
+    Args:
+        progress: the counters to update.
+        mode: ``live`` (one redrawn line on a terminal, a line per change otherwise), ``json`` (one JSON object
+            per change on stdout) or ``quiet``.
+        on_update: called after every finished trial (the search logs hypervolume to MLflow there).
+        stream: where ``live`` writes (stderr by default, so stdout stays for results).
+    """
+
+    def __init__(self, progress: Progress, mode: str = "live", on_update: Callable[[Progress], None] | None = None,
+                 stream: TextIO | None = None) -> None:
+        self.progress = progress
+        self.mode = mode
+        self.on_update = on_update
+        self.stream = stream
+        self.tty = self.out().isatty()
+        self._last_draw = 0.0
+        self._seen: set[str] = set()
+
+    def out(self) -> TextIO:
+        # Tune pickles its callbacks with the experiment: stderr is looked up when writing, never held.
+        return self.stream or sys.stderr
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "stream": None}
+
+    def _show(self, event: str, force: bool = False) -> None:
+        if self.mode == "json":
+            print(json.dumps({"event": event, **self.progress.as_dict()}), flush=True)
+        elif self.mode == "live" and (force or not self.tty or time.monotonic() - self._last_draw > 0.5):
+            end = "" if self.tty else "\n"
+            prefix = "\r\033[K" if self.tty else ""
+            self.out().write(prefix + self.progress.line() + end)
+            self.out().flush()
+            self._last_draw = time.monotonic()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.progress.running = sum(1 for t in trials if t.status == "RUNNING")
+        if self.tty:
+            self._show("start")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.progress.epochs += 1
+        if self.tty:
+            self._show("result")
+
+    def _finish(self, trials: list, trial: Any, failed: bool) -> None:
+        if trial.trial_id in self._seen:
+            return
+        self._seen.add(trial.trial_id)
+        last = trial.last_result or {}
+        status = trial_status(int(last.get("training_iteration", 0)), self.progress.max_epochs, error=failed)
+        self.progress.count(status, last)
+        self.progress.running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
+        if self.on_update is not None:
+            self.on_update(self.progress)
+        self._show("failed" if failed else "complete", force=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trials, trial, failed=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._say_failure(trial, "")
+        self._finish(trials, trial, failed=True)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._say_failure(trial, ", retrying from its last checkpoint")
+
+    def _say_failure(self, trial: Any, then: str) -> None:
+        # one line, whatever the mode (Tune's own traceback is off: TUNE_PRINT_ALL_TRIAL_ERRORS=0 in search)
+        where = getattr(trial, "error_file", None) or getattr(trial, "path", "")
+        if self.mode == "live" and self.tty:
+            self.out().write("\r\033[K")
+        self.out().write(f"trial {trial.trial_id} failed: {failure_reason(trial)[:300]}{then} (full trace: {where})\n")
+        self.out().flush()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.mode == "live" and self.tty:
+            self.out().write("\n")
+            self.out().flush()
+
+
+class DiskFull(Exception):
+    """A trial (or the driver) ran out of disk space: the search stops (see :func:`tinyray.search.run_search`)."""
+
+
+def is_disk_full(text: str) -> bool:
+    return "No space left on device" in text or "[Errno 28]" in text
+
+
+class StopWhenDiskFull(Callback):
+    """A Tune callback that stops the search at the first trial that ran out of disk.
+
+    Every later checkpoint would fail the same way (and retrying would burn each trial's retries); stopping at
+    once keeps Tune's last snapshot, which a ``--resume`` restores once there is space again.
+    """
+
+    #: why it stopped the search (Tune wraps the exception in a TuneError of traceback text)
+    reason = ""
+
+    def _check(self, trial: Any) -> None:
+        reason = failure_reason(trial)
+        if is_disk_full(reason):
+            self.reason = reason
+            raise DiskFull(reason)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check(trial)

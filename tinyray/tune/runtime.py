@@ -1,0 +1,318 @@
+"""Ray itself: start or join it, run or restore the Tune experiment, and read its results back.
+
+Ray's public API does not cover three things tinyray needs; each is one function here, with a comment saying why,
+and ``tests/test_tune.py`` fails loudly when Ray changes it:
+
+* :func:`_keep_local_ray_on_loopback`: a local Ray binds a reachable address unless Ray's (private) switch
+  ``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` is off; it is read at import, so setting the environment
+  variable after ``import ray`` is not enough;
+* :func:`_dialled_address`: the address Ray really dials for ``host:port`` (``ray._private.services``), to refuse a
+  loopback-only cluster in one line instead of a hang;
+* :func:`replace_restored_callbacks`: ``Tuner.restore`` takes no callbacks or scheduler, and the restored ones would
+  log into the previous driver's tracker; they are replaced on the tuner's private ``_local_tuner``.
+
+Ray's token-authentication notice is silenced through its logger's name (:data:`RAY_TOKEN_NOTICE_LOGGER`); if the
+logger moves, the notice merely comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from tinyray.errors import UserError
+from tinyray.progress import Progress
+from tinyray.status import trial_status
+from tinyray.tracking import describe_trial, error_line
+from tinyray.tune.callbacks import DiskFull, MonitorCallback, StopWhenDiskFull, TrackingCallback
+from tinyray.tune.legacy import install_legacy_aliases
+from tinyray.tune.scheduler import MOASHAScheduler
+from tinyray.tune.searcher import TinySearcher
+from tinyray.tune.trainable import TrialSettings, run_trial
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tinyray.search import SearchConfig
+
+#: Ray >= 2.59 announces its (default) token authentication on every start: noise before tinyray's own lines, and
+#: in front of a one-line error. The logger is Ray's private module's.
+RAY_TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _keep_local_ray_on_loopback() -> None:
+    """Keep every process of a local Ray on 127.0.0.1 (Ray's single-machine switch, on by default on macOS and
+    Windows). Private API: Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` into ``ray_constants`` at import, and
+    offers no public switch."""
+    import ray._private.ray_constants as ray_constants
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false", "False")
+
+
+def _dialled_address(address: str) -> str | None:
+    """The ``host:port`` Ray dials for ``address`` (it may swap a loopback host for this machine's address), or
+    None if Ray's private helper has moved (Ray's own error is then the fallback)."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(address)
+    except Exception:  # noqa: BLE001 - a private helper: if it moves or fails, skip the check
+        return None
+
+
+def replace_restored_callbacks(tuner: "tune.Tuner", callbacks: list, scheduler: Any) -> None:
+    """Give a restored tuner this driver's callbacks and scheduler.
+
+    Private API: ``Tuner.restore`` rebuilds the callbacks and scheduler pickled by the previous driver (whose
+    tracker and progress line are gone) and has no argument to replace them; the tuner keeps them on its
+    ``_local_tuner``. Their states (the trial -> MLflow run mapping) are still restored by Tune afterwards.
+    """
+    local = tuner._local_tuner
+    local._run_config.callbacks = callbacks
+    local._tune_config.scheduler = scheduler
+
+
+def _describe(space: Any, data: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's MLflow params from its Tune config."""
+    return describe_trial(space, data, config["r"], config["d"], config["w"])
+
+
+def start_ray(address: str | None) -> bool:
+    """Connect to the cluster at ``--address``/``RAY_ADDRESS``, or start a local Ray; return True if we started it.
+
+    A local Ray listens on 127.0.0.1 only. Ray binds a reachable address by default; its switch for single-machine
+    clusters (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on macOS and Windows) keeps every Ray process on
+    the loopback, and Ray's token authentication (on by default since 2.59) stays on.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        _keep_local_ray_on_loopback()
+    if ray.is_initialized():
+        return False
+    logging.getLogger(RAY_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
+    # an unreachable address was refused before (run_search -> _check_address): ray.init would retry it for ever
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                                  configure_logging=True)
+    if address:
+        # Ray's C++ client logs every failed attempt to stderr: hold that back, for an error of one line.
+        error, logged = quietly(lambda: ray.init(address=address, **kwargs))
+    else:
+        # not captured: the local Ray's processes inherit stderr
+        error, logged = quietly(lambda: ray.init(**kwargs), capture=False)
+    if error is None:
+        sys.stderr.write(logged)
+        return True
+    where = address or "a local Ray"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    fix = "start it with 'ray start --head' or fix --address"
+    if "InvalidAuthToken" in logged or "Unauthenticated" in logged:
+        # Ray >= 2.59 clusters use token authentication; an explicit address never turns it on by itself.
+        fix = ("the cluster wants its authentication token: set RAY_AUTH_MODE=token and the cluster's token in "
+               "RAY_AUTH_TOKEN or the file ~/.ray/auth_token ('ray get-auth-token' on the head prints it)")
+    raise UserError(f"cannot connect to Ray at {where} ({first[:160]}): {fix}")
+
+
+def stop_ray() -> None:
+    """Stop the local Ray that :func:`start_ray` started."""
+    ray.shutdown()
+
+
+def check_resources(config: "SearchConfig") -> None:
+    """Refuse a trial that no node of the Ray cluster can hold (Ray would keep it pending for ever)."""
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    where = "this machine" if not (config.address or os.environ.get("RAY_ADDRESS")) else "any node of the Ray cluster"
+    most_cpus = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
+    most_gpus = max((node.get("GPU", 0.0) for node in nodes), default=0.0)
+    if config.cpus_per_trial > most_cpus:
+        raise UserError(f"--cpus-per-trial {config.cpus_per_trial:g} is more than {where} has ({most_cpus:g} CPUs): "
+                        f"lower it to {most_cpus:g} or less, or join a larger cluster with --address")
+    if config.gpus_per_trial > 0 and most_gpus == 0:
+        raise UserError(f"--gpus-per-trial {config.gpus_per_trial:g} asks for a GPU, but {where} has none that Ray "
+                        f"sees: drop --gpus-per-trial, or join a cluster with GPUs with --address")
+    if config.gpus_per_trial > most_gpus:
+        raise UserError(f"--gpus-per-trial {config.gpus_per_trial:g} is more than {where} has ({most_gpus:g} GPUs): "
+                        f"lower it to {most_gpus:g} or less")
+
+
+def quietly(call: Any, capture: bool = True) -> tuple[Exception | None, str]:
+    """Run ``call()``; return the connection error it raised (or None) and what it wrote to stderr (fd 2)."""
+    if not capture:
+        try:
+            call()
+            return None, ""
+        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exceptions too (a node that timed out starting)
+            return exc, ""
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        sys.stderr.flush()
+        stderr_fd = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            call()
+            error = None
+        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exceptions too (a node that timed out starting)
+            error = exc
+        finally:
+            sys.stderr.flush()
+            os.dup2(stderr_fd, 2)
+            os.close(stderr_fd)
+        captured.seek(0)
+        return error, captured.read().decode(errors="replace")
+
+
+def check_ray_address(address: str) -> None:
+    """Fail at once, in one line, when nothing answers at a ``host:port`` Ray address.
+
+    Ray dials a loopback host (``127.0.0.1``, ``localhost``) at this machine's network address instead, unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; a cluster bound to loopback only is then unreachable, so the address
+    Ray will really dial is checked too.
+    """
+    import socket
+
+    if address == "auto" or "://" in address:
+        return  # 'auto' fails fast on its own; ray:// client addresses are Ray's business
+    host, _, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port_text.isdigit():
+        raise UserError(f"--address {address!r} is not host:port or 'auto', e.g. --address 10.0.0.5:6379")
+    port = int(port_text)
+
+    def answers(where: str) -> bool:
+        try:
+            socket.create_connection((where, port), timeout=5).close()
+            return True
+        except OSError:
+            return False
+
+    if not answers(host):
+        raise UserError(
+            f"nothing answers at {address}: start the cluster ('ray start --head --port {port}', or "
+            f"'ray up clusters/v100.yaml' and run tinyray on its head with --address auto) or fix --address"
+        )
+    dialled = _dialled_address(address)
+    if dialled is None:
+        return
+    dialled_host = (dialled or address).rpartition(":")[0].strip("[]")
+    if dialled_host != host and not answers(dialled_host):
+        raise UserError(
+            f"Ray answers at {address} on loopback only, but Ray dials it as {dialled}: set "
+            f"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 for a single-machine loopback cluster, or use the node's address"
+        )
+
+
+def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, recipe: str, core: Any,
+              tracker: Any, parent_run_id: str, resume: bool = False) -> tuple[Any, bool]:
+    """Run (or continue) the Tune experiment; return its result grid and whether Ctrl-C stopped it."""
+    settings = TrialSettings(
+        space=str(space.source), data=data_spec, max_epochs=config.max_epochs, recipe=recipe, seed=config.seed,
+        threads=max(1, int(config.cpus_per_trial)),
+    )
+    resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
+    if config.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration", max_t=config.max_epochs, grace_period=config.grace_period,
+            reduction_factor=config.reduction_factor,
+        )
+    elif config.scheduler == "moasha":
+        # Tune restores a searcher but not a scheduler: the rungs live in the results folder.
+        scheduler = MOASHAScheduler(
+            max_t=config.max_epochs, grace_period=config.grace_period, reduction_factor=config.reduction_factor,
+            state_path=config.results_dir / "scheduler.json",
+        )
+    else:
+        scheduler = FIFOScheduler()
+
+    progress = Progress(budget=config.budget, max_epochs=config.max_epochs)
+
+    def on_update(state: Progress) -> None:
+        tracker.log_metrics(parent_run_id, {
+            "hypervolume": state.hypervolume, "trials_done": state.done, "front_size": state.front_size,
+            "trials_completed": state.completed, "trials_early_stopped": state.stopped, "trials_failed": state.failed,
+            "elapsed_seconds": state.elapsed,
+        }, step=state.done)
+
+    tracking = TrackingCallback(tracker, parent_run_id, config.max_epochs, partial(_describe, space, data))
+    # the disk guard first: a trial that ran out of disk stops the search before it is recorded as failed
+    guard = StopWhenDiskFull()
+    callbacks = [guard, tracking, MonitorCallback(progress, config.progress, on_update)]
+    results = config.results_dir
+    if resume and (results / "tuner.pkl").is_file():
+        # Tune restores its trials (finished ones stay finished; unfinished ones continue from their checkpoints),
+        # the searcher (TinySearcher.restore) and the callbacks' states (the trial -> MLflow run mapping). The
+        # callbacks and the scheduler are rebuilt here so that they use this run's tracker and settings.
+        install_legacy_aliases()  # experiments saved before tinyray.tune existed pickled other class paths
+        try:
+            tuner = tune.Tuner.restore(str(results), trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=False)
+        except Exception as exc:  # noqa: BLE001 - a damaged state must be refused, not replaced by a new search
+            raise UserError(f"cannot resume {config.name!r}: Ray Tune's state in {results} is damaged "
+                            f"({error_line(str(exc))[:200]}); its finished trials are in {results}/trial_*; "
+                            f"start a new --name") from None
+        replace_restored_callbacks(tuner, callbacks, scheduler)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric="top1", mode="max", search_alg=TinySearcher(core, max_epochs=config.max_epochs),
+                scheduler=scheduler, num_samples=config.trials, reuse_actors=True,
+                # one folder a trial, named by its id, so a trial that never reported is still identified
+                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=config.name, storage_path=str(Path(config.storage).expanduser().resolve()), callbacks=callbacks,
+                verbose=0, failure_config=tune.FailureConfig(max_failures=config.retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    # On Ctrl-C Tune stops the trials, saves its state and returns as if done (tinyray tells the two apart by the
+    # trials' states); its advice to call Tuner.restore() is not how a tinyray search continues.
+    tune_log = logging.getLogger("ray.tune.tune")
+    tune_log.addFilter(_not_tunes_restore_advice)
+    try:
+        return tuner.fit(), tracking.interrupted(config.trials)
+    except Exception:
+        if guard.reason:
+            raise DiskFull(guard.reason) from None
+        raise
+    finally:
+        tune_log.removeFilter(_not_tunes_restore_advice)
+
+
+def _not_tunes_restore_advice(record: logging.LogRecord) -> bool:
+    """A logging filter: drop Tune's own lines about an interrupted experiment (tinyray says how to resume)."""
+    text = record.getMessage()
+    return not any(marker in text for marker in ("Tuner.restore", "Stop signal received", "Trials did not complete"))
+
+
+def trials_table(grid: Any, max_epochs: int) -> "pd.DataFrame":
+    """One row a trial of Tune's result grid (columns :data:`tinyray.search.TRIAL_COLUMNS`)."""
+    import pandas as pd
+
+    from tinyray.search import TRIAL_COLUMNS
+
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        conf = result.config or {}
+        epochs = int(metrics.get("training_iteration", 0) or 0)
+        status = trial_status(epochs, max_epochs, error=result.error is not None)
+        rows.append({
+            "trial_id": metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_"),
+            "r": conf.get("r"), "d": conf.get("d"), "w": conf.get("w"),
+            "resolution": metrics.get("resolution"), "train_resolution": metrics.get("train_resolution"),
+            "flops": metrics.get("flops"), "params": metrics.get("params"), "epochs": epochs,
+            "top1": metrics.get("top1"), "status": status, "node_id": metrics.get("node_id"),
+            "train_seconds": metrics.get("time_total_s"),
+            "failure": error_line(str(result.error)) if result.error is not None else None,
+        })
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)

@@ -1,0 +1,99 @@
+"""``TinySearcher``: a Ray Tune ``Searcher`` around any searcher core of :mod:`tinyray.searchers`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from tinyray.errors import UserError
+from tinyray.files import SEARCHER_STATE_VERSION, read_json, write_json_atomic
+from tinyray.searchers.base import SearchCore
+from tinyray.status import FAILED, Status, trial_status
+
+
+def classify_result(
+    result: dict[str, Any] | None, *, error: bool, metric: str, max_epochs: int
+) -> tuple[float | None, Status]:
+    """Turn Tune's end-of-trial report into ``(top1, status)`` for :meth:`SearchCore.tell`.
+
+    Args:
+        result: the trial's last result (may be ``None``, or lack the metric).
+        error: whether the trial raised.
+        metric: the accuracy key in ``result``.
+        max_epochs: full fidelity; a trial that ran fewer ``training_iteration`` was early-stopped.
+
+    Returns:
+        ``(top1, status)``, with ``top1`` None for a failed trial (one that raised, or ended without a finite
+        metric).
+    """
+    if error or not result or result.get(metric) is None:
+        return None, FAILED
+    top1 = float(result[metric])
+    if not math.isfinite(top1):
+        return None, FAILED
+    return top1, trial_status(int(result.get("training_iteration") or 0), max_epochs)
+
+
+def check_mode(mode: str, who: str = "searcher") -> None:
+    if mode != "max":
+        raise UserError(f"the tinyray {who} maximises accuracy: use mode 'max', not {mode!r}")
+
+
+class TinySearcher(Searcher):
+    """Ray Tune ``Searcher`` around a :class:`SearchCore`: suggestions are ``{"r", "d", "w"}`` configs.
+
+    A trial's status is :func:`classify_result` of its last result. ``save``/``restore`` write the core's JSON
+    state atomically.
+
+    Args:
+        core: the search core.
+        metric: the accuracy key the trainable reports (a fraction in [0, 1]).
+        mode: must be ``max``: the searcher maximises accuracy.
+        max_epochs: epochs of a full-fidelity trial; a trial ending with fewer ``training_iteration`` was
+            early-stopped.
+    """
+
+    def __init__(self, core: SearchCore, *, metric: str = "top1", mode: str = "max", max_epochs: int) -> None:
+        check_mode(mode)
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+            raise UserError(f"max epochs {max_epochs!r} must be a positive integer: give e.g. --max-epochs 6")
+        super().__init__(metric=metric, mode=mode)
+        self.core = core
+        self.max_epochs = max_epochs
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        if mode:
+            check_mode(mode)
+            self._mode = mode
+        if metric:
+            self._metric = metric
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, float] | None:
+        candidate = self.core.ask(trial_id)
+        if candidate is None:
+            return None
+        return {"r": candidate.r, "d": candidate.d, "w": candidate.w}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        top1, status = classify_result(result, error=error, metric=self.metric, max_epochs=self.max_epochs)
+        self.core.tell(trial_id, top1, status)
+
+    def save(self, checkpoint_path: str) -> None:
+        write_json_atomic(checkpoint_path, {
+            "version": SEARCHER_STATE_VERSION, "metric": self.metric, "mode": self.mode,
+            "max_epochs": self.max_epochs, "core": self.core.state_dict(),
+        })
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = read_json(checkpoint_path, "searcher state")
+        if not isinstance(state, dict) or state.get("version") != SEARCHER_STATE_VERSION or "core" not in state:
+            raise UserError(
+                f"{checkpoint_path} is not a tinyray searcher state of version {SEARCHER_STATE_VERSION}:"
+                " start a new experiment"
+            )
+        self.core.load_state_dict(state["core"])
+        self._metric = state.get("metric", self._metric)
+        self.max_epochs = int(state.get("max_epochs", self.max_epochs))
