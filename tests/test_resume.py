@@ -152,3 +152,46 @@ def test_failed_trials_are_recorded_retried_and_do_not_stop_the_search(tmp_path)
     assert set(statuses) == set(trials.index)
     assert {trial_id for trial_id, status in statuses.items() if status == "failed"} == set(
         trials.index[trials["status"] == "failed"])
+
+
+#: the last commit before tinyray.tune and tinyray.searchers: its experiments pickle tinyray.searcher.*,
+#: tinyray.scheduler.MOASHAScheduler and tinyray.trial.* (see tinyray/tune/legacy.py)
+BEFORE_ISSUE_14 = "6000713"
+
+
+def test_resume_of_an_experiment_saved_before_issue_14(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    old = tmp_path / "old-tinyray"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", BEFORE_ISSUE_14], capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"not a git checkout with commit {BEFORE_ISSUE_14}: {archive.stderr.decode()[:200]}")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    storage = tmp_path / "results"
+    results = storage / "old"
+    args = ["--budget", "60M", "--name", "old", "--storage", str(storage), "--trials", "6", "--max-epochs", "2",
+            "--scheduler", "moasha", "--pop-size", "4", "--seed", "3", "--quiet", "--data", "synthetic:300/100"]
+    env = _env(tmp_path)
+    env["PYTHONPATH"] = str(old)  # the old tinyray makes the experiment ...
+    driver = subprocess.Popen([sys.executable, "-m", "tinyray", "search", *args], env=env, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 900
+    try:
+        while len(finished_trials(results, 2)) < 2:
+            assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no two trials finished in 15 minutes"
+            time.sleep(0.5)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    before = finished_trials(results, 2)
+
+    again = subprocess.run([sys.executable, "-m", "tinyray", "search", *args, "--resume"], env=_env(tmp_path),
+                           capture_output=True, text=True, timeout=1500)  # ... today's resumes it
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = pd.read_csv(results / "trials.csv")
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"completed", "early-stopped"}
+    after = finished_trials(results, 2)
+    for name, lines in before.items():
+        assert after[name] == lines, f"{name} was trained again"

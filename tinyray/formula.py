@@ -638,12 +638,9 @@ def plot_formula(formula: Formula, path: Path, title: str = "") -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(title or "tiny formula: r(c), d(c) by GP regression, w = sqrt(c / (r^2 d))", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from tinyray.front import save_figure
+
+    return save_figure(fig, path)
 
 
 # -- MLflow pyfunc -----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ so a single perfect network at zero cost would score 1.0.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -94,6 +94,14 @@ def plot_front(trials: "pd.DataFrame", front: "pd.DataFrame", budget: float, pat
     ax.set_title(title or "accuracy / FLOPs front")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out a matplotlib figure, write it to ``path`` (creating the folder) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

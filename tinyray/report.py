@@ -133,6 +133,7 @@ def plot_importance(table: "pd.DataFrame", path: Path, title: str = "") -> Path:
     import numpy as np
 
     from tinyray.cost import format_flops
+    from tinyray.front import save_figure
 
     labels = []
     for row in table.itertuples():
@@ -157,11 +158,7 @@ def plot_importance(table: "pd.DataFrame", path: Path, title: str = "") -> Path:
     ax.set_title(title or "r, d, w against top-1 among networks of similar FLOPs", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def report_budgets(trials: "pd.DataFrame", budget: float | None = None) -> list[int]:

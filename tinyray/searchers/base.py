@@ -220,5 +220,21 @@ class SearchCore:
                 )
 
 
+def check_pop_size(pop_size: int) -> int:
+    """A population size of an NSGA-III searcher, or a :class:`UserError`."""
+    if isinstance(pop_size, bool) or not isinstance(pop_size, int) or pop_size < 4:
+        raise UserError(f"population size {pop_size!r} is too small: NSGA-III needs --pop-size 4 or more")
+    return pop_size
+
+
+def take_pending(pending: dict[str, Any], trial_id: str) -> Any:
+    """Remove and return what ``pending`` holds for a told trial; None, with a warning, for a trial not handed out
+    (or told already), whose result is then ignored."""
+    handed_out = pending.pop(trial_id, None)
+    if handed_out is None:
+        logger.warning("ignoring the result of trial %s: the searcher did not hand it out or was told already", trial_id)
+    return handed_out
+
+
 def _damaged(error: Exception) -> UserError:
     return UserError(f"searcher state is damaged ({type(error).__name__}: {error}): start a new experiment")

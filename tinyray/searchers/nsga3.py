@@ -27,7 +27,7 @@ from tinyray.cube import Candidate
 from tinyray.errors import UserError
 from tinyray.files import SEARCHER_STATE_VERSION
 from tinyray.searchers.band import FlopsBand
-from tinyray.searchers.base import SearchCore, TrialRecord, _check_result, _damaged
+from tinyray.searchers.base import SearchCore, TrialRecord, _check_result, _damaged, check_pop_size, take_pending
 from tinyray.status import FAILED
 
 logger = logging.getLogger(__name__)
@@ -139,9 +139,7 @@ class NSGA3Core(SearchCore):
 
     def __init__(self, band: FlopsBand, *, seed: int = 0, pop_size: int = 16) -> None:
         super().__init__(band, seed)
-        if isinstance(pop_size, bool) or not isinstance(pop_size, int) or pop_size < 4:
-            raise UserError(f"population size {pop_size!r} is too small: NSGA-III needs --pop-size 4 or more")
-        self.pop_size = pop_size
+        self.pop_size = check_pop_size(pop_size)
         self.base_flops = int(band.flops_fn(1.0, 1.0, 1.0))
         self._reset()
 
@@ -208,9 +206,8 @@ class NSGA3Core(SearchCore):
             status: one of :data:`tinyray.status.STATUSES`.
         """
         top1, checked = _check_result(trial_id, top1, status)
-        index = self._pending.pop(trial_id, None)
+        index = take_pending(self._pending, trial_id)
         if index is None:
-            logger.warning("ignoring the result of trial %s: the searcher did not hand it out or was told already", trial_id)
             return
         self._told[index] = self._record(
             trial_id, self._candidates[index], self._flops[index], top1, checked, self._generation, index

@@ -19,19 +19,15 @@ repeat the suggestions it made before.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import optuna
 
 from tinyray.cube import Candidate
-from tinyray.errors import UserError
 from tinyray.files import SEARCHER_STATE_VERSION
 from tinyray.searchers.band import FlopsBand
-from tinyray.searchers.base import SearchCore, TrialRecord, _check_result, _damaged
+from tinyray.searchers.base import SearchCore, TrialRecord, _check_result, _damaged, check_pop_size, take_pending
 from tinyray.status import FAILED
-
-logger = logging.getLogger(__name__)
 
 #: suggestions outside the band told as infeasible in a row before giving up
 _MAX_INFEASIBLE = 1000
@@ -53,9 +49,7 @@ class OptunaNSGA3Core(SearchCore):
 
     def __init__(self, band: FlopsBand, *, seed: int = 0, pop_size: int = 16) -> None:
         super().__init__(band, seed)
-        if isinstance(pop_size, bool) or not isinstance(pop_size, int) or pop_size < 4:
-            raise UserError(f"population size {pop_size!r} is too small: NSGA-III needs --pop-size 4 or more")
-        self.pop_size = pop_size
+        self.pop_size = check_pop_size(pop_size)
         self.base_flops = int(band.flops_fn(1.0, 1.0, 1.0))
         space = band.space
         self._distributions = {
@@ -109,9 +103,8 @@ class OptunaNSGA3Core(SearchCore):
     def tell(self, trial_id: str, top1: float | None, status: str) -> None:
         """Record a result; an early-stopped trial's partial top1 is told as if final (module docstring)."""
         top1, checked = _check_result(trial_id, top1, status)
-        handed_out = self._pending.pop(trial_id, None)
+        handed_out = take_pending(self._pending, trial_id)
         if handed_out is None:
-            logger.warning("ignoring the result of trial %s: the searcher did not hand it out or was told already", trial_id)
             return
         trial, candidate, flops, attrs = handed_out
         values = None if checked == FAILED else [float(top1), flops / self.base_flops]

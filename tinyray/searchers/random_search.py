@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from typing import Any
 
@@ -11,11 +10,7 @@ import numpy as np
 from tinyray.cube import Candidate
 from tinyray.files import SEARCHER_STATE_VERSION
 from tinyray.searchers.band import FlopsBand
-from tinyray.searchers.base import SearchCore, TrialRecord, _check_result, _damaged
-
-logger = logging.getLogger(__name__)
-
-
+from tinyray.searchers.base import SearchCore, TrialRecord, _check_result, _damaged, take_pending
 
 
 class RandomCore(SearchCore):
@@ -54,9 +49,8 @@ class RandomCore(SearchCore):
     def tell(self, trial_id: str, top1: float | None, status: str) -> None:
         """Record a result (see :meth:`NSGA3Core.tell`)."""
         top1, checked = _check_result(trial_id, top1, status)
-        handed_out = self._pending.pop(trial_id, None)
+        handed_out = take_pending(self._pending, trial_id)
         if handed_out is None:
-            logger.warning("ignoring the result of trial %s: the searcher did not hand it out or was told already", trial_id)
             return
         self._record(trial_id, handed_out[0], handed_out[1], top1, checked)
 
