@@ -133,3 +133,10 @@ def test_real_mode_turns_each_search_into_a_hypervolume_curve(monkeypatch, tmp_p
     assert final["a"] < final["b"]  # the stopped middle trial is not on a's front
     epochs = result.curves[result.curves["axis"] == "epochs"]
     assert epochs["compute"].max() == 9.0  # the FIFO search's compute; a, c and d used 7
+
+
+def test_every_method_uses_a_registered_searcher():
+    from tinyray.bench import METHODS
+    from tinyray.searchers import SEARCHERS
+
+    assert {searcher for searcher, _ in METHODS.values()} <= set(SEARCHERS)

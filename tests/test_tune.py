@@ -11,7 +11,8 @@ import pytest
 
 def test_pure_cores_import_no_ray():
     code = ("import sys, tinyray.searchers, tinyray.searchers.nsga3, tinyray.searchers.random_search, "
-            "tinyray.scheduler, tinyray.front, tinyray.formula, tinyray.search, tinyray.tracking, tinyray.progress; "
+            "tinyray.scheduler, tinyray.front, tinyray.formula, tinyray.search, tinyray.tracking, tinyray.progress, "
+            "tinyray.bench, tinyray.publish, tinyray.report, tinyray.cli; "
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

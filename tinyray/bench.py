@@ -214,13 +214,6 @@ class Curves:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class _Trial:
-    """What Ray's schedulers read from a trial: its id."""
-
-    def __init__(self, trial_id: str) -> None:
-        self.trial_id = trial_id
-
-
 def make_scheduler(name: str, config: BenchConfig) -> Callable[[str, int, float, int, bool], bool]:
     """A decision function ``decide(trial_id, epoch, top1, flops, first) -> keep going?``.
 
@@ -235,23 +228,9 @@ def make_scheduler(name: str, config: BenchConfig) -> Callable[[str, int, float,
         core = MOASHA(config.max_epochs, config.grace_period, config.reduction_factor)
         return lambda trial_id, epoch, top1, flops, first: core.on_result(trial_id, epoch, top1, flops) == CONTINUE
     if name == "asha":
-        from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+        from tinyray.tune.scheduler import ray_asha_decider
 
-        asha = ASHAScheduler(time_attr="training_iteration", metric="top1", mode="max", max_t=config.max_epochs,
-                             grace_period=config.grace_period, reduction_factor=config.reduction_factor)
-        trials: dict[str, _Trial] = {}
-
-        def decide(trial_id: str, epoch: int, top1: float, flops: int, first: bool) -> bool:
-            if first:
-                trials[trial_id] = _Trial(trial_id)
-                asha.on_trial_add(None, trials[trial_id])
-            result = {"training_iteration": epoch, "top1": top1}
-            keep = asha.on_trial_result(None, trials[trial_id], result) == TrialScheduler.CONTINUE
-            if not keep:
-                asha.on_trial_complete(None, trials[trial_id], result)
-            return keep
-
-        return decide
+        return ray_asha_decider(config.max_epochs, config.grace_period, config.reduction_factor)
     raise ValueError(f"unknown scheduler {name!r}")
 
 

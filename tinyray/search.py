@@ -288,8 +288,10 @@ def validate(config: SearchConfig) -> None:
             f"--storage {config.storage} is a URI; give a folder. On a cluster give a shared folder mounted at the "
             f"same path on every node (NFS, EFS), e.g. --storage /mnt/tinyray/results"
         )
-    if config.progress not in ("live", "quiet", "json"):
-        raise UserError(f"progress mode {config.progress!r} is not one of live, quiet, json")
+    from tinyray.progress import MODES
+
+    if config.progress not in MODES:
+        raise UserError(f"progress mode {config.progress!r} is not one of {', '.join(MODES)}")
 
 
 #: Options that define a search: a resumed search keeps them (giving a different value is an error).

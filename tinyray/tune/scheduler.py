@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from tinyray.errors import UserError
 from tinyray.files import read_json, write_json_atomic
@@ -97,3 +97,31 @@ class MOASHAScheduler(FIFOScheduler):
 
     def restore(self, checkpoint_path: str) -> None:
         self._load(checkpoint_path)
+
+
+class _StandInTrial:
+    """What Ray's schedulers read from a trial: its id."""
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+def ray_asha_decider(max_t: int, grace_period: int, reduction_factor: float
+                     ) -> Callable[[str, int, float, int, bool], bool]:
+    """Ray's own ``ASHAScheduler`` (one bracket, by top1) deciding on stand-in trials, for the search simulator of
+    :mod:`tinyray.bench`: ``decide(trial_id, epoch, top1, flops, first) -> keep going?``."""
+    asha = ASHAScheduler(time_attr="training_iteration", metric="top1", mode="max", max_t=max_t,
+                         grace_period=grace_period, reduction_factor=reduction_factor)
+    trials: dict[str, _StandInTrial] = {}
+
+    def decide(trial_id: str, epoch: int, top1: float, flops: int, first: bool) -> bool:
+        if first:
+            trials[trial_id] = _StandInTrial(trial_id)
+            asha.on_trial_add(None, trials[trial_id])
+        result = {"training_iteration": epoch, "top1": top1}
+        keep = asha.on_trial_result(None, trials[trial_id], result) == TrialScheduler.CONTINUE
+        if not keep:
+            asha.on_trial_complete(None, trials[trial_id], result)
+        return keep
+
+    return decide
