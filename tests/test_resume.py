@@ -32,24 +32,29 @@ def _search_args(storage: Path, name: str, *extra: str) -> list[str]:
 
 
 
+def _kill_after_two_trials(command: list[str], env: dict[str, str], results: Path, epochs: int) -> dict[str, int]:
+    """Run a search and SIGKILL it, with the Ray processes it started, like a power cut, once two trials have
+    finished all ``epochs``; return the finished trials (:func:`finished_trials`)."""
+    driver = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 900
+    try:
+        while len(finished_trials(results, epochs)) < 2:
+            assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no two trials finished in 15 minutes"
+            time.sleep(0.5)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    return finished_trials(results, epochs)
+
+
 def test_sigkill_then_resume_keepsfinished_trials(tmp_path):
     from mlflow import MlflowClient
 
     storage = tmp_path / "results"
     results = storage / "killed"
     env = _env(tmp_path)  # the built-in data, in a private cache folder
-    driver = subprocess.Popen(_search_args(storage, "killed"), env=env, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 900
-    try:
-        while len(finished_trials(results, 3)) < 2:
-            assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no two trials finished in 15 minutes"
-            time.sleep(0.5)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started, like a power cut
-        driver.wait()
-    before = finished_trials(results, 3)
+    before = _kill_after_two_trials(_search_args(storage, "killed"), env, results, 3)
     assert not (results / "trials.csv").exists()
 
     again = subprocess.run(_search_args(storage, "killed", "--resume"), env=env, capture_output=True, text=True,
@@ -173,18 +178,7 @@ def test_resume_of_an_experiment_saved_before_issue_14(tmp_path):
             "--scheduler", "moasha", "--pop-size", "4", "--seed", "3", "--quiet", "--data", "synthetic:300/100"]
     env = _env(tmp_path)
     env["PYTHONPATH"] = str(old)  # the old tinyray makes the experiment ...
-    driver = subprocess.Popen([sys.executable, "-m", "tinyray", "search", *args], env=env, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 900
-    try:
-        while len(finished_trials(results, 2)) < 2:
-            assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no two trials finished in 15 minutes"
-            time.sleep(0.5)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    before = finished_trials(results, 2)
+    before = _kill_after_two_trials([sys.executable, "-m", "tinyray", "search", *args], env, results, 2)
 
     again = subprocess.run([sys.executable, "-m", "tinyray", "search", *args, "--resume"], env=_env(tmp_path),
                            capture_output=True, text=True, timeout=1500)  # ... today's resumes it
