@@ -25,7 +25,7 @@ from tinyray.train import (
     train_candidate,
 )
 
-CHANCE = 0.1  # ten synthetic classes
+CHANCE = 0.05  # twenty synthetic classes
 
 
 @pytest.fixture(scope="module")
