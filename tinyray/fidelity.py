@@ -60,6 +60,9 @@ FIDELITY_FILE = BENCHDATA / "proxy_fidelity.json"
 #: The targets of issue 12: rho of the final proxy top-1 and of the epoch-1 top-1 against the reference.
 TARGET_FINAL_RHO = 0.85
 TARGET_EPOCH1_RHO = 0.6
+#: "r, d and w each matter": each one's main effect over the 8 corners exceeds this much top-1 (several times the
+#: binomial sd of a corner's reference top-1 on 1000 images, averaged over 4 corners: about 0.008).
+TARGET_EFFECT = 0.03
 COLUMNS = ["net", "kind", "r", "d", "w", "flops", "params", "resolution", "train_resolution", "protocol", "seed",
            "epoch", "epochs", "top1", "val_loss", "train_loss", "seconds", "train_size", "val_size", "batch_size",
            "recipe", "data_version", "panel_version"]
@@ -359,6 +362,9 @@ class Fidelity:
         seed_sd: median over the panel of the sd of the final proxy top-1 across seeds.
         importance: :func:`tinyray.report.importance` of r, d, w on the reference.
         chance: the chance band used for ``at_chance``.
+        effects: main effect of each of r, d, w on the reference top-1 over the panel's 8 corners (a 2^3 factorial
+            design): mean top-1 of the 4 corners at the factor's top minus that of the 4 at its bottom; ``{}``
+            until all 8 corners have a reference.
     """
 
     by_epoch: "pd.DataFrame"
@@ -369,6 +375,7 @@ class Fidelity:
     importance: "pd.DataFrame"
     chance: float
     panel_size: int = 0
+    effects: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -391,6 +398,10 @@ class Fidelity:
             f"(target 0): " + ("met" if first["at_chance"] == 0 else "MISSED"),
             f"reference top-1 from {low:.3f} to {high:.3f} (neither saturated at 0.97 nor at chance: "
             + ("met" if high < 0.97 and low > self.chance else "MISSED") + ")",
+            ("r, d and w each matter on the reference (main effect over the 8 corners > "
+             f"{TARGET_EFFECT}): " + ", ".join(f"{k} {v:+.3f}" for k, v in self.effects.items()) + ": "
+             + ("met" if all(v > TARGET_EFFECT for v in self.effects.values()) else "MISSED")
+             if len(self.effects) == 3 else "r, d and w each matter on the reference: not all 8 corners recorded yet"),
             f"panel networks with both recordings: {int(first['nets'])} of {self.panel_size}"
             + ("" if first["nets"] >= self.panel_size else " (a partial recording: the numbers above are preliminary)"),
         ]
@@ -414,16 +425,17 @@ class Fidelity:
         return {"by_epoch": self.by_epoch.to_dict(orient="records"), "nets": self.nets.to_dict(orient="records"),
                 "reference_range": list(self.reference_range), "seed_rho": self.seed_rho, "seed_sd": self.seed_sd,
                 "importance": self.importance.to_dict(orient="records"), "chance": self.chance,
+                "effects": self.effects,
                 "verdicts": self.verdicts()}
 
 
-def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int = 10) -> Fidelity:
+def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int | None = None) -> Fidelity:
     """Compare proxy runs with reference runs of the same panel (see the module docstring).
 
     Args:
         proxy: rows of :func:`record` under the proxy protocol (any number of seeds).
         reference: rows under the reference protocol; its last epoch is the reference top-1 (mean over seeds).
-        num_classes: classes of the task (for chance).
+        num_classes: classes of the task (for chance); default: the default protocol's data.
 
     Raises:
         UserError: when the two share fewer than 5 networks.
@@ -439,6 +451,7 @@ def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int =
     if len(common) < 5:
         raise UserError(f"the proxy and reference recordings share {len(common)} networks: need at least 5")
     proxy = proxy[proxy["net"].isin(common)]
+    num_classes = num_classes or default_protocol().data.num_classes
     chance = chance_band(num_classes, int(proxy["val_size"].iloc[0]))
     rows = []
     for epoch, at_epoch in proxy.groupby("epoch", sort=True):
@@ -462,12 +475,27 @@ def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int =
     seed_rho = float(spearmanr(finals.iloc[:, 0], finals.iloc[:, 1]).statistic) if finals.shape[1] >= 2 else math.nan
     seed_sd = float(finals.std(axis=1).median()) if finals.shape[1] >= 2 else math.nan
     ref_points = points.join(target.rename("top1")).reset_index().assign(status="completed")
+    effects = corner_effects(points.join(target.rename("top1"), how="inner"))
     return Fidelity(
         by_epoch=by_epoch, nets=nets,
         reference_range=(float(target[common].min()), float(target[common].median()), float(target[common].max())),
         seed_rho=seed_rho, seed_sd=seed_sd, importance=importance(ref_points), chance=chance,
-        panel_size=len(panel()),
+        panel_size=len(panel()), effects=effects,
     )
+
+
+def corner_effects(nets: "pd.DataFrame") -> dict[str, float]:
+    """Main effects of r, d and w on ``top1`` over the 8 corners of the cube among ``nets`` (``kind == corner``):
+    for each factor, the mean top-1 of the 4 corners at its top minus the mean of the 4 at its bottom. ``{}``
+    unless all 8 corners are there."""
+    corners = nets[nets["kind"] == "corner"]
+    if len(corners) != 8:
+        return {}
+    effects = {}
+    for factor in ("r", "d", "w"):
+        top = corners[factor] == corners[factor].max()
+        effects[factor] = float(corners.loc[top, "top1"].mean() - corners.loc[~top, "top1"].mean())
+    return effects
 
 
 def _mean(values: list[float]) -> float:
