@@ -7,9 +7,9 @@ training does. A fixed panel of networks spread over the cube (:func:`panel`) is
 * **proxy**: exactly as a default search trial trains it (:func:`default_protocol`: the data, recipe, epochs and
   thread count of ``tinyray search``'s defaults, through the same :func:`tinyray.train.train_candidate`), with the
   top-1 of every epoch (every rung an early-stopping scheduler sees), for two seeds;
-* **reference**: with the same recipe on :data:`REFERENCE_DATA` times as many training images (fresh draws of the
-  same generator) for :data:`REFERENCE_EPOCHS` times as many epochs (:func:`reference_protocol`), so
-  ``REFERENCE_DATA * REFERENCE_EPOCHS`` times the optimizer steps, evaluated on a larger validation set of its own.
+* **reference**: with the same recipe on :data:`REFERENCE_TRAIN` training images (fresh draws of the same
+  generator) for :data:`REFERENCE_EPOCHS` epochs (:func:`reference_protocol`): 10x the images and optimizer steps
+  of a default trial, evaluated on a larger validation set of its own.
 
 :func:`analyse` reports Spearman's rho and Kendall's tau of the proxy's top-1 at each epoch against the reference
 (per proxy seed, mean and sd), how many panel networks are within binomial noise of chance after epoch 1, the
@@ -43,10 +43,14 @@ if TYPE_CHECKING:
 
 #: Bump when the panel changes: recordings of another panel are not compared.
 PANEL_VERSION = 1
-#: The reference trains on this many times the default trial's training images ...
-REFERENCE_DATA = 5
-#: ... for this many times its epochs (so 10x the images and optimizer steps).
-REFERENCE_EPOCHS = 2
+#: The reference trains on this many images (fresh draws of the proxy's generator) ...
+REFERENCE_TRAIN = 6000
+#: ... for this many epochs: 36,000 images seen, 10x a default trial's 3 epochs of 1200 (at the same batch, so 10x the
+#: optimizer steps). It is fixed, not derived from the proxy, so that proxies of other shapes (fewer, longer epochs;
+#: more images) are judged against one target; :func:`reference_protocol` refuses a proxy it is not 10x longer than.
+REFERENCE_EPOCHS = 6
+#: How much longer than the proxy the reference must be, in images seen (issue 12: at least 10x).
+REFERENCE_RATIO = 10
 #: Validation images of the reference (its own set, drawn apart from the proxy's).
 REFERENCE_VAL = 1000
 #: Seeds of the proxy runs (a search trial is one seed; two show the proxy's own noise).
@@ -129,11 +133,20 @@ def reference_recipe() -> "Recipe":
 
 
 def reference_protocol(proxy: Protocol | None = None) -> Protocol:
-    """The long training the proxy is judged against: :func:`reference_recipe` on ``REFERENCE_DATA`` x the
-    proxy's training images (fresh draws) for ``REFERENCE_EPOCHS`` x its epochs, on its own validation set."""
+    """The long training the proxy is judged against: :func:`reference_recipe` on ``REFERENCE_TRAIN`` images of
+    the proxy's task (fresh draws) for ``REFERENCE_EPOCHS`` epochs, on a validation set of its own.
+
+    Raises:
+        UserError: if that is not ``REFERENCE_RATIO`` times the images the proxy sees.
+    """
     proxy = proxy or default_protocol()
-    data = dataclasses.replace(proxy.data, train_size=proxy.data.train_size * REFERENCE_DATA, val_size=REFERENCE_VAL)
-    return dataclasses.replace(proxy, name="reference", data=data, epochs=proxy.epochs * REFERENCE_EPOCHS,
+    seen = proxy.data.train_size * proxy.epochs
+    if REFERENCE_TRAIN * REFERENCE_EPOCHS < REFERENCE_RATIO * seen:
+        raise UserError(f"the reference ({REFERENCE_EPOCHS} epochs of {REFERENCE_TRAIN} images) is not "
+                        f"{REFERENCE_RATIO}x the proxy's {proxy.epochs} epochs of {proxy.data.train_size}: use a "
+                        f"proxy of at most {REFERENCE_TRAIN * REFERENCE_EPOCHS // REFERENCE_RATIO} images seen")
+    data = dataclasses.replace(proxy.data, train_size=REFERENCE_TRAIN, val_size=REFERENCE_VAL)
+    return dataclasses.replace(proxy, name="reference", data=data, epochs=REFERENCE_EPOCHS,
                                recipe=reference_recipe(), batch_size=None)
 
 
