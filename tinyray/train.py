@@ -234,6 +234,8 @@ def make_model(space: SearchSpace, r: float, d: float, w: float, num_classes: in
     """
     import torch.nn as nn
 
+    from tinyray.smallconv import use_small_map_depthwise
+
     model = build_model(
         space,
         r,
@@ -247,6 +249,7 @@ def make_model(space: SearchSpace, r: float, d: float, w: float, num_classes: in
     nn.init.zeros_(model.get_classifier().weight)
     if recipe.zero_init_last:
         zero_init_residuals(model)
+    use_small_map_depthwise(model)  # the same network, 10-30% faster a step on small inputs (tinyray/smallconv.py)
     return model
 
 
