@@ -378,6 +378,9 @@ class Fidelity:
         effects: main effect of each of r, d, w on the reference top-1 over the panel's 8 corners (a 2^3 factorial
             design): mean top-1 of the 4 corners at the factor's top minus that of the 4 at its bottom; ``{}``
             until all 8 corners have a reference.
+        reference_by_epoch: Spearman's rho of the reference's own top-1 after each of its epochs with its final
+            top-1 (``epoch, images_seen, rho``): how much training the ranking needs to settle. Mid-run numbers (the
+            cosine schedule is not over), so an optimistic guide for a proxy of that many images, not a measurement.
     """
 
     by_epoch: "pd.DataFrame"
@@ -389,6 +392,7 @@ class Fidelity:
     chance: float
     panel_size: int = 0
     effects: dict[str, float] = dataclasses.field(default_factory=dict)
+    reference_by_epoch: "pd.DataFrame | None" = None
 
     @property
     def final(self) -> dict[str, Any]:
@@ -427,6 +431,9 @@ class Fidelity:
         low, middle, high = self.reference_range
         lines.append(f"reference top-1: min {low:.3f}, median {middle:.3f}, max {high:.3f} over {len(self.nets)} networks")
         lines.append(f"proxy noise: seed-to-seed rho {self.seed_rho:.3f}, median sd of final top-1 {self.seed_sd:.3f}")
+        if self.reference_by_epoch is not None and len(self.reference_by_epoch):
+            lines.append("reference's own ranking by epoch vs its final (images seen: rho): " + ", ".join(
+                f"{row.images_seen}: {row.rho:.2f}" for row in self.reference_by_epoch.itertuples()))
         pooled = self.importance[self.importance["group"] == "within bins"]
         if len(pooled):
             row = pooled.iloc[0]
@@ -439,6 +446,8 @@ class Fidelity:
                 "reference_range": list(self.reference_range), "seed_rho": self.seed_rho, "seed_sd": self.seed_sd,
                 "importance": self.importance.to_dict(orient="records"), "chance": self.chance,
                 "effects": self.effects,
+                "reference_by_epoch": [] if self.reference_by_epoch is None
+                else self.reference_by_epoch.to_dict(orient="records"),
                 "verdicts": self.verdicts()}
 
 
@@ -489,11 +498,17 @@ def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int |
     seed_sd = float(finals.std(axis=1).median()) if finals.shape[1] >= 2 else math.nan
     ref_points = points.join(target.rename("top1")).reset_index().assign(status="completed")
     effects = corner_effects(points.join(target.rename("top1"), how="inner"))
+    settle = []
+    for epoch, at_epoch in reference[reference["net"].isin(common)].groupby("epoch", sort=True):
+        run = at_epoch.groupby("net")["top1"].mean().reindex(common)
+        size = int(at_epoch["train_size"].iloc[0]) if "train_size" in at_epoch else 0
+        settle.append({"epoch": int(epoch), "images_seen": int(epoch) * size,
+                       "rho": float(spearmanr(run, target[common]).statistic)})
     return Fidelity(
         by_epoch=by_epoch, nets=nets,
         reference_range=(float(target[common].min()), float(target[common].median()), float(target[common].max())),
         seed_rho=seed_rho, seed_sd=seed_sd, importance=importance(ref_points), chance=chance,
-        panel_size=len(panel()), effects=effects,
+        panel_size=len(panel()), effects=effects, reference_by_epoch=pd.DataFrame(settle),
     )
 
 
