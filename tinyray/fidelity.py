@@ -14,7 +14,8 @@ training does. A fixed panel of networks spread over the cube (:func:`panel`) is
 :func:`analyse` reports Spearman's rho and Kendall's tau of the proxy's top-1 at each epoch against the reference
 (per proxy seed, mean and sd), how many panel networks are within binomial noise of chance after epoch 1, the
 reference's range, the seed-to-seed agreement of the proxy itself, and which of r, d, w matters on the reference
-(:func:`tinyray.report.importance`). The reference costs about an hour of two CPU cores, so its results ship as
+(:func:`tinyray.report.importance`). The reference costs four to five hours of one CPU core (measured 2026-11-30 on
+the 2-core machine: 2-7 minutes for a network at r = 0.25, 20-40 minutes for B0-sized ones), so its results ship as
 data (``benchdata/proxy_reference.csv`` with its command in ``proxy_reference.json``); ``tinyray bench proxy``
 retrains only the proxy side, ``--reference`` re-records the reference too.
 """
@@ -240,13 +241,18 @@ def _recipe_name(protocol: Protocol) -> str:
     return protocol.recipe if isinstance(protocol.recipe, str) else protocol.recipe.name
 
 
+#: The order in which :func:`record` trains the panel's kinds (others last).
+_PRIORITY = {"corner": 0, "centre": 1, "tinynet": 1, "sobol": 1}
+
+
 def record(protocol: Protocol, nets: Iterable[PanelNet], seeds: Iterable[int], out: Path, *, processes: int = 2,
            command: str = "", log: Any = sys.stderr) -> "pd.DataFrame":
     """Train every (net, seed) not yet in ``out`` and append its rows; resumable.
 
     ``out`` is rewritten atomically after each finished run, so an interrupted recording keeps what it measured
     and a rerun trains only what is missing. A sidecar ``out.json`` keeps the command, date and protocol.
-    Runs go cheapest first (by r^2 d w^2), so that an interrupted recording covers most of the panel.
+    Runs go by :data:`_PRIORITY` of their kind, then cheapest first (by r^2 d w^2): an interrupted recording has the
+    8 corners first (the 2^3 factorial that says whether r, d and w each matter), then the points inside the cube.
     """
     import multiprocessing
 
@@ -258,7 +264,8 @@ def record(protocol: Protocol, nets: Iterable[PanelNet], seeds: Iterable[int], o
     done = read_runs(out) if out.exists() else pd.DataFrame(columns=COLUMNS)
     finished = set(zip(done["net"], done["seed"].astype(int))) if len(done) else set()
     todo = [(net, seed) for net in nets for seed in seeds if (net.name, seed) not in finished]
-    todo.sort(key=lambda job: (job[0].r ** 2 * job[0].d * job[0].w ** 2, job[1]))
+    todo.sort(key=lambda job: (_PRIORITY.get(job[0].kind, len(_PRIORITY)), job[0].r ** 2 * job[0].d * job[0].w ** 2,
+                               job[1]))
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"command": command, "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "protocol": {**dataclasses.asdict(protocol), "data": spec_summary(protocol.data)},
