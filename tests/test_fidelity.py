@@ -199,8 +199,9 @@ def test_corner_effects_are_the_factorial_main_effects():
 
 def test_reference_is_fixed_and_refuses_a_proxy_it_is_not_ten_times_longer_than():
     proxy = fidelity.default_protocol()
-    longer = dataclasses.replace(proxy, epochs=2, data=dataclasses.replace(proxy.data, train_size=1800))
-    assert fidelity.reference_protocol(longer).data.train_size == fidelity.reference_protocol(proxy).data.train_size
-    too_long = dataclasses.replace(proxy, data=dataclasses.replace(proxy.data, train_size=1500))
+    assert (proxy.epochs, proxy.data.train_size) == (2, 1800)
+    other = dataclasses.replace(proxy, epochs=3, data=dataclasses.replace(proxy.data, train_size=1200))
+    assert fidelity.reference_protocol(other).data.train_size == fidelity.reference_protocol(proxy).data.train_size
+    too_long = dataclasses.replace(proxy, epochs=3, data=dataclasses.replace(proxy.data, train_size=1500))
     with pytest.raises(UserError, match="not 10x the proxy's 3 epochs of 1500"):
         fidelity.reference_protocol(too_long)

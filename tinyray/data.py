@@ -78,7 +78,7 @@ class DataSpec:
     kind: str = SYNTHETIC
     path: Path | None = None
     num_classes: int = 20
-    train_size: int = 1200
+    train_size: int = 1800
     val_size: int = 400
     side: int = 64
     seed: int = 0
@@ -91,7 +91,7 @@ def resolve_data(
     cache_dir: str | Path | None = None,
     seed: int = 0,
     num_classes: int = 20,
-    train_size: int = 1200,
+    train_size: int = 1800,
     val_size: int = 400,
 ) -> DataSpec:
     """Turn a user's ``--data`` value into a :class:`DataSpec`.
@@ -116,7 +116,7 @@ def resolve_data(
             raise UserError(f"synthetic data has 2 to {MAX_SYNTHETIC_CLASSES} classes, not {num_classes}: choose one in that range")
         if train_size + val_size > MAX_SYNTHETIC_IMAGES:  # 12 KB an image, all held in memory
             raise UserError(f"synthetic data of {train_size}+{val_size} images is more than the {MAX_SYNTHETIC_IMAGES} "
-                            f"tinyray generates (about 1.2 GB in memory): lower the sizes, e.g. synthetic:1200/400")
+                            f"tinyray generates (about 1.2 GB in memory): lower the sizes, e.g. synthetic:1800/400")
         if train_size < num_classes or val_size < num_classes:
             raise UserError(
                 f"synthetic data needs at least one image per class ({num_classes}) in each split,"

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 PANEL_VERSION = 1
 #: The reference trains on this many images (fresh draws of the proxy's generator) ...
 REFERENCE_TRAIN = 6000
-#: ... for this many epochs: 36,000 images seen, 10x a default trial's 3 epochs of 1200 (at the same batch, so 10x the
+#: ... for this many epochs: 36,000 images seen, 10x a default trial's 2 epochs of 1800 (at the same batch, so 10x the
 #: optimizer steps). It is fixed, not derived from the proxy, so that proxies of other shapes (fewer, longer epochs;
 #: more images) are judged against one target; :func:`reference_protocol` refuses a proxy it is not 10x longer than.
 REFERENCE_EPOCHS = 6
