@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -81,7 +82,7 @@ def test_analysis_of_known_rankings():
     # seed 0: epoch 1 reversed, epoch 2 perfect; seed 1: epoch 1 at chance for three nets, epoch 2 perfect
     seed0 = _recording({n: [0.5 - 0.02 * i, 0.2 + 0.03 * i] for i, n in enumerate(names)}, "proxy", 0)
     seed1 = _recording({n: [0.1 if i < 3 else 0.2 + 0.01 * i, 0.21 + 0.03 * i] for i, n in enumerate(names)}, "proxy", 1)
-    result = fidelity.analyse(pd.concat([seed0, seed1]), reference)
+    result = fidelity.analyse(pd.concat([seed0, seed1]), reference, num_classes=10)
     final, first = result.final, result.first
     assert final["rho"] == pytest.approx(1.0) and final["tau"] == pytest.approx(1.0) and final["rho_sd"] == 0
     assert first["seeds"] == 2 and first["nets"] == 8
@@ -93,7 +94,8 @@ def test_analysis_of_known_rankings():
     verdicts = result.verdicts()
     assert verdicts[0].endswith("met") and verdicts[1].endswith("MISSED") and verdicts[2].endswith("MISSED")
     assert verdicts[2].startswith("runs at chance after epoch 1: 3 of 16")
-    assert verdicts[4].startswith(f"panel networks with both recordings: 8 of {len(fidelity.panel())}")
+    assert verdicts[4] == "r, d and w each matter on the reference: not all 8 corners recorded yet"
+    assert verdicts[5].startswith(f"panel networks with both recordings: 8 of {len(fidelity.panel())}")
     assert json.loads(json.dumps(result.to_json(), default=str))["chance"] == pytest.approx(result.chance)
 
 
@@ -178,3 +180,28 @@ def test_record_is_real_training_and_resumable(tmp_path):
     recorded = frame[frame["net"] == net.name].iloc[0]
     assert recorded["top1"] == pytest.approx(result.final_top1)
     assert np.isclose(recorded["train_loss"], result.history[0].train_loss)
+
+
+def test_corner_effects_are_the_factorial_main_effects():
+    import pandas as pd
+
+    rows = []
+    for r in (0.25, 1.0):
+        for d in (0.25, 1.25):
+            for w in (0.25, 1.0):
+                top1 = 0.2 + 0.4 * (r == 1.0) + 0.1 * (d == 1.25) + 0.0 * (w == 1.0) + 0.02 * (r == 1.0) * (d == 1.25)
+                rows.append({"kind": "corner", "r": r, "d": d, "w": w, "top1": top1})
+    rows.append({"kind": "centre", "r": 0.625, "d": 0.75, "w": 0.625, "top1": 0.9})  # not a corner: ignored
+    effects = fidelity.corner_effects(pd.DataFrame(rows))
+    assert effects == pytest.approx({"r": 0.41, "d": 0.11, "w": 0.0})
+    assert fidelity.corner_effects(pd.DataFrame(rows[1:])) == {}  # a corner missing: no effects yet
+
+
+def test_reference_is_fixed_and_refuses_a_proxy_it_is_not_ten_times_longer_than():
+    proxy = fidelity.default_protocol()
+    assert (proxy.epochs, proxy.data.train_size) == (2, 1800)
+    other = dataclasses.replace(proxy, epochs=3, data=dataclasses.replace(proxy.data, train_size=1200))
+    assert fidelity.reference_protocol(other).data.train_size == fidelity.reference_protocol(proxy).data.train_size
+    too_long = dataclasses.replace(proxy, epochs=3, data=dataclasses.replace(proxy.data, train_size=1500))
+    with pytest.raises(UserError, match="not 10x the proxy's 3 epochs of 1500"):
+        fidelity.reference_protocol(too_long)

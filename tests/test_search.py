@@ -50,7 +50,7 @@ def test_outputs_on_disk(finished):
 def test_every_candidate_is_under_the_budget_and_counted_right(finished):
     space = load_space()
     for row in finished.trials.itertuples():
-        cost = analytic_cost(space, row.r, row.d, row.w, 10)
+        cost = analytic_cost(space, row.r, row.d, row.w, DataSpec().num_classes)  # the built-in data's classes
         assert row.flops == cost.flops <= 60_000_000
         assert row.resolution == cost.resolution
 
@@ -93,7 +93,7 @@ def test_formula_is_fitted_published_and_answers_the_budget(finished):
     results = finished.results_dir
     assert len(finished.front) >= MIN_POINTS, finished.front
     formula = Formula.load(results / "formula.json")
-    assert len(formula.points) == len(finished.front) and formula.num_classes == 10
+    assert len(formula.points) == len(finished.front) and formula.num_classes == DataSpec().num_classes
     answer = finished.formula["answer"]
     assert answer == formula.answer(60_000_000).as_dict()
     assert answer["flops"] <= 60_000_000

@@ -25,7 +25,7 @@ from tinyray.train import (
     train_candidate,
 )
 
-CHANCE = 0.1  # ten synthetic classes
+CHANCE = 0.05  # twenty synthetic classes
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +256,27 @@ def test_trains_on_an_image_folder(space, tmp_path):
     result = train_candidate(space, 0.25, 0.25, 0.25, data, epochs=1, batch_size=4, resolution=32)
     assert result.resolution == 32 and result.epochs_trained == 1
     assert asdict(result.history[0])["epoch"] == 1
+
+
+@pytest.mark.parametrize("channels, side, kernel, stride", [(48, 1, 3, 1), (40, 1, 5, 1), (32, 2, 3, 1), (24, 2, 5, 1),
+                                                            (16, 2, 3, 2), (8, 1, 5, 2), (16, 3, 3, 1), (8, 8, 5, 2)])
+def test_small_map_depthwise_equals_conv2d_with_gradients(channels, side, kernel, stride):
+    """The matrix path (maps of <= 4 pixels) computes F.conv2d's output and gradients; larger maps use Conv2d."""
+    from tinyray.smallconv import MAX_PIXELS, SmallMapDepthwiseConv2d, use_small_map_depthwise
+
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=True)
+    fast = torch.nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=True)
+    fast.load_state_dict(plain.state_dict())
+    assert use_small_map_depthwise(torch.nn.Sequential(fast, torch.nn.Conv2d(3, 8, 3))) == 1
+    assert type(fast) is SmallMapDepthwiseConv2d and fast.state_dict().keys() == plain.state_dict().keys()
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(5, channels, side, side).to(memory_format=memory_format).requires_grad_()
+        expected, got = plain(x), fast(x)
+        assert got.shape == expected.shape and got.is_contiguous(memory_format=memory_format) or side * side > MAX_PIXELS
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        grad = torch.randn_like(expected)
+        wanted = torch.autograd.grad(expected, (x, plain.weight, plain.bias), grad)
+        found = torch.autograd.grad(got, (x, fast.weight, fast.bias), grad)
+        for a, b in zip(found, wanted):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

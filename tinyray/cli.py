@@ -288,8 +288,9 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
         if args.reference or args.data or args.nets:
             raise UserError("--recorded analyses the shipped recordings: drop --reference, --data and --nets")
         proxy, reference = fidelity.read_runs(fidelity.PROXY_FILE), fidelity.read_runs(fidelity.REFERENCE_FILE)
-        fidelity.check_comparable(fidelity.default_protocol(), reference)
-        fidelity.check_proxy_runs(fidelity.default_protocol(), proxy)
+        protocol = fidelity.default_protocol()
+        fidelity.check_comparable(protocol, reference)
+        fidelity.check_proxy_runs(protocol, proxy)
     else:
         nets = fidelity.panel()[: args.nets] if args.nets else fidelity.panel()
         protocol = fidelity.default_protocol(resolve_data(args.data) if args.data else None)
@@ -304,7 +305,7 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
             fidelity.check_comparable(protocol, reference)
         proxy = fidelity.record(protocol, nets, range(args.seeds), out / "proxy_runs.csv",
                                 processes=args.processes, command=command, log=quiet)
-    result = fidelity.analyse(proxy, reference)
+    result = fidelity.analyse(proxy, reference, num_classes=protocol.data.num_classes)
     files = fidelity.write_outputs(result, out)
     if args.json:
         print(json.dumps({**result.to_json(), "files": {k: str(v) for k, v in files.items()}}, default=str))

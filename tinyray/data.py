@@ -3,11 +3,12 @@
 Both kinds sit behind one interface, :class:`Data`, which the trainer uses without knowing which it has:
 
 * ``synthetic`` (the default, for demos and tests): procedurally generated 64 x 64 RGB images, made with a seeded
-  numpy generator (2400 + 600 images in about 2 s; the default is 1200 + 400) and cached as a ``.npz`` file. Each class is a pair (global
-  shape, grating orientation): the shape (disc, square, triangle, ring, cross) is low-frequency and survives
-  downsampling; the grating that fills it has a period of 2.5-6 px at 64 px, so it is lost when the image is
-  shrunk. Measured with the ``proxy`` recipe on 2400 training images, 3 epochs on two CPU threads, d = w = 0.5: top-1 about 0.28 at
-  r = 0.25 (16 px), 0.25-0.35 at r = 0.5, 0.42 at r = 0.75 and 0.57 at r = 1 (chance 0.1).
+  numpy generator (about 1 ms an image) and cached as a ``.npz`` file. Twenty classes, each a pair (shape, stripe
+  orientation): five shapes (disc, square, triangle, ring, cross), whose silhouette survives downsampling, filled
+  with stripes in one of four directions 45 degrees apart, whose period (2-8 px at 64 px, log-uniform) is lost
+  as the image shrinks. Three shapes in four carry their shape's colour, a cue that tells the shape (never the
+  stripes) and that every network picks up in its first optimizer steps. How this task was chosen, and what it
+  rewards (resolution, depth and width, measured by ``tinyray bench proxy``), is in ``docs/benchmarks.md``.
 * ``folder``: a folder with ``train/`` and ``val/`` subfolders of class folders, read by torchvision's
   ``ImageFolder`` with timm's ImageNet transforms.
 
@@ -43,15 +44,17 @@ if TYPE_CHECKING:
     import torch
 
 #: Bump when the generator changes, so that cached files of the old generator are not reused.
-SYNTHETIC_VERSION = 3
+SYNTHETIC_VERSION = 4
 SYNTHETIC = "synthetic"
 FOLDER = "folder"
 DEFAULT_CACHE_DIR = Path("~/.cache/tinyray/data")
 CACHE_ENV = "TINYRAY_CACHE"
 
 SHAPES = ("disc", "square", "triangle", "ring", "cross")
-#: Grating orientations: the direction the stripes run in.
-ORIENTATIONS = ("horizontal", "vertical")
+#: Grating orientations: the direction the stripes run in (diagonal: from bottom left to top right).
+ORIENTATIONS = ("horizontal", "vertical", "diagonal", "antidiagonal")
+#: Direction of each orientation's wave vector (radians, image axes): stripes run perpendicular to it.
+_WAVE_DIRECTIONS = (np.pi / 2, 0.0, np.pi / 4, 3 * np.pi / 4)
 MAX_SYNTHETIC_CLASSES = len(SHAPES) * len(ORIENTATIONS)
 MAX_SYNTHETIC_IMAGES = 100_000
 
@@ -63,7 +66,7 @@ class DataSpec:
     Attributes:
         kind: ``"synthetic"`` (built in) or ``"folder"`` (an ImageFolder tree on disk).
         path: root of the folder dataset (with ``train/`` and ``val/``); ``None`` for synthetic data.
-        num_classes: synthetic classes, 2..10 (shape x grating orientation).
+        num_classes: synthetic classes, 2..20 (shape x grating orientation).
         train_size: synthetic training images (balanced over the classes).
         val_size: synthetic validation images.
         side: native side of the synthetic images in pixels.
@@ -74,8 +77,8 @@ class DataSpec:
 
     kind: str = SYNTHETIC
     path: Path | None = None
-    num_classes: int = 10
-    train_size: int = 1200
+    num_classes: int = 20
+    train_size: int = 1800
     val_size: int = 400
     side: int = 64
     seed: int = 0
@@ -87,8 +90,8 @@ def resolve_data(
     *,
     cache_dir: str | Path | None = None,
     seed: int = 0,
-    num_classes: int = 10,
-    train_size: int = 1200,
+    num_classes: int = 20,
+    train_size: int = 1800,
     val_size: int = 400,
 ) -> DataSpec:
     """Turn a user's ``--data`` value into a :class:`DataSpec`.
@@ -113,7 +116,7 @@ def resolve_data(
             raise UserError(f"synthetic data has 2 to {MAX_SYNTHETIC_CLASSES} classes, not {num_classes}: choose one in that range")
         if train_size + val_size > MAX_SYNTHETIC_IMAGES:  # 12 KB an image, all held in memory
             raise UserError(f"synthetic data of {train_size}+{val_size} images is more than the {MAX_SYNTHETIC_IMAGES} "
-                            f"tinyray generates (about 1.2 GB in memory): lower the sizes, e.g. synthetic:1200/400")
+                            f"tinyray generates (about 1.2 GB in memory): lower the sizes, e.g. synthetic:1800/400")
         if train_size < num_classes or val_size < num_classes:
             raise UserError(
                 f"synthetic data needs at least one image per class ({num_classes}) in each split,"
@@ -246,26 +249,27 @@ def load_data(spec: DataSpec | str | Path | None = None) -> Data:
 # Synthetic data.
 
 
-def synthetic_classes(num_classes: int = 10) -> tuple[str, ...]:
-    """Names of the synthetic classes: label ``k`` is shape ``k // 2`` with grating orientation ``k % 2``."""
+def synthetic_classes(num_classes: int = 20) -> tuple[str, ...]:
+    """Names of the synthetic classes: label ``k`` is shape ``k // 4`` with grating orientation ``k % 4``."""
     return tuple(f"{SHAPES[k // len(ORIENTATIONS)]}-{ORIENTATIONS[k % len(ORIENTATIONS)]}" for k in range(num_classes))
 
 
 def generate_synthetic(
-    count: int, *, num_classes: int = 10, side: int = 64, seed: int = 0
+    count: int, *, num_classes: int = 20, side: int = 64, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``count`` synthetic images, the classes balanced (counts differ by at most one) and shuffled.
 
     Each image: a light, noisy background with a colour gradient; one darker shape whose size is log-uniform
     (radius 14-40% of the side, random position, rotation within +-20 degrees), filled with a grating whose stripes
-    run horizontally or vertically (+-15 degrees) with a log-uniform period of 2-8 px at 64 px; half of the shapes
-    take their shape's own colour (a weak cue every network picks up in its first steps), the others a random
-    one; a small untextured distractor blob; pixel noise. Small shapes and fine stripes fade as the image shrinks,
+    run in one of four directions 45 degrees apart (+-7.5 degrees) with a log-uniform period of 2-8 px at 64 px;
+    three shapes in four take their shape's own colour (a cue every network picks up in its first steps; it
+    tells the shape, never the stripes), the others a random one; a small untextured distractor blob; pixel
+    noise. Small shapes and fine stripes fade as the image shrinks,
     so accuracy falls gradually with resolution instead of at one threshold.
 
     Args:
         count: number of images.
-        num_classes: 2..10.
+        num_classes: 2..20.
         side: image side in pixels; the grating period and all sizes scale with it.
         seed: generator seed; the same arguments give identical arrays.
 
@@ -286,7 +290,7 @@ def generate_synthetic(
 #: The colour a shape takes when it carries its colour cue (RGB in [0, 1], before darkening).
 SHAPE_COLOURS = np.array([[0.85, 0.15, 0.15], [0.15, 0.7, 0.2], [0.2, 0.3, 0.9], [0.85, 0.75, 0.1], [0.7, 0.2, 0.8]])
 #: Chance that a shape carries its colour cue.
-COLOUR_CUE = 0.5
+COLOUR_CUE = 0.75
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -313,8 +317,8 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     v = (-(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)) / radius
     mask = _shape_mask(shape, u, v)
 
-    # The texture: stripes running horizontally (wave along y) or vertically (wave along x), jittered.
-    direction = (np.pi / 2 if orientation == 0 else 0.0) + rng.uniform(-np.pi / 12, np.pi / 12)
+    # The texture: stripes in one of four directions, 45 degrees apart, jittered by +-7.5 degrees.
+    direction = _WAVE_DIRECTIONS[orientation] + rng.uniform(-np.pi / 24, np.pi / 24)
     period = _log_uniform(rng, 2.0, 8.0) * scale
     phase = rng.uniform(0.0, 2.0 * np.pi)
     wave = np.sin(2.0 * np.pi * (x * np.cos(direction) + y * np.sin(direction)) / period + phase)

@@ -7,14 +7,15 @@ training does. A fixed panel of networks spread over the cube (:func:`panel`) is
 * **proxy**: exactly as a default search trial trains it (:func:`default_protocol`: the data, recipe, epochs and
   thread count of ``tinyray search``'s defaults, through the same :func:`tinyray.train.train_candidate`), with the
   top-1 of every epoch (every rung an early-stopping scheduler sees), for two seeds;
-* **reference**: with the same recipe on :data:`REFERENCE_DATA` times as many training images (fresh draws of the
-  same generator) for :data:`REFERENCE_EPOCHS` times as many epochs (:func:`reference_protocol`), so
-  ``REFERENCE_DATA * REFERENCE_EPOCHS`` times the optimizer steps, evaluated on a larger validation set of its own.
+* **reference**: with the same recipe on :data:`REFERENCE_TRAIN` training images (fresh draws of the same
+  generator) for :data:`REFERENCE_EPOCHS` epochs (:func:`reference_protocol`): 10x the images and optimizer steps
+  of a default trial, evaluated on a larger validation set of its own.
 
 :func:`analyse` reports Spearman's rho and Kendall's tau of the proxy's top-1 at each epoch against the reference
 (per proxy seed, mean and sd), how many panel networks are within binomial noise of chance after epoch 1, the
 reference's range, the seed-to-seed agreement of the proxy itself, and which of r, d, w matters on the reference
-(:func:`tinyray.report.importance`). The reference costs about an hour of two CPU cores, so its results ship as
+(:func:`tinyray.report.importance`). The reference costs four to five hours of one CPU core (measured 2026-11-30 on
+the 2-core machine: 2-7 minutes for a network at r = 0.25, 20-40 minutes for B0-sized ones), so its results ship as
 data (``benchdata/proxy_reference.csv`` with its command in ``proxy_reference.json``); ``tinyray bench proxy``
 retrains only the proxy side, ``--reference`` re-records the reference too.
 """
@@ -43,10 +44,14 @@ if TYPE_CHECKING:
 
 #: Bump when the panel changes: recordings of another panel are not compared.
 PANEL_VERSION = 1
-#: The reference trains on this many times the default trial's training images ...
-REFERENCE_DATA = 5
-#: ... for this many times its epochs (so 10x the images and optimizer steps).
-REFERENCE_EPOCHS = 2
+#: The reference trains on this many images (fresh draws of the proxy's generator) ...
+REFERENCE_TRAIN = 6000
+#: ... for this many epochs: 36,000 images seen, 10x a default trial's 2 epochs of 1800 (at the same batch, so 10x the
+#: optimizer steps). It is fixed, not derived from the proxy, so that proxies of other shapes (fewer, longer epochs;
+#: more images) are judged against one target; :func:`reference_protocol` refuses a proxy it is not 10x longer than.
+REFERENCE_EPOCHS = 6
+#: How much longer than the proxy the reference must be, in images seen (issue 12: at least 10x).
+REFERENCE_RATIO = 10
 #: Validation images of the reference (its own set, drawn apart from the proxy's).
 REFERENCE_VAL = 1000
 #: Seeds of the proxy runs (a search trial is one seed; two show the proxy's own noise).
@@ -60,6 +65,9 @@ FIDELITY_FILE = BENCHDATA / "proxy_fidelity.json"
 #: The targets of issue 12: rho of the final proxy top-1 and of the epoch-1 top-1 against the reference.
 TARGET_FINAL_RHO = 0.85
 TARGET_EPOCH1_RHO = 0.6
+#: "r, d and w each matter": each one's main effect over the 8 corners exceeds this much top-1 (several times the
+#: binomial sd of a corner's reference top-1 on 1000 images, averaged over 4 corners: about 0.008).
+TARGET_EFFECT = 0.03
 COLUMNS = ["net", "kind", "r", "d", "w", "flops", "params", "resolution", "train_resolution", "protocol", "seed",
            "epoch", "epochs", "top1", "val_loss", "train_loss", "seconds", "train_size", "val_size", "batch_size",
            "recipe", "data_version", "panel_version"]
@@ -126,11 +134,20 @@ def reference_recipe() -> "Recipe":
 
 
 def reference_protocol(proxy: Protocol | None = None) -> Protocol:
-    """The long training the proxy is judged against: :func:`reference_recipe` on ``REFERENCE_DATA`` x the
-    proxy's training images (fresh draws) for ``REFERENCE_EPOCHS`` x its epochs, on its own validation set."""
+    """The long training the proxy is judged against: :func:`reference_recipe` on ``REFERENCE_TRAIN`` images of
+    the proxy's task (fresh draws) for ``REFERENCE_EPOCHS`` epochs, on a validation set of its own.
+
+    Raises:
+        UserError: if that is not ``REFERENCE_RATIO`` times the images the proxy sees.
+    """
     proxy = proxy or default_protocol()
-    data = dataclasses.replace(proxy.data, train_size=proxy.data.train_size * REFERENCE_DATA, val_size=REFERENCE_VAL)
-    return dataclasses.replace(proxy, name="reference", data=data, epochs=proxy.epochs * REFERENCE_EPOCHS,
+    seen = proxy.data.train_size * proxy.epochs
+    if REFERENCE_TRAIN * REFERENCE_EPOCHS < REFERENCE_RATIO * seen:
+        raise UserError(f"the reference ({REFERENCE_EPOCHS} epochs of {REFERENCE_TRAIN} images) is not "
+                        f"{REFERENCE_RATIO}x the proxy's {proxy.epochs} epochs of {proxy.data.train_size}: use a "
+                        f"proxy of at most {REFERENCE_TRAIN * REFERENCE_EPOCHS // REFERENCE_RATIO} images seen")
+    data = dataclasses.replace(proxy.data, train_size=REFERENCE_TRAIN, val_size=REFERENCE_VAL)
+    return dataclasses.replace(proxy, name="reference", data=data, epochs=REFERENCE_EPOCHS,
                                recipe=reference_recipe(), batch_size=None)
 
 
@@ -224,13 +241,18 @@ def _recipe_name(protocol: Protocol) -> str:
     return protocol.recipe if isinstance(protocol.recipe, str) else protocol.recipe.name
 
 
+#: The order in which :func:`record` trains the panel's kinds (others last).
+_PRIORITY = {"corner": 0, "centre": 1, "tinynet": 1, "sobol": 1}
+
+
 def record(protocol: Protocol, nets: Iterable[PanelNet], seeds: Iterable[int], out: Path, *, processes: int = 2,
            command: str = "", log: Any = sys.stderr) -> "pd.DataFrame":
     """Train every (net, seed) not yet in ``out`` and append its rows; resumable.
 
     ``out`` is rewritten atomically after each finished run, so an interrupted recording keeps what it measured
     and a rerun trains only what is missing. A sidecar ``out.json`` keeps the command, date and protocol.
-    Runs go cheapest first (by r^2 d w^2), so that an interrupted recording covers most of the panel.
+    Runs go by :data:`_PRIORITY` of their kind, then cheapest first (by r^2 d w^2): an interrupted recording has the
+    8 corners first (the 2^3 factorial that says whether r, d and w each matter), then the points inside the cube.
     """
     import multiprocessing
 
@@ -242,7 +264,8 @@ def record(protocol: Protocol, nets: Iterable[PanelNet], seeds: Iterable[int], o
     done = read_runs(out) if out.exists() else pd.DataFrame(columns=COLUMNS)
     finished = set(zip(done["net"], done["seed"].astype(int))) if len(done) else set()
     todo = [(net, seed) for net in nets for seed in seeds if (net.name, seed) not in finished]
-    todo.sort(key=lambda job: (job[0].r ** 2 * job[0].d * job[0].w ** 2, job[1]))
+    todo.sort(key=lambda job: (_PRIORITY.get(job[0].kind, len(_PRIORITY)), job[0].r ** 2 * job[0].d * job[0].w ** 2,
+                               job[1]))
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"command": command, "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "protocol": {**dataclasses.asdict(protocol), "data": spec_summary(protocol.data)},
@@ -359,6 +382,12 @@ class Fidelity:
         seed_sd: median over the panel of the sd of the final proxy top-1 across seeds.
         importance: :func:`tinyray.report.importance` of r, d, w on the reference.
         chance: the chance band used for ``at_chance``.
+        effects: main effect of each of r, d, w on the reference top-1 over the panel's 8 corners (a 2^3 factorial
+            design): mean top-1 of the 4 corners at the factor's top minus that of the 4 at its bottom; ``{}``
+            until all 8 corners have a reference.
+        reference_by_epoch: Spearman's rho of the reference's own top-1 after each of its epochs with its final
+            top-1 (``epoch, images_seen, rho``): how much training the ranking needs to settle. Mid-run numbers (the
+            cosine schedule is not over), so an optimistic guide for a proxy of that many images, not a measurement.
     """
 
     by_epoch: "pd.DataFrame"
@@ -369,6 +398,8 @@ class Fidelity:
     importance: "pd.DataFrame"
     chance: float
     panel_size: int = 0
+    effects: dict[str, float] = dataclasses.field(default_factory=dict)
+    reference_by_epoch: "pd.DataFrame | None" = None
 
     @property
     def final(self) -> dict[str, Any]:
@@ -391,6 +422,10 @@ class Fidelity:
             f"(target 0): " + ("met" if first["at_chance"] == 0 else "MISSED"),
             f"reference top-1 from {low:.3f} to {high:.3f} (neither saturated at 0.97 nor at chance: "
             + ("met" if high < 0.97 and low > self.chance else "MISSED") + ")",
+            ("r, d and w each matter on the reference (main effect over the 8 corners > "
+             f"{TARGET_EFFECT}): " + ", ".join(f"{k} {v:+.3f}" for k, v in self.effects.items()) + ": "
+             + ("met" if all(v > TARGET_EFFECT for v in self.effects.values()) else "MISSED")
+             if len(self.effects) == 3 else "r, d and w each matter on the reference: not all 8 corners recorded yet"),
             f"panel networks with both recordings: {int(first['nets'])} of {self.panel_size}"
             + ("" if first["nets"] >= self.panel_size else " (a partial recording: the numbers above are preliminary)"),
         ]
@@ -403,6 +438,9 @@ class Fidelity:
         low, middle, high = self.reference_range
         lines.append(f"reference top-1: min {low:.3f}, median {middle:.3f}, max {high:.3f} over {len(self.nets)} networks")
         lines.append(f"proxy noise: seed-to-seed rho {self.seed_rho:.3f}, median sd of final top-1 {self.seed_sd:.3f}")
+        if self.reference_by_epoch is not None and len(self.reference_by_epoch):
+            lines.append("reference's own ranking by epoch vs its final (images seen: rho): " + ", ".join(
+                f"{row.images_seen}: {row.rho:.2f}" for row in self.reference_by_epoch.itertuples()))
         pooled = self.importance[self.importance["group"] == "within bins"]
         if len(pooled):
             row = pooled.iloc[0]
@@ -414,16 +452,19 @@ class Fidelity:
         return {"by_epoch": self.by_epoch.to_dict(orient="records"), "nets": self.nets.to_dict(orient="records"),
                 "reference_range": list(self.reference_range), "seed_rho": self.seed_rho, "seed_sd": self.seed_sd,
                 "importance": self.importance.to_dict(orient="records"), "chance": self.chance,
+                "effects": self.effects,
+                "reference_by_epoch": [] if self.reference_by_epoch is None
+                else self.reference_by_epoch.to_dict(orient="records"),
                 "verdicts": self.verdicts()}
 
 
-def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int = 10) -> Fidelity:
+def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int | None = None) -> Fidelity:
     """Compare proxy runs with reference runs of the same panel (see the module docstring).
 
     Args:
         proxy: rows of :func:`record` under the proxy protocol (any number of seeds).
         reference: rows under the reference protocol; its last epoch is the reference top-1 (mean over seeds).
-        num_classes: classes of the task (for chance).
+        num_classes: classes of the task (for chance); default: the default protocol's data.
 
     Raises:
         UserError: when the two share fewer than 5 networks.
@@ -439,6 +480,7 @@ def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int =
     if len(common) < 5:
         raise UserError(f"the proxy and reference recordings share {len(common)} networks: need at least 5")
     proxy = proxy[proxy["net"].isin(common)]
+    num_classes = num_classes or default_protocol().data.num_classes
     chance = chance_band(num_classes, int(proxy["val_size"].iloc[0]))
     rows = []
     for epoch, at_epoch in proxy.groupby("epoch", sort=True):
@@ -462,12 +504,33 @@ def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int =
     seed_rho = float(spearmanr(finals.iloc[:, 0], finals.iloc[:, 1]).statistic) if finals.shape[1] >= 2 else math.nan
     seed_sd = float(finals.std(axis=1).median()) if finals.shape[1] >= 2 else math.nan
     ref_points = points.join(target.rename("top1")).reset_index().assign(status="completed")
+    effects = corner_effects(points.join(target.rename("top1"), how="inner"))
+    settle = []
+    for epoch, at_epoch in reference[reference["net"].isin(common)].groupby("epoch", sort=True):
+        run = at_epoch.groupby("net")["top1"].mean().reindex(common)
+        size = int(at_epoch["train_size"].iloc[0]) if "train_size" in at_epoch else 0
+        settle.append({"epoch": int(epoch), "images_seen": int(epoch) * size,
+                       "rho": float(spearmanr(run, target[common]).statistic)})
     return Fidelity(
         by_epoch=by_epoch, nets=nets,
         reference_range=(float(target[common].min()), float(target[common].median()), float(target[common].max())),
         seed_rho=seed_rho, seed_sd=seed_sd, importance=importance(ref_points), chance=chance,
-        panel_size=len(panel()),
+        panel_size=len(panel()), effects=effects, reference_by_epoch=pd.DataFrame(settle),
     )
+
+
+def corner_effects(nets: "pd.DataFrame") -> dict[str, float]:
+    """Main effects of r, d and w on ``top1`` over the 8 corners of the cube among ``nets`` (``kind == corner``):
+    for each factor, the mean top-1 of the 4 corners at its top minus the mean of the 4 at its bottom. ``{}``
+    unless all 8 corners are there."""
+    corners = nets[nets["kind"] == "corner"]
+    if len(corners) != 8:
+        return {}
+    effects = {}
+    for factor in ("r", "d", "w"):
+        top = corners[factor] == corners[factor].max()
+        effects[factor] = float(corners.loc[top, "top1"].mean() - corners.loc[~top, "top1"].mean())
+    return effects
 
 
 def _mean(values: list[float]) -> float:

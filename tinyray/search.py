@@ -79,7 +79,7 @@ class SearchConfig:
     space: str | None = None
     data: str | None = None
     trials: int = 30
-    max_epochs: int = 3
+    max_epochs: int = 2
     grace_period: int = 1
     reduction_factor: int = 3
     searcher: str = DEFAULT_SEARCHER

@@ -7,9 +7,13 @@ Tune trainable is a thin wrapper around this function.
 
 Two recipes (:data:`RECIPES`):
 
-* ``proxy``, the default: tuned by measurement for tiny EfficientNets on two CPU threads over 2-4 epochs of the
-  synthetic data: AdamW at 5e-3 (batch 64), 0.3 warm-up epochs, cosine decay, label smoothing 0.1, no EMA. It beat
-  AdamW at 2e-3 and 1e-2, batch 32, and SGD with Nesterov momentum (0.05-0.4), which barely learns in 3 epochs.
+* ``proxy``, the default: tuned by measurement for tiny EfficientNets on one CPU thread over 2-4 epochs of the
+  synthetic data: AdamW at 2.5e-3 with batch 16 (more optimizer steps for the same images: batch 32 and 64 learned
+  less in 3 epochs, batch 8 is too small for BatchNorm, 5e-3 was worse), 0.3 warm-up epochs, cosine decay, label
+  smoothing 0.1, no EMA (it lags far behind the weights in a short run), residual blocks that start as the
+  identity (``zero_init_last``) and BatchNorm statistics recomputed before every evaluation
+  (``precise_bn_images``). The measurements are in ``docs/benchmarks.md``; how well the recipe's short runs rank
+  networks is measured by ``tinyray bench proxy``.
 * ``paper``: the TinyNets/EfficientNet ImageNet recipe (RMSProp-TF, step decay 0.97 every 2.4 epochs, 3 warm-up
   epochs, dropout 0.2, stochastic depth 0.2, BN momentum 0.01, EMA 0.9999 of the weights, evaluation on the EMA
   weights). Without ImageNet's 350 epochs it learns little in a few: it is there for real data and long runs.
@@ -230,6 +234,8 @@ def make_model(space: SearchSpace, r: float, d: float, w: float, num_classes: in
     """
     import torch.nn as nn
 
+    from tinyray.smallconv import use_small_map_depthwise
+
     model = build_model(
         space,
         r,
@@ -243,6 +249,7 @@ def make_model(space: SearchSpace, r: float, d: float, w: float, num_classes: in
     nn.init.zeros_(model.get_classifier().weight)
     if recipe.zero_init_last:
         zero_init_residuals(model)
+    use_small_map_depthwise(model)  # the same network, 10-30% faster a step on small inputs (tinyray/smallconv.py)
     return model
 
 
