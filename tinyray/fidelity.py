@@ -504,7 +504,9 @@ def analyse(proxy: "pd.DataFrame", reference: "pd.DataFrame", num_classes: int |
     seed_rho = float(spearmanr(finals.iloc[:, 0], finals.iloc[:, 1]).statistic) if finals.shape[1] >= 2 else math.nan
     seed_sd = float(finals.std(axis=1).median()) if finals.shape[1] >= 2 else math.nan
     ref_points = points.join(target.rename("top1")).reset_index().assign(status="completed")
-    effects = corner_effects(points.join(target.rename("top1"), how="inner"))
+    # the factorial needs only the reference: every corner it has, whether or not the proxy has run it yet
+    effects = corner_effects(last.drop_duplicates("net").set_index("net")[["kind", "r", "d", "w"]]
+                             .join(target.rename("top1")))
     settle = []
     for epoch, at_epoch in reference[reference["net"].isin(common)].groupby("epoch", sort=True):
         run = at_epoch.groupby("net")["top1"].mean().reindex(common)
