@@ -18,6 +18,19 @@ reference's range, the seed-to-seed agreement of the proxy itself, and which of 
 the 2-core machine: 2-7 minutes for a network at r = 0.25, 20-40 minutes for B0-sized ones), so its results ship as
 data (``benchdata/proxy_reference.csv`` with its command in ``proxy_reference.json``); ``tinyray bench proxy``
 retrains only the proxy side, ``--reference`` re-records the reference too.
+
+Evidence behind today's defaults (2026-11-30, data version 4; the story with every number is in
+``docs/benchmarks.md``; preliminary: 8 of the 24 networks have both recordings):
+
+* The task. On data version 3 (ten classes) the reference saturated: the thinnest shallow network at r = 1 reached
+  0.95. On version 4 (twenty classes: five shapes times four stripe directions) the reference spans 0.20-0.72;
+  at r = 1 depth and width each add top-1 alone (+0.06, +0.05), at r = 0.25 nothing does, and the B0-sized corner
+  is still learning at the reference's end (0.363).
+* The proxy's shape. The same 3600 images seen as 2 epochs of 1800 fresh images rank the 8 networks with rho
+  0.87 +- 0.05 at the end (0.73 after epoch 1); as 3 epochs of 1200, 0.76 +- 0.17 (0.80 after epoch 1).
+* The recipe (batch 16, AdamW 2.5e-3, precise BN, identity start of residual blocks, no EMA) was measured on
+  version 3 (docs/benchmarks.md, 2026-11-29); a learning-rate scan on version 4 (2.5e-3, 5e-3, 1e-2 on three
+  networks) moved top-1 by less than its seed noise.
 """
 
 from __future__ import annotations
@@ -112,7 +125,7 @@ class Protocol:
 
 
 def default_protocol(data: "DataSpec | None" = None) -> Protocol:
-    """How a trial of ``tinyray search --budget B`` with every default trains (see :func:`tinyray.trial.run_trial`)."""
+    """How a trial of ``tinyray search --budget B`` with every default trains (see :func:`tinyray.tune.trainable.run_trial`)."""
     from tinyray.data import resolve_data
     from tinyray.search import SearchConfig, default_recipe
 
