@@ -29,8 +29,9 @@ Evidence behind today's defaults (2026-11-30, data version 4; the story with eve
 * The proxy's shape. The same 3600 images seen as 2 epochs of 1800 fresh images rank the 8 networks with rho
   0.87 +- 0.05 at the end (0.73 after epoch 1); as 3 epochs of 1200, 0.76 +- 0.17 (0.80 after epoch 1).
 * The recipe (batch 16, AdamW 2.5e-3, precise BN, identity start of residual blocks, no EMA) was measured on
-  version 3 (docs/benchmarks.md, 2026-11-29); a learning-rate scan on version 4 (2.5e-3, 5e-3, 1e-2 on three
-  networks) moved top-1 by less than its seed noise.
+  version 3 (docs/benchmarks.md, 2026-11-29). A learning-rate scan on version 4 (3 epochs of 1200 images) was
+  mixed: 1e-2 instead of 2.5e-3 lifted r = 1, d = w = 0.25 from 0.15 to 0.22 but not the centre (0.225 to 0.20)
+  or r = d = w = 0.5 (0.14 to 0.15); the rate stays until it can be judged against the full reference.
 """
 
 from __future__ import annotations
