@@ -292,8 +292,8 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
         fidelity.check_comparable(protocol, reference)
         fidelity.check_proxy_runs(protocol, proxy)
     else:
-        nets = fidelity.panel()[: args.nets] if args.nets else fidelity.panel()
         protocol = fidelity.default_protocol(resolve_data(args.data) if args.data else None)
+        nets = fidelity.panel(num_classes=protocol.data.num_classes)[: args.nets or None]
         command = "tinyray " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "tinyray bench proxy"
         quiet = open(os.devnull, "w") if args.json else sys.stderr
         if args.reference:  # the long part first: a proxy recipe can be retuned against it later

@@ -188,18 +188,21 @@ def _shrink(space: "SearchSpace", factor: str, flops: float, num_classes: int) -
     return None
 
 
-def panel(space: "SearchSpace | None" = None, num_classes: int = 10, sobol: int = 4) -> list[PanelNet]:
+def panel(space: "SearchSpace | None" = None, num_classes: int | None = None, sobol: int = 4) -> list[PanelNet]:
     """The fixed panel: 8 corners of the cube, its centre, B0, single-dimension shrinks of B0 to 200M and 100M
     FLOPs (those reachable), TinyNet-A..E, and ``sobol`` scrambled Sobol points (seed 0) of the cube.
 
-    The panel depends only on the space's bounds and blocks, so every recording of it is comparable.
+    The panel depends only on the space's bounds and blocks (and, through the shrinks' FLOPs, on ``num_classes``,
+    by default the built-in data's), so every recording of it is comparable.
     """
     import torch
 
     from tinyray.cube import TINYNETS
+    from tinyray.data import DataSpec
     from tinyray.space import load_space
 
     space = space or load_space()
+    num_classes = num_classes or DataSpec().num_classes
     (r0, r1), (d0, d1), (w0, w1) = ((space.bounds()[f].low, space.bounds()[f].high) for f in ("r", "d", "w"))
     nets = [PanelNet(f"corner-r{r:g}-d{d:g}-w{w:g}", "corner", r, d, w)
             for r in (r0, r1) for d in (d0, d1) for w in (w0, w1)]
