@@ -194,6 +194,59 @@ def test_folder_data_loads_and_batches(tmp_path):
     assert sorted(seen.tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
+def test_folder_transforms_are_timms_imagenet_recipe():
+    """Issue 14: timm's create_transform, like the hand-built pipeline before it (bicubic, 0.875 crop, no jitter)."""
+    import numpy as np
+    from PIL import Image
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from torchvision import transforms
+
+    from tinyray.data import folder_transforms
+
+    train, val = folder_transforms(16)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (30, 41, 3), dtype=np.uint8))
+    # evaluation: shorter side to 18 px (floor = round of 16 / 0.875 here), centre crop, ImageNet normalization
+    by_hand = transforms.Compose([
+        transforms.Resize(18, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(16),
+        transforms.ToTensor(), transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+    ])
+    assert torch.equal(val(image), by_hand(image))
+    # training: crops and flips move pixels but never change a plain colour (timm's default colour jitter would)
+    plain = Image.new("RGB", (30, 41), (200, 40, 90))
+    mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN), torch.tensor(IMAGENET_DEFAULT_STD)
+    expected = (torch.tensor([200, 40, 90]) / 255 - mean) / std
+    for _ in range(5):
+        out = train(plain)
+        assert out.shape == (3, 16, 16)
+        assert torch.allclose(out, expected.view(3, 1, 1).expand(3, 16, 16), atol=1e-5)
+
+
+def test_folder_crops_follow_seed_and_epoch_not_global_random(tmp_path):
+    """timm's random crop draws from Python's random: the training batches seed it by (seed, epoch), so a resumed
+    run (the torch state restored from its checkpoint, Python's random not) crops as an unbroken one would."""
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    root = make_folder(tmp_path / "data")
+    rng = np.random.default_rng(1)
+    for path in sorted(root.rglob("*.png")):  # texture, so that different crops give different pixels
+        Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(path)
+    train, _ = load_data(str(root)).loaders(resolution=8, batch_size=9, seed=3)
+
+    def epoch(number: int, python_seed: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        random.seed(python_seed)
+        train.set_epoch(number)
+        return torch.cat([images for images, _ in train])
+
+    first = epoch(1, python_seed=1)
+    assert torch.equal(first, epoch(1, python_seed=2))
+    assert not torch.equal(first, epoch(2, python_seed=1))
+
+
 def test_missing_path(tmp_path):
     with pytest.raises(UserError, match="does not exist") as info:
         resolve_data(str(tmp_path / "nowhere"))

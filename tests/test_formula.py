@@ -249,6 +249,9 @@ def test_export_round_trip(formula, tmp_path, capsys):
     answer = formula.answer(50e6)
     assert (config["r"], config["d"], config["w"]) == (answer.r, answer.d, answer.w) == (summary["r"], summary["d"], summary["w"])
     assert config["input_size"] == [3, answer.resolution, answer.resolution] and config["num_classes"] == NUM_CLASSES
+    from tinyray.files import EXPORT_VERSION
+
+    assert config["tinyray_export"] == EXPORT_VERSION == 1  # kept in tinyray.files with the other formats (issue 14)
     assert sum(p.numel() for p in model.parameters()) == answer.params == config["params"]
     # the same weights come back: the saved network and the reloaded one agree on an input
     again, _ = load_exported(out)

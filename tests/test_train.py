@@ -149,6 +149,13 @@ def test_checkpoint_of_another_run_is_refused(space, tiny_data):
         train_candidate(space, 0.25, 0.5, 0.25, tiny_data, epochs=2, batch_size=16, state=states[0])
     with pytest.raises(ValueError, match="start_epoch"):
         train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=2, batch_size=16, state=states[0], start_epoch=0)
+    # the state's format version is the one tinyray.files keeps with the others (issue 14); another is refused
+    from tinyray.files import TRAINING_STATE_VERSION
+    from tinyray.train import STATE_VERSION
+
+    assert states[0]["version"] == TRAINING_STATE_VERSION == STATE_VERSION
+    with pytest.raises(ValueError, match="training state version 99 is not"):
+        train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=2, batch_size=16, state={**states[0], "version": 99})
 
 
 def test_checkpoint_is_a_snapshot(space, tiny_data):

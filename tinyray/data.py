@@ -193,8 +193,8 @@ class Data(abc.ABC):
         Args:
             resolution: input side in pixels.
             batch_size: images per batch.
-            seed: seeds the training order (and, for folder data, nothing else: augmentation draws from torch's
-                global generator, which the trainer seeds).
+            seed: seeds the training order (and, for folder data, the random crops with the epoch; the flips draw
+                from torch's global generator, which the trainer seeds and checkpoints).
             workers: DataLoader worker processes (folder data only; synthetic data is iterated in memory).
 
         Returns:
@@ -560,33 +560,26 @@ class FolderData(Data):
 
 
 def folder_transforms(resolution: int) -> tuple[Any, Any]:
-    """timm's ImageNet transforms at ``resolution`` px.
+    """timm's ImageNet transforms at ``resolution`` px (``timm.data.create_transform``).
 
     Returns:
-        ``(train, val)``: RandomResizedCrop + horizontal flip, and Resize(resolution / 0.875) + CenterCrop; both
-        end with ToTensor and ImageNet mean/std normalization.
-    """
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-    from torchvision import transforms
+        ``(train, val)``: a random resized crop (scale 0.08-1, aspect 3/4-4/3, bicubic) and a horizontal flip
+        (p 0.5), no colour jitter; and a bicubic resize of the shorter side to ``floor(resolution / 0.875)``
+        followed by a centre crop. Both end with ToTensor and ImageNet mean/std normalization.
 
-    normalize = transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
-    bicubic = transforms.InterpolationMode.BICUBIC
-    train = transforms.Compose(
-        [
-            transforms.RandomResizedCrop(resolution, interpolation=bicubic),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
-    val = transforms.Compose(
-        [
-            transforms.Resize(int(round(resolution / 0.875)), interpolation=bicubic),
-            transforms.CenterCrop(resolution),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
+    Against the torchvision pipeline tinyray built by hand before (same steps and parameters): the resize side
+    is ``floor`` rather than ``round`` of ``resolution / 0.875`` (timm's ``DEFAULT_CROP_PCT``; at most 1 px less,
+    the same 256 px at 224), and timm's random crop draws from Python's ``random`` rather than torch's generator,
+    so :class:`_FolderBatches` seeds ``random`` by ``(seed, epoch)`` at the start of every training epoch (a
+    resumed run crops alike).
+    """
+    from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+
+    # the exported model's pretrained_cfg (tinyray.cube.build_model) names the same interpolation, mean, std, crop
+    common = dict(input_size=resolution, interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+    # color_jitter=None: timm's training default is 0.4 brightness/contrast/saturation, which tinyray never used
+    train = create_transform(is_training=True, color_jitter=None, hflip=0.5, **common)
+    val = create_transform(is_training=False, crop_pct=DEFAULT_CROP_PCT, **common)
     return train, val
 
 
@@ -780,8 +773,14 @@ class _FolderBatches(Batches):
         return -(-count // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
+        import random
+
         from torch.utils.data import DataLoader
 
+        if self.shuffle and self.workers == 0:
+            # timm's random crop draws from Python's random: seed it by (seed, epoch) like the order, so that a
+            # resumed run crops as an unbroken one would (worker processes are seeded by the loader's generator)
+            random.seed(f"tinyray-folder-{self.seed}-{self.epoch}")
         loader = DataLoader(
             self.dataset,
             batch_size=self.batch_size,

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinyray.errors import UserError
+from tinyray.files import EXPORT_VERSION  # defined there with the other format versions; still importable here
 from tinyray.space import SearchSpace
 
 if TYPE_CHECKING:
     import torch
 
-EXPORT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 

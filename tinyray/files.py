@@ -1,7 +1,13 @@
 """What tinyray keeps on disk: the format version of every file it writes, and the one atomic writer.
 
 Every JSON file a results folder holds carries a ``version`` key; a reader refuses (or ignores, where the file is
-optional) any other version. The numbers live here so that a writer and its readers cannot disagree.
+optional) any other version. The numbers live here so that a writer and its readers cannot disagree; the modules
+that write the files import them from here (``tinyray.train.STATE_VERSION`` and ``tinyray.export.EXPORT_VERSION``
+remain as names for the two that lived there).
+
+Versions of content rather than of a file's layout stay beside what they version: ``SYNTHETIC_VERSION``
+(:mod:`tinyray.data`, the synthetic images' generator: a bump changes the pixels and the cache file's name) and
+``PANEL_VERSION`` (:mod:`tinyray.fidelity`, the set of networks a proxy-fidelity recording trains).
 
 Every file is written atomically (a temporary file in the same folder, flushed, then ``os.replace``), so a killed
 process leaves either the old file or the new one, never half of one.
@@ -31,6 +37,10 @@ SEARCH_INFO_VERSION = 1
 SUMMARY_VERSION = 1
 #: ``formula.json`` (the fitted tiny formula)
 FORMULA_VERSION = 1
+#: the training state of a checkpoint (``state.pt`` in a Ray Tune checkpoint: the dict ``train_candidate`` hands out)
+TRAINING_STATE_VERSION = 1
+#: ``config.json`` of ``tinyray export`` (its ``tinyray_export`` key)
+EXPORT_VERSION = 1
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -126,29 +126,57 @@ def publish(results_dir: Path, tracking_uri: str | None = None) -> PublishReport
 
 def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: str,
              trials: list[_Trial]) -> PublishReport:
-    import uuid
-
+    """Send what MLflow lacks, in order: the parent run, the trials' runs, the parent's outputs; then the journal."""
     from tinyray.files import JOURNAL_VERSION, write_json_atomic
-    from tinyray.formula import DEFAULT_MODEL_NAME
-    from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
 
     config = info["config"]
-    experiment = journal.get("experiment") or config["name"]
+    tracker, experiment, artifacts = _open_experiment(results, journal, uri, config["name"])
+    runs = tracker.client.search_runs([tracker.experiment_id],
+                                      filter_string=f"tags.`tinyray.search_id` = '{tracker.search_id}'",
+                                      max_results=50000)
+    report = PublishReport(str(results), uri, str(tracker.experiment_id), "")
+    parent, params = _publish_parent(tracker, runs, results, info, journal, report)
+    trial_runs = _publish_trials(tracker, runs, parent.info.run_id, trials, journal, report)
+    _publish_parent_outputs(tracker, parent, results, config, len(trials), report)
+    write_json_atomic(results / "tracking.json", {
+        **journal, "version": JOURNAL_VERSION, "search_id": tracker.search_id, "tracking_uri": uri,
+        "experiment": experiment, "artifact_location": artifacts, "status": "complete", "offline_reason": "",
+        "parent_run_id": parent.info.run_id, "trial_runs": trial_runs,
+        "parent": journal.get("parent") or {"name": config["name"], "params": params},
+        "trials": journal.get("trials") or {},
+    })
+    return report
+
+
+def _open_experiment(results: Path, journal: dict[str, Any], uri: str, name: str) -> tuple[Any, str, str | None]:
+    """A strict tracker on the search's experiment, with its search id (the journal's, or a new one).
+
+    Returns:
+        ``(tracker, experiment name, artifact location)``.
+    """
+    import uuid
+
+    from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
+
+    experiment = journal.get("experiment") or name
     if uri == journal.get("tracking_uri"):
         artifacts = journal.get("artifact_location")
     else:
         artifacts = local_artifact_root(results.parent) if uri == local_tracking_uri(results.parent) else None
     tracker = Tracker(uri, experiment, artifact_location=artifacts, strict=True)
-    client = tracker.client
-    search_id = journal.get("search_id") or uuid.uuid4().hex
-    tracker.search_id = search_id
+    tracker.search_id = journal.get("search_id") or uuid.uuid4().hex
+    return tracker, experiment, artifacts
 
-    runs = client.search_runs([tracker.experiment_id], filter_string=f"tags.`tinyray.search_id` = '{search_id}'",
-                              max_results=50000)
+
+def _publish_parent(tracker: Any, runs: list[Any], results: Path, info: dict[str, Any], journal: dict[str, Any],
+                    report: PublishReport) -> tuple[Any, dict[str, Any]]:
+    """Find the parent run (the earliest of the search id) and add its missing parameters, or create it.
+
+    Returns:
+        ``(parent run, its parameters)``.
+    """
+    config = info["config"]
     parents = sorted((r for r in runs if r.data.tags.get("tinyray.kind") == "search"), key=lambda r: r.info.start_time)
-    report = PublishReport(str(results), uri, str(tracker.experiment_id), "")
-
-    # -- the parent run ----------------------------------------------------------------------------------------
     recorded = journal.get("parent") or {}
     params = recorded.get("params") or info.get("run_params") or _legacy_search_params(info)
     if parents:
@@ -156,12 +184,21 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
         report.params += _missing_params(tracker, parent, params)
     else:
         description = recorded.get("description") or f"tinyray search {config['name']} (published from {results})"
-        parent = client.get_run(tracker.start_search(recorded.get("name") or config["name"], params, description))
+        parent = tracker.client.get_run(tracker.start_search(recorded.get("name") or config["name"], params,
+                                                             description))
         report.parent_created = True
-    parent_id = parent.info.run_id
-    report.parent_run_id = parent_id
+    report.parent_run_id = parent.info.run_id
+    return parent, params
 
-    # -- the trials --------------------------------------------------------------------------------------------
+
+def _publish_trials(tracker: Any, runs: list[Any], parent_id: str, trials: list[_Trial], journal: dict[str, Any],
+                    report: PublishReport) -> dict[str, str]:
+    """One child run a trial (created if missing) with the epochs, tags and end it lacks.
+
+    Returns:
+        The trial id -> run id mapping.
+    """
+    client = tracker.client
     children: dict[str, Any] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):
         if run.data.tags.get("tinyray.kind") == "trial" and run.data.tags.get("mlflow.parentRunId") == parent_id:
@@ -186,14 +223,21 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
         if trial.table is not None and run.info.status == "RUNNING":
             client.set_terminated(run.info.run_id, "FAILED" if trial.table.get("status") == FAILED else "FINISHED")
             report.runs_ended += 1
+    return trial_runs
 
-    # -- the parent's files, front metrics and formula model -----------------------------------------------------
+
+def _publish_parent_outputs(tracker: Any, parent: Any, results: Path, config: dict[str, Any], trial_count: int,
+                            report: PublishReport) -> None:
+    """The parent's missing files, front metrics and formula model; its end once the search finished."""
+    from tinyray.formula import DEFAULT_MODEL_NAME
+
+    client, parent_id = tracker.client, parent.info.run_id
     present = {item.path for item in client.list_artifacts(parent_id)}
     for name in PARENT_FILES:
         if (results / name).is_file() and name not in present:
             client.log_artifact(parent_id, str(results / name))
             report.artifacts.append(name)
-    report.metric_values += _send_front_metrics(tracker, parent, results, int(config["budget"]), len(trials))
+    report.metric_values += _send_front_metrics(tracker, parent, results, int(config["budget"]), trial_count)
     if (results / "formula.json").is_file():
         model = _publish_model(tracker, parent, results / "formula.json", MODEL_ARTIFACT not in present,
                                config.get("formula_name") or DEFAULT_MODEL_NAME)
@@ -203,14 +247,6 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
     if (results / "trials.csv").is_file() and parent.info.status == "RUNNING":
         client.set_terminated(parent_id, "FINISHED")
         report.runs_ended += 1
-
-    write_json_atomic(results / "tracking.json", {
-        **journal, "version": JOURNAL_VERSION, "search_id": search_id, "tracking_uri": uri, "experiment": experiment,
-        "artifact_location": artifacts, "status": "complete", "offline_reason": "", "parent_run_id": parent_id,
-        "trial_runs": trial_runs, "parent": journal.get("parent") or {"name": config["name"], "params": params},
-        "trials": journal.get("trials") or {},
-    })
-    return report
 
 
 def _read_trials(results: Path) -> list[_Trial]:

@@ -446,42 +446,92 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
             and the trial -> MLflow run mapping are restored (see :func:`resume_config` for the configuration).
     """
     started = time.monotonic()
-    validate(config)
+    config, lock = _admit(config, resume)
+    from tinyray.tune.callbacks import DiskFull
+    from tinyray.tune.runtime import check_resources, start_ray, stop_ray
+
+    inputs = _load_inputs(config)
+    driver = _Driver(config.results_dir, lock, _read_info(config.results_dir) if resume else {})
+    _quiet_tune_output()
+    try:
+        started_ray = start_ray(config.address)
+    except BaseException:
+        driver.release()
+        raise
+    try:
+        check_resources(config)  # before anything is written: a trial Ray cannot place would wait for ever
+        params = search_params(config, inputs.space, inputs.data, inputs.data_spec, inputs.recipe,
+                               inputs.core.band.floor)
+        if not resume:
+            driver.create(config, inputs, params)
+        tracking_uri = _open_tracking(config, driver, params, resume)
+        trials = _run_trials(config, inputs, driver, resume)
+        return _finish(config, trials, driver.tracker, driver.parent_run_id, tracking_uri, started, inputs.space,
+                       inputs.data.num_classes)
+    except (DiskFull, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno != errno.ENOSPC:
+            raise
+        raise _disk_full(config, driver, exc) from None
+    finally:
+        if started_ray:
+            stop_ray()
+        driver.release()  # releases the folder (the kernel does so too if this process dies)
+
+
+def _admit(config: SearchConfig, resume: bool) -> tuple[SearchConfig, Any]:
+    """Check the search before anything is loaded or written: its options, its results folder and ``--address``.
+
+    Returns:
+        The configuration without a password in ``tracking_uri``, and on ``resume`` the lock of its results
+        folder (one driver a search folder, from here to the end); else ``None`` (the folder does not exist yet).
+    """
     from dataclasses import replace
 
     from tinyray.tracking import use_credentials
 
+    validate(config)
     # a password in --tracking-uri goes to MLflow's environment variables, never into the config Tune may pickle
     config = replace(config, tracking_uri=use_credentials(config.tracking_uri))
     if not resume:
         _check_results_dir(config)
     _check_address(config)  # before anything is written: a dead --address must not leave a half-made search
-    lock = None
-    if resume:
-        _check_unfinished(config)  # before the lock: a finished search's folder is left exactly as it is
-        lock = _own(config.results_dir)  # one driver a search folder, from here to the end
+    if not resume:
+        return config, None
+    _check_unfinished(config)  # before the lock: a finished search's folder is left exactly as it is
+    return config, _own(config.results_dir)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a search loads before Ray starts: the space, the data (prepared once), the recipe and the searcher."""
+
+    space: Any
+    data_spec: Any
+    data: Any
+    recipe: str
+    core: Any
+
+
+def _load_inputs(config: SearchConfig) -> _Inputs:
+    import numpy as np
 
     from tinyray.data import load_data, resolve_data
     from tinyray.searchers import make_searcher
     from tinyray.space import load_space
-    from tinyray.tune.callbacks import DiskFull
-    from tinyray.tune.runtime import check_resources, run_tune, start_ray, stop_ray, trials_table
 
     space = load_space(config.space)
     data_spec = resolve_data(config.data)
     data = load_data(data_spec)  # generates and caches the built-in data once, before any trial
-    recipe = config.recipe or default_recipe(data)
     core = make_searcher(
         config.searcher, space, config.budget, floor=config.floor, seed=config.seed,
         pop_size=config.pop_size, num_classes=data.num_classes,
     )
-    import numpy as np
-
     core.band.sample(np.random.default_rng(config.seed))  # a band without networks is refused now, not in Tune
-    if resume:
-        results = config.results_dir
-        info = _read_info(results)
+    return _Inputs(space, data_spec, data, config.recipe or default_recipe(data), core)
 
+
+def _quiet_tune_output() -> None:
+    """Ray Tune's environment for tinyray's own progress display (set only where the user did not set it)."""
     # Tune's own console table would fight the progress display; the trial loggers (result.json) stay on.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # every epoch's checkpoint forces an experiment snapshot (CheckpointConfig(num_to_keep=1)): that is what keeps
@@ -489,53 +539,77 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # a failing trial is one line of tinyray's (progress.py) with the path of its full trace, not Ray's 300 lines
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    tracker = parent_run_id = None
-    try:
-        started_ray = start_ray(config.address)
-    except BaseException:
-        if lock is not None:
-            lock.close()
-        raise
-    try:
-        check_resources(config)  # before anything is written: a trial Ray cannot place would wait for ever
-        params = search_params(config, space, data, data_spec, recipe, core.band.floor)
-        if not resume:
-            results = _prepare_results_dir(config)
-            lock = _own(results)
-            info = _write_search_info(config, results, space, data, recipe, params)
-        try:
-            tracker, parent_run_id, tracking_uri = _start_tracking(config, results, info.get("parent_run_id"), params)
-        except UserError:
-            if not resume:  # nothing ran yet: leave no half-made search behind
-                import shutil
 
-                shutil.rmtree(results, ignore_errors=True)
-            raise
-        if info.get("parent_run_id") != parent_run_id:
-            _write_info(results, {**info, "parent_run_id": parent_run_id})
-        try:
-            grid, interrupted = run_tune(config, space, data, data_spec, recipe, core, tracker, parent_run_id, resume)
-        except KeyboardInterrupt:  # a second Ctrl-C: Tune skipped its last snapshot; the one before it stays
-            interrupted = True
-        if interrupted:
-            _mark_interrupted(tracker, parent_run_id, results)
-            raise Interrupted(f"search {config.name!r} stopped; its finished trials are kept. Continue it with: "
-                              f"{resume_command(config)}")
-        trials = trials_table(grid, config.max_epochs)
-        return _finish(config, trials, tracker, parent_run_id, tracking_uri, started, space, data.num_classes)
-    except (DiskFull, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno != errno.ENOSPC:
-            raise
-        if tracker is not None:
-            _mark_interrupted(tracker, parent_run_id, results)
-        raise UserError(f"no space left on device for the search {config.name!r} ({str(exc)[:200]}): what finished "
-                        f"is kept; free some space under {config.results_dir.parent}, then continue it with: "
-                        f"{resume_command(config)}") from None
-    finally:
-        if started_ray:
-            stop_ray()
-        if lock is not None:
-            lock.close()  # releases the folder (the kernel does so too if this process dies)
+
+@dataclass
+class _Driver:
+    """What the driver of a running search holds, for the later steps and the error paths: the results folder,
+    its lock, ``search.json`` as read or written, and the tracker with the parent run (once tracking started)."""
+
+    results: Path
+    lock: Any
+    info: dict[str, Any]
+    tracker: Any = None
+    parent_run_id: str | None = None
+
+    def create(self, config: SearchConfig, inputs: _Inputs, params: dict[str, Any]) -> None:
+        """A new search: make its results folder, lock it and write ``search.json``."""
+        self.results = _prepare_results_dir(config)
+        self.lock = _own(self.results)
+        self.info = _write_search_info(config, self.results, inputs.space, inputs.data, inputs.recipe, params)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+
+
+def _open_tracking(config: SearchConfig, driver: _Driver, params: dict[str, Any], resume: bool) -> str:
+    """Start the parent MLflow run (a resumed search reopens its own) and note its id in ``search.json``.
+
+    Returns:
+        The tracking URI, without credentials.
+    """
+    try:
+        driver.tracker, driver.parent_run_id, tracking_uri = _start_tracking(config, driver.results,
+                                                                         driver.info.get("parent_run_id"), params)
+    except UserError:
+        if not resume:  # nothing ran yet: leave no half-made search behind
+            import shutil
+
+            shutil.rmtree(driver.results, ignore_errors=True)
+        raise
+    if driver.info.get("parent_run_id") != driver.parent_run_id:
+        _write_info(driver.results, {**driver.info, "parent_run_id": driver.parent_run_id})
+    return tracking_uri
+
+
+def _run_trials(config: SearchConfig, inputs: _Inputs, driver: _Driver, resume: bool) -> "pd.DataFrame":
+    """Run the Tune experiment; its trials table (:func:`tinyray.tune.runtime.trials_table`).
+
+    Raises:
+        Interrupted: the search was stopped (Ctrl-C); the parent run is marked and the finished trials are kept.
+    """
+    from tinyray.tune.runtime import run_tune, trials_table
+
+    try:
+        grid, interrupted = run_tune(config, inputs.space, inputs.data, inputs.data_spec, inputs.recipe, inputs.core,
+                                     driver.tracker, driver.parent_run_id, resume)
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune skipped its last snapshot; the one before it stays
+        interrupted = True
+    if interrupted:
+        _mark_interrupted(driver.tracker, driver.parent_run_id, driver.results)
+        raise Interrupted(f"search {config.name!r} stopped; its finished trials are kept. Continue it with: "
+                          f"{resume_command(config)}")
+    return trials_table(grid, config.max_epochs)
+
+
+def _disk_full(config: SearchConfig, driver: _Driver, exc: BaseException) -> UserError:
+    """Mark the parent run interrupted (if tracking started) and say how to continue once there is space."""
+    if driver.tracker is not None:
+        _mark_interrupted(driver.tracker, driver.parent_run_id, driver.results)
+    return UserError(f"no space left on device for the search {config.name!r} ({str(exc)[:200]}): what finished "
+                     f"is kept; free some space under {config.results_dir.parent}, then continue it with: "
+                     f"{resume_command(config)}")
 
 
 def _redact(uri: str | None) -> str | None:

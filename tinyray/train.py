@@ -32,15 +32,13 @@ from typing import TYPE_CHECKING, Any, Callable
 from tinyray.cube import build_model
 from tinyray.data import Data
 from tinyray.errors import UserError
+from tinyray.files import TRAINING_STATE_VERSION as STATE_VERSION  # the old name, for code that imports it here
 from tinyray.space import SearchSpace
 
 if TYPE_CHECKING:
     import torch
     from timm.scheduler.scheduler import Scheduler
     from timm.utils import ModelEmaV3
-
-#: Version of the dict :func:`train_candidate` hands out as a checkpoint.
-STATE_VERSION = 1
 
 
 class TrainingDiverged(RuntimeError):
