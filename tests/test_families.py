@@ -59,6 +59,7 @@ def test_base_is_timms_reference_network(name):
     assert analytic.flops == measured.flops == base_flops(space)
 
 
+@pytest.mark.slow  # builds and runs 28 networks a base: 30-60 s of CPU each
 @pytest.mark.parametrize("name", BASES)
 def test_analytic_equals_measured_across_the_cube(name):
     space = load_space(name)
@@ -68,6 +69,21 @@ def test_analytic_equals_measured_across_the_cube(name):
         assert analytic.resolution == measured.resolution
         assert math.isclose(analytic.flops, measured.flops, rel_tol=0.005), (r, d, w)
         assert (analytic.flops, analytic.params) == (measured.flops, measured.params), (r, d, w)
+
+
+def test_readme_resnet18_of_basic_blocks(tmp_path):
+    """The README's example of a new base of a known family: ResNet-18 is timm's resnet18, counted exactly."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme[readme.index("  name: resnet18"):]
+    path = tmp_path / "resnet18.yaml"
+    path.write_text("\n".join(line[2:] for line in example[:example.index("  ```")].splitlines()))
+    space = load_space(path)
+    ours = build_model(space, 1.0, 1.0, 1.0)
+    theirs = timm.create_model(space.reference, pretrained=False)
+    assert [tuple(v.shape) for v in ours.state_dict().values()] == [tuple(v.shape) for v in theirs.state_dict().values()]
+    for point in [(1.0, 1.0, 1.0), (0.3, 0.5, 0.3), (0.7, 1.4, 0.6)]:
+        analytic, measured = analytic_cost(space, *point), measured_cost(space, *point)
+        assert (analytic.flops, analytic.params) == (measured.flops, measured.params), point
 
 
 @pytest.mark.parametrize("name", BASES)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinyray.errors import UserError
-from tinyray.families import DEFAULT_FAMILY, network_class
+from tinyray.families import DEFAULT_FAMILY, FAMILIES, network_class
 
 if TYPE_CHECKING:
     from tinyray.families.base import Network
@@ -140,6 +140,12 @@ def resolve_space_path(space: str | Path | None) -> Path:
             if candidate.is_file():
                 return candidate
     raise UserError(f"unknown search space {text!r}: use one of {available_spaces()} or a path to a YAML file")
+
+
+def space_help() -> str:
+    """The ``--space`` help text, naming the shipped spaces and their families."""
+    return (f"search space: a shipped one ({', '.join(available_spaces())}) or a file in ./search_spaces/, by name "
+            f"(default {DEFAULT_SPACE}), or a YAML path; its family is one of {', '.join(FAMILIES)}")
 
 
 def available_spaces() -> list[str]:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class FamilyEntry:
-    """A registered family: where its :class:`Network` subclass is (``module:Class``) and one line for help texts."""
+    """A registered family: where its :class:`Network` subclass is (``module:Class``) and one line on what it builds."""
 
     path: str
     help: str
@@ -49,11 +49,6 @@ FAMILIES: dict[str, FamilyEntry] = {
 DEFAULT_FAMILY = next(iter(FAMILIES))
 
 
-def family_help() -> str:
-    """The registered families, one ``name: help`` each."""
-    return "; ".join(f"{name}: {entry.help}" for name, entry in FAMILIES.items())
-
-
 def network_class(family: str, where: str = "<space>") -> type["Network"]:
     """The :class:`Network` subclass of a registered family.
 
@@ -66,4 +61,4 @@ def network_class(family: str, where: str = "<space>") -> type["Network"]:
     return entry.load()
 
 
-__all__ = ["DEFAULT_FAMILY", "FAMILIES", "FamilyEntry", "family_help", "network_class"]
+__all__ = ["DEFAULT_FAMILY", "FAMILIES", "FamilyEntry", "network_class"]

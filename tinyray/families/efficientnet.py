@@ -130,9 +130,8 @@ class EfficientNetNetwork(Network):
     def build(self, d: float, w: float, num_classes: int, *, drop_rate: float = 0.0,
               drop_path_rate: float = 0.0) -> "nn.Module":
         from timm.layers import get_act_layer
-        from timm.models.efficientnet import EfficientNet
 
-        return EfficientNet(
+        return self.timm_class()(
             block_args=self.decode(d),
             num_classes=num_classes,
             num_features=self.head_width(w),
@@ -142,7 +141,18 @@ class EfficientNetNetwork(Network):
             act_layer=get_act_layer(self.activation),
             drop_rate=drop_rate,
             drop_path_rate=drop_path_rate,
+            **self.timm_options(),
         )
+
+    def timm_class(self) -> type:
+        """The timm network class this family builds."""
+        from timm.models.efficientnet import EfficientNet
+
+        return EfficientNet
+
+    def timm_options(self) -> dict[str, Any]:
+        """Arguments of :meth:`timm_class` beyond those every block-string family passes."""
+        return {}
 
     def residual_norms(self, model: "nn.Module") -> list["nn.Module"]:
         # timm's EfficientNet blocks keep the skip decision in ``has_skip`` and end with ``bn3`` (inverted

@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tinyray.families.efficientnet import EfficientNetNetwork, timm_builder
 
 if TYPE_CHECKING:
-    import torch.nn as nn
-
     from tinyray.cost import Tally
 
 
@@ -35,27 +33,20 @@ class MobileNetV3Network(EfficientNetNetwork):
 
     activation: str = "hard_swish"
 
-    def build(self, d: float, w: float, num_classes: int, *, drop_rate: float = 0.0,
-              drop_path_rate: float = 0.0) -> "nn.Module":
-        import torch.nn as nn
-        from timm.layers import get_act_layer
-        from timm.models._efficientnet_blocks import SqueezeExcite
+    def timm_class(self) -> type:
         from timm.models.mobilenetv3 import MobileNetV3
 
-        round_channels = timm_builder().round_channels
-        return MobileNetV3(
-            block_args=self.decode(d),
-            num_classes=num_classes,
-            num_features=self.head_width(w),
-            stem_size=self.stem_channels,
-            fix_stem=True,
-            round_chs_fn=partial(round_channels, multiplier=w, divisor=self.channel_divisor),
-            act_layer=get_act_layer(self.activation),
-            # timm's _gen_mobilenet_v3 squeeze-excite, which it does not export
-            se_layer=partial(SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU, rd_round_fn=round_channels),
-            drop_rate=drop_rate,
-            drop_path_rate=drop_path_rate,
-        )
+        return MobileNetV3
+
+    def timm_options(self) -> dict[str, Any]:
+        import torch.nn as nn
+        from timm.models._efficientnet_blocks import SqueezeExcite
+
+        # timm's _gen_mobilenet_v3 squeeze-excite; timm exports neither it nor its SqueezeExcite outside the private
+        # _efficientnet_blocks, and tests/test_families.py (the base is mobilenetv3_large_100 layer for layer) fails
+        # loudly if either changes
+        return {"se_layer": partial(SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU,
+                                    rd_round_fn=timm_builder().round_channels)}
 
     def se_channels(self, block: dict[str, Any], channels: int) -> int:
         """MobileNetV3 sizes the squeeze-excite from the expanded channels (``se_from_exp=True``), rounded to
