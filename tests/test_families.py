@@ -141,7 +141,7 @@ def test_points_with_one_network_key_cost_the_same(name):
     assert 20 < len(costs) < 400  # distinct networks, and points that share one
 
 
-@pytest.mark.parametrize("name", BASES)
+@pytest.mark.parametrize("name", ALL_BASES)
 def test_built_model_runs_with_the_recipe_options(name):
     from tinyray.train import get_recipe, make_model
 
@@ -232,10 +232,10 @@ def test_bad_space_exits_2_with_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, budget", [("resnet50", 1e9), ("ghostnet", 60e6), ("mobilenetv3_large", 100e6)])
-def test_searcher_and_formula_are_relative_to_each_base(name, budget):
+def test_searcher_and_formula_are_relative_to_each_base(tmp_path, name, budget):
     """c = FLOPs / FLOPs(base at 1, 1, 1) for every base: the searcher's candidates, a formula fitted on a front
     drawn from the paper's curves, its answer and its saved state know nothing of the family."""
-    from tinyray.formula import Formula, fit_formula, paper_width
+    from tinyray.formula import fit_formula, paper_width, plot_formula
     from tinyray.searchers import make_searcher
 
     space = load_space(name)
@@ -252,7 +252,16 @@ def test_searcher_and_formula_are_relative_to_each_base(name, budget):
     answer = formula.answer(0.3 * base_flops(space, 20))
     assert answer.flops <= answer.budget and not answer.extrapolates
     assert analytic_cost(space, answer.r, answer.d, answer.w, 20).flops == answer.flops
-    assert formula.space.network.landmarks() == {}
+    assert formula.space.network.landmarks() == {}  # TinyNet-A..E are points of B0's cube only
+    assert plot_formula(formula, tmp_path / "formula.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tinynets_are_landmarks_of_b0_alone():
+    from tinyray.cube import TINYNETS
+
+    b0 = load_space("efficientnet_b0").network
+    assert b0.landmarks() == {name: (net["r"], net["d"], net["w"]) for name, net in TINYNETS.items()}
+    assert type(b0)(b0.blocks[:-1], b0.stem_channels, b0.head_channels).landmarks() == {}
 
 
 @pytest.mark.parametrize("name", BASES)
