@@ -288,13 +288,13 @@ def test_search_end_to_end(tmp_path, name, budget):
     from tinyray.data import DataSpec
     from tinyray.search import SearchConfig, run_search
 
-    data = DataSpec(train_size=100, val_size=40, cache_dir=tmp_path / "cache")
+    data = DataSpec(train_size=60, val_size=20, cache_dir=tmp_path / "cache")
     config = SearchConfig(budget=budget, name=f"e2e-{name}", space=name, storage=tmp_path / "results", data=data,
-                          trials=4, max_epochs=1, grace_period=1, pop_size=4, seed=1, progress="quiet")
+                          trials=3, max_epochs=1, grace_period=1, pop_size=4, seed=1, progress="quiet")
     result = run_search(config)
     space = load_space(name)
     trials = pd.read_csv(result.results_dir / "trials.csv")
-    assert len(trials) == 4 and (trials["status"] == "completed").all()
+    assert len(trials) == 3 and (trials["status"] == "completed").all()
     for row in trials.itertuples():
         assert row.flops == analytic_cost(space, row.r, row.d, row.w, data.num_classes).flops <= budget
     assert not result.front.empty and (result.results_dir / "report.html").is_file()
