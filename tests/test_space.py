@@ -24,7 +24,8 @@ def _base() -> dict:
 def test_shipped_space_loads_with_bounds_and_blocks(space):
     assert space.name == "efficientnet_b0"
     assert space.base_resolution == 224
-    assert len(space.blocks) == 7 and space.blocks[1] == ("ir_r2_k3_s2_e6_c24_se0.25",)
+    assert space.family == "efficientnet" and space.reference == "efficientnet_b0"
+    assert len(space.network.blocks) == 7 and space.network.blocks[1] == ("ir_r2_k3_s2_e6_c24_se0.25",)
     assert (space.r.low, space.r.high) == (0.25, 1.0)
     assert space.d.high >= 1.2  # TinyNet-A's depth lies inside
 
@@ -40,7 +41,7 @@ def test_name_and_path_resolve_to_the_same_file(tmp_path):
     by_name = resolve_space_path("efficientnet_b0")
     path = _write(tmp_path, (SPACES_DIR / "efficientnet_b0.yaml").read_text())
     assert by_name == SPACES_DIR / "efficientnet_b0.yaml"
-    assert load_space(str(path)).blocks == load_space("efficientnet_b0").blocks
+    assert load_space(str(path)).network == load_space("efficientnet_b0").network
 
 
 def test_shipped_spaces_are_package_data_inside_tinyray():

@@ -118,10 +118,12 @@ def _int_at_least(name: str, low: int, high: int | None = None) -> Callable[[str
 
 
 def _add_point(parser: argparse.ArgumentParser) -> None:
+    from tinyray.space import space_help
+
     parser.add_argument("--r", type=_positive_float("--r"), required=True, help="resolution multiplier (input side floor(224 r))")
     parser.add_argument("--d", type=_positive_float("--d"), required=True, help="depth multiplier (blocks per stage)")
     parser.add_argument("--w", type=_positive_float("--w"), required=True, help="width multiplier (channels)")
-    parser.add_argument("--space", default=None, help="search space: a shipped space or a file in ./search_spaces/, by name (default efficientnet_b0), or a YAML path")
+    parser.add_argument("--space", default=None, help=space_help())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,13 +321,14 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
     from tinyray.search import SCHEDULERS, SearchConfig
     from tinyray.searchers import SEARCHERS, searcher_help
+    from tinyray.space import space_help
 
     defaults = SearchConfig(budget=1)
     add = parser.add_argument
     add("--budget", default=None, help="FLOPs budget: multiply-accumulates of one image, e.g. 200M, 1.2G, 2e8 (required unless --resume)")
     add("--name", default=None, help="search name: results folder, Tune and MLflow experiment (default: b<budget>, e.g. b200M)")
     add("--storage", default=str(defaults.storage), help=f"results root (default ./{defaults.storage}); on a cluster, a folder every node sees (NFS, EFS)")
-    add("--space", default=None, help="search space: a shipped space or a file in ./search_spaces/, by name (default efficientnet_b0), or a YAML path")
+    add("--space", default=None, help=space_help())
     add("--data", default=None, help="'synthetic' (default, built-in; 'synthetic:300/100' sets its train/val sizes) or a folder with train/ and val/ class subfolders")
     add("--trials", type=_int_at_least("--trials", 1), default=defaults.trials, help=f"number of trials (default {defaults.trials})")
     add("--max-epochs", type=_int_at_least("--max-epochs", 1), default=defaults.max_epochs, help=f"epochs of a fully trained trial (default {defaults.max_epochs})")

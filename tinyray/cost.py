@@ -5,10 +5,11 @@ resolution ``floor(224 r)`` (EfficientNet-B0: 0.39 G). Convolutions and linear l
 1x1 convolutions included; element-wise work (BatchNorm, activations, the SE gate, residual adds, pooling) does
 not, as in the paper and in torch's FLOP counter.
 
-Two counts that a test keeps equal:
+Two counts that tests keep equal for every family:
 
-* :func:`analytic_cost` walks the decoded block definition and builds no torch model; the searcher calls it
-  thousands of times (cached, a few microseconds a call).
+* :func:`analytic_cost` walks the base network's definition through its family's
+  :meth:`~tinyray.families.base.Network.count` and builds no torch model; the searcher calls it thousands of
+  times (cached, a few microseconds a call).
 * :func:`measured_cost` builds the timm network and counts it with ``torch.utils.flop_counter``.
 """
 
@@ -18,10 +19,13 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from tinyray.cube import decode_blocks, head_channels, round_channels
 from tinyray.errors import UserError
 from tinyray.space import SearchSpace
+
+if TYPE_CHECKING:
+    from tinyray.families.base import Network
 
 
 @dataclass(frozen=True)
@@ -42,14 +46,59 @@ class Cost:
         return asdict(self)
 
 
-def _conv_out(size: int, kernel: int, stride: int) -> int:
-    # timm's symmetric padding for pad_type='': ((stride - 1) + (kernel - 1)) // 2
-    padding = ((stride - 1) + (kernel - 1)) // 2
-    return (size + 2 * padding - kernel) // stride + 1
+class Tally:
+    """FLOPs and parameters of a network, added up layer by layer as torch's FLOP counter counts them.
+
+    Convolutions and linear layers count ``output pixels x output channels x input channels per group x kernel
+    area`` multiply-accumulates (their biases add parameters, not FLOPs); BatchNorm adds its two affine vectors
+    to the parameters and nothing to the FLOPs. A family's :meth:`~tinyray.families.base.Network.count` walks its
+    network through these calls.
+
+    Attributes:
+        flops: multiply-accumulates so far.
+        params: trainable parameters so far.
+    """
+
+    def __init__(self) -> None:
+        self.flops = 0
+        self.params = 0
+
+    def conv(self, size: int, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1,
+             padding: int | None = None, bias: bool = False) -> int:
+        """A ``kernel`` x ``kernel`` convolution on a ``size`` x ``size`` map; returns the output side.
+
+        ``padding`` defaults to timm's symmetric padding, ``((stride - 1) + (kernel - 1)) // 2``, which is also
+        what torchvision-style ``kernel // 2`` padding comes to for the odd kernels used here.
+        """
+        if padding is None:
+            padding = ((stride - 1) + (kernel - 1)) // 2
+        out = (size + 2 * padding - kernel) // stride + 1
+        per_pixel = c_out * (c_in // groups) * kernel * kernel
+        self.flops += out * out * per_pixel
+        self.params += per_pixel + (c_out if bias else 0)
+        return out
+
+    def pool(self, size: int, kernel: int, stride: int) -> int:
+        """A pooling layer (no FLOPs, no parameters); returns the output side."""
+        return (size + 2 * (((stride - 1) + (kernel - 1)) // 2) - kernel) // stride + 1
+
+    def norm(self, channels: int) -> None:
+        """A BatchNorm over ``channels``."""
+        self.params += 2 * channels
+
+    def linear(self, c_in: int, c_out: int, bias: bool = True) -> None:
+        """A linear layer, or a 1x1 convolution on the globally pooled 1x1 map."""
+        self.flops += c_in * c_out
+        self.params += c_in * c_out + (c_out if bias else 0)
+
+    def squeeze_excite(self, channels: int, reduced: int) -> None:
+        """Squeeze-excite: two 1x1 convolutions with bias on the pooled 1x1 map (the gate is element-wise)."""
+        self.linear(channels, reduced)
+        self.linear(reduced, channels)
 
 
 def analytic_cost(space: SearchSpace, r: float, d: float, w: float, num_classes: int = 1000) -> Cost:
-    """Count FLOPs and parameters of the cube point (r, d, w) from its block definition alone.
+    """Count FLOPs and parameters of the cube point (r, d, w) from the base network's definition alone.
 
     Args:
         space: the search space.
@@ -57,72 +106,18 @@ def analytic_cost(space: SearchSpace, r: float, d: float, w: float, num_classes:
         num_classes: classifier outputs (1000 for the paper's ImageNet numbers).
 
     Returns:
-        :class:`Cost` with FLOPs as multiply-accumulates of one image at ``floor(224 r)`` pixels.
+        :class:`Cost` with FLOPs as multiply-accumulates of one image at ``floor(base_resolution r)`` pixels.
     """
     resolution = space.resolution(r)
-    flops, params = _count(space, resolution, float(d), float(w), num_classes)
+    flops, params = _count(space.network, resolution, float(d), float(w), num_classes)
     return Cost(resolution=resolution, flops=flops, params=params)
 
 
 @lru_cache(maxsize=65536)
-def _count(space: SearchSpace, resolution: int, d: float, w: float, num_classes: int) -> tuple[int, int]:
-    flops = 0
-    params = 0
-
-    def conv(size: int, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> int:
-        nonlocal flops, params
-        out = _conv_out(size, kernel, stride)
-        per_pixel = c_out * (c_in // groups) * kernel * kernel
-        flops += out * out * per_pixel
-        params += per_pixel
-        return out
-
-    def batchnorm(channels: int) -> None:
-        nonlocal params
-        params += 2 * channels
-
-    def squeeze_excite(channels: int, reduced: int) -> None:
-        # two 1x1 convolutions with bias on the pooled 1x1 map
-        nonlocal flops, params
-        flops += 2 * channels * reduced
-        params += 2 * channels * reduced + channels + reduced
-
-    from timm.layers import make_divisible
-
-    size = conv(resolution, 3, space.stem_channels, 3, stride=2)
-    batchnorm(space.stem_channels)
-    c_in = space.stem_channels
-    for stage in decode_blocks(space, d):
-        for index, block in enumerate(stage):
-            c_out = round_channels(space, block["out_chs"], w)
-            # timm's builder strides only the first block of a stage
-            stride = block["stride"] if index == 0 else 1
-            kernel = block["dw_kernel_size"]
-            se_ratio = block.get("se_ratio") or 0.0
-            if block["block_type"] == "ds":
-                out = conv(size, c_in, c_in, kernel, stride, groups=c_in)
-                batchnorm(c_in)
-                if se_ratio:
-                    squeeze_excite(c_in, round(c_in * se_ratio / block.get("exp_ratio", 1.0)))
-                conv(out, c_in, c_out, block["pw_kernel_size"])
-                batchnorm(c_out)
-            else:  # "ir", the only other type the space loader admits
-                mid = make_divisible(c_in * block["exp_ratio"])
-                conv(size, c_in, mid, block["exp_kernel_size"])
-                batchnorm(mid)
-                out = conv(size, mid, mid, kernel, stride, groups=mid)
-                batchnorm(mid)
-                if se_ratio:
-                    squeeze_excite(mid, round(mid * se_ratio / block["exp_ratio"]))
-                conv(out, mid, c_out, block["pw_kernel_size"])
-                batchnorm(c_out)
-            size, c_in = out, c_out
-    head = head_channels(space, w)
-    conv(size, c_in, head, 1)
-    batchnorm(head)
-    flops += head * num_classes
-    params += head * num_classes + num_classes
-    return flops, params
+def _count(network: "Network", resolution: int, d: float, w: float, num_classes: int) -> tuple[int, int]:
+    tally = Tally()
+    network.count(tally, resolution, d, w, num_classes)
+    return tally.flops, tally.params
 
 
 def measured_cost(space: SearchSpace, r: float, d: float, w: float, num_classes: int = 1000) -> Cost:

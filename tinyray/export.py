@@ -2,7 +2,7 @@
 
 ``config.json`` holds what rebuilds the architecture (the search space inline, r, d, w, number of classes) and
 timm's pretrained-config fields (``architecture``, ``input_size``, ``mean``, ``std``, ``crop_pct`` ...); the
-weights are a safetensors file. :func:`load_exported` rebuilds the timm ``EfficientNet`` from the config and loads
+weights are a safetensors file. :func:`load_exported` rebuilds the timm network (its family's) from the config and loads
 the weights; nothing is unpickled.
 """
 

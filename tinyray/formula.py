@@ -611,29 +611,31 @@ def find_formula(storage: Path) -> Path | None:
 
 # -- the plot --------------------------------------------------------------------------------------------------
 def plot_formula(formula: Formula, path: Path, title: str = "") -> Path:
-    """r, d and w against c with their 95% bands, the front points and TinyNet-A..E for reference (PNG)."""
+    """r, d and w against c with their 95% bands, the front points and the base's landmarks (B0's: TinyNet-A..E) (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from tinyray.cost import analytic_cost, base_flops
-    from tinyray.cube import TINYNETS
 
     table = formula.table(120)
     points = formula.points
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=110, sharex=True)
     base_1000 = base_flops(formula.space, 1000)
+    landmarks = formula.space.network.landmarks()  # the paper's TinyNet-A..E on B0's cube, else none
     for ax, target in zip(axes, ("r", "d", "w")):
         ax.plot(table["c"], table[target], c="tab:blue", lw=1.8, label=f"{target}(c)")
         ax.fill_between(table["c"], table[f"{target}_lo"], table[f"{target}_hi"], color="tab:blue", alpha=0.18,
                         label="95% band")
         ax.scatter([p["c"] for p in points], [p[target] for p in points], c="tab:orange", s=28, zorder=3,
                    label=f"front ({len(points)})")
-        tiny_c = [analytic_cost(formula.space, t["r"], t["d"], t["w"], 1000).flops / base_1000 for t in TINYNETS.values()]
-        ax.scatter(tiny_c, [t[target] for t in TINYNETS.values()], marker="x", c="gray", s=30, label="TinyNet-A..E")
+        if landmarks:
+            tiny_c = [analytic_cost(formula.space, *point, 1000).flops / base_1000 for point in landmarks.values()]
+            ax.scatter(tiny_c, [point["rdw".index(target)] for point in landmarks.values()], marker="x", c="gray",
+                       s=30, label=f"{next(iter(landmarks))}..{list(landmarks)[-1]}")
         ax.set_xscale("log")
-        ax.set_xlabel("c = FLOPs / FLOPs(B0)")
+        ax.set_xlabel(f"c = FLOPs / FLOPs({formula.space.name} at 1, 1, 1)")
         ax.set_ylabel(target)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")

@@ -1,10 +1,12 @@
 """Search spaces: the base network and the bounds of the (r, d, w) cube, read from YAML into typed objects.
 
-A space file (the shipped ones are package data in ``tinyray/search_spaces/``) holds the base network in timm's
-block-string notation (``ir_r2_k3_s2_e6_c24_se0.25``: an inverted-residual stage of 2 blocks, 3x3 depthwise
-kernel, stride 2, expansion 6, 24 output channels, squeeze-excite ratio 0.25), its base resolution, and the bounds of the
-resolution multiplier ``r``, depth multiplier ``d`` and width multiplier ``w``. The same block strings feed the
-model builder (:mod:`tinyray.cube`) and the analytic cost (:mod:`tinyray.cost`), so the two cannot drift.
+A space file (the shipped ones are package data in ``tinyray/search_spaces/``) names the base network's family
+(``family: resnet``; ``efficientnet`` if it names none), holds the family's description of the base network
+(for EfficientNet, timm's block strings such as ``ir_r2_k3_s2_e6_c24_se0.25``: an inverted-residual stage of 2
+blocks, 3x3 depthwise kernel, stride 2, expansion 6, 24 output channels, squeeze-excite ratio 0.25), its base
+resolution, and the bounds of the resolution multiplier ``r``, depth multiplier ``d`` and width multiplier ``w``.
+The family (:mod:`tinyray.families`) reads its keys into one typed object that feeds both the model builder
+(:mod:`tinyray.cube`) and the analytic cost (:mod:`tinyray.cost`), so the two cannot drift.
 
 Everything a user can get wrong in the file is reported as one :class:`~tinyray.errors.UserError` line that
 names the file and the key.
@@ -13,12 +15,15 @@ names the file and the key.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinyray.errors import UserError
+from tinyray.families import DEFAULT_FAMILY, FAMILIES, network_class
+
+if TYPE_CHECKING:
+    from tinyray.families.base import Network
 
 #: Folder of the search spaces shipped with the package (package data, so that non-editable installs have them).
 SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"
@@ -26,18 +31,12 @@ SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"
 USER_SPACES_DIR = "search_spaces"
 DEFAULT_SPACE = "efficientnet_b0"
 
-# Block types whose cost tinyray counts analytically: timm's depthwise-separable and inverted-residual blocks,
-# the two EfficientNet-B0 and the TinyNets are made of.
-_BLOCK_TYPES = ("ds", "ir")
-_BLOCK_RE = re.compile(r"^(ds|ir)(_r\d+|_k\d+|_s\d+|_e\d+(\.\d+)?|_c\d+|_se\d+(\.\d+)?|_noskip)+$")
-_ACTIVATIONS = ("swish", "silu", "relu", "relu6", "hard_swish")
 #: Bounds of what a space file may hold: a larger file, number or network is a mistake (or an attack), and
 #: would make tinyray allocate or count for ever instead of answering.
 MAX_FILE_BYTES = 64 * 1024
 MAX_ALIASES = 0  # YAML anchors/aliases (&x / *x): a space file has no need of them, and they make "alias bombs"
-#: Block-string options: (low, high) of each; ``k`` must also be odd (timm pads ``k // 2``).
-_BLOCK_LIMITS = {"r": (1, 64), "k": (1, 15), "s": (1, 4), "e": (0.0, 64.0), "c": (1, 8192), "se": (0.0, 1.0)}
-_INT_LIMITS = {"base_resolution": 4096, "stem_channels": 8192, "head_channels": 16384, "channel_divisor": 256}
+MAX_RESOLUTION = 4096
+#: Stages of a base network, and blocks (or block strings) in one stage.
 MAX_STAGES = 32
 MAX_MULTIPLIER = 8.0
 
@@ -59,27 +58,27 @@ class SearchSpace:
 
     Attributes:
         name: short name of the space (``efficientnet_b0``).
-        blocks: timm block strings, one tuple per stage, of the base network (d = w = 1).
+        network: the base network (d = w = 1) as its family reads it: builds, counts and compares the networks of
+            the cube (:class:`~tinyray.families.base.Network`).
         base_resolution: input side in pixels at r = 1 (224 for EfficientNet-B0).
-        stem_channels: stem output channels, kept fixed under width scaling as TinyNet does.
-        head_channels: head width at w = 1; the built head is ``max(head, round_channels(head * w))``.
-        activation: timm activation name used in every block.
-        channel_divisor: channels are rounded to multiples of this.
         r, d, w: bounds of the resolution, depth and width multipliers.
+        reference: timm's name of the network the space builds at r = d = w = 1 (``efficientnet_b0``), if any.
         source: the file the space was read from (for error messages and tracking).
     """
 
     name: str
-    blocks: tuple[tuple[str, ...], ...]
+    network: "Network"
     base_resolution: int
-    stem_channels: int
-    head_channels: int
-    activation: str
-    channel_divisor: int
     r: Bounds
     d: Bounds
     w: Bounds
+    reference: str = ""
     source: str = ""
+
+    @property
+    def family(self) -> str:
+        """The base network's family (a key of :data:`tinyray.families.FAMILIES`)."""
+        return self.network.family
 
     def bounds(self) -> dict[str, Bounds]:
         return {"r": self.r, "d": self.d, "w": self.w}
@@ -87,9 +86,8 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         """The space as the YAML mapping :func:`parse_space` reads (so a copy can travel inside JSON state)."""
         return {
-            "name": self.name, "blocks": [list(stage) for stage in self.blocks], "base_resolution": self.base_resolution,
-            "stem_channels": self.stem_channels, "head_channels": self.head_channels, "activation": self.activation,
-            "channel_divisor": self.channel_divisor,
+            "name": self.name, "family": self.family, "reference": self.reference,
+            "base_resolution": self.base_resolution, **self.network.to_dict(),
             "bounds": {key: [bound.low, bound.high] for key, bound in self.bounds().items()},
         }
 
@@ -114,17 +112,11 @@ class SearchSpace:
                 )
 
 
-_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "name": str,
-    "blocks": list,
-    "base_resolution": int,
-    "stem_channels": int,
-    "head_channels": int,
-    "activation": str,
-    "channel_divisor": int,
-    "bounds": dict,
-}
-_OPTIONAL = {"activation": "swish", "channel_divisor": 8, "description": ""}
+#: Keys of every space file, whatever its family: name -> YAML type.
+_FIELDS: dict[str, type] = {"name": str, "family": str, "description": str, "reference": str, "base_resolution": int,
+                             "bounds": dict}
+#: Keys that may be left out, with their defaults.
+_OPTIONAL = {"family": DEFAULT_FAMILY, "description": "", "reference": ""}
 
 
 def resolve_space_path(space: str | Path | None) -> Path:
@@ -148,6 +140,12 @@ def resolve_space_path(space: str | Path | None) -> Path:
             if candidate.is_file():
                 return candidate
     raise UserError(f"unknown search space {text!r}: use one of {available_spaces()} or a path to a YAML file")
+
+
+def space_help() -> str:
+    """The ``--space`` help text, naming the shipped spaces and their families."""
+    return (f"search space: a shipped one ({', '.join(available_spaces())}) or a file in ./search_spaces/, by name "
+            f"(default {DEFAULT_SPACE}), or a YAML path; its family is one of {', '.join(FAMILIES)}")
 
 
 def available_spaces() -> list[str]:
@@ -203,85 +201,60 @@ def load_space(space: str | Path | None = None) -> SearchSpace:
 def parse_space(raw: Any, where: str = "<space>") -> SearchSpace:
     """Validate a parsed YAML mapping into a :class:`SearchSpace` (see :func:`load_space`)."""
     if not isinstance(raw, dict):
-        raise UserError(f"search space {where} must be a YAML mapping with keys {sorted(_FIELDS)}")
-    unknown = sorted(set(raw) - set(_FIELDS) - set(_OPTIONAL))
+        raise UserError(f"search space {where} must be a YAML mapping with keys {sorted(_FIELDS)} and its family's")
+    family = raw.get("family", DEFAULT_FAMILY)
+    if not isinstance(family, str):
+        raise UserError(f"search space {where}: family must be a string, got {type(family).__name__} {str(family)[:40]}")
+    network_cls = network_class(family, where)
+    fields = {**_FIELDS, **network_cls.FIELDS}
+    optional = {**_OPTIONAL, **network_cls.OPTIONAL}
+    unknown = sorted(set(raw) - set(fields) - set(optional), key=str)
     if unknown:
-        raise UserError(f"search space {where}: unknown key {unknown[0]!r}; allowed keys are {sorted(set(_FIELDS) | set(_OPTIONAL))}")
-    values = {**_OPTIONAL, **raw}
-    for key, kind in _FIELDS.items():
+        raise UserError(f"search space {where}: unknown key {unknown[0]!r} for family {family!r}; allowed keys are "
+                        f"{sorted(set(fields) | set(optional))}")
+    values = {**optional, **raw}
+    for key, kind in fields.items():
         if key not in values:
-            raise UserError(f"search space {where}: missing key {key!r}; see tinyray/search_spaces/{DEFAULT_SPACE}.yaml for an example")
-        value = values[key]
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-            raise UserError(
-                f"search space {where}: {key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}"
-            )
-    for key in ("base_resolution", "stem_channels", "head_channels", "channel_divisor"):
-        if not 0 < values[key] <= _INT_LIMITS[key]:
-            raise UserError(f"search space {where}: {key} must be a positive integer up to {_INT_LIMITS[key]}, "
-                            f"got {str(values[key])[:40]}")
-    if len(values["name"]) > 64 or any(ord(ch) < 32 for ch in values["name"]):
-        raise UserError(f"search space {where}: name must be one line of up to 64 characters, e.g. efficientnet_b0")
-    if values["activation"] not in _ACTIVATIONS:
-        raise UserError(f"search space {where}: activation {values['activation']!r} is not one of {list(_ACTIVATIONS)}")
-    blocks = _parse_blocks(values["blocks"], where)
+            raise UserError(f"search space {where}: missing key {key!r}; see "
+                            f"tinyray/search_spaces/{DEFAULT_SPACE}.yaml for an example")
+        check_type(values, key, kind, where)
+    for key in ("name", "reference"):
+        if len(values[key]) > 64 or any(ord(ch) < 32 for ch in values[key]):
+            raise UserError(f"search space {where}: {key} must be one line of up to 64 characters, e.g. efficientnet_b0")
+    check_int(values, "base_resolution", MAX_RESOLUTION, where)
     bounds = _parse_bounds(values["bounds"], where)
+    network = network_cls.parse({key: values[key] for key in network_cls.FIELDS}, where)
     return SearchSpace(
         name=values["name"],
-        blocks=blocks,
+        network=network,
         base_resolution=values["base_resolution"],
-        stem_channels=values["stem_channels"],
-        head_channels=values["head_channels"],
-        activation=values["activation"],
-        channel_divisor=values["channel_divisor"],
+        reference=values["reference"],
         source=where,
         **bounds,
     )
 
 
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    return {str: "a string", int: "an integer", list: "a list", dict: "a mapping"}.get(kind, str(kind))
+def check_type(values: dict[str, Any], key: str, kind: type, where: str) -> None:
+    """Raise :class:`UserError` unless ``values[key]`` is of YAML type ``kind`` (a bool is not a number)."""
+    value = values[key]
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise UserError(f"search space {where}: {key} must be {_type_name(kind)}, got {type(value).__name__} "
+                        f"{str(value)[:40]!r}")
 
 
-def _parse_blocks(stages: list, where: str) -> tuple[tuple[str, ...], ...]:
-    if not stages:
-        raise UserError(f"search space {where}: blocks is empty; give one list of block strings per stage")
-    if len(stages) > MAX_STAGES:
-        raise UserError(f"search space {where}: blocks has {len(stages)} stages, more than {MAX_STAGES}")
-    parsed = []
-    for index, stage in enumerate(stages):
-        if isinstance(stage, str):
-            stage = [stage]
-        if not isinstance(stage, list) or not stage or not all(isinstance(b, str) for b in stage):
-            raise UserError(f"search space {where}: blocks[{index}] must be a list of block strings such as ir_r2_k3_s2_e6_c24_se0.25")
-        if len(stage) > MAX_STAGES:
-            raise UserError(f"search space {where}: blocks[{index}] has {len(stage)} blocks, more than {MAX_STAGES}")
-        for block in stage:
-            if len(block) > 100 or not _BLOCK_RE.match(block) or "_c" not in block:
-                raise UserError(
-                    f"search space {where}: blocks[{index}] {block[:100]!r} is not a supported timm block string;"
-                    f" use types {list(_BLOCK_TYPES)} with _r _k _s _e _c _se options, e.g. ir_r2_k3_s2_e6_c24_se0.25"
-                )
-            _check_block_options(block, f"search space {where}: blocks[{index}] {block!r}")
-        parsed.append(tuple(stage))
-    return tuple(parsed)
+def check_int(values: dict[str, Any], key: str, high: int, where: str) -> None:
+    """Raise :class:`UserError` unless ``values[key]`` is a positive integer up to ``high``."""
+    if not 0 < values[key] <= high:
+        raise UserError(f"search space {where}: {key} must be a positive integer up to {high}, "
+                        f"got {str(values[key])[:40]}")
 
 
-def _check_block_options(block: str, what: str) -> None:
-    """Every option of a block string in its range (``_r0``, ``_k0``, ``_s0``, ``_e0`` or huge values break the
-    network or the FLOPs count far from the file)."""
-    for option in block.split("_")[1:]:
-        key = re.match(r"[a-z]+", option).group(0)
-        if key not in _BLOCK_LIMITS:
-            continue  # noskip
-        value = float(option[len(key):])
-        low, high = _BLOCK_LIMITS[key]
-        positive = key in ("e",)  # an expansion of 0 leaves no channels; se 0 means "no squeeze-excite"
-        if not (low <= value <= high) or (positive and value <= 0):
-            kind = "above 0 and" if positive else "from " + f"{low:g} to"
-            raise UserError(f"{what}: _{key}{option[len(key):]} is out of range; _{key} must be {kind} {high:g}")
-        if key == "k" and value % 2 == 0:
-            raise UserError(f"{what}: _k{value:g} must be an odd kernel size (3, 5, 7)")
+def _type_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a mapping"}.get(kind, str(kind))
 
 
 def _parse_bounds(raw: dict, where: str) -> dict[str, Bounds]:

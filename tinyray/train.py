@@ -246,26 +246,23 @@ def make_model(space: SearchSpace, r: float, d: float, w: float, num_classes: in
     )
     nn.init.zeros_(model.get_classifier().weight)
     if recipe.zero_init_last:
-        zero_init_residuals(model)
+        zero_init_residuals(model, space)
     use_small_map_depthwise(model)  # the same network, 10-30% faster a step on small inputs (tinyray/smallconv.py)
     return model
 
 
-def zero_init_residuals(model: "torch.nn.Module") -> int:
-    """Zero the scale of the last BatchNorm of every block with a skip connection; returns how many.
+def zero_init_residuals(model: "torch.nn.Module", space: SearchSpace) -> int:
+    """Zero the scale of the last BatchNorm of every residual block of ``model``; returns how many were zeroed.
 
-    timm's EfficientNet blocks keep the skip decision in ``has_skip`` and end with ``bn3`` (inverted residual) or
-    ``bn2`` (depthwise-separable); a test fails loudly if timm renames them.
+    Which BatchNorms end a residual branch is the family's to say
+    (:meth:`tinyray.families.base.Network.residual_norms`: for EfficientNet the blocks with an identity skip).
     """
     import torch.nn as nn
 
-    count = 0
-    for module in model.modules():
-        if getattr(module, "has_skip", False):
-            last = module.bn3 if hasattr(module, "bn3") else module.bn2
-            nn.init.zeros_(last.weight)
-            count += 1
-    return count
+    norms = space.network.residual_norms(model)
+    for norm in norms:
+        nn.init.zeros_(norm.weight)
+    return len(norms)
 
 
 #: Optimizers built with torch's fused kernel (CPU and CUDA alike).

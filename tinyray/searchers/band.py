@@ -14,7 +14,6 @@ from typing import Any, Callable
 import numpy as np
 
 from tinyray.cost import analytic_cost, format_flops
-from tinyray.cube import decode_blocks, head_channels, round_channels, stage_depths
 from tinyray.errors import UserError
 from tinyray.space import SearchSpace
 
@@ -75,7 +74,6 @@ class FlopsBand:
         self.high = np.array([space.r.high, space.d.high, space.w.high], dtype=float)
         self._flops_cache: dict[tuple[float, float, float], int] = {}
         self._key_cache: dict[tuple[float, float, float], tuple] = {}
-        self._base_channels: tuple[int, ...] | None = None
 
         where = space.source or "the space file"
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 1:
@@ -136,21 +134,13 @@ class FlopsBand:
         return self.floor <= flops <= self.budget
 
     def network_key(self, x: np.ndarray | tuple[float, float, float]) -> tuple:
-        """What makes two points the same network: resolution, blocks per stage and rounded channels."""
+        """What makes two points the same network: the resolution, and what the family says of (d, w) (blocks per
+        stage and rounded channels, :meth:`tinyray.families.base.Network.key`)."""
         key = (float(x[0]), float(x[1]), float(x[2]))
         network = self._key_cache.get(key)
         if network is None:
-            if self._base_channels is None:
-                self._base_channels = tuple(
-                    dict.fromkeys(block["out_chs"] for stage in decode_blocks(self.space, 1.0) for block in stage)
-                )
             r, d, w = key
-            network = (
-                self.space.resolution(r),
-                stage_depths(self.space, d),
-                tuple(round_channels(self.space, channels, w) for channels in self._base_channels),
-                head_channels(self.space, w),
-            )
+            network = (self.space.resolution(r), *self.space.network.key(d, w))
             if len(self._key_cache) > 200_000:
                 self._key_cache.clear()
             self._key_cache[key] = network
