@@ -20,16 +20,16 @@ data (``benchdata/proxy_reference.csv`` with its command in ``proxy_reference.js
 retrains only the proxy side, ``--reference`` re-records the reference too.
 
 Evidence behind today's defaults (2026-11-30, data version 4; the story with every number is in
-``docs/benchmarks.md``; preliminary: 16 of the 24 networks have both recordings, and issue 12's targets are missed):
+``docs/benchmarks.md``; preliminary: 17 of the 24 networks have both recordings, and issue 12's targets are missed):
 
 * The task. On data version 3 (ten classes) the reference saturated: the thinnest shallow network at r = 1 reached
   0.95. On version 4 (twenty classes: five shapes times four stripe directions) the reference spans 0.20-0.72 but
-  is a step in r: every network at r >= 0.94 learns the stripes (0.36-0.72), every network below r = 0.9 ends at
-  the colour cue's level (0.20-0.27). TinyNet-D (r = 0.68) trained 2x longer than the reference stays at 0.25,
+  is close to a step in r: networks at r >= 0.94 learn the stripes (0.36-0.72), every network at r <= 0.83 ends
+  at the colour cue's level (0.20-0.27), and at r = 0.84 only the deeper, wider TinyNet-B does (0.48). TinyNet-D (r = 0.68) trained 2x longer than the reference stays at 0.25,
   and an FFT of the resized images finds little of the stripe direction below 55 px: the antialiased resize
   removes the stripes, so the information is gone, not slow to learn. Among the corners, at r = 1 depth and width
   each add top-1 alone (+0.06, +0.05) while the B0-sized corner is still learning at the reference's end (0.363).
-* The proxy. On the 16 networks, 2 epochs of 1800 fresh images rank with rho 0.68 +- 0.06 at the end (0.56 after
+* The proxy. On the 17 networks, 2 epochs of 1800 fresh images rank with rho 0.67 +- 0.07 at the end (0.52 after
   epoch 1); on the first 8 (mostly r = 1 against r = 0.25) it was 0.87, and 3 epochs of 1200 gave 0.76. The drop
   comes from networks on the reference's floor, whose order there is noise: the task must change before the proxy
   can be tuned against it.
