@@ -76,7 +76,7 @@ def test_default_proxy_is_above_chance_after_one_epoch(space, tmp_path):
     """A default search trial's first rung sees signal (issue 12): the cube's centre, with the default data and
     recipe and the default 2-epoch schedule, stopped after its first epoch, is above chance by more than binomial
     noise (shipped recording, data v4: 0.155 and 0.140 for seeds 0 and 1; chance 0.05, band 0.072). Not every
-    network is yet: 3 of the 16 epoch-1 runs of the shipped panel recording are at chance (issue 12 is open)."""
+    network is yet: 3 of the 34 epoch-1 runs of the shipped panel recording are at chance (issue 12 is open)."""
     from tinyray.fidelity import chance_band, default_protocol
 
     protocol = default_protocol()
