@@ -153,6 +153,11 @@ def _shrink_contender(factor: str) -> Callable[[Context, int], Contender | str]:
         from tinyray.cost import analytic_cost, format_flops
         from tinyray.scaling import shrink
 
+        low = ctx.space.bounds()[factor].low
+        floor = analytic_cost(ctx.space, **{"r": 1.0, "d": 1.0, "w": 1.0, factor: low}, num_classes=ctx.num_classes).flops
+        if floor > budget:
+            return (f"B0 with {factor} alone at its bound {low:g} still costs {format_flops(floor)}, more than "
+                    f"{format_flops(budget)}")
         reasons = []
         # the step at or just above the budget (trimmed down by width), else the step just below it
         for at_least, where in ((True, "at or just above"), (False, "just below")):

@@ -292,9 +292,10 @@ def refuse_outside(answer: Answer, allow_outside: bool) -> Answer:
     from tinyray.cost import format_flops
 
     if answer.outside and not allow_outside:
+        fix = (f"give a budget in {format_flops(answer.fitted_low)}-{format_flops(answer.fitted_high)}, or "
+               if answer.extrapolates else "")
         raise UserError(f"the formula has no fitted answer for {format_flops(answer.budget)}: {answer.outside}; "
-                        f"give a budget in {format_flops(answer.fitted_low)}-{format_flops(answer.fitted_high)}, or "
-                        f"--allow-outside to take the extrapolated network anyway")
+                        f"{fix}give --allow-outside to take that network anyway")
     return answer
 
 
