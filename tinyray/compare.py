@@ -312,7 +312,8 @@ class Comparison:
             lines.append(f"{format_flops(budget)} FLOPs:")
             lines.append(f"  {'contender':<32} {'top-1':>15} {'FLOPs':>8} {'params':>7} {'r':>5} {'d':>5} {'w':>5} {'px':>4}")
             for row in rows.itertuples():
-                lines.append(f"  {row.label:<32} {row.top1_mean:.3f} +- {row.top1_sd:.3f} {format_flops(row.flops):>8} "
+                spread = f"{row.top1_sd:.3f}" if row.seeds > 1 else "  -  "  # one seed has no spread to show
+                lines.append(f"  {row.label:<32} {row.top1_mean:.3f} +- {spread} {format_flops(row.flops):>8} "
                              f"{row.params / 1e6:6.2f}M {row.r:5.3f} {row.d:5.3f} {row.w:5.3f} {row.resolution:4d}")
             lines += [line for line in self.verdicts if line.startswith(f"{format_flops(budget)}:")]
         for row in self.left_out:
@@ -390,7 +391,8 @@ def plot(table: "pd.DataFrame", path: Path, title: str = "") -> Path:
     for ax, budget in zip(axes[0], budgets):
         rows = table[table["budget"] == budget].iloc[::-1]
         colours = ["tab:orange" if name == "formula" else "tab:blue" for name in rows["name"]]
-        ax.barh(rows["label"], rows["top1_mean"], xerr=rows["top1_sd"], color=colours, alpha=0.8, capsize=3)
+        spread = rows["top1_sd"].where(rows["seeds"] > 1)  # one seed has no spread to draw
+        ax.barh(rows["label"], rows["top1_mean"], xerr=spread.fillna(0), color=colours, alpha=0.8, capsize=3)
         ax.set_xlabel("validation top-1 (mean +- sd over seeds)")
         ax.set_title(f"{format_flops(budget)} FLOPs", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
