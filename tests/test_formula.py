@@ -203,10 +203,11 @@ def test_formula_command_prints_no_torch_jit_future_warning(tmp_path):
     # linear_operator (under BoTorch) calls @torch.jit.script at import: a FutureWarning on every formula fit
     synthetic_front().to_csv(tmp_path / "front.csv", index=False)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
-    done = subprocess.run([sys.executable, "-m", "tinyray", "formula", "--budget", "150M", "--from", "front.csv"],
+    # 60M: inside the synthetic curves' fitted range and the cube (at 150M they ask for w = 1.3: refused)
+    done = subprocess.run([sys.executable, "-m", "tinyray", "formula", "--budget", "60M", "--from", "front.csv"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "150M: r=" in done.stdout
+    assert "60M: r=" in done.stdout
     assert "FutureWarning" not in done.stderr and "torch.jit" not in done.stderr
 
 

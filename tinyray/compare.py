@@ -133,7 +133,8 @@ def formula_contender(ctx: Context, budget: int) -> Contender | str:
         return "no formula: give --from a search's results folder or --model-uri"
     answer = refuse_outside(ctx.formula.answer(budget, ctx.num_classes), ctx.allow_outside)
     note = f"OUTSIDE: {answer.outside}" if answer.outside else "inside the fitted range and the cube"
-    return _place(ctx, "formula", "tiny formula", budget, answer.r, answer.d, answer.w, note)
+    label = "tiny formula (OUTSIDE)" if answer.outside else "tiny formula"
+    return _place(ctx, "formula", label, budget, answer.r, answer.d, answer.w, note)
 
 
 def compound_contender(ctx: Context, budget: int) -> Contender | str:
