@@ -673,6 +673,8 @@ def plot_formula(formula: Formula, path: Path, title: str = "") -> Path:
                    else f"front ({len(points)} fitted of {formula.front_size})")
         tiny_c = [analytic_cost(formula.space, t["r"], t["d"], t["w"], 1000).flops / base_1000 for t in TINYNETS.values()]
         ax.scatter(tiny_c, [t[target] for t in TINYNETS.values()], marker="x", c="gray", s=30, label="TinyNet-A..E")
+        if table["c"].max() > formula.c_range[1] * 1.001:  # the table runs on to the search's budget
+            ax.axvspan(formula.c_range[1], table["c"].max(), color="gray", alpha=0.15, label="extrapolated")
         ax.set_xscale("log")
         ax.set_xlabel("c = FLOPs / FLOPs(B0)")
         ax.set_ylabel(target)
