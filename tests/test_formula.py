@@ -181,11 +181,16 @@ def test_load_front_from_folder_and_trials_csv(space, tmp_path):
 
 def test_cli_formula_fits_from_folder_and_finds_newest(space, tmp_path, capsys):
     folder = _results_folder(tmp_path, space)
-    assert main(["formula", "--budget", "60M", "100M", "--from", str(folder), "--json", "--report"]) == 0
+    # the synthetic curves ask for w = 1.1 at 100M: outside the cube, so refused unless allowed (and then labelled)
+    assert main(["formula", "--budget", "60M", "100M", "--from", str(folder), "--json", "--report"]) == 2
+    assert "no fitted answer for 100M: w=" in capsys.readouterr().err
+    assert main(["formula", "--budget", "60M", "100M", "--from", str(folder), "--json", "--report",
+                 "--allow-outside"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["answers"]) == 2 and {row["model"] for row in out["loo"]} >= {"linear", "log-linear"}
     for answer in out["answers"]:
         assert answer["flops"] <= answer["budget"]
+    assert out["answers"][0]["outside"] == "" and "above the cube's bound 1" in out["answers"][1]["outside"]
     # once a formula.json sits in the folder, a bare query finds it through --storage
     fit = fit_formula(load_front(folder).points, space, NUM_CLASSES, source=str(folder))
     fit.save(folder / "formula.json")
@@ -198,10 +203,11 @@ def test_formula_command_prints_no_torch_jit_future_warning(tmp_path):
     # linear_operator (under BoTorch) calls @torch.jit.script at import: a FutureWarning on every formula fit
     synthetic_front().to_csv(tmp_path / "front.csv", index=False)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
-    done = subprocess.run([sys.executable, "-m", "tinyray", "formula", "--budget", "150M", "--from", "front.csv"],
+    # 60M: inside the synthetic curves' fitted range and the cube (at 150M they ask for w = 1.3: refused)
+    done = subprocess.run([sys.executable, "-m", "tinyray", "formula", "--budget", "60M", "--from", "front.csv"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "150M: r=" in done.stdout
+    assert "60M: r=" in done.stdout
     assert "FutureWarning" not in done.stderr and "torch.jit" not in done.stderr
 
 
@@ -349,3 +355,63 @@ def test_search_end_publishes_formula_and_reports_it(space, tmp_path):
     assert "best under 100M" in report
     small, why = _publish_formula(config, front.head(2).drop(columns=["c"]), space, NUM_CLASSES, tracker, run_id)
     assert small is None and "needs 3" in why
+
+
+# -- where an answer stands (issue 16) ---------------------------------------------------------------------------
+
+
+def test_answer_outside_the_fitted_range_or_the_cube_says_so(formula):
+    base = base_flops(formula.space, NUM_CLASSES)
+    inside = formula.answer(0.3 * base)
+    assert inside.outside == "" and "OUTSIDE" not in inside.line()
+    above = formula.answer(1.5 * base)
+    assert above.extrapolates and "above the fitted range" in above.outside and "r and d are extrapolated" in above.outside
+    assert f"(OUTSIDE: {above.outside})" in above.line()
+    assert (above.fitted_low, above.fitted_high) == (round(formula.c_range[0] * base), round(formula.c_range[1] * base))
+    below = formula.answer(0.01 * base)
+    assert "below the fitted range" in below.outside
+    # w beyond the cube (the space's bound 1.0) is named with its bound
+    wide = next(a for a in (formula.answer(f * base) for f in (0.5, 0.6, 0.7, 0.8)) if not a.in_bounds)
+    assert "above the cube's bound 1" in wide.outside
+
+
+def test_formula_refuses_outside_unless_allowed_and_text_says_what_json_says(formula, tmp_path, capsys):
+    formula.save(tmp_path / "formula.json")
+    base = base_flops(formula.space, NUM_CLASSES)
+    budget = str(int(1.5 * base))
+    assert main(["formula", "--budget", budget, "--from", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no fitted answer" in err and "--allow-outside" in err and "above the fitted range" in err
+    assert main(["export", "--budget", budget, "--from", str(tmp_path), "--out", str(tmp_path / "net")]) == 2
+    assert "no fitted answer" in capsys.readouterr().err and not (tmp_path / "net").exists()
+    assert main(["formula", "--budget", budget, "--from", str(tmp_path), "--allow-outside", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)["answers"][0]
+    assert answer["extrapolates"] and answer["outside"]
+    assert main(["formula", "--budget", budget, "--from", str(tmp_path), "--allow-outside"]) == 0
+    assert f"OUTSIDE: {answer['outside']}" in capsys.readouterr().out
+    inside = str(int(0.3 * base))
+    assert main(["formula", "--budget", inside, "--from", str(tmp_path)]) == 0
+    assert "OUTSIDE" not in capsys.readouterr().out
+
+
+def test_fit_keeps_the_most_accurate_of_equal_flops_and_says_how_many_it_used(space):
+    front = synthetic_front()
+    twin = front.iloc[[4]].assign(r=front["r"].iloc[4] + 0.2, top1=front["top1"].iloc[4] - 0.1)
+    fit = fit_formula(pd.concat([front, twin], ignore_index=True), space, NUM_CLASSES, seed=0)
+    assert len(fit.points) == len(front) and fit.front_size == len(front) + 1
+    assert fit.points[4]["r"] == pytest.approx(front["r"].iloc[4])  # the more accurate twin is the one kept
+    assert fit.points_note() == (f"{len(front)} front points (of {len(front) + 1}: 1 at the same FLOPs as a more "
+                                 "accurate or equal one left out)")
+    assert Formula.from_dict(fit.to_dict()).points_note() == fit.points_note()
+
+
+def test_table_reaches_the_search_budget_and_marks_the_extrapolated_rows(space, tmp_path):
+    front = synthetic_front()
+    budget = int(1.5 * front["c"].max() * base_flops(space, NUM_CLASSES))
+    fit = fit_formula(front, space, NUM_CLASSES, seed=0, budget=budget)
+    table = fit.table()
+    assert table["flops"].iloc[-1] == pytest.approx(budget, rel=1e-6)
+    assert table["fitted"].iloc[0] and not table["fitted"].iloc[-1]
+    assert (table.loc[table["fitted"], "c"] <= fit.c_range[1] * 1.001).all()
+    again = Formula.load(fit.save(tmp_path / "formula.json"))
+    assert again.budget == budget and again.table()["flops"].iloc[-1] == table["flops"].iloc[-1]

@@ -209,3 +209,25 @@ def test_cli_report_prints_the_file(tmp_path, capsys):
     assert main(["report", str(folder), "--out", str(tmp_path / "x.html")]) == 0
     assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'x.html'}"
     assert (tmp_path / "x.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_report_shows_a_comparison_and_the_formula_answer_for_the_search_budget(tmp_path):
+    trials = make_trials()
+    folder = tmp_path / "b60M"
+    write_results(folder, trials)
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["formula"] = {"answer": {"budget": 60_000_000, "r": 0.6, "d": 0.7, "w": 1.2, "resolution": 134,
+                                     "flops": 59_700_000, "outside": "w=1.200 is above the cube's bound 1"}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert 'id="compare"' not in write_report(folder).read_text()  # no comparison yet: no section
+    (folder / "compare.json").write_text(json.dumps({
+        "version": 1, "header": "compare at 60M FLOPs (20 classes): 1 seed(s) each",
+        "table": [{"budget": 60_000_000, "label": "tiny formula", "top1_mean": 0.25, "top1_sd": 0.0, "seeds": 1,
+                   "flops": 59_700_000, "params": 1_200_000, "r": 0.6, "d": 0.7, "w": 0.6, "resolution": 134,
+                   "note": "inside"}],
+        "verdicts": ["60M: the formula's network (0.250) beats compound (+0.050, 2 se 0.040): 1 wins"],
+        "left_out": [{"budget": 60_000_000, "contender": "b0-d", "reason": "B0 with d alone <at its bound>"}]}))
+    page = write_report(folder).read_text()
+    assert '<section id="compare">' in page and 'id="compare-table"' in page
+    assert "beats compound" in page and "&lt;at its bound&gt;" in page and "0.250" in page
+    assert 'id="formula-answer"' in page and "OUTSIDE: w=1.200 is above the cube&#x27;s bound 1" in page

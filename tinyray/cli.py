@@ -38,6 +38,10 @@ EXAMPLES = {
     "export": """examples:
   tinyray export --budget 100M --out tinynet-100M                     # config.json + untrained model.safetensors
   tinyray export --budget 100M --out tinynet-100M-trained --train-epochs 3""",
+    "compare": """examples:
+  tinyray compare --budget 100M                          # the newest search's formula against the obvious networks
+  tinyray compare --budget 200M 100M --from tinyray-results/b200M --seeds 3
+  tinyray compare --budget 100M --contenders formula,compound --seeds 1 --data synthetic:200/100 --epochs 1""",
     "publish": """examples:
   tinyray publish tinyray-results/b200M                  # after the tracking server was down: send what it missed
   tinyray publish tinyray-results/b200M --tracking-uri http://127.0.0.1:5000""",
@@ -161,6 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(func=cmd_export)
 
+    compare = sub.add_parser("compare", help="the formula's network against compound scaling, one-dimension shrinks of B0 and the search's best, at equal FLOPs", epilog=EXAMPLES["compare"], formatter_class=fmt)
+    add = compare.add_argument
+    add("--budget", nargs="+", required=True, help="FLOPs budget(s), e.g. 200M 100M")
+    add("--from", dest="source", default=None, help="the search's results folder (default: the newest search in --storage); the table, plot and runs go there")
+    add("--model-uri", default=None, help="a published formula to use instead of the folder's (models:/tinynet-formula/1)")
+    add("--tracking-uri", default=None, help="MLflow store (default: the search's)")
+    add("--storage", default="tinyray-results", help="results root searched for the newest search when --from is not given")
+    add("--contenders", default=",".join(_contender_names()), help=f"comma-separated subset of {','.join(_contender_names())} (default all)")
+    add("--seeds", type=_int_at_least("--seeds", 1), default=3, help="trainings per contender, seeds 0..n-1 (default 3)")
+    add("--data", default=None, help="training data (default: the search's), e.g. synthetic:200/100")
+    add("--epochs", type=_int_at_least("--epochs", 1), default=None, help="epochs per training (default: the search's --max-epochs)")
+    add("--address", default=None, help="a Ray cluster to join (default: RAY_ADDRESS or a local Ray, as a search)")
+    add("--allow-outside", action="store_true", help="compare the formula's answer even outside its fitted range or the cube (labelled)")
+    mode = compare.add_mutually_exclusive_group()
+    mode.add_argument("--quiet", action="store_true", help="no progress lines")
+    mode.add_argument("--json", action="store_true", help="print one JSON object")
+    compare.set_defaults(func=cmd_compare)
+
     publish = sub.add_parser("publish", help="send a search's results folder to MLflow (what it missed while offline)", epilog=EXAMPLES["publish"], formatter_class=fmt)
     publish.add_argument("results_dir", metavar="RESULTS_DIR", help="the folder a search wrote, e.g. tinyray-results/b200M")
     publish.add_argument("--tracking-uri", default=None, help="MLflow store (default: the one the search used, else $MLFLOW_TRACKING_URI, else the sqlite store next to RESULTS_DIR)")
@@ -218,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, help="the HTML file to write (default RESULTS_DIR/report.html)")
     report.set_defaults(func=cmd_report)
     return parser
+
+
+def _contender_names() -> list[str]:
+    # the registry is a dict in a light module: importing it costs no torch, Ray or MLflow
+    from tinyray.compare import CONTENDERS
+
+    return list(CONTENDERS)
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -360,6 +389,7 @@ def _add_formula_source(parser: argparse.ArgumentParser) -> None:
     add("--storage", default="tinyray-results", help="results root searched for the newest formula when neither --from nor --model-uri is given")
     add("--space", default=None, help="search space of a bare front CSV (default: the search's, else efficientnet_b0)")
     add("--num-classes", type=_int_at_least("--num-classes", 1), default=None, help="classifier outputs the answer's FLOPs count (default: the search's)")
+    add("--allow-outside", action="store_true", help="answer a budget outside the fitted range, or with r, d or w outside the cube, instead of refusing (the answer says what is outside)")
 
 
 def _load_formula(args: argparse.Namespace) -> tuple[Any, str]:
@@ -399,12 +429,13 @@ def _load_formula(args: argparse.Namespace) -> tuple[Any, str]:
 
 def cmd_formula(args: argparse.Namespace) -> int:
     from tinyray.cost import format_flops, parse_budget
+    from tinyray.formula import refuse_outside
 
     if not args.budget and not args.report:
         raise UserError("give --budget (e.g. --budget 150M) or --report")
     budgets = [parse_budget(text) for text in args.budget or []]
     formula, read = _load_formula(args)
-    answers = [formula.answer(budget, args.num_classes) for budget in budgets]
+    answers = [refuse_outside(formula.answer(budget, args.num_classes), args.allow_outside) for budget in budgets]
     low, high = formula.c_range
     curves = {target: f"gp {curve.inputs} {curve.kernel}" for target, curve in formula.curves.items()}
     if args.json:
@@ -413,14 +444,11 @@ def cmd_formula(args: argparse.Namespace) -> int:
                           **({"loo": formula.loo} if args.report else {})}))
         return 0
     base = formula.base_flops
-    print(f"tiny formula from {read}: {len(formula.points)} front points, "
+    print(f"tiny formula from {read}: {formula.points_note()}, "
           f"c in [{low:.3f}, {high:.3f}] ({format_flops(low * base)}-{format_flops(high * base)} FLOPs); "
           f"r: {curves['r']}, d: {curves['d']}; bands are 95%")
     for answer in answers:
         print("  " + answer.line())
-        if answer.extrapolates:
-            print(f"warning: {format_flops(answer.budget)} lies outside the fitted range: the formula extrapolates",
-                  file=sys.stderr)
     if args.report:
         import pandas as pd
 
@@ -435,6 +463,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from tinyray.cost import format_flops, parse_budget
     from tinyray.export import check_out, export_network
+    from tinyray.formula import refuse_outside
 
     budget = parse_budget(args.budget)
     out = check_out(Path(args.out))  # before the formula is loaded or anything trained
@@ -450,7 +479,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.num_classes and args.num_classes != data.num_classes:
             raise UserError(f"--num-classes {args.num_classes} differs from the {data.num_classes} classes of {data.name}: drop --num-classes")
         classes = data.num_classes
-    answer = formula.answer(budget, classes)
+    answer = refuse_outside(formula.answer(budget, classes), args.allow_outside)
     if args.train_epochs:
         recipe = default_recipe(data)
         final: dict[str, Any] = {}
@@ -477,7 +506,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         print(f"{format_flops(budget)} -> r={answer.r:.3f} d={answer.d:.3f} w={answer.w:.3f} ({answer.resolution} px, "
               f"{format_flops(answer.flops)} FLOPs, {answer.params / 1e6:.2f}M params), "
-              f"{'trained' if state is not None else 'untrained'}: {folder}/config.json, model.safetensors")
+              f"{'trained' if state is not None else 'untrained'}: {folder}/config.json, model.safetensors"
+              + (f" (OUTSIDE: {answer.outside})" if answer.outside else ""))
     return 0
 
 
@@ -529,6 +559,64 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(result.summary()))
     else:
         print(result.report())
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tinyray.compare import CompareConfig, Context, run_compare
+    from tinyray.cost import parse_budget
+    from tinyray.formula import Formula, find_formula, load_from_uri
+    from tinyray.report import read_results
+    from tinyray.search import default_recipe, resume_config
+    from tinyray.space import load_space
+    from tinyray.tracking import local_artifact_root, local_tracking_uri
+
+    budgets = tuple(dict.fromkeys(parse_budget(text) for text in args.budget))
+    names = [name.strip() for name in args.contenders.split(",") if name.strip()]
+    unknown = [name for name in names if name not in _contender_names()]
+    if unknown or not names:
+        raise UserError(f"--contenders {args.contenders!r}: {', '.join(unknown) or 'none given'} not among "
+                        f"{','.join(_contender_names())}")
+    if args.source:
+        folder = Path(args.source).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"results folder {folder} does not exist: give --from the folder a search wrote (<storage>/<name>)")
+    else:
+        found = find_formula(Path(args.storage))
+        if found is None:
+            raise UserError(f"no search with a formula in {args.storage}: run 'tinyray search --budget 200M' first, or give --from RESULTS_DIR")
+        folder = found.parent
+    folder = folder.resolve()
+    if not (folder / "search.json").is_file():
+        raise UserError(f"{folder} has no search.json: give --from the results folder of a tinyray search")
+    search = resume_config(folder.parent, folder.name, {})
+    tracking = args.tracking_uri or search.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if args.model_uri:
+        formula = load_from_uri(args.model_uri, tracking or local_tracking_uri(folder.parent))
+    elif (folder / "formula.json").is_file():
+        formula = Formula.load(folder / "formula.json")
+    else:
+        raise UserError(f"{folder} has no formula.json (its front was too small to fit one): give --model-uri, or search with more --trials")
+    from tinyray.data import SYNTHETIC, load_data, resolve_data
+
+    spec = resolve_data(args.data if args.data is not None else search.data)
+    data = load_data(spec)  # generated and cached once here, before the Ray tasks read it
+    recipe = search.recipe if args.data is None and search.recipe else default_recipe(spec)
+    val_size = spec.val_size if spec.kind == SYNTHETIC else sum(1 for p in (Path(spec.path) / "val").rglob("*") if p.is_file())
+    space = load_space(search.space)
+    config = CompareConfig(
+        budgets=budgets, results_dir=folder, contenders=tuple(names), seeds=args.seeds, data=spec,
+        epochs=args.epochs or search.max_epochs, recipe=recipe, space=str(space.source),
+        tracking_uri=tracking or local_tracking_uri(folder.parent), experiment=search.name,
+        artifact_location=None if tracking else local_artifact_root(folder.parent),
+        address=args.address or search.address, cpus_per_trial=search.cpus_per_trial, quiet=args.quiet or args.json,
+        data_name=data.name, val_size=val_size,
+    )
+    ctx = Context(space, data.num_classes, formula, read_results(folder).trials, args.allow_outside)
+    result = run_compare(config, ctx)
+    print(json.dumps(result.as_dict(), default=str) if args.json else result.text())
     return 0
 
 

@@ -175,24 +175,6 @@ def reference_protocol(proxy: Protocol | None = None) -> Protocol:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _shrink(space: "SearchSpace", factor: str, flops: float, num_classes: int) -> float | None:
-    """The largest value of ``factor`` (in steps of 0.001) that alone brings B0 (1, 1, 1) to at most ``flops``, or None."""
-    from tinyray.cost import analytic_cost
-
-    low, high = space.bounds()[factor].low, space.bounds()[factor].high
-    point = {"r": 1.0, "d": 1.0, "w": 1.0}
-
-    def cost(value: float) -> int:
-        return analytic_cost(space, **{**point, factor: value}, num_classes=num_classes).flops
-
-    # FLOPs are not monotone in r (odd input sides round up at every stride), so scan rather than bisect.
-    for step in range(int(round((high - low) * 1000)), -1, -1):
-        value = round(low + step / 1000, 3)
-        if cost(value) <= flops:
-            return value
-    return None
-
-
 def panel(space: "SearchSpace | None" = None, num_classes: int | None = None, sobol: int = 4) -> list[PanelNet]:
     """The fixed panel: 8 corners of the cube, its centre, B0, single-dimension shrinks of B0 to 200M and 100M
     FLOPs (those reachable), TinyNet-A..E, and ``sobol`` scrambled Sobol points (seed 0) of the cube.
@@ -204,6 +186,7 @@ def panel(space: "SearchSpace | None" = None, num_classes: int | None = None, so
 
     from tinyray.cube import TINYNETS
     from tinyray.data import DataSpec
+    from tinyray.scaling import shrink
     from tinyray.space import load_space
 
     space = space or load_space()
@@ -215,7 +198,7 @@ def panel(space: "SearchSpace | None" = None, num_classes: int | None = None, so
     nets.append(PanelNet("b0", "base", 1.0, 1.0, 1.0))
     for level in (200e6, 100e6):
         for factor in ("r", "d", "w"):
-            value = _shrink(space, factor, level, num_classes)
+            value = shrink(space, factor, level, num_classes)
             if value is not None:
                 point = {"r": 1.0, "d": 1.0, "w": 1.0, factor: value}
                 nets.append(PanelNet(f"shrink-{factor}@{level / 1e6:g}M", "shrink", **point))
@@ -233,14 +216,21 @@ def panel(space: "SearchSpace | None" = None, num_classes: int | None = None, so
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def train_net(net: PanelNet, protocol: Protocol, seed: int) -> list[dict[str, Any]]:
-    """Train one panel network under ``protocol``; one row per epoch (columns :data:`COLUMNS`)."""
+def train_net(net: PanelNet, protocol: Protocol, seed: int, space: "str | None" = None) -> list[dict[str, Any]]:
+    """Train one panel network under ``protocol``; one row per epoch (columns :data:`COLUMNS`).
+
+    Args:
+        net: the network.
+        protocol: how to train it.
+        seed: seeds the initialisation and the data order.
+        space: the search space's name or file (default ``efficientnet_b0``; a string, so Ray ships it cheaply).
+    """
     from tinyray.cost import analytic_cost
     from tinyray.data import SYNTHETIC_VERSION, load_data
     from tinyray.space import load_space
     from tinyray.train import train_candidate
 
-    space = load_space()
+    space = load_space(space)
     data = load_data(protocol.data)
     cost = analytic_cost(space, net.r, net.d, net.w, data.num_classes)
     result = train_candidate(space, net.r, net.d, net.w, data, epochs=protocol.epochs, recipe=protocol.recipe,

@@ -3,8 +3,27 @@
 As in the paper (Sec. 3.2), a front of (r, d, w, FLOPs) points is turned into two Gaussian-process regressions
 ``r = R(c)`` and ``d = D(c)`` of ``c = FLOPs / FLOPs(base network)``; width follows from the budget,
 ``w = sqrt(c / (r^2 d))``. Because the builder rounds channels to multiples of 8 and depths to whole blocks, that
-``w`` misses the budget by a few percent, so :func:`solve_width` then finds the widest ``w`` whose exact analytic
-FLOPs (:func:`tinyray.cost.analytic_cost`) meet it.
+``w`` misses the budget by a few percent, so :func:`tinyray.scaling.solve_network` then finds the widest ``w``
+whose exact analytic FLOPs (:func:`tinyray.cost.analytic_cost`) meet it.
+
+Which points the fit uses: one a distinct FLOPs count. A front can hold two networks of the same FLOPs and the same
+top-1 (a searcher that proposes a network twice gets the same seeded top-1 twice, and neither dominates the
+other); the fit keeps the most accurate one of each FLOPs (the first on a tie) and leaves the twin out, because
+leave-one-out, which chooses each curve's kernel, would otherwise predict a left-out point from its own copy.
+:meth:`Formula.points_note` says how many points the fit used out of how many the front has, wherever the count
+is shown.
+
+Where an answer stands, and the one policy for answers outside: an answer is *outside* when its budget lies
+outside the fitted range (the FLOPs of the front's lowest and highest points: beyond them the GPs extrapolate)
+or its r, d or w lies outside the search space's bounds (the cube the front was searched in). Such an answer
+is refused: ``tinyray formula``, ``export`` and ``compare`` stop with one line that names what is outside and
+exit with status 2, unless ``--allow-outside`` is given, and then the answer carries its ``outside`` sentence
+in the text output and in ``--json`` alike (:func:`refuse_outside`). A search's closing lines state it for the
+search's own budget in the same words. Refusing was chosen over clamping to the cube and re-solving: clamping
+w to its bound and meeting the budget with r or d moves the network off both fitted curves, so it would be
+neither the formula's answer nor a network the search measured, and outside the fitted range there is nothing
+to clamp to at all (the curves themselves are the guess). A refusal covers both cases with one rule, and
+``--allow-outside`` still gives the extrapolation to whoever asks for it, labelled.
 
 Choices, each measured rather than assumed (``tinyray formula --report`` prints the numbers for a front):
 
@@ -36,6 +55,7 @@ import numpy as np
 
 from tinyray.errors import UserError
 from tinyray.files import FORMULA_VERSION, write_json_atomic
+from tinyray.scaling import solve_network, solve_width
 from tinyray.space import SearchSpace, load_space
 
 if TYPE_CHECKING:
@@ -52,8 +72,6 @@ VARIANTS: tuple[tuple[str, str], ...] = (("log_c", "matern52"), ("log_c", "rbf")
 BAND_Z = 1.96
 #: Fewest front points a formula is fitted on.
 MIN_POINTS = 3
-#: Widths the solver may return; outside the search space's bounds the answer is flagged.
-WIDTH_RANGE = (0.05, 3.0)
 
 
 def _features(c: np.ndarray, inputs: str) -> np.ndarray:
@@ -182,61 +200,6 @@ def paper_width(c: np.ndarray | float, r: np.ndarray | float, d: np.ndarray | fl
     return np.sqrt(np.asarray(c, dtype=float) / (np.square(r) * np.asarray(d, dtype=float)))
 
 
-def solve_width(space: SearchSpace, r: float, d: float, budget: float, num_classes: int) -> tuple[float, int, int]:
-    """The widest ``w`` whose exact FLOPs at (r, d) do not exceed ``budget``.
-
-    FLOPs grow monotonically (in steps: channels are rounded to multiples of 8) with ``w``, so a bisection over
-    ``w`` in :data:`WIDTH_RANGE` finds it.
-
-    Returns:
-        ``(w, flops, params)``; if even the narrowest width exceeds the budget, the narrowest.
-    """
-    from tinyray.cost import analytic_cost
-
-    low, high = WIDTH_RANGE
-    if analytic_cost(space, r, d, high, num_classes).flops <= budget:
-        low = high
-    elif analytic_cost(space, r, d, low, num_classes).flops <= budget:
-        for _ in range(40):  # 3 / 2^40: far below a channel-rounding step
-            middle = (low + high) / 2
-            if analytic_cost(space, r, d, middle, num_classes).flops <= budget:
-                low = middle
-            else:
-                high = middle
-    w = round(low, 4)
-    while w > WIDTH_RANGE[0] and analytic_cost(space, r, d, w, num_classes).flops > budget:
-        w = round(w - 1e-4, 4)  # rounding to 4 decimals may have stepped over the edge
-    cost = analytic_cost(space, r, d, w, num_classes)
-    return w, cost.flops, cost.params
-
-
-def solve_network(space: SearchSpace, r: float, d: float, budget: float, num_classes: int,
-                  tolerance: float = 0.01) -> tuple[float, float, int, int]:
-    """Meet ``budget`` within ``tolerance``: solve the width at ``r``; if channel rounding leaves a larger gap (a
-    stage's channels jump by 8 at once: at w = 1/0.9 the first stage goes from 16 to 24 channels, +17% FLOPs), try
-    the nearest other input sides, up to +-6% of the side (+-12% of the FLOPs), and take the first that meets it,
-    or else the closest fit under the budget.
-
-    Returns:
-        ``(r, w, flops, params)``.
-    """
-    w, flops, params = solve_width(space, r, d, budget, num_classes)
-    best = (flops, r, w, params)
-    side = space.resolution(r)
-    reach = max(2, round(0.06 * side))
-    for pixels in sorted(range(max(8, side - reach), side + reach + 1), key=lambda px: (abs(px - side), px)):
-        if budget - best[0] <= tolerance * budget:
-            break
-        if pixels == side:
-            continue
-        r_try = pixels / space.base_resolution
-        w_try, flops_try, params_try = solve_width(space, r_try, d, budget, num_classes)
-        if flops_try <= budget and flops_try > best[0]:
-            best = (flops_try, r_try, w_try, params_try)
-    flops, r, w, params = best
-    return r, w, flops, params
-
-
 @dataclass(frozen=True)
 class Answer:
     """The formula's network for one budget.
@@ -253,6 +216,10 @@ class Answer:
         flops, params: exact counts of the network at ``num_classes`` outputs.
         extrapolates: ``c`` lies outside the fitted front's range.
         in_bounds: r, d and w all lie inside the search space's bounds.
+        fitted_low, fitted_high: the fitted range in FLOPs at ``num_classes`` outputs (the front's lowest and
+            highest points).
+        outside: ``""`` inside; else one sentence saying what lies outside (the range, the cube, or both), the
+            same in the text output and in ``--json``.
     """
 
     budget: int
@@ -273,6 +240,9 @@ class Answer:
     num_classes: int
     extrapolates: bool
     in_bounds: bool
+    fitted_low: int = 0
+    fitted_high: int = 0
+    outside: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -284,11 +254,49 @@ class Answer:
         text = (f"{format_flops(self.budget)}: r={self.r:.3f} [{self.r_lo:.2f}, {self.r_hi:.2f}] "
                 f"d={self.d:.3f} [{self.d_lo:.2f}, {self.d_hi:.2f}] w={self.w:.3f} [{self.w_lo:.2f}, {self.w_hi:.2f}] "
                 f"-> {self.resolution} px, {format_flops(self.flops)} FLOPs, {self.params / 1e6:.2f}M params")
-        if self.extrapolates:
-            text += " (extrapolated)"
-        if not self.in_bounds:
-            text += " (outside the searched cube)"
+        if self.outside:
+            text += f" (OUTSIDE: {self.outside})"
         return text
+
+
+def outside_sentence(space: SearchSpace, budget: int, fitted: tuple[int, int], point: dict[str, float]) -> str:
+    """What of an answer lies outside the fitted range and the cube, in one sentence ("" if nothing does).
+
+    Args:
+        space: the search space (its bounds are the cube).
+        budget: the FLOPs asked for.
+        fitted: the fitted range in FLOPs (the front's lowest and highest points).
+        point: the answer's ``r``, ``d``, ``w``.
+    """
+    from tinyray.cost import format_flops
+
+    parts = []
+    low, high = fitted
+    if not (low * 0.999 <= budget <= high * 1.001):
+        parts.append(f"{format_flops(budget)} lies {'above' if budget > high else 'below'} the fitted range "
+                     f"{format_flops(low)}-{format_flops(high)} FLOPs, so r and d are extrapolated")
+    bounds = space.bounds()
+    for key, value in point.items():
+        if not bounds[key].contains(value):
+            edge = bounds[key].high if value > bounds[key].high else bounds[key].low
+            parts.append(f"{key}={value:.3f} is {'above' if value > edge else 'below'} the cube's bound {edge:g}")
+    return "; ".join(parts)
+
+
+def refuse_outside(answer: Answer, allow_outside: bool) -> Answer:
+    """The policy for answers outside (see the module docstring): refuse unless ``allow_outside``.
+
+    Raises:
+        UserError: one line naming what is outside and the fix, if the answer is outside and not allowed.
+    """
+    from tinyray.cost import format_flops
+
+    if answer.outside and not allow_outside:
+        fix = (f"give a budget in {format_flops(answer.fitted_low)}-{format_flops(answer.fitted_high)}, or "
+               if answer.extrapolates else "")
+        raise UserError(f"the formula has no fitted answer for {format_flops(answer.budget)}: {answer.outside}; "
+                        f"{fix}give --allow-outside to take that network anyway")
+    return answer
 
 
 @dataclass
@@ -302,6 +310,8 @@ class Formula:
         curves: ``{"r": Curve, "d": Curve}``.
         loo: leave-one-out table (:func:`leave_one_out`), one dict a row.
         source: where the front came from (a path or URI), for the record.
+        front_size: networks on the front it was fitted from (``len(points)`` or more: see the module docstring).
+        budget: the search's own budget (FLOPs), if fitted by a search: :meth:`table` reaches it.
     """
 
     space: SearchSpace
@@ -310,6 +320,8 @@ class Formula:
     curves: dict[str, Curve]
     loo: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
+    front_size: int = 0
+    budget: int | None = None
 
     @property
     def base_flops(self) -> int:
@@ -321,6 +333,15 @@ class Formula:
     def c_range(self) -> tuple[float, float]:
         c = [point["c"] for point in self.points]
         return min(c), max(c)
+
+    def points_note(self) -> str:
+        """How many front points the fit used, e.g. ``7 front points`` or ``6 front points (of 7: ...)``."""
+        used = len(self.points)
+        if self.front_size <= used:
+            return f"{used} front points"
+        left = self.front_size - used
+        return (f"{used} front points (of {self.front_size}: {left} at the same FLOPs as a more accurate or equal "
+                f"one left out)")
 
     def curve_values(self, c: np.ndarray) -> dict[str, np.ndarray]:
         """Mean and band of r and d at ``c`` (length-``m``), clamped to the search space's bounds."""
@@ -344,8 +365,8 @@ class Formula:
         values = {key: float(value[0]) for key, value in self.curve_values(np.array([c])).items()}
         d = values["d"]
         r, w, flops, params = solve_network(self.space, values["r"], d, budget, classes)
-        low, high = self.c_range
-        bounds = self.space.bounds()
+        base = base_flops(self.space, classes)
+        fitted = (int(round(self.c_range[0] * base)), int(round(self.c_range[1] * base)))
         return Answer(
             budget=budget, c=c, r=r, d=d, w=w, r_lo=values["r_lo"], r_hi=values["r_hi"], d_lo=values["d_lo"],
             d_hi=values["d_hi"], w_paper=float(paper_width(c, values["r"], d)),
@@ -353,15 +374,21 @@ class Formula:
             w_lo=solve_width(self.space, values["r_hi"], values["d_hi"], budget, classes)[0],
             w_hi=solve_width(self.space, values["r_lo"], values["d_lo"], budget, classes)[0],
             resolution=self.space.resolution(r), flops=flops, params=params, num_classes=classes,
-            extrapolates=not (low * 0.999 <= c <= high * 1.001),
-            in_bounds=all(bounds[k].contains(v) for k, v in (("r", r), ("d", d), ("w", w))),
+            extrapolates=not (self.c_range[0] * 0.999 <= c <= self.c_range[1] * 1.001),
+            in_bounds=all(self.space.bounds()[k].contains(v) for k, v in (("r", r), ("d", d), ("w", w))),
+            fitted_low=fitted[0], fitted_high=fitted[1],
+            outside=outside_sentence(self.space, budget, fitted, {"r": r, "d": d, "w": w}),
         )
 
     def table(self, points: int = 60) -> "pd.DataFrame":
-        """The curves on a dense log-spaced grid over the fitted range of c (what ``formula.json`` stores)."""
+        """The curves on a dense log-spaced grid of c (what ``formula.json`` stores): over the fitted range, and on
+        to the search's budget (:attr:`budget`) where that lies beyond it, with a column ``fitted`` that is False
+        on the extrapolated rows."""
         import pandas as pd
 
         low, high = self.c_range
+        if self.budget:
+            high = max(high, self.budget / self.base_flops)
         c = np.geomspace(low, high, points) if high > low else np.array([low])
         values = self.curve_values(c)
         table = pd.DataFrame({"c": c, "flops": np.round(c * self.base_flops).astype(np.int64), **values})
@@ -369,6 +396,7 @@ class Formula:
         table["w_lo"] = paper_width(c, table["r_hi"], table["d_hi"])
         table["w_hi"] = paper_width(c, table["r_lo"], table["d_lo"])
         table["resolution"] = [self.space.resolution(r) for r in table["r"]]
+        table["fitted"] = table["c"] <= self.c_range[1] * 1.001
         return table
 
     # -- state ---------------------------------------------------------------------------------------------------
@@ -384,6 +412,8 @@ class Formula:
             "source": self.source,
             "band_z": BAND_Z,
             "c_range": [low, high],
+            "front_size": self.front_size,
+            "search_budget": self.budget,
             "budget_range": [low * self.base_flops, high * self.base_flops],
             "points": self.points,
             "curves": {name: curve.to_dict() for name, curve in self.curves.items()},
@@ -403,7 +433,8 @@ class Formula:
             space = parse_space(raw["space_definition"], where=f"{where} (space)")
             curves = {name: Curve.from_dict(curve) for name, curve in raw["curves"].items()}
             return cls(space, int(raw["num_classes"]), list(raw["points"]), curves, list(raw.get("loo", [])),
-                       str(raw.get("source", "")))
+                       str(raw.get("source", "")), int(raw.get("front_size") or 0),
+                       int(raw["search_budget"]) if raw.get("search_budget") else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{where} is damaged ({type(exc).__name__}: {exc}): refit it with 'tinyray formula --from RESULTS_DIR'") from None
 
@@ -481,7 +512,7 @@ def leave_one_out(points: "pd.DataFrame", seed: int = 0) -> "pd.DataFrame":
 
 
 def fit_formula(points: "pd.DataFrame", space: SearchSpace, num_classes: int, *, seed: int = 0,
-                source: str = "") -> Formula:
+                source: str = "", budget: int | None = None) -> Formula:
     """Fit the tiny formula on a front.
 
     Args:
@@ -490,19 +521,23 @@ def fit_formula(points: "pd.DataFrame", space: SearchSpace, num_classes: int, *,
         num_classes: classifier outputs the ``flops`` were counted with.
         seed: seeds the GP fits.
         source: where the points came from, for the record.
+        budget: the search's budget, if a search fits it (its table then reaches that budget).
 
     Raises:
         UserError: with fewer than :data:`MIN_POINTS` distinct points or missing columns.
     """
     import torch
 
-    frame = _front_points(points, space, num_classes)
+    frame, front_size = _front_points(points, space, num_classes)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 1-d GPs on tens of points: threads only add contention (measured 5-10x slower)
     try:
-        return _fit_formula(frame, space, num_classes, seed, source)
+        formula = _fit_formula(frame, space, num_classes, seed, source)
     finally:
         torch.set_num_threads(threads)
+    formula.front_size = front_size
+    formula.budget = int(budget) if budget else None
+    return formula
 
 
 def _fit_formula(frame: "pd.DataFrame", space: SearchSpace, num_classes: int, seed: int, source: str) -> Formula:
@@ -521,7 +556,8 @@ def _fit_formula(frame: "pd.DataFrame", space: SearchSpace, num_classes: int, se
     return Formula(space, num_classes, records, curves, loo.to_dict(orient="records"), source)
 
 
-def _front_points(points: "pd.DataFrame", space: SearchSpace, num_classes: int) -> "pd.DataFrame":
+def _front_points(points: "pd.DataFrame", space: SearchSpace, num_classes: int) -> tuple["pd.DataFrame", int]:
+    """The distinct-FLOPs points the fit uses, and how many usable points there were before twins were dropped."""
     from tinyray.cost import base_flops
 
     missing = [col for col in ("r", "d", "w") if col not in points]
@@ -535,11 +571,15 @@ def _front_points(points: "pd.DataFrame", space: SearchSpace, num_classes: int) 
     if "flops" not in frame:
         frame["flops"] = frame["c"].astype(float) * base
     frame = frame.dropna(subset=["c", "r", "d", "w"])
-    frame = frame[frame["c"] > 0].drop_duplicates(subset=["c"]).sort_values("c").reset_index(drop=True)
+    frame = frame[frame["c"] > 0]
+    usable = len(frame)
+    if "top1" in frame:  # the most accurate of each FLOPs count is kept (see the module docstring)
+        frame = frame.sort_values("top1", ascending=False, kind="stable")
+    frame = frame.drop_duplicates(subset=["c"]).sort_values("c", kind="stable").reset_index(drop=True)
     if len(frame) < MIN_POINTS:
         raise UserError(f"the front has {len(frame)} distinct point(s); the formula needs at least {MIN_POINTS}: "
                         f"run a search with more --trials")
-    return frame
+    return frame, usable
 
 
 # -- where fronts come from ------------------------------------------------------------------------------------
@@ -629,11 +669,14 @@ def plot_formula(formula: Formula, path: Path, title: str = "") -> Path:
         ax.fill_between(table["c"], table[f"{target}_lo"], table[f"{target}_hi"], color="tab:blue", alpha=0.18,
                         label="95% band")
         ax.scatter([p["c"] for p in points], [p[target] for p in points], c="tab:orange", s=28, zorder=3,
-                   label=f"front ({len(points)})")
+                   label=f"front ({len(points)} fitted)" if formula.front_size <= len(points)
+                   else f"front ({len(points)} fitted of {formula.front_size})")
         if landmarks:
             tiny_c = [analytic_cost(formula.space, *point, 1000).flops / base_1000 for point in landmarks.values()]
             ax.scatter(tiny_c, [point["rdw".index(target)] for point in landmarks.values()], marker="x", c="gray",
                        s=30, label=f"{next(iter(landmarks))}..{list(landmarks)[-1]}")
+        if table["c"].max() > formula.c_range[1] * 1.001:  # the table runs on to the search's budget
+            ax.axvspan(formula.c_range[1], table["c"].max(), color="gray", alpha=0.15, label="extrapolated")
         ax.set_xscale("log")
         ax.set_xlabel(f"c = FLOPs / FLOPs({formula.space.name} at 1, 1, 1)")
         ax.set_ylabel(target)

@@ -203,6 +203,7 @@ class Results:
     summary: dict[str, Any] = field(default_factory=dict)
     formula: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    compare: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -241,8 +242,11 @@ def read_results(folder: str | Path) -> Results:
     notes: list[str] = []
     summary = _read_json(folder / "summary.json", SUMMARY_VERSION, notes) or {}
     formula = _read_json(folder / "formula.json", FORMULA_VERSION, notes)
+    from tinyray.compare import COMPARE_VERSION, FILES
+
+    compare = _read_json(folder / FILES["json"], COMPARE_VERSION, notes)
     return Results(folder=folder, trials=trials, front=front_table(trials), summary=summary, formula=formula,
-                   notes=notes)
+                   notes=notes, compare=compare)
 
 
 def _read_json(path: Path, version: int, notes: list[str]) -> dict[str, Any] | None:
@@ -296,7 +300,7 @@ def _format_trials(frame: "pd.DataFrame") -> "pd.DataFrame":
             out[column] = out[column].map(lambda v: format_flops(v) if v == v else v)
     if "params" in out:
         out["params"] = out["params"].map(lambda v: f"{v / 1e6:.2f}M" if v == v else v)
-    for column in ("r", "d", "w", "top1", "c", "r_lo", "r_hi", "d_lo", "d_hi"):
+    for column in ("r", "d", "w", "top1", "c", "r_lo", "r_hi", "d_lo", "d_hi", "top1_mean", "top1_sd"):
         if column in out:
             out[column] = out[column].map(lambda v: f"{v:.3f}" if isinstance(v, (int, float)) and v == v else v)
     for column in ("resolution", "epochs"):
@@ -359,6 +363,7 @@ def render_report(results: Results, importance_table: "pd.DataFrame", front_png:
         "</section>",
     ]
     parts += _formula_section(results)
+    parts += _compare_section(results)
     parts += [
         '<section id="importance"><h2>Which of r, d, w matters: Spearman correlation with top-1</h2>',
         '<p class="note">Among completed trials of similar FLOPs (FLOPs-quantile bins of at least '
@@ -392,16 +397,58 @@ def _formula_section(results: Results) -> list[str]:
     png = results.folder / "formula.png"
     if results.formula is None and not png.is_file():
         return []
+    from tinyray.cost import format_flops
+
+    formula = results.formula or {}
+    used, front = len(formula.get("points") or []), int(formula.get("front_size") or 0)
+    fitted = f"{used} front points" + (f" (of {front}: {front - used} at the same FLOPs as a more accurate or equal "
+                                       f"one left out)" if front > used else "")
     parts = ['<section id="formula"><h2>The tiny formula</h2>',
-             '<p class="note">r = R(c) and d = D(c) fitted on the front (c = FLOPs / FLOPs of the base network), '
-             "w = sqrt(c / (r<sup>2</sup> d)).</p>"]
+             f'<p class="note">r = R(c) and d = D(c) fitted on {html.escape(fitted) if used else "the front"} '
+             "(c = FLOPs / FLOPs of the base network), w = sqrt(c / (r<sup>2</sup> d)). Rows marked "
+             "<em>fitted: False</em> lie beyond the front's highest point, up to the search's budget: there the "
+             "curves are extrapolated, and <code>tinyray formula</code> refuses them without "
+             "<code>--allow-outside</code>.</p>"]
+    answer = (results.summary.get("formula") or {}).get("answer")
+    if isinstance(answer, dict) and "r" in answer:
+        where = f" OUTSIDE: {answer['outside']}." if answer.get("outside") else " Inside the fitted range and the cube."
+        parts.append(f'<p id="formula-answer">For the search\'s budget {format_flops(answer["budget"])}: '
+                     f"r={answer['r']:.3f} d={answer['d']:.3f} w={answer['w']:.3f}, {answer['resolution']} px, "
+                     f"{format_flops(answer['flops'])} FLOPs.{html.escape(where)}</p>")
     if png.is_file():
         parts.append(_img(png, "formula curves"))
-    table = (results.formula or {}).get("table")
+    table = formula.get("table")
     if isinstance(table, list) and table and all(isinstance(row, dict) for row in table):
         frame = pd.DataFrame(table)
-        wanted = [c for c in ("c", "flops", "r", "r_lo", "r_hi", "d", "d_lo", "d_hi", "w", "resolution") if c in frame]
+        wanted = [c for c in ("c", "flops", "r", "r_lo", "r_hi", "d", "d_lo", "d_hi", "w", "resolution", "fitted")
+                  if c in frame]
         parts.append(_table(_format_trials(frame[wanted]), "formula-table"))
+    parts.append("</section>")
+    return parts
+
+
+def _compare_section(results: Results) -> list[str]:
+    """``tinyray compare``'s table, verdicts and plot, when the results folder has them."""
+    import pandas as pd
+
+    from tinyray.compare import FILES
+
+    compare = results.compare
+    if not compare or not isinstance(compare.get("table"), list) or not compare["table"]:
+        return []
+    frame = pd.DataFrame(compare["table"])
+    wanted = [c for c in ("budget", "label", "top1_mean", "top1_sd", "seeds", "flops", "params", "r", "d", "w",
+                          "resolution", "note") if c in frame]
+    esc = html.escape
+    parts = ['<section id="compare"><h2>The formula against the obvious networks (tinyray compare)</h2>',
+             f'<p class="note">{esc(str(compare.get("header", "")))}</p>',
+             _table(_format_trials(frame[wanted]), "compare-table"),
+             "<ul>", *[f"<li>{esc(str(line))}</li>" for line in compare.get("verdicts", [])], "</ul>",
+             *[f'<p class="note">left out at {esc(str(row.get("budget")))}: {esc(str(row.get("contender")))}: '
+               f'{esc(str(row.get("reason")))}</p>' for row in compare.get("left_out", [])]]
+    png = results.folder / FILES["plot"]
+    if png.is_file():
+        parts.append(_img(png, "compare plot"))
     parts.append("</section>")
     return parts
 

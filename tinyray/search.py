@@ -189,7 +189,8 @@ class SearchResult:
             answer = self.formula["answer"]
             lines.append(f"formula for {format_flops(self.config.budget)}: r={answer['r']:.3f} d={answer['d']:.3f} "
                          f"w={answer['w']:.3f} ({answer['resolution']} px, {format_flops(answer['flops'])} FLOPs)"
-                         + (" (extrapolated)" if answer["extrapolates"] else ""))
+                         + (f" OUTSIDE: {answer['outside']}; 'tinyray formula' refuses it without --allow-outside"
+                            if answer.get("outside") else ""))
             lines.append(f"formula model: {self.formula['model_uri'] or 'not published yet (tracking offline)'}  "
                          f"(tinyray formula --budget 100M --from {self.results_dir})")
         elif self.formula_note:
@@ -708,8 +709,9 @@ def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, nu
 
     if len(front) < MIN_POINTS:
         return None, f"not fitted: the front has {len(front)} point(s), the formula needs {MIN_POINTS} (run more --trials)"
-    formula = fit_formula(front, space, num_classes, seed=config.seed, source=str(config.results_dir))
-    title = f"{config.name}: tiny formula from {len(front)} front points"
+    formula = fit_formula(front, space, num_classes, seed=config.seed, source=str(config.results_dir),
+                          budget=config.budget)
+    title = f"{config.name}: tiny formula fitted on {formula.points_note()}"
     published = tracker.attempt("publishing the formula", publish, formula, tracker, parent_run_id,
                                 config.results_dir, model_name=config.formula_name, title=title)
     if published is None:  # tracking is offline: keep the files; `tinyray publish` sends them and the model later

@@ -344,6 +344,14 @@ class Tracker:
                 self._call("tagging the experiment", self.client.set_experiment_tag, self.experiment_id, key, value)
         return run_id
 
+    def start_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any], description: str = "") -> str | None:
+        """Create a run of this experiment that is not a search's (``tinyray compare``'s parent and its children,
+        nested by a ``mlflow.parentRunId`` tag); tagged with the tracker's ``tinyray.search_id``. None if offline."""
+        tags = {"tinyray.search_id": self.search_id, **tags}
+        if description:
+            tags["mlflow.note.content"] = description
+        return self._call("creating a run", self._create_run, name, tags, params)
+
     def describe(self, run_id: str | None, description: str) -> None:
         """Replace a run's description (``mlflow.note.content``, Markdown shown on the run's page)."""
         self.set_tags(run_id, {"mlflow.note.content": description})

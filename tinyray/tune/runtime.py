@@ -122,6 +122,30 @@ def start_ray(address: str | None) -> bool:
     raise UserError(f"cannot connect to Ray at {where} ({first[:160]}): {fix}")
 
 
+def run_tasks(function: Any, calls: list[tuple], cpus: float, gpus: float,
+              on_done: Any) -> None:
+    """Run ``function(*call)`` for every call as a Ray task of ``cpus`` CPUs and ``gpus`` GPUs, on the Ray this
+    driver joined; ``on_done(index, result)`` on the driver as each finishes, in the order they finish.
+
+    Raises:
+        UserError: with the first task's error line if a task fails (the others are cancelled).
+    """
+    from tinyray.tracking import error_line
+
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(function)
+    pending = {remote.remote(*call): index for index, call in enumerate(calls)}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        index = pending.pop(done[0])
+        try:
+            result = ray.get(done[0])
+        except ray.exceptions.RayError as exc:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise UserError(f"training task {index + 1} of {len(calls)} failed: {error_line(str(exc))[:300]}") from None
+        on_done(index, result)
+
+
 def stop_ray() -> None:
     """Stop the local Ray that :func:`start_ray` started."""
     ray.shutdown()
