@@ -730,7 +730,11 @@ def save_pyfunc(formula_json: Path, path: Path) -> Path:
     quiet_mlflow()  # its INFO line about validating the input example is noise here
     formula = Formula.load(formula_json)
     example = pd.DataFrame({"flops": [float(formula.base_flops * formula.c_range[1])]})
-    signature = infer_signature(example, FormulaPyfunc(formula).predict(example))
+    with warnings.catch_warnings():
+        # The answer's resolution, FLOPs and params are integers and never missing: MLflow's hint about integer
+        # columns that cannot hold missing values is a multi-line UserWarning on every search's stderr, not news.
+        warnings.filterwarnings("ignore", message=r"Hint: Inferred schema contains integer column", category=UserWarning)
+        signature = infer_signature(example, FormulaPyfunc(formula).predict(example))
     mlflow.pyfunc.save_model(
         path=str(path), loader_module="tinyray.formula", data_path=str(formula_json), signature=signature,
         input_example=example, pip_requirements=[f"tinyray=={__version__}"],
