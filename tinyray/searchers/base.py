@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 from tinyray.cube import Candidate
@@ -138,6 +139,11 @@ class SearchCore:
         self.band = band
         self.seed = seed
         self._records: list[TrialRecord] = []
+
+    @cached_property
+    def base_flops(self) -> int:
+        """FLOPs of the base network at (1, 1, 1): the unit of a multi-objective searcher's FLOPs objective."""
+        return int(self.band.flops_fn(1.0, 1.0, 1.0))
 
     @property
     def records(self) -> list[TrialRecord]:

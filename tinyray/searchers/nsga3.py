@@ -140,7 +140,6 @@ class NSGA3Core(SearchCore):
     def __init__(self, band: FlopsBand, *, seed: int = 0, pop_size: int = 16) -> None:
         super().__init__(band, seed)
         self.pop_size = check_pop_size(pop_size)
-        self.base_flops = int(band.flops_fn(1.0, 1.0, 1.0))
         self._reset()
 
     def _options(self) -> dict[str, Any]:
