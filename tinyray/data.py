@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import torch
 
 #: Bump when the generator changes, so that cached files of the old generator are not reused.
-SYNTHETIC_VERSION = 4
+SYNTHETIC_VERSION = 5
 SYNTHETIC = "synthetic"
 FOLDER = "folder"
 DEFAULT_CACHE_DIR = Path("~/.cache/tinyray/data")
@@ -254,6 +254,18 @@ def synthetic_classes(num_classes: int = 20) -> tuple[str, ...]:
     return tuple(f"{SHAPES[k // len(ORIENTATIONS)]}-{ORIENTATIONS[k % len(ORIENTATIONS)]}" for k in range(num_classes))
 
 
+def synthetic_mirror(num_classes: int = 20) -> np.ndarray:
+    """The label of each synthetic class's left-right mirror image, ``-1`` where that is not one of the classes.
+
+    A mirror keeps the shape (every shape is symmetric about the vertical axis, and its rotation jitter is symmetric)
+    and the horizontal and vertical stripes, but turns diagonal stripes into antidiagonal ones: a flipped image must
+    change its label, or the two diagonal classes cannot be told apart. (Data versions 1-4 flipped without this.)
+    """
+    mirrored = {0: 0, 1: 1, 2: 3, 3: 2}
+    partner = [(k // len(ORIENTATIONS)) * len(ORIENTATIONS) + mirrored[k % len(ORIENTATIONS)] for k in range(num_classes)]
+    return np.array([p if p < num_classes else -1 for p in partner], dtype=np.int64)
+
+
 def generate_synthetic(
     count: int, *, num_classes: int = 20, side: int = 64, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -297,6 +309,15 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
+#: Object radius as a fraction of the image side (log-uniform).
+OBJECT_RADIUS = (0.16, 0.45)
+#: Stripe period in pixels at 64 px (log-uniform, scaled with the side): from near the Nyquist limit to coarse
+#: stripes that survive a 4x downsampling. Which fraction of the images keeps its stripes falls gradually with r.
+STRIPE_PERIOD = (2.2, 24.0)
+#: Stripe amplitude (per channel, around the object's colour).
+STRIPE_CONTRAST = (0.2, 0.35)
+
+
 def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, side: int, scale: float) -> np.ndarray:
     shape_index = label // len(ORIENTATIONS)
     shape = SHAPES[shape_index]
@@ -310,16 +331,17 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     image = background[:, None, None] + (gradient[0] * (x - side / 2) + gradient[1] * (y - side / 2))[None]
 
     # The object: shape mask in its own rotated (+-20 degrees), radius-normalised frame; log-uniform size.
-    radius = _log_uniform(rng, 0.14, 0.4) * side
+    radius = _log_uniform(rng, *OBJECT_RADIUS) * side
     cx, cy = rng.uniform(radius * 0.9, side - radius * 0.9, size=2)
     angle = rng.uniform(-np.pi / 9, np.pi / 9)
     u = ((x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)) / radius
     v = (-(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)) / radius
     mask = _shape_mask(shape, u, v)
 
-    # The texture: stripes in one of four directions, 45 degrees apart, jittered by +-7.5 degrees.
+    # The texture: stripes in one of four directions, 45 degrees apart, jittered by +-7.5 degrees, with a
+    # log-uniform period over a decade (the carrier of the fine detail that a lower resolution loses).
     direction = _WAVE_DIRECTIONS[orientation] + rng.uniform(-np.pi / 24, np.pi / 24)
-    period = _log_uniform(rng, 2.0, 8.0) * scale
+    period = _log_uniform(rng, *STRIPE_PERIOD) * scale
     phase = rng.uniform(0.0, 2.0 * np.pi)
     wave = np.sin(2.0 * np.pi * (x * np.cos(direction) + y * np.sin(direction)) / period + phase)
     if rng.uniform() < COLOUR_CUE:
@@ -327,7 +349,7 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     else:
         hue = rng.uniform(0.05, 0.95, size=3)
     object_colour = 0.05 + 0.45 * hue
-    contrast = rng.uniform(0.12, 0.25) * (1.0 + rng.uniform(-0.3, 0.3, size=3))
+    contrast = rng.uniform(*STRIPE_CONTRAST) * (1.0 + rng.uniform(-0.2, 0.2, size=3))
     texture = object_colour[:, None, None] + contrast[:, None, None] * wave[None]
     image = np.where(mask[None], texture, image)
 
@@ -337,7 +359,7 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     blob = ((x - dx) / a) ** 2 + ((y - dy) / b) ** 2 <= 1.0
     image = np.where(blob[None], rng.uniform(0.0, 1.0, size=3)[:, None, None], image)
 
-    image = image + rng.normal(0.0, rng.uniform(0.02, 0.08), size=image.shape)
+    image = image + rng.normal(0.0, rng.uniform(0.02, 0.06), size=image.shape)
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -478,20 +500,29 @@ class SyntheticData(Data):
             raise UserError(f"resolution ({resolution}) and batch size ({batch_size}) must be positive")
         train_images, train_labels = self.tensors("train", resolution)
         val_images, val_labels = self.tensors("val", resolution)
-        train = _TensorBatches(train_images, train_labels, batch_size, seed, shuffle=True)
+        import torch
+
+        mirror = torch.from_numpy(synthetic_mirror(self.spec.num_classes))
+        train = _TensorBatches(train_images, train_labels, batch_size, seed, shuffle=True, mirror=mirror)
         val = _TensorBatches(val_images, val_labels, batch_size, seed, shuffle=False)
         return train, val
 
 
 class _TensorBatches(Batches):
-    """Batches of in-memory tensors; training batches are shuffled and randomly flipped left-right."""
+    """Batches of in-memory tensors; training batches are shuffled and randomly flipped left-right.
 
-    def __init__(self, images: "torch.Tensor", labels: "torch.Tensor", batch_size: int, seed: int, shuffle: bool) -> None:
+    ``mirror[k]`` is the label of a flipped image of class ``k`` (``-1``: never flip class ``k``); ``None`` flips
+    without changing labels.
+    """
+
+    def __init__(self, images: "torch.Tensor", labels: "torch.Tensor", batch_size: int, seed: int, shuffle: bool,
+                 mirror: "torch.Tensor | None" = None) -> None:
         super().__init__(seed)
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.mirror = mirror
 
     def __len__(self) -> int:
         count = len(self.labels)
@@ -509,15 +540,18 @@ class _TensorBatches(Batches):
             return
         generator = self._generator()
         order = torch.randperm(count, generator=generator)
-        # A left-right flip keeps every class (shapes are randomly rotated, stripes stay horizontal/vertical).
         flips = torch.rand(count, generator=generator) < 0.5
+        labels = self.labels
+        if self.mirror is not None:  # a flip turns diagonal stripes into antidiagonal ones: relabel, or do not flip
+            flips &= self.mirror[labels] >= 0
+            labels = torch.where(flips, self.mirror[labels], labels)
         batch = min(self.batch_size, count)
         for start in range(0, len(self) * batch, batch):
             index = order[start : start + batch]
             images = self.images[index]
             flip = flips[index]
             images[flip] = images[flip].flip(-1)
-            yield images, self.labels[index]
+            yield images, labels[index]
 
 
 # --------------------------------------------------------------------------------------------------------------
