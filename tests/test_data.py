@@ -18,6 +18,7 @@ from tinyray.data import (
     load_data,
     proxy_resolution,
     resolve_data,
+    synthetic_mirror,
     synthetic_cache_path,
     synthetic_classes,
 )
@@ -81,6 +82,44 @@ def test_stripes_run_in_the_direction_the_label_says():
     full = recovered(images)  # 0.555 on these 200 images; chance is 0.25
     small = recovered(images.reshape(200, 3, 16, 4, 16, 4).mean(axis=(3, 5)))  # 0.225
     assert full > 0.45 and small < full - 0.2
+
+
+def _diagonality(pictures: np.ndarray) -> np.ndarray:
+    """Per image, the normalised mixed moment of the grey gradient, sum(gx gy) / sum(gx^2 + gy^2): positive for
+    stripes whose wave vector points along +x+y (the ``diagonal`` class), negative along -x+y (``antidiagonal``)."""
+    grey = pictures.astype(np.float64).mean(axis=1)
+    gy, gx = np.gradient(grey, axis=(1, 2))
+    return (gx * gy).sum(axis=(1, 2)) / (gx * gx + gy * gy).sum(axis=(1, 2))
+
+
+def test_mirror_swaps_diagonal_and_antidiagonal_and_keeps_the_rest():
+    images, labels = generate_synthetic(400, num_classes=20, side=64, seed=3)
+    orientation = labels % 4
+    for wanted, sign in ((2, 1.0), (3, -1.0)):  # diagonal, antidiagonal
+        chosen = images[orientation == wanted]
+        assert sign * _diagonality(chosen).mean() > 0.1  # measured 0.185 and -0.182
+        assert -sign * _diagonality(chosen[..., ::-1]).mean() > 0.1  # a mirror image carries the other class
+    assert synthetic_mirror(20).tolist() == [k + {0: 0, 1: 0, 2: 1, 3: -1}[k % 4] for k in range(20)]
+    assert synthetic_mirror(7).tolist() == [0, 1, 3, 2, 4, 5, -1]  # class 6 (diagonal) has no partner: never flipped
+
+
+def test_flipped_training_images_carry_their_mirror_label(tmp_path):
+    data = load_data(small_spec(tmp_path))
+    stored, stored_labels = data.tensors("train", 64)
+    train, _ = data.loaders(resolution=64, batch_size=20, seed=0)
+    mirror = synthetic_mirror(20)
+    flipped = kept = 0
+    for images, labels in train:
+        for image, label in zip(images, labels):
+            same = (stored == image).flatten(1).all(dim=1).nonzero()
+            mirrored = (stored.flip(-1) == image).flatten(1).all(dim=1).nonzero()
+            if len(same):
+                kept += 1
+                assert int(label) == int(stored_labels[same[0, 0]])
+            else:
+                flipped += 1
+                assert int(label) == mirror[int(stored_labels[mirrored[0, 0]])]
+    assert flipped > 10 and kept > 10
 
 
 def test_cache_is_written_once_and_reused(tmp_path):

@@ -5,10 +5,13 @@ Both kinds sit behind one interface, :class:`Data`, which the trainer uses witho
 * ``synthetic`` (the default, for demos and tests): procedurally generated 64 x 64 RGB images, made with a seeded
   numpy generator (about 1 ms an image) and cached as a ``.npz`` file. Twenty classes, each a pair (shape, stripe
   orientation): five shapes (disc, square, triangle, ring, cross), whose silhouette survives downsampling, filled
-  with stripes in one of four directions 45 degrees apart, whose period (2-8 px at 64 px, log-uniform) is lost
-  as the image shrinks. Three shapes in four carry their shape's colour, a cue that tells the shape (never the
-  stripes) and that every network picks up in its first optimizer steps. How this task was chosen, and what it
-  rewards (resolution, depth and width, measured by ``tinyray bench proxy``), is in ``docs/benchmarks.md``.
+  with stripes in one of four directions 45 degrees apart. The stripe period is log-uniform over a decade (2.2-24 px
+  at 64 px), so the fraction of images whose stripes survive a resize falls gradually as r shrinks (version 4's
+  2-8 px periods all vanished between r = 1 and r = 0.7: a step). Three shapes in four carry their shape's colour, a
+  cue that tells the shape (never the stripes) and that every network picks up in its first optimizer steps. A
+  left-right flip of a training image swaps the diagonal and antidiagonal classes (:func:`synthetic_mirror`). How
+  this task was chosen, and what it rewards (resolution, depth and width, measured by ``tinyray bench proxy``), is in
+  ``docs/benchmarks.md``.
 * ``folder``: a folder with ``train/`` and ``val/`` subfolders of class folders, read by torchvision's
   ``ImageFolder`` with timm's ImageNet transforms.
 
@@ -272,12 +275,12 @@ def generate_synthetic(
     """Draw ``count`` synthetic images, the classes balanced (counts differ by at most one) and shuffled.
 
     Each image: a light, noisy background with a colour gradient; one darker shape whose size is log-uniform
-    (radius 14-40% of the side, random position, rotation within +-20 degrees), filled with a grating whose stripes
-    run in one of four directions 45 degrees apart (+-7.5 degrees) with a log-uniform period of 2-8 px at 64 px;
+    (radius 16-45% of the side, random position, rotation within +-20 degrees), filled with a grating whose stripes
+    run in one of four directions 45 degrees apart (+-7.5 degrees) with a log-uniform period of 2.2-24 px at 64 px;
     three shapes in four take their shape's own colour (a cue every network picks up in its first steps; it
     tells the shape, never the stripes), the others a random one; a small untextured distractor blob; pixel
-    noise. Small shapes and fine stripes fade as the image shrinks,
-    so accuracy falls gradually with resolution instead of at one threshold.
+    noise. Fine stripes fade as the image shrinks and coarse ones survive, so the information left falls gradually
+    with resolution instead of at one threshold.
 
     Args:
         count: number of images.
