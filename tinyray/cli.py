@@ -41,7 +41,9 @@ EXAMPLES = {
     "compare": """examples:
   tinyray compare --budget 100M                          # the newest search's formula against the obvious networks
   tinyray compare --budget 200M 100M --from tinyray-results/b200M --seeds 3
-  tinyray compare --budget 100M --contenders formula,compound --seeds 1 --data synthetic:200/100 --epochs 1""",
+  tinyray compare --budget 100M --contenders formula,compound --seeds 1 --data synthetic:200/100 --epochs 1
+  tinyray search --space resnet50 --budget 1G && tinyray compare --space resnet50 --budget 1G 500M
+      # ResNet-50 shrunk: every contender is a ResNet-50, the formula from the search on resnet50""",
     "publish": """examples:
   tinyray publish tinyray-results/b200M                  # after the tracking server was down: send what it missed
   tinyray publish tinyray-results/b200M --tracking-uri http://127.0.0.1:5000""",
@@ -165,9 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--json", action="store_true", help="print one JSON object")
     export.set_defaults(func=cmd_export)
 
-    compare = sub.add_parser("compare", help="the formula's network against compound scaling, one-dimension shrinks of B0 and the search's best, at equal FLOPs", epilog=EXAMPLES["compare"], formatter_class=fmt)
+    compare = sub.add_parser("compare", help="the formula's network against compound scaling, one-dimension shrinks of the base and the search's best, at equal FLOPs", epilog=EXAMPLES["compare"], formatter_class=fmt)
     add = compare.add_argument
     add("--budget", nargs="+", required=True, help="FLOPs budget(s), e.g. 200M 100M")
+    add("--space", default=None, help=_compare_space_help())
     add("--from", dest="source", default=None, help="the search's results folder (default: the newest search in --storage); the table, plot and runs go there")
     add("--model-uri", default=None, help="a published formula to use instead of the folder's (models:/tinynet-formula/1)")
     add("--tracking-uri", default=None, help="MLflow store (default: the search's)")
@@ -240,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, help="the HTML file to write (default RESULTS_DIR/report.html)")
     report.set_defaults(func=cmd_report)
     return parser
+
+
+def _compare_space_help() -> str:
+    from tinyray.space import available_spaces
+
+    return (f"search space every contender is built in: a shipped one ({', '.join(available_spaces())}), a file in "
+            f"./search_spaces/ by name, or a YAML path (default: the search's); the formula and the search's trials "
+            f"must come from a search on it")
 
 
 def _contender_names() -> list[str]:
@@ -565,8 +576,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tinyray.compare import CompareConfig, Context, run_compare
-    from tinyray.cost import parse_budget
+    from tinyray.compare import CompareConfig, Context, check_space, run_compare, searches_on
+    from tinyray.cost import format_flops, parse_budget
     from tinyray.formula import Formula, find_formula, load_from_uri
     from tinyray.report import read_results
     from tinyray.search import default_recipe, resume_config
@@ -579,15 +590,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if unknown or not names:
         raise UserError(f"--contenders {args.contenders!r}: {', '.join(unknown) or 'none given'} not among "
                         f"{','.join(_contender_names())}")
+    chosen = load_space(args.space) if args.space is not None else None
+    space_option = f" --space {args.space}" if chosen else ""
+    search_first = f"run 'tinyray search{space_option} --budget {format_flops(max(budgets))}' first"
     if args.source:
         folder = Path(args.source).expanduser()
         if not folder.is_dir():
             raise UserError(f"results folder {folder} does not exist: give --from the folder a search wrote (<storage>/<name>)")
+        where = f"the search in {folder}"
     else:
         found = find_formula(Path(args.storage))
         if found is None:
-            raise UserError(f"no search with a formula in {args.storage}: run 'tinyray search --budget 200M' first, or give --from RESULTS_DIR")
+            raise UserError(f"no search with a formula in {args.storage}: {search_first}, or give --from RESULTS_DIR")
         folder = found.parent
+        where = f"the newest search in {args.storage} ({folder.name})"
     folder = folder.resolve()
     if not (folder / "search.json").is_file():
         raise UserError(f"{folder} has no search.json: give --from the results folder of a tinyray search")
@@ -599,13 +615,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
         formula = Formula.load(folder / "formula.json")
     else:
         raise UserError(f"{folder} has no formula.json (its front was too small to fit one): give --model-uri, or search with more --trials")
+    space = chosen or load_space(search.space)
+    if args.model_uri:
+        fix = f"give --model-uri a formula fitted on {space.name}, or leave --model-uri out"
+        check_space(space, formula, None, f"--model-uri {args.model_uri}", fix)
+    if chosen is None:  # the search's own space, but its file has changed since the search
+        fix = "give --space a space file with the definition the search used (formula.json keeps it as space_definition)"
+    else:
+        matching = [path for path in searches_on(folder.parent, space) if path != folder]
+        fix = (f"give --from {matching[0]} (a search on {space.name})" if matching
+               else f"{search_first}, or give --from the results folder of a search on {space.name}")
+    searched = json.loads((folder / "search.json").read_text()).get("space")
+    check_space(space, formula, searched, where, fix)
     from tinyray.data import SYNTHETIC, load_data, resolve_data
 
     spec = resolve_data(args.data if args.data is not None else search.data)
     data = load_data(spec)  # generated and cached once here, before the Ray tasks read it
     recipe = search.recipe if args.data is None and search.recipe else default_recipe(spec)
     val_size = spec.val_size if spec.kind == SYNTHETIC else sum(1 for p in (Path(spec.path) / "val").rglob("*") if p.is_file())
-    space = load_space(search.space)
     config = CompareConfig(
         budgets=budgets, results_dir=folder, contenders=tuple(names), seeds=args.seeds, data=spec,
         epochs=args.epochs or search.max_epochs, recipe=recipe, space=str(space.source),

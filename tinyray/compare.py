@@ -1,14 +1,17 @@
 """``tinyray compare``: does the formula's network beat the obvious ones at equal FLOPs? The paper's Table 1.
 
-For each budget, the contenders (:data:`CONTENDERS`, one builder a name) are placed at the budget by the exact
-analytic count, each within :data:`tinyray.scaling.TOLERANCE` (1%) below it:
+All contenders are networks of one search space (``--space``, default the search's), whatever its family; the
+formula and the search's trials must come from a search on that space (:func:`check_space`). For each budget,
+the contenders (:data:`CONTENDERS`, one builder a name) are placed at the budget by the exact analytic count,
+each within :data:`tinyray.scaling.TOLERANCE` (1%) below it:
 
 * ``formula``: the tiny formula's answer (:meth:`tinyray.formula.Formula.answer`, under the formula's policy for
   answers outside: refused unless ``--allow-outside``);
-* ``compound``: EfficientNet's compound scaling run backwards, phi < 0 solved for the budget
-  (:func:`tinyray.scaling.solve_phi`): B-1 and B-2 of the paper;
-* ``b0-r``, ``b0-d``, ``b0-w``: B0 shrunk along one dimension to the step just above the budget
-  (:func:`tinyray.scaling.shrink`);
+* ``compound``: compound scaling run backwards with the coefficients of the base's family, phi < 0 solved for
+  the budget (:func:`tinyray.scaling.solve_phi`; on EfficientNet-B0, B-1 and B-2 of the paper); left out, with
+  the reason, for a family that defines none;
+* ``base-r``, ``base-d``, ``base-w``: the base network (r = d = w = 1) shrunk along one dimension to the step
+  just above the budget (:func:`tinyray.scaling.shrink`);
 * ``search-best``: the most accurate trial the search trained fully under the budget.
 
 A rule rarely lands within 1% by itself (FLOPs move in steps; see :mod:`tinyray.scaling`), so a contender that
@@ -27,6 +30,7 @@ seed (or seeds that happen to agree) does not make noise look like a result.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
@@ -59,8 +63,8 @@ class Contender:
     """A network placed at a budget.
 
     Attributes:
-        name: the contender's key in :data:`CONTENDERS` (``formula``, ``compound``, ``b0-r``, ...).
-        label: how the table names it, e.g. ``EfficientNet-B-1.22 (compound)``.
+        name: the contender's key in :data:`CONTENDERS` (``formula``, ``compound``, ``base-r``, ...).
+        label: how the table names it, e.g. ``compound phi=-1.22``.
         budget: FLOPs asked for (multiply-accumulates of one image).
         r, d, w: the network's multipliers.
         resolution: deployment input side, ``floor(224 r)``.
@@ -90,7 +94,7 @@ class Context:
     """What the contenders are built from.
 
     Attributes:
-        space: the search space.
+        space: the search space every contender is a network of.
         num_classes: the data's classes (the FLOPs of every contender count them).
         formula: the tiny formula.
         trials: the search's ``trials.csv`` (None without a results folder).
@@ -102,6 +106,53 @@ class Context:
     formula: "Formula | None" = None
     trials: "pd.DataFrame | None" = None
     allow_outside: bool = False
+
+
+def space_difference(space: "SearchSpace", found: "SearchSpace") -> str | None:
+    """None if ``found`` is ``space`` (the same definition: family, base network, resolution and bounds), else how
+    it differs, e.g. ``on 'efficientnet_b0', not on 'resnet50'``."""
+    mine, theirs = space.to_dict(), found.to_dict()
+    if mine == theirs:
+        return None
+    if found.name != space.name:
+        return f"on {found.name!r}, not on {space.name!r}"
+    keys = sorted(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
+    return f"on another definition of {space.name!r} than {space.source} (it differs in {', '.join(keys)})"
+
+
+def searches_on(storage: Path, space: "SearchSpace") -> list[Path]:
+    """The results folders in ``storage`` whose formula was fitted on ``space``, newest first."""
+    from tinyray.space import parse_space
+
+    found = []
+    for path in Path(storage).expanduser().glob("*/formula.json"):
+        try:
+            definition = json.loads(path.read_text())["space_definition"]
+            if space_difference(space, parse_space(definition, str(path))) is None:
+                found.append(path)
+        except (OSError, ValueError, KeyError, TypeError, UserError):
+            continue  # a damaged or foreign file is no search on the space
+    return [path.parent for path in sorted(found, key=lambda path: path.stat().st_mtime, reverse=True)]
+
+
+def check_space(space: "SearchSpace", formula: "Formula", searched: str | None, where: str, fix: str) -> None:
+    """Refuse a formula, or a search's results folder, that is not of ``space``.
+
+    Args:
+        space: the space the contenders are built in.
+        formula: the formula to compare (its ``formula.json`` records the space it was fitted on).
+        searched: the space name the results folder's ``search.json`` records (None if it records none).
+        where: how to name the folder or formula in the message, e.g. ``the newest search in tinyray-results (b200M)``.
+        fix: what to do instead, the end of the message.
+
+    Raises:
+        UserError: one line, ``where`` ran or was fitted on another space, and ``fix``.
+    """
+    if searched is not None and searched != space.name:
+        raise UserError(f"{where} ran on {searched!r}, not on {space.name!r}: {fix}")
+    other = space_difference(space, formula.space)
+    if other:
+        raise UserError(f"the formula of {where} was fitted {other}: {fix}")
 
 
 def _place(ctx: Context, name: str, label: str, budget: int, r: float, d: float, w: float, note: str) -> Contender | str:
@@ -131,6 +182,9 @@ def formula_contender(ctx: Context, budget: int) -> Contender | str:
 
     if ctx.formula is None:
         return "no formula: give --from a search's results folder or --model-uri"
+    other = space_difference(ctx.space, ctx.formula.space)
+    if other:  # check_space refuses this at the command line; a caller of plan() gets the reason
+        return f"the formula was fitted {other}"
     answer = refuse_outside(ctx.formula.answer(budget, ctx.num_classes), ctx.allow_outside)
     note = f"OUTSIDE: {answer.outside}" if answer.outside else "inside the fitted range and the cube"
     label = "tiny formula (OUTSIDE)" if answer.outside else "tiny formula"
@@ -138,15 +192,18 @@ def formula_contender(ctx: Context, budget: int) -> Contender | str:
 
 
 def compound_contender(ctx: Context, budget: int) -> Contender | str:
-    """EfficientNet's inverse compound scaling: the largest phi < 0 under the budget."""
+    """Inverse compound scaling by the coefficients of the base's family: the largest phi < 0 under the budget
+    (a family without coefficients has no such contender: the reason says so)."""
     from tinyray.scaling import solve_phi
 
     try:
         point = solve_phi(ctx.space, budget, ctx.num_classes)
     except ValueError as exc:
         return str(exc)
-    return _place(ctx, "compound", f"EfficientNet-B{point.phi:+.2f} (compound)", budget, point.r, point.d, point.w,
-                  f"phi={point.phi:.3f}: r=1.15^phi={point.r:.3f} d=1.2^phi={point.d:.3f} w=1.1^phi={point.w:.3f}")
+    alpha, beta, gamma = (point.coefficients[key] for key in ("d", "w", "r"))
+    return _place(ctx, "compound", f"compound phi={point.phi:+.2f}", budget, point.r, point.d, point.w,
+                  f"phi={point.phi:.3f}: r={gamma:g}^phi={point.r:.3f} d={alpha:g}^phi={point.d:.3f} "
+                  f"w={beta:g}^phi={point.w:.3f}")
 
 
 def _shrink_contender(factor: str) -> Callable[[Context, int], Contender | str]:
@@ -157,8 +214,8 @@ def _shrink_contender(factor: str) -> Callable[[Context, int], Contender | str]:
         low = ctx.space.bounds()[factor].low
         floor = analytic_cost(ctx.space, **{"r": 1.0, "d": 1.0, "w": 1.0, factor: low}, num_classes=ctx.num_classes).flops
         if floor > budget:
-            return (f"B0 with {factor} alone at its bound {low:g} still costs {format_flops(floor)}, more than "
-                    f"{format_flops(budget)}")
+            return (f"{ctx.space.name} with {factor} alone at its bound {low:g} still costs {format_flops(floor)}, "
+                    f"more than {format_flops(budget)}")
         reasons = []
         # the step at or just above the budget (trimmed down by width), else the step just below it
         for at_least, where in ((True, "at or just above"), (False, "just below")):
@@ -171,14 +228,14 @@ def _shrink_contender(factor: str) -> Callable[[Context, int], Contender | str]:
             if abs(step - budget) > MAX_TRIM * budget:
                 reasons.append(f"the {factor} step {where} it costs {format_flops(step)}, more than {MAX_TRIM:.0%} off")
                 continue
-            placed = _place(ctx, f"b0-{factor}", f"B0, {factor} only", budget, point["r"], point["d"], point["w"],
+            placed = _place(ctx, f"base-{factor}", f"base, {factor} only", budget, point["r"], point["d"], point["w"],
                             f"{factor}={value:.3f} is the step {where} the budget")
             if isinstance(placed, Contender):
                 return placed
             reasons.append(f"the {factor} step {where} it, trimmed, {placed}")
-        return f"B0 shrunk along {factor} alone cannot meet {format_flops(budget)}: " + "; ".join(reasons)
+        return f"{ctx.space.name} shrunk along {factor} alone cannot meet {format_flops(budget)}: " + "; ".join(reasons)
 
-    build.__doc__ = f"B0 shrunk along {factor} alone to the step nearest the budget, then trimmed to meet it."
+    build.__doc__ = f"The base shrunk along {factor} alone to the step nearest the budget, then trimmed to meet it."
     return build
 
 
@@ -210,9 +267,9 @@ def search_best_contender(ctx: Context, budget: int) -> Contender | str:
 CONTENDERS: dict[str, Callable[[Context, int], Contender | str]] = {
     "formula": formula_contender,
     "compound": compound_contender,
-    "b0-r": _shrink_contender("r"),
-    "b0-d": _shrink_contender("d"),
-    "b0-w": _shrink_contender("w"),
+    "base-r": _shrink_contender("r"),
+    "base-d": _shrink_contender("d"),
+    "base-w": _shrink_contender("w"),
     "search-best": search_best_contender,
 }
 
@@ -223,7 +280,7 @@ def plan(ctx: Context, budgets: list[int], names: list[str]) -> tuple[list[Conte
     Raises:
         UserError: if some budget has no contender, or the formula's answer is outside and not allowed.
     """
-    from tinyray.cost import format_flops
+    from tinyray.cost import base_flops, format_flops
 
     placed, left_out = [], []
     for budget in budgets:
@@ -237,7 +294,8 @@ def plan(ctx: Context, budgets: list[int], names: list[str]) -> tuple[list[Conte
         if not here:
             reasons = "; ".join(f"{row['contender']}: {row['reason']}" for row in left_out if row["budget"] == budget)
             raise UserError(f"no contender meets {format_flops(budget)} within {TOLERANCE:.0%} ({reasons}): "
-                            f"give a budget between the search's smallest networks and B0's FLOPs")
+                            f"give a budget between the search's smallest networks and the FLOPs of "
+                            f"{ctx.space.name} ({format_flops(base_flops(ctx.space, ctx.num_classes))})")
         placed += here
     return placed, left_out
 
@@ -340,7 +398,7 @@ def standard_error(top1: "pd.Series", val_size: int) -> float:
 
 def verdicts(runs: "pd.DataFrame", val_size: int) -> list[str]:
     """One line a budget: how the formula's network fares against each other contender (see the module
-    docstring), e.g. ``100M: the formula (0.231) beats compound (+0.030), ties b0-w (-0.004): 1 win, 1 tie, 0 losses``."""
+    docstring), e.g. ``100M: the formula (0.231) beats compound (+0.030), ties base-w (-0.004): 1 win, 1 tie, 0 losses``."""
     from tinyray.cost import format_flops
 
     lines = []
@@ -419,11 +477,11 @@ def run_compare(config: CompareConfig, ctx: Context) -> Comparison:
     protocol = Protocol(name="compare", data=config.data, epochs=config.epochs, recipe=config.recipe,
                         threads=max(1, int(config.cpus_per_trial)))
     budgets_text = " ".join(format_flops(b) for b in config.budgets)
-    header = (f"compare at {budgets_text} FLOPs ({ctx.num_classes} classes): {config.seeds} seed(s) each, "
+    header = (f"compare on {ctx.space.name} at {budgets_text} FLOPs ({ctx.num_classes} classes): {config.seeds} seed(s) each, "
               f"{config.epochs} epochs on {config.data_name}, {config.recipe} recipe, as a trial of the search")
     tracker = Tracker(config.tracking_uri, config.experiment, artifact_location=config.artifact_location)
     parent = tracker.start_run(f"compare {budgets_text}", {"tinyray.kind": "compare"}, {
-        "budgets": budgets_text, "seeds": config.seeds, "epochs": config.epochs, "recipe": config.recipe,
+        "budgets": budgets_text, "space": ctx.space.name, "seeds": config.seeds, "epochs": config.epochs, "recipe": config.recipe,
         "contenders": ",".join(config.contenders), **{f"data_{k}": v for k, v in spec_summary(config.data).items()},
     }, description=header)
     jobs = [(contender, seed) for contender in contenders for seed in range(config.seeds)]

@@ -8,10 +8,11 @@ on EfficientNet-B0 at 1000 classes 96 px cost 72.4M FLOPs, 98 px 101.6M). So a r
 rarely lands within 1% of a budget by itself; :func:`solve_network` closes the rest with the finest knob, width,
 and the nearest input sides.
 
-EfficientNet's compound scaling (Tan and Le, ICML 2019, eq. 3): depth ``alpha^phi``, width ``beta^phi``,
-resolution ``gamma^phi`` with ``alpha = 1.2``, ``beta = 1.1``, ``gamma = 1.15`` (:data:`COMPOUND`), chosen so that
-``alpha beta^2 gamma^2 ~ 2``: each step of phi doubles FLOPs. TinyNets (Han et al., NeurIPS 2020, Table 1) run it
-backwards, phi < 0: EfficientNet-B-1 (phi = -1) at about 200M FLOPs and B-2 (phi = -2) at about 100M.
+Compound scaling (Tan and Le, ICML 2019, eq. 3): depth ``alpha^phi``, width ``beta^phi``, resolution
+``gamma^phi``, with the coefficients the base's family defines (``Network.COMPOUND``; EfficientNet's are
+``alpha = 1.2``, ``beta = 1.1``, ``gamma = 1.15``, chosen so that ``alpha beta^2 gamma^2 ~ 2``: each step of phi
+doubles FLOPs). TinyNets (Han et al., NeurIPS 2020, Table 1) run it backwards, phi < 0: EfficientNet-B-1 (phi = -1)
+at about 200M FLOPs and B-2 (phi = -2) at about 100M. A family without coefficients has no compound rule.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from tinyray.space import SearchSpace
 
 #: Widths the solver may return; outside the search space's bounds an answer is flagged by its caller.
 WIDTH_RANGE = (0.05, 3.0)
-#: EfficientNet's compound coefficients: depth alpha, width beta, resolution gamma (Tan and Le 2019, Sec. 3.3).
-COMPOUND = {"d": 1.2, "w": 1.1, "r": 1.15}
 #: How close to its budget a network placed for it must come (fraction of the budget, from below).
 TOLERANCE = 0.01
 
@@ -122,43 +121,51 @@ def shrink(space: SearchSpace, factor: str, flops: float, num_classes: int, *, a
 
 @dataclass(frozen=True)
 class Compound:
-    """EfficientNet's compound scaling at one phi.
+    """Compound scaling at one phi.
 
     Attributes:
         phi: the compound exponent (negative: smaller than the base network).
-        r, d, w: ``gamma^phi``, ``alpha^phi``, ``beta^phi`` (:data:`COMPOUND`).
+        coefficients: ``{"d": alpha, "w": beta, "r": gamma}``, the base family's ``Network.COMPOUND``.
+        r, d, w: ``gamma^phi``, ``alpha^phi``, ``beta^phi``.
     """
 
     phi: float
+    coefficients: dict[str, float]
 
     @property
     def r(self) -> float:
-        return COMPOUND["r"] ** self.phi
+        return self.coefficients["r"] ** self.phi
 
     @property
     def d(self) -> float:
-        return COMPOUND["d"] ** self.phi
+        return self.coefficients["d"] ** self.phi
 
     @property
     def w(self) -> float:
-        return COMPOUND["w"] ** self.phi
+        return self.coefficients["w"] ** self.phi
 
 
 def solve_phi(space: SearchSpace, budget: float, num_classes: int, low: float = -12.0) -> Compound:
-    """The largest phi in ``[low, 0]`` whose compound-scaled network costs at most ``budget``.
+    """The largest phi in ``[low, 0]`` whose compound-scaled network, by the coefficients of the space's family,
+    costs at most ``budget``.
 
     The FLOPs of ``(gamma^phi, alpha^phi, beta^phi)`` rise with phi in steps (and dip where the input side turns
     odd), so the bisection brackets a crossing and the 0.001-grid scan below it finds the largest phi under the
     budget near that crossing.
 
     Raises:
-        ValueError: if the budget is at least the base network's FLOPs (phi would not be negative) or below the
-            FLOPs at ``low``.
+        ValueError: if the space's family defines no compound coefficients, the budget is at least the base
+            network's FLOPs (phi would not be negative) or below the FLOPs at ``low``.
     """
     from tinyray.cost import analytic_cost
 
+    coefficients = space.network.COMPOUND
+    if coefficients is None:
+        raise ValueError(f"the {space.family} family of {space.name} defines no compound scaling coefficients "
+                         f"(Network.COMPOUND), so it has no compound-scaled network")
+
     def flops(phi: float) -> int:
-        point = Compound(phi)
+        point = Compound(phi, coefficients)
         return analytic_cost(space, point.r, point.d, point.w, num_classes).flops
 
     if flops(0.0) <= budget:
@@ -175,5 +182,5 @@ def solve_phi(space: SearchSpace, budget: float, num_classes: int, low: float = 
     phi = math.floor(above * 1000) / 1000
     for step in range(200):  # within 0.2 of phi: the largest grid value under the budget near the crossing
         if flops(phi - step / 1000) <= budget:
-            return Compound(round(phi - step / 1000, 3))
-    return Compound(round(below, 4))
+            return Compound(round(phi - step / 1000, 3), coefficients)
+    return Compound(round(below, 4), coefficients)

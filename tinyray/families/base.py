@@ -30,6 +30,9 @@ class Network(abc.ABC):
         OPTIONAL: those of :attr:`FIELDS` that may be left out, with their defaults.
         first_conv, classifier: module names of the first convolution and the classifier (timm's pretrained
             config records them).
+        COMPOUND: the family's compound scaling coefficients, ``{"d": alpha, "w": beta, "r": gamma}`` (depth
+            ``alpha^phi``, width ``beta^phi``, resolution ``gamma^phi``; :func:`tinyray.scaling.solve_phi`), or None
+            if the family has no compound scaling rule.
     """
 
     family: ClassVar[str]
@@ -37,6 +40,7 @@ class Network(abc.ABC):
     OPTIONAL: ClassVar[dict[str, Any]] = {}
     first_conv: ClassVar[str] = "conv_stem"
     classifier: ClassVar[str] = "classifier"
+    COMPOUND: ClassVar[dict[str, float] | None] = None
 
     @classmethod
     @abc.abstractmethod

@@ -86,6 +86,9 @@ class EfficientNetNetwork(Network):
     FIELDS: ClassVar[dict[str, type]] = {"blocks": list, "stem_channels": int, "head_channels": int, "activation": str,
                                          "channel_divisor": int}
     OPTIONAL: ClassVar[dict[str, Any]] = {"activation": "swish", "channel_divisor": 8}
+    #: EfficientNet's compound scaling: alpha = 1.2, beta = 1.1, gamma = 1.15 (Tan and Le 2019, Sec. 3.3), so that
+    #: alpha beta^2 gamma^2 ~ 2 and each step of phi doubles FLOPs.
+    COMPOUND: ClassVar[dict[str, float] | None] = {"d": 1.2, "w": 1.1, "r": 1.15}
 
     blocks: tuple[tuple[str, ...], ...]
     stem_channels: int

@@ -30,6 +30,8 @@ class MobileNetV3Network(EfficientNetNetwork):
 
     family: ClassVar[str] = "mobilenetv3"
     OPTIONAL: ClassVar[dict[str, Any]] = {"activation": "hard_swish", "channel_divisor": 8}
+    # EfficientNet's coefficients were grid-searched on EfficientNet-B0; MobileNetV3 has no compound rule of its own
+    COMPOUND: ClassVar[dict[str, float] | None] = None
 
     activation: str = "hard_swish"
 
