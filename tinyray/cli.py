@@ -671,7 +671,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     def report(epoch: Any, checkpoint: Any) -> None:
         if not args.json:
             print(f"epoch {epoch.epoch}/{args.epochs}  top1 {epoch.top1:.4f}  val_loss {epoch.val_loss:.4f}  "
-                  f"{epoch.images_per_second:.0f} img/s", file=sys.stderr, flush=True)
+                  f"{epoch.images_per_second:.0f} img/s"
+                  + (f"  {epoch.skipped_images} unreadable images skipped" if epoch.skipped_images else ""),
+                  file=sys.stderr, flush=True)
 
     result = train_candidate(
         space, args.r, args.d, args.w, data,
@@ -683,6 +685,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train_resolution": result.resolution, "data": data.name, "recipe": recipe,
         "epochs": result.epochs_trained, "top1": result.final_top1, "best_top1": result.best_top1,
         "train_seconds": round(result.train_seconds, 2),
+        "skipped_images": result.history[-1].skipped_images if result.history else 0,
     }
     if args.json:
         print(json.dumps(out))
