@@ -37,7 +37,7 @@ def test_flops_measure_agrees(capsys):
     assert code == 0 and data["flops"] == data["measured_flops"] and data["params"] == data["measured_params"]
 
 
-@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"], ["publish"], ["bench", "search"], ["formula"], ["export"], ["ui"], ["report"]])
+@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"], ["publish"], ["bench", "search"], ["formula"], ["export"], ["ui"], ["report"], ["data", "imagenet100"], ["data", "verify"]])
 def test_help_shows_an_example(capsys, command):
     code, out, _ = run(capsys, *command, "--help")
     assert code == 0
@@ -93,6 +93,10 @@ BAD_INPUTS = [
     (["ui", ".", "--tracking-uri", "http://127.0.0.1:9"], "no MLflow server answers at http://127.0.0.1:9"),
     (["ui", "--tracking-uri", "sqlite:///no/such.db"], "no MLflow store at sqlite:///no/such.db"),
     (["report"], "required: RESULTS_DIR"),
+    (["data"], "required: DATA_COMMAND"),
+    (["data", "imagenet100", "--out", "x"], "required: --src"),
+    (["data", "imagenet100", "--src", "/no/such/imagenet", "--out", "x"], "/no/such/imagenet does not exist"),
+    (["data", "verify", "/no/such/subset"], "has no manifest.json"),
     (["report", "/no/such/folder"], "does not exist"),
     (["report", "."], "has no trials.csv"),
     (["nosuch"], "invalid choice"),

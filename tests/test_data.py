@@ -22,6 +22,7 @@ from tinyray.data import (
     synthetic_cache_path,
     synthetic_classes,
 )
+from conftest import mixed_folder
 from tinyray.errors import UserError
 from tinyray.space import load_space
 
@@ -333,13 +334,30 @@ def test_different_classes_in_train_and_val(tmp_path):
         load_data(str(root))
 
 
-def test_corrupt_first_image_is_caught_at_load(tmp_path):
+def test_corrupt_first_image_is_skipped_at_load_with_a_warning(tmp_path, caplog):
+    """Issue 18: a corrupt file is reported and skipped, also when it is the first of its class."""
     root = make_folder(tmp_path / "data")
     bad = root / "val" / "dog" / "0.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
-    with pytest.raises(UserError, match="cannot read image") as info:
+    with caplog.at_level("WARNING", logger="tinyray.data"):
+        data = load_data(str(root))
+    assert data.classes == ("cat", "dog", "fox")
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert warning.startswith("skipped: cannot read image") and str(bad) in warning
+    _, val = data.loaders(resolution=16, batch_size=4, seed=0)
+    assert sum(len(labels) for _, labels in val) == 8 and len(val.skipped) == 1
+
+
+def test_a_class_none_of_whose_images_opens_is_refused_at_load(tmp_path):
+    from tinyray.data import PROBED_IMAGES
+
+    root = make_folder(tmp_path / "data", per_class=PROBED_IMAGES + 1)
+    for index in range(PROBED_IMAGES):  # the one readable image comes after the images tried
+        (root / "train" / "fox" / f"{index}.png").write_bytes(b"not an image")
+    with pytest.raises(UserError, match=rf"no image of class folder .*fox opens \(the first {PROBED_IMAGES} tried; "
+                                        rf"cannot read image") as info:
         load_data(str(root))
-    assert str(bad) in str(info.value) and "replace or delete" in str(info.value)
+    assert "0.png" in str(info.value)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -360,3 +378,42 @@ def test_sized_synthetic_spec():
     assert (spec.kind, spec.train_size, spec.val_size) == ("synthetic", 300, 100)
     with pytest.raises(UserError, match="at least one image per class"):
         resolve_data("synthetic:5/5")
+
+
+# ---- a mixed ImageFolder: JPEG and PNG, grayscale, palette, CMYK, one corrupt file ----------------------------
+
+
+def test_mixed_folder_loads_every_readable_image_as_rgb_and_counts_the_corrupt_one(tmp_path, caplog):
+    from PIL import Image
+
+    root, corrupt = mixed_folder(tmp_path / "mixed")
+    assert Image.open(root / "train" / "sky" / "cmyk.jpg").mode == "CMYK"
+    assert Image.open(root / "train" / "sky" / "gray.png").mode == "L"
+    with caplog.at_level("WARNING", logger="tinyray.data"):
+        data = load_data(str(root))
+    assert data.classes == ("leaf", "sky")
+    assert any(str(corrupt) in record.getMessage() for record in caplog.records)
+    train, val = data.loaders(resolution=16, batch_size=3, seed=0)
+    for epoch in range(2):
+        train.set_epoch(epoch)
+        batches = list(train)
+        assert all(images.shape[1:] == (3, 16, 16) and torch.isfinite(images).all() for images, _ in batches)
+        assert sum(len(labels) for _, labels in batches) <= 14  # 15 files, one unreadable
+    (reason,) = train.skipped  # counted once over both epochs
+    assert str(corrupt) in reason and reason.startswith("cannot read image")
+    seen = torch.cat([labels for _, labels in val])
+    assert sorted(seen.tolist()) == [0] * 7 + [1] * 7 and not val.skipped
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA", "I;16"])
+def test_every_image_mode_becomes_three_channels(tmp_path, mode):
+    from PIL import Image
+
+    from tinyray.data import open_image
+
+    path = tmp_path / f"image.{'jpg' if mode in ('L', 'CMYK') else 'png'}"
+    base = Image.new("RGB", (10, 12), (200, 100, 50))
+    (base.convert(mode) if mode != "I;16" else Image.new("I;16", (10, 12), 3000)).save(path)
+    image = open_image(str(path))
+    assert image.mode == "RGB" and image.size == (10, 12)
+

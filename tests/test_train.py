@@ -9,6 +9,7 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
+from conftest import mixed_folder
 from tinyray.data import load_data, resolve_data
 from tinyray.errors import UserError
 from tinyray.space import load_space
@@ -262,7 +263,15 @@ def test_trains_on_an_image_folder(space, tmp_path):
     data = load_data(str(tmp_path / "colours"))
     result = train_candidate(space, 0.25, 0.25, 0.25, data, epochs=1, batch_size=4, resolution=32)
     assert result.resolution == 32 and result.epochs_trained == 1
-    assert asdict(result.history[0])["epoch"] == 1
+    assert asdict(result.history[0])["epoch"] == 1 and result.history[0].skipped_images == 0
+
+
+def test_unreadable_images_are_counted_in_every_epoch_result(space, tmp_path):
+    """Issue 18: a corrupt image is skipped, and the count reaches the trainer's results (and so the trial's)."""
+    root, _ = mixed_folder(tmp_path / "mixed")
+    (root / "val" / "sky" / "z-truncated.png").write_bytes((root / "val" / "sky" / "rgb.png").read_bytes()[:60])
+    result = train_candidate(space, 0.25, 0.25, 0.25, load_data(str(root)), epochs=2, batch_size=4, resolution=32)
+    assert [epoch.skipped_images for epoch in result.history] == [2, 2]  # one in train/, one in val/; once each
 
 
 @pytest.mark.parametrize("channels, side, kernel, stride", [(48, 1, 3, 1), (40, 1, 5, 1), (32, 2, 3, 1), (24, 2, 5, 1),

@@ -175,7 +175,8 @@ def _data_folders(root: Path) -> dict[str, tuple[str, str]]:
     """Broken data folders: name -> (path, message)."""
     made = {}
     bomb = _image_tree(root / "bomb")
-    (bomb / "train" / "cat" / "0.png").write_bytes(_png_claiming(40000, 40000))
+    for index in range(2):  # every image of the class: one alone would be skipped with a warning (issue 18)
+        (bomb / "train" / "cat" / f"{index}.png").write_bytes(_png_claiming(40000, 40000))
     made["bomb"] = (str(bomb), "exceeds limit")
     loop = _image_tree(root / "loop")
     (loop / "train" / "cat" / "again").symlink_to(loop / "train" / "cat", target_is_directory=True)

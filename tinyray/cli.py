@@ -23,7 +23,8 @@ EXAMPLES = {
   tinyray export --budget 150M --out net150M   # that network as config.json + model.safetensors
   tinyray flops --r 0.84 --d 1.1 --w 0.75      # TinyNet-B: resolution, FLOPs, parameters
   tinyray train --r 0.5 --d 0.5 --w 0.5 --epochs 3
-  tinyray publish tinyray-results/b200M        # send a search to MLflow after its tracking server was down""",
+  tinyray publish tinyray-results/b200M        # send a search to MLflow after its tracking server was down
+  tinyray data imagenet100 --src ~/imagenet --out ~/imagenet100   # the paper's ImageNet-100, linked, with a manifest""",
     "search": """examples:
   tinyray search --budget 200M                          # ~10 min on 2 CPUs: local Ray, built-in data, local MLflow
   tinyray search --budget 1.2G --trials 200 --max-epochs 30 --data ~/imagenet --address auto --gpus-per-trial 0.25
@@ -62,6 +63,12 @@ EXAMPLES = {
     "bench search": """examples:
   tinyray bench search --seeds 5 --out bench-results     # tabular benchmark of recorded learning curves, ~35 s
   tinyray bench search --real --seeds 1 --trials 8 --max-epochs 3 --methods a,b   # through Ray on the real trainer""",
+    "data imagenet100": """examples:
+  tinyray data imagenet100 --src /datasets/imagenet --out ~/imagenet100         # the paper's protocol, seed 0
+  tinyray data imagenet100 --src /datasets/imagenet --out ~/in100-s1 --seed 1 --link hardlink
+  tinyray data imagenet100 --src ~/imagenet-object-localization-challenge --out ~/in100 --classes 10 --train-per-class 50""",
+    "data verify": """example:
+  tinyray data verify ~/imagenet100            # every file still there, of its size, linked to its source""",
     "bench proxy": """examples:
   tinyray bench proxy --recorded                 # the shipped recordings: does a trial's top-1 rank like long training?
   tinyray bench proxy --out proxy-bench          # retrain the panel as default trials (~15 min), compare
@@ -231,6 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--json", action="store_true", help="print one JSON object")
     bench_proxy.set_defaults(func=cmd_bench_proxy)
 
+    data = sub.add_parser("data", help="datasets on disk: the paper's ImageNet-100 subset of ImageNet-1k, and its check")
+    data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", parser_class=_Parser, required=True)
+    _add_imagenet100_options(data_sub.add_parser(
+        "imagenet100", help="link a seeded ImageNet-100 (100 classes, 500 training images each, all their val "
+        "images) from ImageNet-1k into a new folder, with a manifest", epilog=EXAMPLES["data imagenet100"],
+        formatter_class=fmt))
+    verify = data_sub.add_parser("verify", help="check a subset against its manifest (exit 1 if anything differs)",
+                                 epilog=EXAMPLES["data verify"], formatter_class=fmt)
+    verify.add_argument("folder", metavar="DIR", help="the folder 'tinyray data imagenet100' wrote")
+    verify.add_argument("--no-checksums", action="store_true", help="skip the SHA-256 of a manifest that has them (sizes and links only)")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.set_defaults(func=cmd_data_verify)
+
     ui = sub.add_parser("ui", help="browse a search's runs in the MLflow UI (on 127.0.0.1, until Ctrl-C)", epilog=EXAMPLES["ui"], formatter_class=fmt)
     ui.add_argument("results_dir", nargs="?", default=None, metavar="RESULTS_DIR", help="a search's results folder (<storage>/<name>) or a storage root (default ./tinyray-results)")
     ui.add_argument("--tracking-uri", default=None, help="the store the search logged to (default $MLFLOW_TRACKING_URI or the sqlite store beside RESULTS_DIR)")
@@ -356,6 +376,49 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
         for path in files.values():
             print(f"wrote {path}")
     return 0
+
+
+def _add_imagenet100_options(parser: argparse.ArgumentParser) -> None:
+    from tinyray.imagenet import DEFAULT_CLASSES, DEFAULT_TRAIN_PER_CLASS, LINK_MODES
+
+    add = parser.add_argument
+    add("--src", required=True, help="ImageNet-1k: a folder with train/<wnid>/*.JPEG and val/ (val/<wnid>/, or flat with LOC_val_solution.csv), or the Kaggle root")
+    add("--out", required=True, help="a new (or empty) folder for the subset: train/<wnid>/, val/<wnid>/ and manifest.json")
+    add("--seed", type=_int_at_least("--seed", 0), default=0, help="seed of the class and image draws (default 0)")
+    add("--classes", type=_int_at_least("--classes", 1, 100_000), default=DEFAULT_CLASSES, help=f"classes drawn (default {DEFAULT_CLASSES})")
+    add("--train-per-class", type=_int_at_least("--train-per-class", 1, 100_000), default=DEFAULT_TRAIN_PER_CLASS, help=f"training images drawn per class (default {DEFAULT_TRAIN_PER_CLASS}); every val image of a class is kept")
+    add("--link", choices=LINK_MODES, default=LINK_MODES[0], help="how the subset's files point at the source's: symlink (default), hardlink (same file system) or copy")
+    add("--val-labels", default=None, help="labels of a flat val/: LOC_val_solution.csv or lines 'IMAGE WNID' (default: LOC_val_solution.csv if the source has it)")
+    add("--checksums", action="store_true", help="also record every file's SHA-256 in the manifest (reads each file once)")
+    add("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=cmd_data_imagenet100)
+
+
+def cmd_data_imagenet100(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tinyray.imagenet import SubsetConfig, build_subset
+
+    config = SubsetConfig(
+        src=Path(args.src), out=Path(args.out), seed=args.seed, classes=args.classes,
+        train_per_class=args.train_per_class, link=args.link,
+        val_labels=Path(args.val_labels) if args.val_labels else None, checksums=args.checksums,
+    )
+    result = build_subset(config)
+    print(json.dumps(result.as_dict()) if args.json else result.line())
+    return 0
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when the subset matches its manifest, 1 when it differs (2, as always, when it cannot be checked)."""
+    from tinyray.imagenet import verify_subset
+
+    report = verify_subset(args.folder, checksums=not args.no_checksums)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print("\n".join(report.lines()))
+    return 0 if report.ok else 1
 
 
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
@@ -698,7 +761,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     def report(epoch: Any, checkpoint: Any) -> None:
         if not args.json:
             print(f"epoch {epoch.epoch}/{args.epochs}  top1 {epoch.top1:.4f}  val_loss {epoch.val_loss:.4f}  "
-                  f"{epoch.images_per_second:.0f} img/s", file=sys.stderr, flush=True)
+                  f"{epoch.images_per_second:.0f} img/s"
+                  + (f"  {epoch.skipped_images} unreadable images skipped" if epoch.skipped_images else ""),
+                  file=sys.stderr, flush=True)
 
     result = train_candidate(
         space, args.r, args.d, args.w, data,
@@ -710,6 +775,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train_resolution": result.resolution, "data": data.name, "recipe": recipe,
         "epochs": result.epochs_trained, "top1": result.final_top1, "best_top1": result.best_top1,
         "train_seconds": round(result.train_seconds, 2),
+        "skipped_images": result.history[-1].skipped_images if result.history else 0,
     }
     if args.json:
         print(json.dumps(out))
@@ -742,7 +808,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    command = " ".join(filter(None, (args.command, getattr(args, "bench_command", None))))
+    command = " ".join(filter(None, (args.command, getattr(args, "bench_command", None),
+                                     getattr(args, "data_command", None))))
     try:
         return args.func(args)
     except UserError as exc:

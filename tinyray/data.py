@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -213,6 +214,8 @@ class Batches(abc.ABC):
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.epoch = 0
+        #: one line for each unreadable image skipped so far, over every epoch (folder data; always empty in memory)
+        self.skipped: set[str] = set()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffling of epoch ``epoch`` (0-based)."""
@@ -565,7 +568,10 @@ class FolderData(Data):
     """An ImageFolder dataset: ``root/train/<class>/*.jpg`` and ``root/val/<class>/*.jpg``.
 
     The tree is checked when loaded: both splits exist, have the same class folders, every class folder holds
-    at least one image, and the first image of every class opens.
+    at least one image, and one of the first images of every class opens. An image that cannot be read (corrupt,
+    truncated, a decompression bomb) is skipped with a warning, at load and in training, and counted: each
+    :class:`Batches` keeps the skipped ones in ``skipped`` and the trainer reports their number every epoch
+    (``skipped_images``). Grayscale, palette and CMYK images are converted to RGB.
     """
 
     def __init__(self, spec: DataSpec) -> None:
@@ -627,6 +633,9 @@ MAX_IMAGE_PIXELS = 8192 * 8192
 #: MIN_SKIPPED_LIMIT of them.
 MAX_SKIPPED_SHARE = 0.01
 MIN_SKIPPED_LIMIT = 10
+#: Images of a class folder tried, in path order, when a folder is loaded: unreadable ones are skipped, but if none
+#: of these opens the folder is refused (a tree of non-images fails at once rather than in every trial).
+PROBED_IMAGES = 5
 
 
 def _shown(text: str) -> str:
@@ -694,7 +703,8 @@ def check_image_folder(root: Path) -> tuple[str, ...]:
 
     Raises:
         UserError: a missing root, ``train/`` or ``val/``; no class folders; different classes in the two
-            splits; a class folder without images; a first image per class that does not open.
+            splits; a class folder without images; a class none of whose first :data:`PROBED_IMAGES` images
+            opens.
     """
     try:
         str(root).encode("utf-8")
@@ -720,13 +730,7 @@ def check_image_folder(root: Path) -> tuple[str, ...]:
             except UnicodeEncodeError:
                 raise UserError(f"class folder {_shown(str(folder / name))} has a name that is not UTF-8: rename "
                                 f"it") from None
-            first = _first_image(folder / name)
-            if first is None:
-                raise UserError(
-                    f"class folder {_shown(str(folder / name))} holds no images ({', '.join(_image_suffixes())}):"
-                    f" add images or remove it"
-                )
-            open_image(str(first)).load()
+            _check_class_opens(folder / name)
     if len(classes["train"]) < 2:
         raise UserError(f"{root / 'train'} has one class folder ({_shown(classes['train'][0])}): a classifier needs at "
                         f"least two classes; add another class folder to train/ and val/")
@@ -740,22 +744,46 @@ def check_image_folder(root: Path) -> tuple[str, ...]:
     return tuple(classes["train"])
 
 
-def _image_suffixes() -> tuple[str, ...]:
+def _check_class_opens(folder: Path) -> None:
+    """Open the first images of a class folder until one opens; an unreadable one is skipped with a warning (as
+    training skips it), but a class none of whose first :data:`PROBED_IMAGES` images opens is not image data.
+
+    Raises:
+        UserError: no images in the folder, or none of the first ones opens.
+    """
+    candidates = _first_images(folder, PROBED_IMAGES)
+    if not candidates:
+        raise UserError(f"class folder {_shown(str(folder))} holds no images ({', '.join(image_suffixes())}): add "
+                        f"images or remove it")
+    reasons = []
+    for path in candidates:
+        try:
+            open_image(str(path))
+            return
+        except UserError as exc:
+            log.warning("skipped: %s", exc)
+            reasons.append(str(exc))
+    raise UserError(f"no image of class folder {_shown(str(folder))} opens (the first {len(candidates)} tried; "
+                    f"{reasons[0]})")
+
+
+def image_suffixes() -> tuple[str, ...]:
     """The file suffixes ImageFolder loads (torchvision's ``IMG_EXTENSIONS``)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     return tuple(IMG_EXTENSIONS)
 
 
-def _first_image(folder: Path) -> Path | None:
-    """The first image of a class folder, after checking the whole folder as torchvision will walk it.
+def _first_images(folder: Path, count: int) -> list[Path]:
+    """The first ``count`` images of a class folder (by path), after checking the whole folder as torchvision
+    will walk it.
 
     Raises:
         UserError: a symlink loop (torchvision follows links and would walk it for ever), an image name that is
             a FIFO, socket or device (opening it blocks), or a name that is not UTF-8.
     """
-    suffixes = _image_suffixes()
-    first = None
+    suffixes = image_suffixes()
+    images: list[Path] = []
     seen: set[tuple[int, int]] = set()
     pending = [folder]
     while pending:
@@ -785,9 +813,8 @@ def _first_image(folder: Path) -> Path | None:
                 if not is_file:
                     raise UserError(f"{_shown(entry.path)} is not a regular file (a FIFO, socket, device or broken "
                                     f"link): remove it")
-                if first is None or Path(entry.path) < first:
-                    first = Path(entry.path)
-    return first
+                images.append(Path(entry.path))
+    return heapq.nsmallest(count, images)
 
 
 class _FolderBatches(Batches):
@@ -799,8 +826,6 @@ class _FolderBatches(Batches):
         self.batch_size = batch_size
         self.workers = workers
         self.shuffle = shuffle
-        #: reasons of the unreadable images met so far (each counted once, over every epoch)
-        self.skipped: set[str] = set()
         self.skip_limit = max(MIN_SKIPPED_LIMIT, int(MAX_SKIPPED_SHARE * len(dataset)))
 
     def __len__(self) -> int:
@@ -871,6 +896,7 @@ __all__ = [
     "synthetic_cache_path",
     "folder_transforms",
     "check_image_folder",
+    "image_suffixes",
     "open_image",
     "spec_summary",
 ]

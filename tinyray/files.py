@@ -41,6 +41,8 @@ FORMULA_VERSION = 1
 TRAINING_STATE_VERSION = 1
 #: ``config.json`` of ``tinyray export`` (its ``tinyray_export`` key)
 EXPORT_VERSION = 1
+#: ``manifest.json`` of a dataset subset (``tinyray data imagenet100``)
+SUBSET_MANIFEST_VERSION = 1
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -181,6 +181,8 @@ class EpochResult:
         images_per_second: training throughput of the epoch (evaluation excluded).
         seconds: wall time of the epoch, evaluation included.
         lr: learning rate of the epoch's last step.
+        skipped_images: unreadable images skipped so far by this process, training and validation together
+            (folder data; each image counted once, however many epochs meet it).
     """
 
     epoch: int
@@ -190,6 +192,7 @@ class EpochResult:
     images_per_second: float
     seconds: float
     lr: float = 0.0
+    skipped_images: int = 0
 
 
 @dataclass(frozen=True)
@@ -481,6 +484,7 @@ def train_candidate(
             images_per_second=images_seen / trained if trained > 0 else 0.0,
             seconds=seconds,
             lr=float(optimizer.param_groups[0]["lr"]),
+            skipped_images=len(train_batches.skipped) + len(val_batches.skipped),
         )
         history.append(result)
         if callback is not None and callback(result, checkpoint) and epoch + 1 < epochs:

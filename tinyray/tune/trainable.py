@@ -132,7 +132,7 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         metrics = {
             "top1": epoch.top1, "val_loss": epoch.val_loss, "train_loss": epoch.train_loss,
             "images_per_second": epoch.images_per_second, "epoch_seconds": epoch.seconds,
-            "epoch": epoch.epoch, **fixed,
+            "skipped_images": epoch.skipped_images, "epoch": epoch.epoch, **fixed,
         }
         with tempfile.TemporaryDirectory() as folder:
             torch.save(checkpoint(), Path(folder) / STATE_FILE)
