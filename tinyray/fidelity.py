@@ -14,29 +14,32 @@ training does. A fixed panel of networks spread over the cube (:func:`panel`) is
 :func:`analyse` reports Spearman's rho and Kendall's tau of the proxy's top-1 at each epoch against the reference
 (per proxy seed, mean and sd), how many panel networks are within binomial noise of chance after epoch 1, the
 reference's range, the seed-to-seed agreement of the proxy itself, and which of r, d, w matters on the reference
-(:func:`tinyray.report.importance`). The reference costs four to five hours of one CPU core (measured 2026-11-30 on
-the 2-core machine: 2-7 minutes for a network at r = 0.25, 20-40 minutes for B0-sized ones), so its results ship as
-data (``benchdata/proxy_reference.csv`` with its command in ``proxy_reference.json``); ``tinyray bench proxy``
-retrains only the proxy side, ``--reference`` re-records the reference too.
+(:func:`tinyray.report.importance`). The reference costs about 2.3 hours of one CPU core on data version 5
+(recorded 2026-12-06 on the 2-core machine shared with other work, so an upper bound: 1-7 minutes for a network at
+r = 0.25, 5-15 minutes for B0-sized ones at r = 1), so its results ship as data (``benchdata/proxy_reference.csv`` with its
+command in ``proxy_reference.json``); ``tinyray bench proxy`` retrains only the proxy side, ``--reference``
+re-records the reference too.
 
-Evidence behind today's defaults (2026-11-30, data version 4; the story with every number is in
-``docs/benchmarks.md``; preliminary: 17 of the 24 networks have both recordings, and issue 12's targets are missed):
+Evidence behind today's defaults (2026-12-06, data version 5; the story with every number is in
+``docs/benchmarks.md``; issue 12's targets are not all met):
 
-* The task. On data version 3 (ten classes) the reference saturated: the thinnest shallow network at r = 1 reached
-  0.95. On version 4 (twenty classes: five shapes times four stripe directions) the reference spans 0.20-0.72 but
-  is close to a step in r: networks at r >= 0.94 learn the stripes (0.36-0.72), every network at r <= 0.83 ends
-  at the colour cue's level (0.20-0.27), and at r = 0.84 only the deeper, wider TinyNet-B does (0.48). TinyNet-D (r = 0.68) trained 2x longer than the reference stays at 0.25,
-  and an FFT of the resized images finds little of the stripe direction below 55 px: the antialiased resize
-  removes the stripes, so the information is gone, not slow to learn. Among the corners, at r = 1 depth and width
-  each add top-1 alone (+0.06, +0.05) while the B0-sized corner is still learning at the reference's end (0.363).
-* The proxy. On the 17 networks, 2 epochs of 1800 fresh images rank with rho 0.67 +- 0.07 at the end (0.52 after
-  epoch 1); on the first 8 (mostly r = 1 against r = 0.25) it was 0.87, and 3 epochs of 1200 gave 0.76. The drop
-  comes from networks on the reference's floor, whose order there is noise: the task must change before the proxy
-  can be tuned against it.
+* The task. Version 3 (ten classes) saturated; on version 4 the stripes vanished between r = 1 and r = 0.7 (a
+  step in r), and versions 3-4 flipped diagonal stripes into antidiagonal ones without relabelling, so two classes
+  could not be told apart. Version 5 draws stripe periods over a decade (2.2-24 px) and relabels flips. Its
+  reference is graded in r between r = 0.45 and r = 0.7 (TinyNet-E 0.26, Sobol-0 at r = 0.61 0.76, TinyNet-D at
+  0.68 0.71, the centre at 0.625 0.87), but at r >= 0.8 every network reaches 0.90-0.97 and at r <= 0.45 every
+  one ends at 0.20-0.27 (shape known, stripes not): over the 8 corners r adds +0.74, d and w almost nothing
+  (+0.00, +0.02). Depth and width matter only in the transition (the centre beats TinyNet-D at lower r).
+* The proxy. 2 epochs of 1800 images rank the panel with rho 0.77 +- 0.04 at the end and 0.59 after epoch 1 (the
+  v4 numbers were 0.67 and 0.52); 2 epochs of 1200 (a faster search) give 0.65 and 0.60, so the default stays at
+  1800. The proxy's own seed-to-seed rho is 0.74: the deep, wide networks at r = 1 start to learn the stripes at a
+  step that depends on the seed (B0: 0.19 or 0.39 after 2 epochs, at any of three learning rates), which caps what
+  any ranking by one short run can reach. The reference's own epoch 1 (6000 images) already ranks with rho 0.89
+  against its end.
 * The recipe (batch 16, AdamW 2.5e-3, precise BN, identity start of residual blocks, no EMA) was measured on
-  version 3 (docs/benchmarks.md, 2026-11-29). A learning-rate scan on version 4 (3 epochs of 1200 images) was
-  mixed: 1e-2 instead of 2.5e-3 lifted r = 1, d = w = 0.25 from 0.15 to 0.22 but not the centre (0.225 to 0.20)
-  or r = d = w = 0.5 (0.14 to 0.15).
+  version 3 (docs/benchmarks.md, 2026-11-29). During the choice of version 5, batch 8 or 32, a learning rate of
+  1e-2 and a shorter warm-up were no better than a seed's noise on the centre network, and on B0 learning rates of
+  1.25e-3 and 5e-3 left the seed-to-seed gap as it was.
 """
 
 from __future__ import annotations
