@@ -55,6 +55,7 @@ BAD_INPUTS = [
     (["train", "--r", "0.5", "--d", "1", "--w", "1", "--epochs", "0"], "--epochs must be at least 1"),
     (["train", "--r", "0.5", "--d", "1", "--w", "1", "--data", "/no/such/folder"], "does not exist"),
     (["train", "--r", "0.5", "--d", "1", "--w", "1", "--recipe", "fast"], "invalid choice"),
+    (["train", "--r", "0.5", "--d", "1", "--w", "1", "--workers", "-1"], "--workers must be at least 0"),
     (["search", "--budget", "200X"], "is not a number of FLOPs"),
     (["search", "--budget", "0"], "positive"),
     (["search", "--budget", "nan"], "is not a number of FLOPs"),

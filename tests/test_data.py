@@ -287,6 +287,52 @@ def test_folder_crops_follow_seed_and_epoch_not_global_random(tmp_path):
     assert not torch.equal(first, epoch(2, python_seed=1))
 
 
+def textured_folder(root: Path) -> Path:
+    """:func:`make_folder` with noise images, so that different crops and flips give different pixels."""
+    from PIL import Image
+
+    make_folder(root)
+    rng = np.random.default_rng(1)
+    for path in sorted(root.rglob("*.png")):
+        Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(path)
+    return root
+
+
+def test_folder_batches_do_not_depend_on_workers_and_resume_exactly(tmp_path):
+    """Issue 18: with worker processes (kept alive across epochs) the crops still follow (seed, epoch) alone: an
+    unbroken run, a run resumed at epoch 2 with new workers, and a run without workers see the same batches."""
+    import random
+
+    data = load_data(str(textured_folder(tmp_path / "data")))
+
+    def epochs(workers: int, numbers: list[int]) -> list[torch.Tensor]:
+        train, _ = data.loaders(resolution=8, batch_size=4, seed=3, workers=workers)
+        seen = []
+        for number in numbers:
+            train.set_epoch(number)
+            seen.append(torch.cat([torch.cat([images.flatten(1), labels[:, None]], 1) for images, labels in train]))
+        return seen
+
+    unbroken = epochs(2, [0, 1, 2])
+    assert epochs(2, [2])[0].equal(unbroken[2])  # resumed at epoch 2: fresh workers, same crops
+    torch.manual_seed(5)
+    random.seed(5)
+    torch_state, python_state = torch.get_rng_state(), random.getstate()
+    in_process = epochs(0, [0, 1, 2])
+    assert all(a.equal(b) for a, b in zip(in_process, unbroken))
+    # loading in the training process leaves the trainer's random streams (dropout, drop path) untouched
+    assert torch.get_rng_state().equal(torch_state) and random.getstate() == python_state
+    assert not unbroken[1].equal(unbroken[2])  # and the epochs do differ
+
+
+def test_default_workers_leave_the_training_one_cpu():
+    from tinyray.data import MAX_LOADER_WORKERS, default_workers
+
+    assert [default_workers(cpus) for cpus in (1, 2, 4)] == [0, 1, 3]
+    assert default_workers(10 * MAX_LOADER_WORKERS) == MAX_LOADER_WORKERS
+    assert 0 <= default_workers() <= MAX_LOADER_WORKERS
+
+
 def test_missing_path(tmp_path):
     with pytest.raises(UserError, match="does not exist") as info:
         resolve_data(str(tmp_path / "nowhere"))

@@ -274,6 +274,22 @@ def test_unreadable_images_are_counted_in_every_epoch_result(space, tmp_path):
     assert [epoch.skipped_images for epoch in result.history] == [2, 2]  # one in train/, one in val/; once each
 
 
+def test_folder_run_resumed_with_other_workers_matches_unbroken_run(space, tmp_path):
+    """Issue 18: an unbroken run with two loader workers, and the same run resumed after epoch 1 without workers,
+    give identical numbers (every image's crop and flip follow (seed, epoch, index), not the worker that loads it)."""
+    root, _ = mixed_folder(tmp_path / "mixed")
+    data = load_data(str(root))
+    kwargs = dict(epochs=2, recipe="paper", seed=1, batch_size=4, resolution=24, threads=1)
+    states = []
+
+    def keep(result, checkpoint):
+        states.append(checkpoint())
+
+    unbroken = train_candidate(space, 0.25, 0.25, 0.25, data, workers=2, callback=keep, **kwargs)
+    resumed = train_candidate(space, 0.25, 0.25, 0.25, data, workers=0, state=states[0], **kwargs)
+    assert numbers(resumed) == numbers(unbroken) and unbroken.history[-1].skipped_images == 1
+
+
 @pytest.mark.parametrize("channels, side, kernel, stride", [(48, 1, 3, 1), (40, 1, 5, 1), (32, 2, 3, 1), (24, 2, 5, 1),
                                                             (16, 2, 3, 2), (8, 1, 5, 2), (16, 3, 3, 1), (8, 8, 5, 2)])
 def test_small_map_depthwise_equals_conv2d_with_gradients(channels, side, kernel, stride):

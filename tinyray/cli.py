@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_int_at_least("--batch-size", 1), default=None, help="batch size (default: the recipe's)")
     train.add_argument("--seed", type=_int_at_least("--seed", 0), default=0, help="random seed (default 0)")
     train.add_argument("--threads", type=_int_at_least("--threads", 1), default=None, help="torch CPU threads (default: torch's choice)")
+    train.add_argument("--workers", type=_int_at_least("--workers", 0), default=None, help="data-loading processes for folder data (default: one less than --threads or the CPUs, at most 8)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.set_defaults(func=cmd_train)
 
@@ -768,7 +769,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_candidate(
         space, args.r, args.d, args.w, data,
         epochs=args.epochs, recipe=recipe, seed=args.seed, batch_size=args.batch_size,
-        threads=args.threads, callback=report,
+        threads=args.threads, workers=args.workers, callback=report,
     )
     out = {
         "space": space.name, "r": args.r, "d": args.d, "w": args.w, **cost.as_dict(),

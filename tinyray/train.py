@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from tinyray.cube import build_model
-from tinyray.data import Data
+from tinyray.data import Data, default_workers
 from tinyray.errors import UserError
 from tinyray.files import TRAINING_STATE_VERSION as STATE_VERSION  # the old name, for code that imports it here
 from tinyray.space import SearchSpace
@@ -366,6 +366,7 @@ def train_candidate(
     resolution: int | None = None,
     batch_size: int | None = None,
     threads: int | None = None,
+    workers: int | None = None,
     device: str = "cpu",
     callback: Callback | None = None,
     start_epoch: int | None = None,
@@ -384,7 +385,10 @@ def train_candidate(
             resolution ``round(64 r)`` on synthetic data, ``floor(224 r)`` on folder data).
         batch_size: images per step; default the recipe's. The learning rate scales with it.
         threads: if given, ``torch.set_num_threads(threads)``.
-        device: torch device.
+        workers: data-loading worker processes (folder data; synthetic data is in memory); default
+            :func:`tinyray.data.default_workers` of ``threads`` (one less than the training's CPUs, at most 8).
+            The batches, and so the run, are the same for every worker count.
+        device: torch device; on CUDA the batches come in pinned memory.
         callback: ``callback(result, checkpoint)`` after every epoch; ``checkpoint()`` returns the training state
             as a dict of tensors and plain values (model, optimizer, EMA, epoch, step, RNG, history), which
             ``torch.save`` can write and ``state=`` accepts. A True return stops the run.
@@ -397,7 +401,8 @@ def train_candidate(
 
     Raises:
         TrainingDiverged: if the training loss becomes NaN or infinite.
-        UserError: for an unknown recipe or a non-positive epoch count, batch size or thread count.
+        UserError: for an unknown recipe, a non-positive epoch count, batch size or thread count, or a negative
+            worker count.
         ValueError: if ``state`` belongs to a different run.
     """
     import torch
@@ -430,7 +435,11 @@ def train_candidate(
     torch.manual_seed(seed)
     model = make_model(space, r, d, w, data.num_classes, recipe)
     model.to(device, memory_format=_memory_format())
-    train_batches, val_batches = data.loaders(resolution, batch_size, seed)
+    if workers is None:
+        workers = default_workers(threads)
+    train_batches, val_batches = data.loaders(
+        resolution, batch_size, seed, workers=workers, pin_memory=torch.device(device).type == "cuda"
+    )
     steps_per_epoch = len(train_batches)
     optimizer = make_optimizer(model, recipe, batch_size)
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch, epochs)
