@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_int_at_least("--seed", 0), default=0, help="random seed (default 0)")
     train.add_argument("--threads", type=_int_at_least("--threads", 1), default=None, help="torch CPU threads (default: torch's choice)")
     train.add_argument("--workers", type=_int_at_least("--workers", 0), default=None, help="data-loading processes for folder data (default: one less than --threads or the CPUs, at most 8)")
+    train.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if there is one, else cpu)")
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="mixed precision (default auto: fp32 on CPU; on CUDA bf16 where the GPU has it, else fp16 with a loss scaler)")
+    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="channels-last memory format (default on: faster on CPU and CUDA)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.set_defaults(func=cmd_train)
 
@@ -742,17 +745,34 @@ def cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(name: str | None) -> str:
+    """The torch device ``--device`` names (default ``cuda`` if torch sees a GPU, else ``cpu``), checked."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: torch sees no CUDA GPU here; use --device cpu")
+    return name
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tinyray.cost import analytic_cost, format_flops
     from tinyray.data import load_data
     from tinyray.space import load_space
     from tinyray.search import default_recipe
-    from tinyray.train import train_candidate
+    from tinyray.train import default_precision, train_candidate
 
     import os
 
     if args.threads is not None and args.threads > (os.cpu_count() or 1):
         raise UserError(f"--threads {args.threads} exceeds the {os.cpu_count()} CPUs of this machine: lower it")
+    device = _device(args.device)
+    precision = default_precision(device) if args.precision == "auto" else args.precision
     space = load_space(args.space)
     space.check_point(args.r, args.d, args.w)
     data = load_data(args.data)
@@ -769,13 +789,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_candidate(
         space, args.r, args.d, args.w, data,
         epochs=args.epochs, recipe=recipe, seed=args.seed, batch_size=args.batch_size,
-        threads=args.threads, workers=args.workers, callback=report,
+        threads=args.threads, workers=args.workers, device=device, callback=report,
+        precision=precision, channels_last=args.channels_last,
     )
     out = {
         "space": space.name, "r": args.r, "d": args.d, "w": args.w, **cost.as_dict(),
         "train_resolution": result.resolution, "data": data.name, "recipe": recipe,
         "epochs": result.epochs_trained, "top1": result.final_top1, "best_top1": result.best_top1,
-        "train_seconds": round(result.train_seconds, 2),
+        "train_seconds": round(result.train_seconds, 2), "device": device, "precision": precision,
         "skipped_images": result.history[-1].skipped_images if result.history else 0,
     }
     if args.json:
