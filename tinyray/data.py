@@ -75,8 +75,10 @@ class DataSpec:
         val_size: synthetic validation images.
         side: native side of the synthetic images in pixels.
         seed: seed of the synthetic generator.
-        cache_dir: where the synthetic ``.npz`` is cached; ``None`` means ``$TINYRAY_CACHE/data`` or
-            ``~/.cache/tinyray/data``.
+        cache_dir: where the synthetic ``.npz`` (and the decoded folder cache) is cached; ``None`` means
+            ``$TINYRAY_CACHE/data`` or ``~/.cache/tinyray/data``.
+        decoded_side: folder data only: train from a decode-once uint8 cache of the folder whose images have this
+            shorter side in pixels (:mod:`tinyray.decoded`); 0 decodes the files in every epoch.
     """
 
     kind: str = SYNTHETIC
@@ -87,6 +89,11 @@ class DataSpec:
     side: int = 64
     seed: int = 0
     cache_dir: Path | None = None
+    decoded_side: int = 0
+
+
+#: ``--data decoded:PATH``: the folder at PATH through its decode-once cache (:mod:`tinyray.decoded`).
+DECODED_PREFIX = "decoded:"
 
 
 def resolve_data(
@@ -102,8 +109,9 @@ def resolve_data(
 
     Args:
         spec: ``None`` or ``"synthetic"`` for the built-in data (``"synthetic:TRAIN/VAL"`` sets its training and
-            validation sizes, e.g. ``synthetic:300/100``), otherwise the path of an ImageFolder root. A
-            :class:`DataSpec` is returned unchanged.
+            validation sizes, e.g. ``synthetic:300/100``), otherwise the path of an ImageFolder root, which
+            ``decoded:PATH`` reads through a decode-once cache (:mod:`tinyray.decoded`). A :class:`DataSpec` is
+            returned unchanged.
         cache_dir: cache folder of the synthetic data (default ``$TINYRAY_CACHE/data`` or ``~/.cache/tinyray/data``).
         seed, num_classes, train_size, val_size: parameters of the synthetic data.
 
@@ -134,12 +142,17 @@ def resolve_data(
             seed=seed,
             cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else None,
         )
+    from tinyray.decoded import DECODED_SIDE
+
+    decoded = str(spec).startswith(DECODED_PREFIX)
+    spec = str(spec)[len(DECODED_PREFIX):] if decoded else spec
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(
             f"data path {spec} does not exist: give a folder with train/ and val/ class folders, or 'synthetic'"
         )
-    return DataSpec(kind=FOLDER, path=path.resolve())
+    return DataSpec(kind=FOLDER, path=path.resolve(), decoded_side=DECODED_SIDE if decoded else 0,
+                    cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else None)
 
 
 def proxy_resolution(r: float, side: int = 64) -> int:
@@ -597,6 +610,12 @@ class FolderData(Data):
         self.classes = check_image_folder(root)
         self.name = root.name
         self.description = f"ImageFolder {root} ({len(self.classes)} classes)"
+        self.decoded: Path | None = None
+        if spec.decoded_side:
+            from tinyray.decoded import open_decoded
+
+            self.decoded = open_decoded(root, spec.decoded_side, cache_dir(spec.cache_dir), default_workers())
+            self.description += f", decoded once at {spec.decoded_side} px into {self.decoded}"
 
     def train_resolution(self, space: SearchSpace, r: float) -> int:
         return space.resolution(r)
@@ -612,6 +631,15 @@ class FolderData(Data):
         if resolution < 1 or batch_size < 1:
             raise UserError(f"resolution ({resolution}) and batch size ({batch_size}) must be positive")
         train_transform, val_transform = folder_transforms(resolution)
+        if self.decoded is not None:
+            from tinyray.decoded import DecodedImages, unreadable
+
+            batches = []
+            for split, transform, shuffle in (("train", train_transform, True), ("val", val_transform, False)):
+                dataset = DecodedImages(self.decoded, split, transform)
+                batches.append(_FolderBatches(dataset, batch_size, seed, workers, shuffle=shuffle, pin_memory=pin_memory))
+                batches[-1].skipped.update(unreadable(self.decoded, split))  # skipped when the cache was built
+            return batches[0], batches[1]
         # an image that cannot be read during training is skipped and counted (see _FolderBatches), not a crash
         train_set = ImageFolder(str(self.root / "train"), transform=_Readable(train_transform), loader=_open_or_skip)
         val_set = ImageFolder(str(self.root / "val"), transform=_Readable(val_transform), loader=_open_or_skip)
