@@ -37,7 +37,7 @@ def test_flops_measure_agrees(capsys):
     assert code == 0 and data["flops"] == data["measured_flops"] and data["params"] == data["measured_params"]
 
 
-@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"], ["publish"], ["bench", "search"], ["formula"], ["export"], ["ui"], ["report"], ["data", "imagenet100"], ["data", "verify"]])
+@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"], ["publish"], ["bench", "search"], ["bench", "train"], ["formula"], ["export"], ["ui"], ["report"], ["data", "imagenet100"], ["data", "verify"]])
 def test_help_shows_an_example(capsys, command):
     code, out, _ = run(capsys, *command, "--help")
     assert code == 0

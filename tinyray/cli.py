@@ -69,6 +69,9 @@ EXAMPLES = {
   tinyray data imagenet100 --src ~/imagenet-object-localization-challenge --out ~/in100 --classes 10 --train-per-class 50""",
     "data verify": """example:
   tinyray data verify ~/imagenet100            # every file still there, of its size, linked to its source""",
+    "bench train": """examples:
+  tinyray bench train --r 1 --d 1 --w 1 --device cuda     # EfficientNet-B0 at 224 px, the paper recipe's batch 128
+  tinyray bench train --r 0.5 --d 0.5 --w 0.5 --batch-size 32 --steps 10 --json""",
     "bench proxy": """examples:
   tinyray bench proxy --recorded                 # the shipped recordings: does a trial's top-1 rank like long training?
   tinyray bench proxy --out proxy-bench          # retrain the panel as default trials (~15 min), compare
@@ -228,6 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["bench search"], formatter_class=fmt)
     _add_bench_options(bench_search)
     bench_search.set_defaults(func=cmd_bench_search)
+    bench_train = bench_sub.add_parser(
+        "train", help="images/s of tinyray's training loop against a plain PyTorch loop (same network, batch, in-memory data)",
+        epilog=EXAMPLES["bench train"], formatter_class=fmt)
+    _add_point(bench_train)
+    add = bench_train.add_argument
+    add("--recipe", choices=("proxy", "paper"), default="paper", help="training recipe of tinyray's loop and of the optimizer of both (default paper)")
+    add("--batch-size", type=_int_at_least("--batch-size", 1), default=None, help="batch size (default: the recipe's)")
+    add("--num-classes", type=_int_at_least("--num-classes", 2), default=100, help="classifier outputs (default 100, ImageNet-100)")
+    add("--steps", type=_int_at_least("--steps", 1, 100_000), default=30, help="timed steps of each loop (default 30, after 5 untimed)")
+    add("--device", default=None, help="torch device (default: cuda if there is one, else cpu)")
+    add("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="as tinyray train --precision")
+    add("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="channels-last memory format (default on)")
+    add("--threads", type=_int_at_least("--threads", 1), default=None, help="torch CPU threads (default: torch's choice)")
+    add("--json", action="store_true", help="print one JSON object")
+    bench_train.set_defaults(func=cmd_bench_train)
     bench_proxy = bench_sub.add_parser(
         "proxy", help="proxy fidelity: rank correlation of a default trial's top-1 with a 12x longer training",
         epilog=EXAMPLES["bench proxy"], formatter_class=fmt)
@@ -340,6 +358,30 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
         print(", ".join(f"{key} {value:.0%}" for key, value in result.wins.items()))
         for path in files.values():
             print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from tinyray.space import load_space
+    from tinyray.speed import bench_train
+
+    device = _device(args.device)
+    space = load_space(args.space)
+    space.check_point(args.r, args.d, args.w)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    speed = bench_train(space, args.r, args.d, args.w, num_classes=args.num_classes, recipe=args.recipe,
+                        batch_size=args.batch_size, steps=args.steps, device=device,
+                        precision=None if args.precision == "auto" else args.precision,
+                        channels_last=args.channels_last)
+    if args.json:
+        print(json.dumps(speed.as_dict()))
+    else:
+        print(f"{speed.device} {speed.precision}{' channels-last' if speed.channels_last else ''}, batch "
+              f"{speed.batch_size} at {speed.resolution}px, {speed.steps} steps: tinyray {speed.tinyray:.1f} img/s, "
+              f"plain PyTorch {speed.plain:.1f} img/s ({speed.ratio:.1%})")
     return 0
 
 

@@ -295,7 +295,7 @@ def default_precision(device: str) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-class _MixedPrecision:
+class MixedPrecision:
     """``torch.autocast`` and a gradient scaler for one precision of :data:`PRECISIONS` (both no-ops for fp32)."""
 
     def __init__(self, precision: str, device: str) -> None:
@@ -479,7 +479,7 @@ def train_candidate(
         "epochs": epochs,
         "precision": precision or default_precision(device),
     }
-    amp = _MixedPrecision(run["precision"], device)
+    amp = MixedPrecision(run["precision"], device)
     memory_format = getattr(torch, MEMORY_FORMAT) if channels_last else torch.contiguous_format
 
     torch.manual_seed(seed)
@@ -527,7 +527,7 @@ def train_candidate(
     for epoch in range(first_epoch, epochs):
         started = time.perf_counter()
         train_batches.set_epoch(epoch)
-        loss_sum, images_seen, step = _train_epoch(
+        loss_sum, images_seen, step = train_epoch(
             model, train_batches, criterion, optimizer, scheduler, ema, recipe, epoch, step, device, amp, memory_format
         )
         trained = time.perf_counter() - started
@@ -565,7 +565,7 @@ def train_candidate(
     )
 
 
-def _train_epoch(
+def train_epoch(
     model: "torch.nn.Module",
     batches: Any,
     criterion: "torch.nn.Module",
@@ -576,7 +576,7 @@ def _train_epoch(
     epoch: int,
     step: int,
     device: str,
-    amp: _MixedPrecision,
+    amp: MixedPrecision,
     memory_format: "torch.memory_format",
 ) -> tuple[float, int, int]:
     """One pass over ``batches``; returns (summed loss, images seen, optimizer steps taken so far)."""
@@ -723,6 +723,8 @@ __all__ = [
     "train_candidate",
     "PRECISIONS",
     "default_precision",
+    "MixedPrecision",
+    "train_epoch",
     "evaluate",
     "recalibrate_batchnorm",
     "zero_init_residuals",
