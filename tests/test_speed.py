@@ -24,3 +24,16 @@ def test_bench_train_command_prints_one_json_object(capsys):
     assert code == 0 and out["precision"] == "bf16" and out["channels_last"] is False and out["device"] == "cpu"
     assert set(out) == {"tinyray", "plain", "ratio", "resolution", "batch_size", "steps", "device", "precision",
                         "channels_last", "recipe"}
+
+
+def test_loader_timing_from_files_and_from_the_decoded_cache(tmp_path, monkeypatch):
+    from conftest import mixed_folder
+
+    from tinyray.speed import bench_loading
+
+    monkeypatch.setenv("TINYRAY_CACHE", str(tmp_path / "cache"))
+    root, _ = mixed_folder(tmp_path / "mixed")
+    lines = bench_loading(root, resolution=16, batch_size=2, workers=(0, 1), batches=2)
+    assert [(line.source, line.workers) for line in lines] == [("files", 0), ("files", 1), ("decoded", 0), ("decoded", 1)]
+    assert all(line.images >= 3 and line.images_per_second > 0 for line in lines)  # a batch may hold the corrupt one
+    assert (tmp_path / "cache" / "data" / "decoded").is_dir()

@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="as tinyray train --precision")
     add("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="channels-last memory format (default on)")
     add("--threads", type=_int_at_least("--threads", 1), default=None, help="torch CPU threads (default: torch's choice)")
+    add("--data", default=None, help="also time the training loader of this image folder, from the files and from its decoded cache, at 0..--workers workers")
+    add("--workers", type=_int_at_least("--workers", 0), default=None, help="with --data: most loader workers timed (default: one less than the CPUs, at most 8)")
+    add("--batches", type=_int_at_least("--batches", 1, 100_000), default=20, help="with --data: batches timed per loader (default 20)")
     add("--json", action="store_true", help="print one JSON object")
     bench_train.set_defaults(func=cmd_bench_train)
     bench_proxy = bench_sub.add_parser(
@@ -364,10 +367,15 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
 def cmd_bench_train(args: argparse.Namespace) -> int:
     import torch
 
+    from dataclasses import asdict
+
+    from tinyray.data import resolve_data
     from tinyray.space import load_space
-    from tinyray.speed import bench_train
+    from tinyray.speed import bench_loading, bench_train
 
     device = _device(args.device)
+    if args.data is not None and resolve_data(args.data).kind != "folder":
+        raise UserError(f"--data {args.data}: bench train times the loader of an image folder; give its path")
     space = load_space(args.space)
     space.check_point(args.r, args.d, args.w)
     if args.threads is not None:
@@ -376,12 +384,26 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, steps=args.steps, device=device,
                         precision=None if args.precision == "auto" else args.precision,
                         channels_last=args.channels_last)
+    loading = []
+    if args.data is not None:
+        from tinyray.data import default_workers
+
+        most = default_workers() if args.workers is None else args.workers
+        loading = bench_loading(resolve_data(args.data).path, resolution=speed.resolution,
+                                batch_size=speed.batch_size, workers=tuple(range(most + 1)), batches=args.batches)
     if args.json:
-        print(json.dumps(speed.as_dict()))
-    else:
-        print(f"{speed.device} {speed.precision}{' channels-last' if speed.channels_last else ''}, batch "
-              f"{speed.batch_size} at {speed.resolution}px, {speed.steps} steps: tinyray {speed.tinyray:.1f} img/s, "
-              f"plain PyTorch {speed.plain:.1f} img/s ({speed.ratio:.1%})")
+        print(json.dumps({**speed.as_dict(), "loading": [asdict(line) for line in loading]}))
+        return 0
+    print(f"{speed.device} {speed.precision}{' channels-last' if speed.channels_last else ''}, batch "
+          f"{speed.batch_size} at {speed.resolution}px, {speed.steps} steps: tinyray {speed.tinyray:.1f} img/s, "
+          f"plain PyTorch {speed.plain:.1f} img/s ({speed.ratio:.1%})")
+    files = {line.workers: line.images_per_second for line in loading if line.source == "files"}
+    for line in loading:
+        if line.source == "decoded":
+            per_worker = f", {line.images_per_second / line.workers:.1f} a worker" if line.workers else ""
+            speedup = line.images_per_second / files[line.workers] if files[line.workers] else float("nan")
+            print(f"loader, {line.workers} workers: files {files[line.workers]:.1f} img/s, decoded cache "
+                  f"{line.images_per_second:.1f} img/s ({speedup:.2f}x){per_worker}")
     return 0
 
 

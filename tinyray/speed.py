@@ -8,12 +8,17 @@ the recipe has them, the gradient scaler. The plain loop is forward, loss, ``zer
 The ratio is what tinyray's bookkeeping costs (the issue's target: at least 95%).
 
 Each loop runs ``warmup`` steps untimed, then ``steps`` timed steps; on CUDA the clock waits for the device.
+
+With ``--data DIR`` it also times the folder loader alone (:func:`bench_loading`): training images per second
+decoded from the files and read from the decode-once cache (:mod:`tinyray.decoded`), at each worker count; their
+ratio is the cache's speed-up of an epoch's loading, and images/s over workers the throughput of one worker.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from tinyray.space import SearchSpace
@@ -150,4 +155,55 @@ def bench_train(
                       channels_last=channels_last, recipe=recipe_.name)
 
 
-__all__ = ["TrainSpeed", "bench_train"]
+@dataclass(frozen=True)
+class LoaderSpeed:
+    """Training images per second of one folder loader (no training step), after its first batch.
+
+    Attributes:
+        source: ``files`` (decoded in every epoch) or ``decoded`` (read from the decode-once cache).
+        workers: loader worker processes (0: in this process).
+        images_per_second: images per second over the timed batches.
+        images: images timed.
+    """
+
+    source: str
+    workers: int
+    images_per_second: float
+    images: int
+
+
+def bench_loading(
+    path: Path | str,
+    *,
+    resolution: int = 224,
+    batch_size: int = 128,
+    workers: tuple[int, ...] = (0, 1, 2),
+    batches: int = 20,
+    cache_dir: Path | str | None = None,
+) -> list[LoaderSpeed]:
+    """Time the training loader of the ImageFolder at ``path``, from the files and from its decoded cache.
+
+    The cache is built first if needed (not timed). Each loader is timed over up to ``batches`` batches of one
+    epoch after its first batch (worker start-up excluded).
+    """
+    from tinyray.data import DECODED_PREFIX, load_data, resolve_data
+
+    results = []
+    for source, spec in (("files", str(path)), ("decoded", f"{DECODED_PREFIX}{path}")):
+        data = load_data(resolve_data(spec, cache_dir=cache_dir))
+        for count in workers:
+            train, _ = data.loaders(resolution, batch_size, seed=0, workers=count)
+            train.set_epoch(0)
+            iterator = iter(train)
+            next(iterator, None)
+            images = 0
+            started = time.perf_counter()
+            for _, (_, labels) in zip(range(batches), iterator):
+                images += len(labels)
+            seconds = time.perf_counter() - started
+            results.append(LoaderSpeed(source, count, images / seconds if seconds > 0 else 0.0, images))
+            del iterator, train  # stops its workers before the next count starts its own
+    return results
+
+
+__all__ = ["LoaderSpeed", "TrainSpeed", "bench_loading", "bench_train"]
