@@ -23,7 +23,7 @@ def test_bench_train_command_prints_one_json_object(capsys):
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["precision"] == "bf16" and out["channels_last"] is False and out["device"] == "cpu"
     assert set(out) == {"tinyray", "plain", "ratio", "resolution", "batch_size", "steps", "device", "precision",
-                        "channels_last", "recipe"}
+                        "channels_last", "recipe", "loading"} and out["loading"] == []  # no --data, no loader timing
 
 
 def test_loader_timing_from_files_and_from_the_decoded_cache(tmp_path, monkeypatch):
