@@ -37,7 +37,7 @@ def test_flops_measure_agrees(capsys):
     assert code == 0 and data["flops"] == data["measured_flops"] and data["params"] == data["measured_params"]
 
 
-@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"], ["publish"], ["bench", "search"], ["formula"], ["export"], ["ui"], ["report"], ["data", "imagenet100"], ["data", "verify"]])
+@pytest.mark.parametrize("command", [[], ["flops"], ["train"], ["search"], ["publish"], ["bench", "search"], ["bench", "train"], ["formula"], ["export"], ["ui"], ["report"], ["data", "imagenet100"], ["data", "verify"]])
 def test_help_shows_an_example(capsys, command):
     code, out, _ = run(capsys, *command, "--help")
     assert code == 0
@@ -55,6 +55,9 @@ BAD_INPUTS = [
     (["train", "--r", "0.5", "--d", "1", "--w", "1", "--epochs", "0"], "--epochs must be at least 1"),
     (["train", "--r", "0.5", "--d", "1", "--w", "1", "--data", "/no/such/folder"], "does not exist"),
     (["train", "--r", "0.5", "--d", "1", "--w", "1", "--recipe", "fast"], "invalid choice"),
+    (["train", "--r", "0.5", "--d", "1", "--w", "1", "--workers", "-1"], "--workers must be at least 0"),
+    (["train", "--r", "0.5", "--d", "1", "--w", "1", "--device", "gpu0"], "is not a torch device"),
+    (["train", "--r", "0.5", "--d", "1", "--w", "1", "--precision", "fp8"], "invalid choice"),
     (["search", "--budget", "200X"], "is not a number of FLOPs"),
     (["search", "--budget", "0"], "positive"),
     (["search", "--budget", "nan"], "is not a number of FLOPs"),
@@ -191,6 +194,14 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, m
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_on_cuda_without_a_gpu_is_one_line_and_exit_2(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on the machine these tests were written on
+    code, _, err = run(capsys, "train", "--r", "0.5", "--d", "1", "--w", "1", "--device", "cuda")
+    assert code == 2 and "torch sees no CUDA GPU here; use --device cpu" in err and len(err.strip().splitlines()) == 1
 
 
 def test_ui_on_a_port_in_use_is_one_line_and_exit_2(capsys, tmp_path):

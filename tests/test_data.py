@@ -287,6 +287,52 @@ def test_folder_crops_follow_seed_and_epoch_not_global_random(tmp_path):
     assert not torch.equal(first, epoch(2, python_seed=1))
 
 
+def textured_folder(root: Path) -> Path:
+    """:func:`make_folder` with noise images, so that different crops and flips give different pixels."""
+    from PIL import Image
+
+    make_folder(root)
+    rng = np.random.default_rng(1)
+    for path in sorted(root.rglob("*.png")):
+        Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(path)
+    return root
+
+
+def test_folder_batches_do_not_depend_on_workers_and_resume_exactly(tmp_path):
+    """Issue 18: with worker processes (kept alive across epochs) the crops still follow (seed, epoch) alone: an
+    unbroken run, a run resumed at epoch 2 with new workers, and a run without workers see the same batches."""
+    import random
+
+    data = load_data(str(textured_folder(tmp_path / "data")))
+
+    def epochs(workers: int, numbers: list[int]) -> list[torch.Tensor]:
+        train, _ = data.loaders(resolution=8, batch_size=4, seed=3, workers=workers)
+        seen = []
+        for number in numbers:
+            train.set_epoch(number)
+            seen.append(torch.cat([torch.cat([images.flatten(1), labels[:, None]], 1) for images, labels in train]))
+        return seen
+
+    unbroken = epochs(2, [0, 1, 2])
+    assert epochs(2, [2])[0].equal(unbroken[2])  # resumed at epoch 2: fresh workers, same crops
+    torch.manual_seed(5)
+    random.seed(5)
+    torch_state, python_state = torch.get_rng_state(), random.getstate()
+    in_process = epochs(0, [0, 1, 2])
+    assert all(a.equal(b) for a, b in zip(in_process, unbroken))
+    # loading in the training process leaves the trainer's random streams (dropout, drop path) untouched
+    assert torch.get_rng_state().equal(torch_state) and random.getstate() == python_state
+    assert not unbroken[1].equal(unbroken[2])  # and the epochs do differ
+
+
+def test_default_workers_leave_the_training_one_cpu():
+    from tinyray.data import MAX_LOADER_WORKERS, default_workers
+
+    assert [default_workers(cpus) for cpus in (1, 2, 4)] == [0, 1, 3]
+    assert default_workers(10 * MAX_LOADER_WORKERS) == MAX_LOADER_WORKERS
+    assert 0 <= default_workers() <= MAX_LOADER_WORKERS
+
+
 def test_missing_path(tmp_path):
     with pytest.raises(UserError, match="does not exist") as info:
         resolve_data(str(tmp_path / "nowhere"))
@@ -417,3 +463,62 @@ def test_every_image_mode_becomes_three_channels(tmp_path, mode):
     image = open_image(str(path))
     assert image.mode == "RGB" and image.size == (10, 12)
 
+
+
+# ---- the decode-once cache (issue 18) ------------------------------------------------------------------------
+
+
+def test_decoded_cache_is_built_once_skips_the_corrupt_image_and_evaluates_like_the_files(tmp_path, monkeypatch):
+    from tinyray import decoded
+
+    root, corrupt = mixed_folder(tmp_path / "mixed")
+    spec = resolve_data(f"decoded:{root}", cache_dir=tmp_path / "cache")
+    assert spec.kind == "folder" and spec.path == root.resolve() and spec.decoded_side == decoded.DECODED_SIDE == 256
+    data = load_data(spec)
+    folder = data.decoded
+    assert folder is not None and folder.parent == tmp_path / "cache" / "decoded"
+    images = np.load(folder / "train.npy", mmap_mode="r")
+    assert images.shape == (15, 256, 256, 3) and images.dtype == np.uint8  # 2 classes x 7 images + the corrupt one
+    train, val = data.loaders(resolution=16, batch_size=4, seed=0, workers=2)
+    assert len(train.skipped) == 1 and str(corrupt) in next(iter(train.skipped))  # counted as from the files
+    batch, labels = next(iter(train))
+    assert batch.shape == (4, 3, 16, 16) and labels.dtype == torch.int64
+    # evaluation crops the same centre region as from the files (resampled twice): plain colours come out alike
+    plain = make_folder(tmp_path / "plain")
+    _, cached = load_data(resolve_data(f"decoded:{plain}", cache_dir=tmp_path / "cache")).loaders(16, 4, seed=0)
+    _, from_files = load_data(str(plain)).loaders(16, 4, seed=0)
+    pairs = list(zip(cached, from_files))
+    assert len(pairs) == 3 and all(a[1].equal(b[1]) and torch.allclose(a[0], b[0], atol=0.02) for a, b in pairs)
+
+    # a second load (another trial on the node) opens it without decoding anything
+    monkeypatch.setattr(decoded, "_build", lambda *args: pytest.fail("decoded again"))
+    assert load_data(spec).decoded == folder
+    # a changed image makes a new cache
+    (root / "val" / "sky" / "rgb.png").write_bytes((root / "val" / "leaf" / "rgb.png").read_bytes())
+    assert decoded.decoded_folder(root, 256, tmp_path / "cache") != folder
+
+
+def test_decoded_cache_waits_for_the_builder_holding_the_lock(tmp_path):
+    """A trial that finds the lock held waits, then opens what the builder made (it does not decode again)."""
+    import threading
+
+    from filelock import FileLock
+
+    from tinyray import decoded
+
+    root = make_folder(tmp_path / "data")
+    cache = tmp_path / "cache"
+    folder = decoded.decoded_folder(root, 32, cache)
+    folder.parent.mkdir(parents=True)
+    lock = FileLock(str(folder) + ".lock")
+    lock.acquire()
+    opened = []
+    waiter = threading.Thread(target=lambda: opened.append(decoded.open_decoded(root, 32, cache)))
+    waiter.start()
+    waiter.join(timeout=1)
+    assert waiter.is_alive() and not folder.exists()  # waiting for the lock
+    decoded._build(root, 32, folder, 0)  # what the holder does
+    built = (folder / "meta.json").stat().st_mtime_ns
+    lock.release()
+    waiter.join(timeout=60)
+    assert opened == [folder] and (folder / "meta.json").stat().st_mtime_ns == built

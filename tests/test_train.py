@@ -170,6 +170,69 @@ def test_checkpoint_is_a_snapshot(space, tiny_data):
     assert [h["epoch"] for h in first["history"]] == [1]
 
 
+# ---- the GPU path, on CPU (issue 18): mixed precision, memory format, CUDA random state ------------------------
+# No GPU was available to test on: these run torch.autocast and the gradient scaler on CPU, which torch allows.
+
+
+def test_bf16_autocast_trains_with_finite_loss_and_records_its_precision(space, tiny_data):
+    states = []
+    result = train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=1, batch_size=16, precision="bf16",
+                             callback=lambda r, c: states.append(c()))
+    assert math.isfinite(result.history[0].train_loss) and math.isfinite(result.history[0].val_loss)
+    (state,) = states
+    assert state["run"]["precision"] == "bf16" and state["scaler"] is None
+    assert "cuda_rng" in state and state["cuda_rng"] is None  # the key is always there; CUDA's state only on CUDA
+    with pytest.raises(ValueError, match="precision"):  # another precision is another run
+        train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=2, batch_size=16, state=state)
+
+
+def test_fp16_with_gradient_scaler_resumes_exactly(space, tiny_data):
+    """fp16 scales the loss; the scale is part of the training state, so a resumed run continues exactly."""
+    kwargs = dict(epochs=2, seed=2, batch_size=16, precision="fp16")
+    states = []
+    unbroken = train_candidate(space, 0.25, 0.25, 0.25, tiny_data, callback=lambda r, c: states.append(c()), **kwargs)
+    assert all(math.isfinite(epoch.train_loss) for epoch in unbroken.history)
+    assert states[0]["scaler"]["scale"] > 0 and states[0]["run"]["precision"] == "fp16"
+    resumed = train_candidate(space, 0.25, 0.25, 0.25, tiny_data, state=states[0], **kwargs)
+    assert numbers(resumed) == numbers(unbroken)
+
+
+def test_precision_defaults_to_fp32_on_cpu_and_old_states_resume_as_fp32(space, tiny_data):
+    from tinyray.train import default_precision
+
+    assert default_precision("cpu") == "fp32"
+    states = []
+    train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=1, batch_size=16, callback=lambda r, c: states.append(c()))
+    old = {key: value for key, value in states[0].items() if key not in ("cuda_rng", "scaler")}
+    old["run"] = {key: value for key, value in old["run"].items() if key != "precision"}  # saved before issue 18
+    assert train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=2, batch_size=16, state=old).epochs_trained == 2
+    with pytest.raises(UserError, match="unknown precision 'fp8'"):
+        train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=1, precision="fp8")
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_is_a_switch(space, tiny_data, channels_last):
+    states = []
+    train_candidate(space, 0.25, 0.25, 0.25, tiny_data, epochs=1, batch_size=16, channels_last=channels_last,
+                    callback=lambda r, c: states.append(c()))
+    weight = next(value for key, value in states[0]["model"].items() if key.endswith("conv_stem.weight"))
+    assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert weight.is_contiguous() != channels_last
+
+
+def test_cuda_random_state_is_saved_only_for_a_cuda_device(monkeypatch):
+    from tinyray import train
+
+    fake = torch.arange(16, dtype=torch.uint8)
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: asked.append(device) or fake)
+    assert train._cuda_rng_state("cpu") is None
+    assert train._cuda_rng_state("cuda:1") is fake and asked == [torch.device("cuda:1")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train._cuda_rng_state("cuda") is None
+
+
 # ---- recipes ---------------------------------------------------------------------------------------------------
 
 
@@ -272,6 +335,22 @@ def test_unreadable_images_are_counted_in_every_epoch_result(space, tmp_path):
     (root / "val" / "sky" / "z-truncated.png").write_bytes((root / "val" / "sky" / "rgb.png").read_bytes()[:60])
     result = train_candidate(space, 0.25, 0.25, 0.25, load_data(str(root)), epochs=2, batch_size=4, resolution=32)
     assert [epoch.skipped_images for epoch in result.history] == [2, 2]  # one in train/, one in val/; once each
+
+
+def test_folder_run_resumed_with_other_workers_matches_unbroken_run(space, tmp_path):
+    """Issue 18: an unbroken run with two loader workers, and the same run resumed after epoch 1 without workers,
+    give identical numbers (every image's crop and flip follow (seed, epoch, index), not the worker that loads it)."""
+    root, _ = mixed_folder(tmp_path / "mixed")
+    data = load_data(str(root))
+    kwargs = dict(epochs=2, recipe="paper", seed=1, batch_size=4, resolution=24, threads=1)
+    states = []
+
+    def keep(result, checkpoint):
+        states.append(checkpoint())
+
+    unbroken = train_candidate(space, 0.25, 0.25, 0.25, data, workers=2, callback=keep, **kwargs)
+    resumed = train_candidate(space, 0.25, 0.25, 0.25, data, workers=0, state=states[0], **kwargs)
+    assert numbers(resumed) == numbers(unbroken) and unbroken.history[-1].skipped_images == 1
 
 
 @pytest.mark.parametrize("channels, side, kernel, stride", [(48, 1, 3, 1), (40, 1, 5, 1), (32, 2, 3, 1), (24, 2, 5, 1),

@@ -69,6 +69,9 @@ EXAMPLES = {
   tinyray data imagenet100 --src ~/imagenet-object-localization-challenge --out ~/in100 --classes 10 --train-per-class 50""",
     "data verify": """example:
   tinyray data verify ~/imagenet100            # every file still there, of its size, linked to its source""",
+    "bench train": """examples:
+  tinyray bench train --r 1 --d 1 --w 1 --device cuda     # EfficientNet-B0 at 224 px, the paper recipe's batch 128
+  tinyray bench train --r 0.5 --d 0.5 --w 0.5 --batch-size 32 --steps 10 --json""",
     "bench proxy": """examples:
   tinyray bench proxy --recorded                 # the shipped recordings: does a trial's top-1 rank like long training?
   tinyray bench proxy --out proxy-bench          # retrain the panel as default trials (~15 min), compare
@@ -209,11 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one (r, d, w) candidate and print its top-1", epilog=EXAMPLES["train"], formatter_class=fmt)
     _add_point(train)
     train.add_argument("--epochs", type=_int_at_least("--epochs", 1), default=3, help="epochs to train (default 3)")
-    train.add_argument("--data", default=None, help="'synthetic' (default: built-in data, generated on the spot) or a folder with train/ and val/ class subfolders")
+    train.add_argument("--data", default=None, help="'synthetic' (default: built-in data, generated on the spot) or a folder with train/ and val/ class subfolders ('decoded:FOLDER': through a decode-once 256 px cache)")
     train.add_argument("--recipe", choices=("proxy", "paper"), default=None, help="training recipe (default: proxy on built-in data, paper on folders)")
     train.add_argument("--batch-size", type=_int_at_least("--batch-size", 1), default=None, help="batch size (default: the recipe's)")
     train.add_argument("--seed", type=_int_at_least("--seed", 0), default=0, help="random seed (default 0)")
     train.add_argument("--threads", type=_int_at_least("--threads", 1), default=None, help="torch CPU threads (default: torch's choice)")
+    train.add_argument("--workers", type=_int_at_least("--workers", 0), default=None, help="data-loading processes for folder data (default: one less than --threads or the CPUs, at most 8)")
+    train.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if there is one, else cpu)")
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="mixed precision (default auto: fp32 on CPU; on CUDA bf16 where the GPU has it, else fp16 with a loss scaler)")
+    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="channels-last memory format (default on: faster on CPU and CUDA)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.set_defaults(func=cmd_train)
 
@@ -224,6 +231,24 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["bench search"], formatter_class=fmt)
     _add_bench_options(bench_search)
     bench_search.set_defaults(func=cmd_bench_search)
+    bench_train = bench_sub.add_parser(
+        "train", help="images/s of tinyray's training loop against a plain PyTorch loop (same network, batch, in-memory data)",
+        epilog=EXAMPLES["bench train"], formatter_class=fmt)
+    _add_point(bench_train)
+    add = bench_train.add_argument
+    add("--recipe", choices=("proxy", "paper"), default="paper", help="training recipe of tinyray's loop and of the optimizer of both (default paper)")
+    add("--batch-size", type=_int_at_least("--batch-size", 1), default=None, help="batch size (default: the recipe's)")
+    add("--num-classes", type=_int_at_least("--num-classes", 2), default=100, help="classifier outputs (default 100, ImageNet-100)")
+    add("--steps", type=_int_at_least("--steps", 1, 100_000), default=30, help="timed steps of each loop (default 30, after 5 untimed)")
+    add("--device", default=None, help="torch device (default: cuda if there is one, else cpu)")
+    add("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="as tinyray train --precision")
+    add("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="channels-last memory format (default on)")
+    add("--threads", type=_int_at_least("--threads", 1), default=None, help="torch CPU threads (default: torch's choice)")
+    add("--data", default=None, help="also time the training loader of this image folder, from the files and from its decoded cache, at 0..--workers workers")
+    add("--workers", type=_int_at_least("--workers", 0), default=None, help="with --data: most loader workers timed (default: one less than the CPUs, at most 8)")
+    add("--batches", type=_int_at_least("--batches", 1, 100_000), default=20, help="with --data: batches timed per loader (default 20)")
+    add("--json", action="store_true", help="print one JSON object")
+    bench_train.set_defaults(func=cmd_bench_train)
     bench_proxy = bench_sub.add_parser(
         "proxy", help="proxy fidelity: rank correlation of a default trial's top-1 with a 12x longer training",
         epilog=EXAMPLES["bench proxy"], formatter_class=fmt)
@@ -339,6 +364,49 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from dataclasses import asdict
+
+    from tinyray.data import resolve_data
+    from tinyray.space import load_space
+    from tinyray.speed import bench_loading, bench_train
+
+    device = _device(args.device)
+    if args.data is not None and resolve_data(args.data).kind != "folder":
+        raise UserError(f"--data {args.data}: bench train times the loader of an image folder; give its path")
+    space = load_space(args.space)
+    space.check_point(args.r, args.d, args.w)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    speed = bench_train(space, args.r, args.d, args.w, num_classes=args.num_classes, recipe=args.recipe,
+                        batch_size=args.batch_size, steps=args.steps, device=device,
+                        precision=None if args.precision == "auto" else args.precision,
+                        channels_last=args.channels_last)
+    loading = []
+    if args.data is not None:
+        from tinyray.data import default_workers
+
+        most = default_workers() if args.workers is None else args.workers
+        loading = bench_loading(resolve_data(args.data).path, resolution=speed.resolution,
+                                batch_size=speed.batch_size, workers=tuple(range(most + 1)), batches=args.batches)
+    if args.json:
+        print(json.dumps({**speed.as_dict(), "loading": [asdict(line) for line in loading]}))
+        return 0
+    print(f"{speed.device} {speed.precision}{' channels-last' if speed.channels_last else ''}, batch "
+          f"{speed.batch_size} at {speed.resolution}px, {speed.steps} steps: tinyray {speed.tinyray:.1f} img/s, "
+          f"plain PyTorch {speed.plain:.1f} img/s ({speed.ratio:.1%})")
+    files = {line.workers: line.images_per_second for line in loading if line.source == "files"}
+    for line in loading:
+        if line.source == "decoded":
+            per_worker = f", {line.images_per_second / line.workers:.1f} a worker" if line.workers else ""
+            speedup = line.images_per_second / files[line.workers] if files[line.workers] else float("nan")
+            print(f"loader, {line.workers} workers: files {files[line.workers]:.1f} img/s, decoded cache "
+                  f"{line.images_per_second:.1f} img/s ({speedup:.2f}x){per_worker}")
+    return 0
+
+
 def cmd_bench_proxy(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -432,7 +500,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--name", default=None, help="search name: results folder, Tune and MLflow experiment (default: b<budget>, e.g. b200M)")
     add("--storage", default=str(defaults.storage), help=f"results root (default ./{defaults.storage}); on a cluster, a folder every node sees (NFS, EFS)")
     add("--space", default=None, help=space_help())
-    add("--data", default=None, help="'synthetic' (default, built-in; 'synthetic:300/100' sets its train/val sizes) or a folder with train/ and val/ class subfolders")
+    add("--data", default=None, help="'synthetic' (default, built-in; 'synthetic:300/100' sets its train/val sizes) or a folder with train/ and val/ class subfolders ('decoded:FOLDER': decoded once per node into a 256 px cache the trials share)")
     add("--trials", type=_int_at_least("--trials", 1), default=defaults.trials, help=f"number of trials (default {defaults.trials})")
     add("--max-epochs", type=_int_at_least("--max-epochs", 1), default=defaults.max_epochs, help=f"epochs of a fully trained trial (default {defaults.max_epochs})")
     add("--grace-period", type=_int_at_least("--grace-period", 1), default=defaults.grace_period, help=f"ASHA's first rung in epochs (default {defaults.grace_period})")
@@ -741,17 +809,34 @@ def cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(name: str | None) -> str:
+    """The torch device ``--device`` names (default ``cuda`` if torch sees a GPU, else ``cpu``), checked."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: torch sees no CUDA GPU here; use --device cpu")
+    return name
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tinyray.cost import analytic_cost, format_flops
     from tinyray.data import load_data
     from tinyray.space import load_space
     from tinyray.search import default_recipe
-    from tinyray.train import train_candidate
+    from tinyray.train import default_precision, train_candidate
 
     import os
 
     if args.threads is not None and args.threads > (os.cpu_count() or 1):
         raise UserError(f"--threads {args.threads} exceeds the {os.cpu_count()} CPUs of this machine: lower it")
+    device = _device(args.device)
+    precision = default_precision(device) if args.precision == "auto" else args.precision
     space = load_space(args.space)
     space.check_point(args.r, args.d, args.w)
     data = load_data(args.data)
@@ -768,13 +853,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_candidate(
         space, args.r, args.d, args.w, data,
         epochs=args.epochs, recipe=recipe, seed=args.seed, batch_size=args.batch_size,
-        threads=args.threads, callback=report,
+        threads=args.threads, workers=args.workers, device=device, callback=report,
+        precision=precision, channels_last=args.channels_last,
     )
     out = {
         "space": space.name, "r": args.r, "d": args.d, "w": args.w, **cost.as_dict(),
         "train_resolution": result.resolution, "data": data.name, "recipe": recipe,
         "epochs": result.epochs_trained, "top1": result.final_top1, "best_top1": result.best_top1,
-        "train_seconds": round(result.train_seconds, 2),
+        "train_seconds": round(result.train_seconds, 2), "device": device, "precision": precision,
         "skipped_images": result.history[-1].skipped_images if result.history else 0,
     }
     if args.json:

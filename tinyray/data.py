@@ -75,8 +75,10 @@ class DataSpec:
         val_size: synthetic validation images.
         side: native side of the synthetic images in pixels.
         seed: seed of the synthetic generator.
-        cache_dir: where the synthetic ``.npz`` is cached; ``None`` means ``$TINYRAY_CACHE/data`` or
-            ``~/.cache/tinyray/data``.
+        cache_dir: where the synthetic ``.npz`` (and the decoded folder cache) is cached; ``None`` means
+            ``$TINYRAY_CACHE/data`` or ``~/.cache/tinyray/data``.
+        decoded_side: folder data only: train from a decode-once uint8 cache of the folder whose images have this
+            shorter side in pixels (:mod:`tinyray.decoded`); 0 decodes the files in every epoch.
     """
 
     kind: str = SYNTHETIC
@@ -87,6 +89,11 @@ class DataSpec:
     side: int = 64
     seed: int = 0
     cache_dir: Path | None = None
+    decoded_side: int = 0
+
+
+#: ``--data decoded:PATH``: the folder at PATH through its decode-once cache (:mod:`tinyray.decoded`).
+DECODED_PREFIX = "decoded:"
 
 
 def resolve_data(
@@ -102,8 +109,9 @@ def resolve_data(
 
     Args:
         spec: ``None`` or ``"synthetic"`` for the built-in data (``"synthetic:TRAIN/VAL"`` sets its training and
-            validation sizes, e.g. ``synthetic:300/100``), otherwise the path of an ImageFolder root. A
-            :class:`DataSpec` is returned unchanged.
+            validation sizes, e.g. ``synthetic:300/100``), otherwise the path of an ImageFolder root, which
+            ``decoded:PATH`` reads through a decode-once cache (:mod:`tinyray.decoded`). A :class:`DataSpec` is
+            returned unchanged.
         cache_dir: cache folder of the synthetic data (default ``$TINYRAY_CACHE/data`` or ``~/.cache/tinyray/data``).
         seed, num_classes, train_size, val_size: parameters of the synthetic data.
 
@@ -134,12 +142,17 @@ def resolve_data(
             seed=seed,
             cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else None,
         )
+    from tinyray.decoded import DECODED_SIDE
+
+    decoded = str(spec).startswith(DECODED_PREFIX)
+    spec = str(spec)[len(DECODED_PREFIX):] if decoded else spec
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(
             f"data path {spec} does not exist: give a folder with train/ and val/ class folders, or 'synthetic'"
         )
-    return DataSpec(kind=FOLDER, path=path.resolve())
+    return DataSpec(kind=FOLDER, path=path.resolve(), decoded_side=DECODED_SIDE if decoded else 0,
+                    cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else None)
 
 
 def proxy_resolution(r: float, side: int = 64) -> int:
@@ -148,6 +161,19 @@ def proxy_resolution(r: float, side: int = 64) -> int:
     FLOPs and budgets still refer to the deployment resolution ``floor(224 r)``; this is only the training input.
     """
     return max(8, int(round(side * r)))
+
+
+#: Most DataLoader worker processes :func:`default_workers` gives one training: past this many, decoding outpaces
+#: a GPU step of these small networks, and each worker holds its own copy of the file list and prefetched batches.
+MAX_LOADER_WORKERS = 8
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """DataLoader worker processes for a training with ``cpus`` CPUs: ``cpus - 1`` (the training process keeps
+    one), at least 0 and at most :data:`MAX_LOADER_WORKERS`. ``None``: the CPUs this process may run on."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(MAX_LOADER_WORKERS, int(cpus) - 1))
 
 
 def cache_dir(explicit: str | Path | None = None) -> Path:
@@ -190,16 +216,18 @@ class Data(abc.ABC):
 
     @abc.abstractmethod
     def loaders(
-        self, resolution: int, batch_size: int, seed: int, workers: int = 0
+        self, resolution: int, batch_size: int, seed: int, workers: int = 0, pin_memory: bool = False
     ) -> tuple["Batches", "Batches"]:
         """Training and validation batches at ``resolution`` pixels.
 
         Args:
             resolution: input side in pixels.
             batch_size: images per batch.
-            seed: seeds the training order (and, for folder data, the random crops with the epoch; the flips draw
-                from torch's global generator, which the trainer seeds and checkpoints).
-            workers: DataLoader worker processes (folder data only; synthetic data is iterated in memory).
+            seed: seeds the training order and augmentation: for folder data every image's crop and flip follow
+                ``(seed, epoch, index)`` alone, whatever the number of workers (:class:`_FolderBatches`).
+            workers: DataLoader worker processes, kept alive across epochs (folder data only; synthetic data is
+                iterated in memory). :func:`default_workers` sizes it from a training's CPUs.
+            pin_memory: put batches in page-locked memory, for faster copies to a CUDA device (folder data only).
 
         Returns:
             ``(train, val)``. ``train`` yields ``(images, labels)`` with images ``B x 3 x resolution x resolution``
@@ -500,7 +528,7 @@ class SyntheticData(Data):
         return self._resized[key], torch.from_numpy(self.arrays[f"{split}_labels"])
 
     def loaders(
-        self, resolution: int, batch_size: int, seed: int, workers: int = 0
+        self, resolution: int, batch_size: int, seed: int, workers: int = 0, pin_memory: bool = False
     ) -> tuple[Batches, Batches]:
         if resolution < 1 or batch_size < 1:
             raise UserError(f"resolution ({resolution}) and batch size ({batch_size}) must be positive")
@@ -582,23 +610,41 @@ class FolderData(Data):
         self.classes = check_image_folder(root)
         self.name = root.name
         self.description = f"ImageFolder {root} ({len(self.classes)} classes)"
+        self.decoded: Path | None = None
+        if spec.decoded_side:
+            from tinyray.decoded import open_decoded
+
+            self.decoded = open_decoded(root, spec.decoded_side, cache_dir(spec.cache_dir), default_workers())
+            self.description += f", decoded once at {spec.decoded_side} px into {self.decoded}"
 
     def train_resolution(self, space: SearchSpace, r: float) -> int:
         return space.resolution(r)
 
     def loaders(
-        self, resolution: int, batch_size: int, seed: int, workers: int = 0
+        self, resolution: int, batch_size: int, seed: int, workers: int = 0, pin_memory: bool = False
     ) -> tuple[Batches, Batches]:
         from torchvision.datasets import ImageFolder
+
+        if workers < 0:
+            raise UserError(f"loader workers must be 0 or more, got {workers}")
 
         if resolution < 1 or batch_size < 1:
             raise UserError(f"resolution ({resolution}) and batch size ({batch_size}) must be positive")
         train_transform, val_transform = folder_transforms(resolution)
+        if self.decoded is not None:
+            from tinyray.decoded import DecodedImages, unreadable
+
+            batches = []
+            for split, transform, shuffle in (("train", train_transform, True), ("val", val_transform, False)):
+                dataset = DecodedImages(self.decoded, split, transform)
+                batches.append(_FolderBatches(dataset, batch_size, seed, workers, shuffle=shuffle, pin_memory=pin_memory))
+                batches[-1].skipped.update(unreadable(self.decoded, split))  # skipped when the cache was built
+            return batches[0], batches[1]
         # an image that cannot be read during training is skipped and counted (see _FolderBatches), not a crash
         train_set = ImageFolder(str(self.root / "train"), transform=_Readable(train_transform), loader=_open_or_skip)
         val_set = ImageFolder(str(self.root / "val"), transform=_Readable(val_transform), loader=_open_or_skip)
-        train = _FolderBatches(train_set, batch_size, seed, workers, shuffle=True)
-        val = _FolderBatches(val_set, batch_size, seed, workers, shuffle=False)
+        train = _FolderBatches(train_set, batch_size, seed, workers, shuffle=True, pin_memory=pin_memory)
+        val = _FolderBatches(val_set, batch_size, seed, workers, shuffle=False, pin_memory=pin_memory)
         return train, val
 
 
@@ -613,8 +659,8 @@ def folder_transforms(resolution: int) -> tuple[Any, Any]:
     Against the torchvision pipeline tinyray built by hand before (same steps and parameters): the resize side
     is ``floor`` rather than ``round`` of ``resolution / 0.875`` (timm's ``DEFAULT_CROP_PCT``; at most 1 px less,
     the same 256 px at 224), and timm's random crop draws from Python's ``random`` rather than torch's generator,
-    so :class:`_FolderBatches` seeds ``random`` by ``(seed, epoch)`` at the start of every training epoch (a
-    resumed run crops alike).
+    so :class:`_FolderBatches` seeds ``random`` (and torch, for the flip) by ``(seed, epoch, index)`` for every
+    image it loads (a resumed run crops alike, with any number of workers).
     """
     from timm.data import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 
@@ -818,15 +864,25 @@ def _first_images(folder: Path, count: int) -> list[Path]:
 
 
 class _FolderBatches(Batches):
-    """A DataLoader over an ImageFolder split, seeded by ``(seed, epoch)``."""
+    """A DataLoader over an ImageFolder split, seeded by ``(seed, epoch)``.
 
-    def __init__(self, dataset: Any, batch_size: int, seed: int, workers: int, shuffle: bool) -> None:
+    Every image's augmentation is seeded by ``(seed, epoch, index)`` where it is loaded (:class:`_SeededSamples`),
+    so batches do not depend on how many worker processes load them nor on what those processes did before: a run
+    resumed at epoch ``e`` (new workers) sees what an unbroken one (workers alive since epoch 0) sees. The loader
+    and its workers are made at the first iteration and kept (``persistent_workers``): each epoch re-reads only
+    the sampler, which yields the epoch's order.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, seed: int, workers: int, shuffle: bool,
+                 pin_memory: bool = False) -> None:
         super().__init__(seed)
         self.dataset = dataset
         self.batch_size = batch_size
         self.workers = workers
         self.shuffle = shuffle
+        self.pin_memory = pin_memory
         self.skip_limit = max(MIN_SKIPPED_LIMIT, int(MAX_SKIPPED_SHARE * len(dataset)))
+        self._loader: Any = None
 
     def __len__(self) -> int:
         count = len(self.dataset)
@@ -834,26 +890,35 @@ class _FolderBatches(Batches):
             return max(1, count // self.batch_size)
         return -(-count // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
-        import random
+    def samples(self) -> list[tuple[int, int]]:
+        """The epoch's ``(index, sample_seed)`` pairs in loading order (a permutation when shuffling)."""
+        import torch
 
+        count = len(self.dataset)
+        order = torch.randperm(count, generator=self._generator()).tolist() if self.shuffle else range(count)
+        base = (self.seed * 1_000_003 + self.epoch) * 1_000_000_007
+        return [(index, (base + index) % 2**63) for index in order]
+
+    def _data_loader(self) -> Any:
         from torch.utils.data import DataLoader
 
-        if self.shuffle and self.workers == 0:
-            # timm's random crop draws from Python's random: seed it by (seed, epoch) like the order, so that a
-            # resumed run crops as an unbroken one would (worker processes are seeded by the loader's generator)
-            random.seed(f"tinyray-folder-{self.seed}-{self.epoch}")
-        loader = DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            shuffle=self.shuffle,
-            drop_last=self.shuffle and len(self.dataset) >= self.batch_size,
-            num_workers=self.workers,
-            generator=self._generator(),
-            persistent_workers=False,
-            collate_fn=_collate_readable,
-        )
-        iterator = iter(loader)
+        if self._loader is None:
+            generator = self._generator()  # only seeds the workers, whose draws the per-image seeds replace
+            self._loader = DataLoader(
+                _SeededSamples(self.dataset),
+                batch_size=self.batch_size,
+                sampler=_EpochSampler(self),
+                drop_last=self.shuffle and len(self.dataset) >= self.batch_size,
+                num_workers=self.workers,
+                generator=generator,
+                persistent_workers=self.workers > 0,
+                pin_memory=self.pin_memory,
+                collate_fn=_collate_readable,
+            )
+        return self._loader
+
+    def __iter__(self) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
+        iterator = iter(self._data_loader())
         while True:
             try:
                 images, labels, bad = next(iterator)
@@ -874,6 +939,49 @@ class _FolderBatches(Batches):
                 yield images, labels
 
 
+class _EpochSampler:
+    """The sampler of a :class:`_FolderBatches` loader: the current epoch's ``(index, sample_seed)`` pairs.
+
+    Read in the training process at the start of every epoch, so persistent workers need not know the epoch.
+    """
+
+    def __init__(self, batches: _FolderBatches) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.batches.samples())
+
+    def __len__(self) -> int:
+        return len(self.batches.dataset)
+
+
+class _SeededSamples:
+    """A dataset read by ``(index, sample_seed)``: seeds Python's ``random`` (timm's crop) and torch (the flip)
+    with ``sample_seed`` around loading one image, and restores both afterwards, so that loading in the training
+    process (no workers) leaves the trainer's random streams untouched. Picklable, for worker processes."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        import random
+
+        import torch
+
+        index, sample_seed = key
+        python_state = random.getstate()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                random.seed(sample_seed)
+                torch.manual_seed(sample_seed)
+                return self.dataset[index]
+        finally:
+            random.setstate(python_state)
+
+
 def spec_summary(spec: DataSpec) -> dict[str, Any]:
     """The spec as JSON-able values (for tracking)."""
     values = asdict(spec)
@@ -890,6 +998,8 @@ __all__ = [
     "load_data",
     "proxy_resolution",
     "cache_dir",
+    "default_workers",
+    "MAX_LOADER_WORKERS",
     "generate_synthetic",
     "synthetic_classes",
     "synthetic_arrays",

@@ -19,7 +19,12 @@ Two recipes (:data:`RECIPES`):
   weights). Without ImageNet's 350 epochs it learns little in a few: it is there for real data and long runs.
 
 Runs are reproducible: with the same seed (and, on CPU, the same thread count) two runs give identical numbers, and
-a run resumed from a checkpoint continues exactly as if it had not been interrupted.
+a run resumed from a checkpoint continues exactly as if it had not been interrupted (the checkpoint holds the CPU
+random state, the training CUDA device's one and, for fp16, the loss scale).
+
+The GPU path is this same code with ``device="cuda"``: pinned batches, mixed precision (``torch.autocast`` in bf16,
+or fp16 with a gradient scaler, :func:`default_precision`) and channels-last. The tests run mixed precision and the
+gradient scaler on CPU, which torch allows; no test has run on a GPU.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from tinyray.cube import build_model
-from tinyray.data import Data
+from tinyray.data import Data, default_workers
 from tinyray.errors import UserError
 from tinyray.files import TRAINING_STATE_VERSION as STATE_VERSION  # the old name, for code that imports it here
 from tinyray.space import SearchSpace
@@ -270,9 +275,45 @@ def zero_init_residuals(model: "torch.nn.Module", space: SearchSpace) -> int:
 
 #: Optimizers built with torch's fused kernel (CPU and CUDA alike).
 FUSED_OPTIMIZERS = ("adam", "adamw")
-#: Memory format of the network and its inputs: channels-last is faster for these convolutions on CPU (oneDNN) and
-#: on CUDA (measured here: 12-17% off a training step at batch 16 on one CPU thread, with the fused optimizer 20-25%).
+#: Memory format of the network and its inputs unless ``channels_last=False``: channels-last is faster for these
+#: convolutions on CPU (oneDNN) and on CUDA (measured here: 12-17% off a training step at batch 16 on one CPU thread,
+#: with the fused optimizer 20-25%), so it is the default on both.
 MEMORY_FORMAT = "channels_last"
+#: Training precisions: plain float32, or mixed precision (``torch.autocast``) in bfloat16 or float16; float16 also
+#: scales the loss (``torch.amp.GradScaler``), whose 5 exponent bits would otherwise flush small gradients to zero.
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def default_precision(device: str) -> str:
+    """The precision a training on ``device`` uses unless told: ``fp32`` off CUDA (the recorded CPU measurements and
+    benchmarks are in float32, and bf16 autocast is slower than float32 on CPUs without bf16 instructions); on CUDA
+    ``bf16`` where the GPU has it (Ampere and later), else ``fp16`` with a gradient scaler (V100, T4)."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+class MixedPrecision:
+    """``torch.autocast`` and a gradient scaler for one precision of :data:`PRECISIONS` (both no-ops for fp32)."""
+
+    def __init__(self, precision: str, device: str) -> None:
+        import torch
+
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        self.device_type = torch.device(device).type
+        if precision == "bf16" and self.device_type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError("this GPU has no bfloat16: train with precision fp16 (or fp32)")
+        self.enabled = precision != "fp32"
+        self.dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=precision == "fp16")
+
+    def autocast(self) -> Any:
+        import torch
+
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
 
 
 def make_optimizer(model: "torch.nn.Module", recipe: Recipe, batch_size: int) -> "torch.optim.Optimizer":
@@ -366,7 +407,10 @@ def train_candidate(
     resolution: int | None = None,
     batch_size: int | None = None,
     threads: int | None = None,
+    workers: int | None = None,
     device: str = "cpu",
+    precision: str | None = None,
+    channels_last: bool = True,
     callback: Callback | None = None,
     start_epoch: int | None = None,
     state: dict[str, Any] | None = None,
@@ -384,7 +428,14 @@ def train_candidate(
             resolution ``round(64 r)`` on synthetic data, ``floor(224 r)`` on folder data).
         batch_size: images per step; default the recipe's. The learning rate scales with it.
         threads: if given, ``torch.set_num_threads(threads)``.
-        device: torch device.
+        workers: data-loading worker processes (folder data; synthetic data is in memory); default
+            :func:`tinyray.data.default_workers` of ``threads`` (one less than the training's CPUs, at most 8).
+            The batches, and so the run, are the same for every worker count.
+        device: torch device; on CUDA the batches come in pinned memory.
+        precision: one of :data:`PRECISIONS`; default :func:`default_precision` of ``device`` (fp32 on CPU, mixed
+            bf16 or fp16 on CUDA). Part of the run: a checkpoint resumes only at the precision it was trained in.
+        channels_last: keep the network and its inputs in channels-last memory (:data:`MEMORY_FORMAT`); default
+            on, the faster layout on CPU and CUDA alike.
         callback: ``callback(result, checkpoint)`` after every epoch; ``checkpoint()`` returns the training state
             as a dict of tensors and plain values (model, optimizer, EMA, epoch, step, RNG, history), which
             ``torch.save`` can write and ``state=`` accepts. A True return stops the run.
@@ -397,7 +448,8 @@ def train_candidate(
 
     Raises:
         TrainingDiverged: if the training loss becomes NaN or infinite.
-        UserError: for an unknown recipe or a non-positive epoch count, batch size or thread count.
+        UserError: for an unknown recipe, a non-positive epoch count, batch size or thread count, or a negative
+            worker count.
         ValueError: if ``state`` belongs to a different run.
     """
     import torch
@@ -425,12 +477,19 @@ def train_candidate(
         "batch_size": batch_size,
         "num_classes": data.num_classes,
         "epochs": epochs,
+        "precision": precision or default_precision(device),
     }
+    amp = MixedPrecision(run["precision"], device)
+    memory_format = getattr(torch, MEMORY_FORMAT) if channels_last else torch.contiguous_format
 
     torch.manual_seed(seed)
     model = make_model(space, r, d, w, data.num_classes, recipe)
-    model.to(device, memory_format=_memory_format())
-    train_batches, val_batches = data.loaders(resolution, batch_size, seed)
+    model.to(device, memory_format=memory_format)
+    if workers is None:
+        workers = default_workers(threads)
+    train_batches, val_batches = data.loaders(
+        resolution, batch_size, seed, workers=workers, pin_memory=torch.device(device).type == "cuda"
+    )
     steps_per_epoch = len(train_batches)
     optimizer = make_optimizer(model, recipe, batch_size)
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch, epochs)
@@ -442,7 +501,7 @@ def train_candidate(
     first_epoch = 0
     train_seconds = 0.0
     if state is not None:
-        first_epoch, step, train_seconds, history = _restore(state, run, model, optimizer, ema)
+        first_epoch, step, train_seconds, history = _restore(state, run, model, optimizer, ema, amp.scaler, device)
         if start_epoch is not None and start_epoch != first_epoch:
             raise ValueError(f"start_epoch={start_epoch} but the state was saved after epoch {first_epoch}")
     elif start_epoch:
@@ -460,20 +519,23 @@ def train_candidate(
             "optimizer": copy.deepcopy(optimizer.state_dict()),
             "ema": _clone(ema.module.state_dict()) if ema is not None else None,
             "torch_rng": torch.get_rng_state().clone(),
+            "cuda_rng": _cuda_rng_state(device),
+            "scaler": amp.scaler.state_dict() if amp.scaler.is_enabled() else None,
         }
 
     stopped_early = False
     for epoch in range(first_epoch, epochs):
         started = time.perf_counter()
         train_batches.set_epoch(epoch)
-        loss_sum, images_seen, step = _train_epoch(
-            model, train_batches, criterion, optimizer, scheduler, ema, recipe, epoch, step, device
+        loss_sum, images_seen, step = train_epoch(
+            model, train_batches, criterion, optimizer, scheduler, ema, recipe, epoch, step, device, amp, memory_format
         )
         trained = time.perf_counter() - started
         evaluated = ema.module if ema is not None else model
-        if recipe.precise_bn_images:
-            recalibrate_batchnorm(evaluated, train_batches, recipe.precise_bn_images, device)
-        top1, val_loss = evaluate(evaluated, val_batches, device)
+        with amp.autocast():
+            if recipe.precise_bn_images:
+                recalibrate_batchnorm(evaluated, train_batches, recipe.precise_bn_images, device)
+            top1, val_loss = evaluate(evaluated, val_batches, device, memory_format)
         seconds = time.perf_counter() - started
         train_seconds += seconds
         result = EpochResult(
@@ -503,7 +565,7 @@ def train_candidate(
     )
 
 
-def _train_epoch(
+def train_epoch(
     model: "torch.nn.Module",
     batches: Any,
     criterion: "torch.nn.Module",
@@ -514,6 +576,8 @@ def _train_epoch(
     epoch: int,
     step: int,
     device: str,
+    amp: MixedPrecision,
+    memory_format: "torch.memory_format",
 ) -> tuple[float, int, int]:
     """One pass over ``batches``; returns (summed loss, images seen, optimizer steps taken so far)."""
     import torch
@@ -522,22 +586,24 @@ def _train_epoch(
     model.train()
     loss_sum = 0.0
     images_seen = 0
-    memory_format = _memory_format()
     for images, labels in batches:
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(device, non_blocking=True)
         scheduler.step_update(step)
-        loss = criterion(model(images), labels)
+        with amp.autocast():
+            loss = criterion(model(images), labels)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"training loss became {loss.item()} at epoch {epoch + 1}, step {step}"
                 f" (lr {optimizer.param_groups[0]['lr']:.3g}): lower the learning rate or the batch size"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        amp.scaler.scale(loss).backward()
         if recipe.grad_clip is not None:
+            amp.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        optimizer.step()
+        amp.scaler.step(optimizer)  # fp16: skips a step whose gradients overflowed, and adapts the scale
+        amp.scaler.update()
         step += 1
         if ema is not None:
             ema.update(model, step=step)
@@ -546,10 +612,13 @@ def _train_epoch(
     return loss_sum, images_seen, step
 
 
-def _memory_format() -> "torch.memory_format":
+def _cuda_rng_state(device: str) -> "torch.Tensor | None":
+    """The random state of the CUDA device a run trains on (dropout and drop path draw from it), else ``None``."""
     import torch
 
-    return getattr(torch, MEMORY_FORMAT)
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_rng_state(torch.device(device))
 
 
 def recalibrate_batchnorm(model: "torch.nn.Module", batches: Any, images: int, device: str = "cpu") -> None:
@@ -567,11 +636,19 @@ def recalibrate_batchnorm(model: "torch.nn.Module", batches: Any, images: int, d
     update_bn(islice(iter(batches), max(1, -(-images // batch_size))), model, device=device)
 
 
-def evaluate(model: "torch.nn.Module", batches: Any, device: str = "cpu") -> tuple[float, float]:
-    """Top-1 accuracy in [0, 1] and mean cross-entropy (nats per image) of ``model`` over ``batches``."""
+def evaluate(
+    model: "torch.nn.Module", batches: Any, device: str = "cpu", memory_format: "torch.memory_format | None" = None
+) -> tuple[float, float]:
+    """Top-1 accuracy in [0, 1] and mean cross-entropy (nats per image) of ``model`` over ``batches``.
+
+    ``memory_format`` of the inputs: default channels-last (:data:`MEMORY_FORMAT`). Under ``torch.autocast`` the
+    network runs in its precision; the loss is computed in float32.
+    """
     import torch
     import torch.nn.functional as F
 
+    if memory_format is None:
+        memory_format = getattr(torch, MEMORY_FORMAT)
     was_training = model.training
     model.eval()
     correct = 0
@@ -579,9 +656,9 @@ def evaluate(model: "torch.nn.Module", batches: Any, device: str = "cpu") -> tup
     count = 0
     with torch.no_grad():
         for images, labels in batches:
-            images = images.to(device, non_blocking=True, memory_format=_memory_format())
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
             labels = labels.to(device, non_blocking=True)
-            logits = model(images)
+            logits = model(images).float()
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
             correct += int((logits.argmax(dim=1) == labels).sum())
             count += len(labels)
@@ -602,12 +679,15 @@ def _restore(
     model: "torch.nn.Module",
     optimizer: "torch.optim.Optimizer",
     ema: "ModelEmaV3 | None",
+    scaler: "torch.amp.GradScaler",
+    device: str,
 ) -> tuple[int, int, float, list[EpochResult]]:
     import torch
 
     if state.get("version") != STATE_VERSION:
         raise ValueError(f"training state version {state.get('version')!r} is not {STATE_VERSION}")
-    saved = state["run"]
+    # states saved before mixed precision (and before the CUDA and scaler keys) are float32 runs
+    saved = {"precision": "fp32", **state["run"]}
     # The schedule may be extended (a longer run resumed from a shorter one); everything else must match.
     different = {key: (saved.get(key), value) for key, value in run.items() if key != "epochs" and saved.get(key) != value}
     if different:
@@ -619,6 +699,10 @@ def _restore(
             raise ValueError("training state has no EMA weights but the recipe keeps an EMA")
         ema.module.load_state_dict(state["ema"])
     torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], torch.device(device))
+    if state.get("scaler") is not None and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
     history = [EpochResult(**result) for result in state["history"]]
     return int(state["epoch"]), int(state["step"]), float(state["train_seconds"]), history
 
@@ -637,6 +721,10 @@ __all__ = [
     "make_scheduler",
     "make_ema",
     "train_candidate",
+    "PRECISIONS",
+    "default_precision",
+    "MixedPrecision",
+    "train_epoch",
     "evaluate",
     "recalibrate_batchnorm",
     "zero_init_residuals",

@@ -39,7 +39,8 @@ class TrialSettings:
         max_epochs: full fidelity, in epochs.
         recipe: training recipe name.
         seed: seed of every trial's initialisation and data order.
-        threads: torch CPU threads per trial (the trial's CPUs).
+        threads: torch CPU threads per trial (the trial's CPUs); folder data is also loaded by ``threads - 1``
+            worker processes (:func:`tinyray.data.default_workers`, the trainer's default).
     """
 
     space: str
