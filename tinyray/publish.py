@@ -11,7 +11,7 @@ number of times, after a complete search too, without duplicating anything:
   search (or read from the trial's own ``result.json``);
 * each trial's per-epoch metrics from Ray Tune's ``trial_<id>/result.json``: only steps MLflow lacks;
 * ``status``, ``epochs`` and ``on_front`` tags from ``trials.csv``, and the runs' end;
-* the parent's parameters, files (``trials.csv``, ``front.csv``, ``front.png``, ``formula.json``,
+* the parent's settings (tags ``setting.<name>``), files (``trials.csv``, ``front.csv``, ``front.png``, ``formula.json``,
   ``formula.png``), final front metrics, and the formula's pyfunc model with its registered version.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 from tinyray.errors import UserError
 from tinyray.formula import MODEL_ARTIFACT
 from tinyray.status import FAILED
-from tinyray.tracking import EPOCH_METRICS, TRIAL_PARAMS, trial_end_tags
+from tinyray.tracking import EPOCH_METRICS, TRIAL_PARAMS, front_tags, settings_tags, trial_end_tags
 
 #: Files of a results folder that are logged on the parent run.
 PARENT_FILES = ("trials.csv", "front.csv", "front.png", "formula.json", "formula.png")
@@ -170,7 +170,7 @@ def _open_experiment(results: Path, journal: dict[str, Any], uri: str, name: str
 
 def _publish_parent(tracker: Any, runs: list[Any], results: Path, info: dict[str, Any], journal: dict[str, Any],
                     report: PublishReport) -> tuple[Any, dict[str, Any]]:
-    """Find the parent run (the earliest of the search id) and add its missing parameters, or create it.
+    """Find the parent run (the earliest of the search id) and set its settings tags where they differ, or create it.
 
     Returns:
         ``(parent run, its parameters)``.
@@ -181,7 +181,7 @@ def _publish_parent(tracker: Any, runs: list[Any], results: Path, info: dict[str
     params = recorded.get("params") or info.get("run_params") or _legacy_search_params(info)
     if parents:
         parent = parents[0]
-        report.params += _missing_params(tracker, parent, params)
+        report.tags += _set_changed_tags(tracker, parent, settings_tags(params))
     else:
         description = recorded.get("description") or f"tinyray search {config['name']} (published from {results})"
         parent = tracker.client.get_run(tracker.start_search(recorded.get("name") or config["name"], params,
@@ -325,7 +325,7 @@ def _trial_tags(trial: _Trial) -> dict[str, str]:
     row = trial.table
     tags = trial_end_tags(str(row.get("status")), int(row.get("epochs") or 0), str(row.get("failure") or ""))
     if row.get("on_front") is not None:
-        tags["on_front"] = str(str(row["on_front"]).lower() == "true").lower()
+        tags.update(front_tags(str(row["on_front"]).lower() == "true"))
     return tags
 
 

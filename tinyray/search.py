@@ -738,6 +738,7 @@ def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, nu
 def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_run_id: str, tracking_uri: str,
             started: float, space: Any, num_classes: int) -> SearchResult:
     from tinyray.front import front_table, hypervolume, plot_front
+    from tinyray.tracking import front_tags
 
     results = config.results_dir
     front = front_table(trials)
@@ -759,11 +760,11 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
         if trial_id is None or run.data.tags.get("tinyray.search_id", tracker.search_id) != tracker.search_id:
             continue
         if trial_id in known:
-            tracker.set_tags(run.info.run_id, {"on_front": str(trial_id in set(front["trial_id"])).lower()})
+            tracker.set_tags(run.info.run_id, front_tags(trial_id in set(front["trial_id"])))
         elif run.data.tags.get("status") != "lost":
             # the driver died after this trial started but before Ray Tune's last snapshot: Tune restored the
             # search without it, so it has no results; say so rather than leave a run that looks alive
-            tracker.set_tags(run.info.run_id, {"status": "lost", "on_front": "false"})
+            tracker.set_tags(run.info.run_id, {"status": "lost", **front_tags(False)})
             tracker.finish(run.info.run_id, "KILLED")
     wall = time.monotonic() - started
     tracker.log_metrics(parent_run_id, {"hypervolume_final": volume, "front_size_final": len(front),
