@@ -240,7 +240,7 @@ def _publish_parent_outputs(tracker: Any, parent: Any, results: Path, config: di
     report.metric_values += _send_front_metrics(tracker, parent, results, int(config["budget"]), trial_count)
     if (results / "formula.json").is_file():
         model = _publish_model(tracker, parent, results / "formula.json", MODEL_ARTIFACT not in present,
-                               config.get("formula_name") or DEFAULT_MODEL_NAME)
+                               config.get("formula_name") or DEFAULT_MODEL_NAME, config["name"], report)
         report.model_uri, report.model_registered = model
         if MODEL_ARTIFACT not in present:
             report.artifacts.append(MODEL_ARTIFACT)
@@ -381,11 +381,13 @@ def _send_front_metrics(tracker: Any, parent: Any, results: Path, budget: int, t
     return 2
 
 
-def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: bool, model_name: str) -> tuple[str, bool]:
-    """The formula's pyfunc model on the parent run and its registered version, each only if missing."""
+def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: bool, model_name: str, search: str,
+                   report: PublishReport) -> tuple[str, bool]:
+    """The formula's pyfunc model on the parent run, its registered version with its description and tags
+    (:func:`tinyray.formula.version_note`), and the experiment's link to it: each only if missing."""
     import tempfile
 
-    from tinyray.formula import register_model, save_pyfunc
+    from tinyray.formula import Formula, register_model, save_pyfunc, version_note
 
     client = tracker.client
     run_id = parent.info.run_id
@@ -393,14 +395,27 @@ def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: boo
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = save_pyfunc(formula_json, Path(tmp) / MODEL_ARTIFACT)
             client.log_artifacts(run_id, str(model_dir), artifact_path=MODEL_ARTIFACT)
+    description, tags = version_note(Formula.load(formula_json), search)
     versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
     registered = False
     if versions:
-        version = str(min(int(v.version) for v in versions))
+        first = min(versions, key=lambda v: int(v.version))
+        version = str(first.version)
+        if not first.description:  # registered by a tinyray that did not describe its versions
+            client.update_model_version(model_name, version, description=description)
+            report.tags += 1
+        for key, value in tags.items():
+            if (first.tags or {}).get(key) != value:
+                client.set_model_version_tag(model_name, version, key, value)
+                report.tags += 1
     else:
-        version = register_model(client, model_name, run_id, parent.info.artifact_uri)
+        version = register_model(client, model_name, run_id, parent.info.artifact_uri, description, tags)
         registered = True
     model_uri = f"models:/{model_name}/{version}"
     if parent.data.tags.get("formula_model_uri") != model_uri:
         tracker.set_tags(run_id, {"formula_model_uri": model_uri})
+    experiment = client.get_experiment(tracker.experiment_id)
+    if experiment.tags.get("formula_model_uri") != model_uri:
+        tracker.tag_experiment({"formula_model_uri": model_uri})
+        report.tags += 1
     return model_uri, registered

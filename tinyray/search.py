@@ -713,7 +713,7 @@ def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, nu
                           budget=config.budget)
     title = f"{config.name}: tiny formula fitted on {formula.points_note()}"
     published = tracker.attempt("publishing the formula", publish, formula, tracker, parent_run_id,
-                                config.results_dir, model_name=config.formula_name, title=title)
+                                config.results_dir, model_name=config.formula_name, title=title, search=config.name)
     if published is None:  # tracking is offline: keep the files; `tinyray publish` sends them and the model later
         from tinyray.formula import plot_formula
 
@@ -723,14 +723,17 @@ def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, nu
     answer = formula.answer(config.budget)
     gp = {row["model"]: row for row in formula.loo}
     best = {target: f"gp {curve.inputs} {curve.kernel}" for target, curve in formula.curves.items()}
+    rmse = formula.loo_rmse()
     tracker.log_metrics(parent_run_id, {
         "formula_r": answer.r, "formula_d": answer.d, "formula_w": answer.w, "formula_flops": answer.flops,
-        "loo_r_rmse_gp": gp[best["r"]]["r_rmse"], "loo_d_rmse_gp": gp[best["d"]]["d_rmse"],
+        "loo_r_rmse_gp": rmse["r"], "loo_d_rmse_gp": rmse["d"],
         "loo_r_rmse_linear": gp["linear"]["r_rmse"], "loo_d_rmse_linear": gp["linear"]["d_rmse"],
         "loo_r_rmse_loglinear": gp["log-linear"]["r_rmse"], "loo_d_rmse_loglinear": gp["log-linear"]["d_rmse"],
     })
     tracker.set_tags(parent_run_id, {"formula_model_uri": published["model_uri"],
                                      "formula_r_curve": best["r"], "formula_d_curve": best["d"]})
+    if published["model_uri"]:  # the experiment links to its model (the report's description says it too)
+        tracker.tag_experiment({"formula_model_uri": published["model_uri"]})
     return {"answer": answer.as_dict(), "model_uri": published["model_uri"],
             "run_model_uri": published["run_model_uri"], "curves": best}, ""
 
