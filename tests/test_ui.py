@@ -242,7 +242,8 @@ def test_store_holds_what_the_table_and_the_search_run_need(search):
         assert set(COLUMNS) - {"top1"} <= set(run.data.metrics)  # numbers to sort by, even for a failed trial
         assert run.data.metrics["flops_M"] == round(int(run.data.params["flops"]) / 1e6, 2)
     for run in children:  # the front's trials are red in every chart
-        assert run.data.tags["mlflow.runColor"] == (FRONT_COLOR if run.data.tags["on_front"] == "true" else OFF_FRONT_COLOR)
+        on_front = run.data.tags["on_front"] == "true"
+        assert run.data.tags["mlflow.runColor"] == (FRONT_COLOR if on_front else OFF_FRONT_COLOR)
     view = json.loads(experiment.tags[f"mlflow.sharedViewState.{RUNS_VIEW_KEY}"])
     assert view == json.loads(json.dumps(RUNS_VIEW))
     parent = client.get_run(search.parent_run_id)

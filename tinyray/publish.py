@@ -11,8 +11,9 @@ number of times, after a complete search too, without duplicating anything:
   search (or read from the trial's own ``result.json``);
 * each trial's per-epoch metrics from Ray Tune's ``trial_<id>/result.json``: only steps MLflow lacks;
 * ``status``, ``epochs`` and ``on_front`` tags from ``trials.csv``, and the runs' end;
-* the parent's settings (tags ``setting.<name>``), files (``trials.csv``, ``front.csv``, ``front.png``, ``formula.json``,
-  ``formula.png``), final front metrics, and the formula's pyfunc model with its registered version.
+* the parent's settings (tags ``setting.<name>``), files (``trials.csv``, ``front.csv``, ``front.png``,
+  ``formula.json``, ``formula.png``), final front metrics, and the formula's pyfunc model with its registered
+  version (described and tagged) and the experiment's ``formula_model_uri`` tag.
 """
 
 from __future__ import annotations
