@@ -301,5 +301,5 @@ def test_search_end_to_end(tmp_path, name, budget):
     assert result.formula is not None or "needs" in result.formula_note
     client = MlflowClient(tracking_uri=result.tracking_uri)
     parent = client.get_run(result.parent_run_id)
-    assert parent.data.params["space"] == name and parent.info.status == "FINISHED"
-    assert int(parent.data.params["base_flops"]) == base_flops(space, data.num_classes)
+    assert parent.data.tags["setting.space"] == name and parent.info.status == "FINISHED"
+    assert int(parent.data.tags["setting.base_flops"]) == base_flops(space, data.num_classes)

@@ -343,8 +343,16 @@ def test_search_end_publishes_formula_and_reports_it(space, tmp_path):
     formula, note = _publish_formula(config, front.drop(columns=["c"]), space, NUM_CLASSES, tracker, run_id)
     assert note == "" and formula["model_uri"] == "models:/tinynet-formula-pub/1"
     assert formula["answer"]["flops"] <= 100_000_000 and not formula["answer"]["extrapolates"]
-    run = MlflowClient(tracking_uri=tracker.tracking_uri).get_run(run_id)
+    client = MlflowClient(tracking_uri=tracker.tracking_uri)
+    run = client.get_run(run_id)
     assert run.data.tags["formula_model_uri"] == formula["model_uri"]
+    # the version says where it came from and how good the fit is; the experiment links to it
+    version = client.get_model_version("tinynet-formula-pub", "1")
+    assert "search `pub`" in version.description and "100M FLOPs" in version.description
+    assert "7 front points" in version.description and "leave-one-out RMSE: r " in version.description
+    assert version.tags["search"] == "pub" and version.tags["budget"] == "100000000"
+    assert version.tags["front_size"] == "7" and float(version.tags["loo_r_rmse"]) >= 0
+    assert client.get_experiment(tracker.experiment_id).tags["formula_model_uri"] == formula["model_uri"]
     assert run.data.metrics["loo_r_rmse_linear"] > 0 and run.data.metrics["formula_flops"] == formula["answer"]["flops"]
     trials = front.assign(trial_id=[f"t{i}" for i in range(7)], status="completed", resolution=100, params=1, epochs=3)
     result = SearchResult(config=config, trials=trials, front=trials, hypervolume=0.5, wall_seconds=1.0,

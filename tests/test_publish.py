@@ -24,7 +24,8 @@ import pytest
 from tinyray.cli import main
 from tinyray.errors import UserError
 from tinyray.publish import publish
-from tinyray.tracking import EPOCH_METRICS, Tracker, local_tracking_uri, read_journal, trial_run_name
+from tinyray.tracking import (EPOCH_METRICS, FRONT_COLOR, OFF_FRONT_COLOR, Tracker, local_tracking_uri, read_journal,
+                              trial_run_name)
 
 BUDGET = 100_000_000
 NUM_CLASSES = 10
@@ -123,6 +124,7 @@ def check_published(client, results: Path) -> dict:
         assert child["tags"]["mlflow.parentRunId"] == parents[0]
         assert child["tags"]["status"] == row.status and child["tags"]["epochs"] == str(row.epochs)
         assert child["tags"]["on_front"] == str(bool(row.on_front)).lower()
+        assert child["tags"]["mlflow.runColor"] == (FRONT_COLOR if row.on_front else OFF_FRONT_COLOR)
         assert child["status"] == "FINISHED"
         steps = [json.loads(line)["training_iteration"]
                  for line in (results / f"trial_{row.trial_id}" / "result.json").read_text().splitlines()]
@@ -137,7 +139,7 @@ def check_published(client, results: Path) -> dict:
         assert parent["tags"]["formula_model_uri"].startswith("models:/")
     assert files <= set(parent["artifacts"])
     assert parent["status"] == "FINISHED"
-    assert parent["params"]["budget"] == str(json.loads((results / "search.json").read_text())["config"]["budget"])
+    assert parent["tags"]["setting.budget"] == str(json.loads((results / "search.json").read_text())["config"]["budget"])
     return state
 
 

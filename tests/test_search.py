@@ -77,8 +77,8 @@ def test_mlflow_parent_and_nested_children_without_duplicates(finished):
         assert [m.step for m in history] == list(range(1, int(row["epochs"]) + 1))
         assert child.data.tags["mlflow.runName"].startswith("r")
     parent = client.get_run(finished.parent_run_id)
-    assert parent.data.params["budget"] == "60000000"
-    assert parent.data.params["searcher"] == "nsga3"
+    assert parent.data.tags["setting.budget"] == "60000000"  # settings are tags: the params are the trials'
+    assert parent.data.tags["setting.searcher"] == "nsga3" and not parent.data.params
     assert parent.info.status == "FINISHED"
     assert client.get_metric_history(finished.parent_run_id, "hypervolume")
     artifacts = {a.path for a in client.list_artifacts(finished.parent_run_id)}

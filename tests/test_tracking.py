@@ -6,7 +6,8 @@ import pytest
 
 from tinyray.data import DataSpec
 from tinyray.search import SearchConfig, run_search
-from tinyray.tracking import trial_run_name
+from tinyray.tracking import RUNS_VIEW, trial_numbers, trial_run_name
+
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
@@ -27,11 +28,13 @@ def client(finished):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_search_run_logs_the_search_seed_and_the_data_seed_apart(finished, client):
-    params = client.get_run(finished.parent_run_id).data.params
-    assert params["seed"] == "1"
-    assert params["data_seed"] == "0"
-    assert params["data_train_size"] == "300" and params["data_val_size"] == "100"
+def test_search_run_tags_the_search_seed_and_the_data_seed_apart(finished, client):
+    parent = client.get_run(finished.parent_run_id).data
+    settings = {key.removeprefix("setting."): value for key, value in parent.tags.items() if key.startswith("setting.")}
+    assert settings["seed"] == "1"
+    assert settings["data_seed"] == "0"
+    assert settings["data_train_size"] == "300" and settings["data_val_size"] == "100"
+    assert not parent.params  # the params picker holds the trials' r, d, w and what they build, nothing else
 
 
 @pytest.mark.slow
@@ -51,3 +54,25 @@ def test_trial_runs_are_named_uniquely_by_multipliers_and_trial_id(finished, cli
 
 def test_trial_run_name_reads_multipliers_then_trial_id():
     assert trial_run_name("3f2a1_00004", 0.4712, 0.666, 0.27) == "r0.47-d0.67-w0.27-3f2a1_00004"
+
+
+def test_trial_numbers_are_readable_columns():
+    numbers = trial_numbers({"r": 0.471234, "d": 1.2, "w": 0.5, "resolution": 128, "flops": 85788736,
+                             "params": 1234567, "train_resolution": 64})
+    assert numbers == {"r": 0.4712, "d": 1.2, "w": 0.5, "resolution": 128.0, "flops_M": 85.79, "params_M": 1.235}
+    assert trial_numbers({"r": 0.5}) == {"r": 0.5}
+
+
+def test_runs_view_opens_on_the_trials_columns_and_the_searchs_charts():
+    order = RUNS_VIEW["columnOrder"]
+    assert order[:9] == ["attributes.`Run Name`", "tags.`status`", "tags.`on_front`", "metrics.`r`", "metrics.`d`",
+                         "metrics.`w`", "metrics.`top1`", "metrics.`flops_M`", "metrics.`params_M`"]
+    assert RUNS_VIEW["runsHiddenMode"] == "SHOW_ALL"  # every trial in the charts, not MLflow's first 10
+    shown = [chart for chart in RUNS_VIEW["compareRunCharts"] if not chart["deleted"]]
+    assert [chart["type"] for chart in shown] == ["SCATTER", "PARALLEL", "LINE"]
+    assert shown[0]["xaxis"]["key"] == "flops_M" and shown[0]["yaxis"]["key"] == "top1"
+    assert shown[1]["selectedParams"] == ["r", "d", "w"] and shown[1]["selectedMetrics"] == ["top1"]
+    assert shown[2]["metricKey"] == "top1"
+    hidden = {chart["metricKey"] for chart in RUNS_VIEW["compareRunCharts"] if chart["deleted"]}
+    assert {"r", "d", "w", "flops_M", "params_M", "resolution", "epochs", "hypervolume"} <= hidden
+    assert "top1" not in hidden

@@ -10,6 +10,7 @@ port-forwarding hint) are fast unit tests.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ from tinyray.ui import check_port, experiment_url, find_store, serve, start_serv
 
 
 NAME = "b60M"
-COLUMNS = ["top1", "flops", "params", "resolution", "r", "d", "w", "epochs"]
+COLUMNS = ["r", "d", "w", "top1", "flops_M", "params_M", "resolution", "epochs"]
 
 
 def chromium() -> str:
@@ -96,6 +97,16 @@ def column_ids(dom: str) -> set[str]:
     return set(re.findall(r'role="columnheader"[^>]*col-id="([^"]+)"', dom))
 
 
+def column_order(dom: str) -> list[str]:
+    """The runs table's column ids, left to right (by the grid's ``aria-colindex``)."""
+    found = {}
+    for header in re.findall(r'<div[^>]*role="columnheader"[^>]*>', dom):
+        index, column = re.search(r'aria-colindex="(\d+)"', header), re.search(r'col-id="([^"]+)"', header)
+        if index and column:
+            found[column.group(1)] = int(index.group(1))
+    return sorted(found, key=found.get)
+
+
 @pytest.fixture(scope="module")
 def server(search):
     """The MLflow UI on the search's store, as ``tinyray ui`` starts it, on a free port of 127.0.0.1."""
@@ -119,6 +130,11 @@ def test_runs_table_lists_every_trial_with_its_columns(search, server, artifacts
     for key in COLUMNS:
         assert f"metrics.`{key}`" in columns
     assert {"tags.`status`", "tags.`on_front`", "attributes.`Run Name`"} <= columns
+    # the first columns after the run's name and age: what a trial is and how it did, in readable units
+    order = [column for column in column_order(dom) if column.startswith(("tags.", "metrics."))]
+    assert order[:8] == ["tags.`status`", "tags.`on_front`", "metrics.`r`", "metrics.`d`", "metrics.`w`",
+                         "metrics.`top1`", "metrics.`flops_M`", "metrics.`params_M`"], order
+    assert not any(column.startswith("params.") for column in columns)  # the search's settings are tags
     # flat (trials not folded under the search's run), most accurate first
     trials = search.trials.sort_values("top1", ascending=False, kind="stable")
     ranked = [trial_run_name(row.trial_id, row.r, row.d, row.w) for row in trials.itertuples()]
@@ -127,6 +143,24 @@ def test_runs_table_lists_every_trial_with_its_columns(search, server, artifacts
     assert sorted(table_rows(dom)[: len(ranked)]) == sorted(ranked)
     for status in set(search.trials["status"]):
         assert f">{status}<" in dom
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_chart_view_opens_on_the_searchs_three_charts_and_no_constants(search, server, artifacts):
+    url = experiment_url(server.url, NAME) + "&compareRunsMode=CHART"
+    titles = (">flops_M vs. top1<", ">Parallel Coordinates<", ">top1<")
+
+    def ready(dom: str) -> bool:
+        return all(title in dom for title in titles)
+
+    dom = browse(url, screenshot=artifacts / "mlflow-charts.png", size="1600,1400", until=ready)
+    for title in titles:
+        assert title in dom, f"chart {title} is not shown"
+    # the section holds those three charts only: no bar chart of r, d, w, FLOPs or the search run's counters
+    count = re.search(r'Model metrics</div><div[^>]*>\((\d+)\)', dom)
+    assert count and count.group(1) == "3", count
+    assert ">resolution<" not in dom and ">hypervolume<" not in dom
 
 
 @pytest.mark.slow
@@ -196,7 +230,7 @@ def test_an_unknown_search_in_a_real_store_is_one_line_and_stops_the_server(sear
 def test_store_holds_what_the_table_and_the_search_run_need(search):
     from mlflow import MlflowClient
 
-    from tinyray.tracking import RUNS_VIEW_KEY
+    from tinyray.tracking import FRONT_COLOR, OFF_FRONT_COLOR, RUNS_VIEW, RUNS_VIEW_KEY
 
     client = MlflowClient(tracking_uri=search.tracking_uri)
     experiment = client.get_experiment(search.experiment_id)
@@ -206,8 +240,14 @@ def test_store_holds_what_the_table_and_the_search_run_need(search):
     assert len(children) == len(search.trials) == 2
     for run in children:
         assert set(COLUMNS) - {"top1"} <= set(run.data.metrics)  # numbers to sort by, even for a failed trial
-        assert run.data.metrics["flops"] == float(run.data.params["flops"])
+        assert run.data.metrics["flops_M"] == round(int(run.data.params["flops"]) / 1e6, 2)
+    for run in children:  # the front's trials are red in every chart
+        on_front = run.data.tags["on_front"] == "true"
+        assert run.data.tags["mlflow.runColor"] == (FRONT_COLOR if on_front else OFF_FRONT_COLOR)
+    view = json.loads(experiment.tags[f"mlflow.sharedViewState.{RUNS_VIEW_KEY}"])
+    assert view == json.loads(json.dumps(RUNS_VIEW))
     parent = client.get_run(search.parent_run_id)
+    assert not parent.data.params and parent.data.tags["setting.budget"] == "60000000"
     description = parent.data.tags["mlflow.note.content"]
     for name in ("report.html", "trials.csv", "importance.png", "summary.json"):
         assert name in description
@@ -215,6 +255,9 @@ def test_store_holds_what_the_table_and_the_search_run_need(search):
     told = f"{counts['completed']} completed, {counts['early-stopped']} early-stopped, {counts['failed']} failed"
     assert told in description
     assert told in experiment.tags["mlflow.note.content"]
+    # Tune's per-trial files without TensorBoard's (not a dependency; MLflow has the curves)
+    assert list(search.results_dir.glob("trial_*/result.json"))
+    assert not list(search.results_dir.rglob("events.out.tfevents*"))
     summary = (search.results_dir / "summary.json").read_text()
     assert '"version": 1' in summary and '"budget": 60000000' in summary
 

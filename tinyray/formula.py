@@ -343,6 +343,17 @@ class Formula:
         return (f"{used} front points (of {self.front_size}: {left} at the same FLOPs as a more accurate or equal "
                 f"one left out)")
 
+    def loo_rmse(self) -> dict[str, float]:
+        """Fit quality: the leave-one-out RMSE of the chosen r and d curves (``{"r": ..., "d": ...}``; a target
+        whose row is missing, as in a formula saved without its LOO table, is left out)."""
+        rows = {row.get("model"): row for row in self.loo}
+        found = {}
+        for target, curve in self.curves.items():
+            row = rows.get(f"gp {curve.inputs} {curve.kernel}")
+            if row is not None and row.get(f"{target}_rmse") is not None:
+                found[target] = float(row[f"{target}_rmse"])
+        return found
+
     def curve_values(self, c: np.ndarray) -> dict[str, np.ndarray]:
         """Mean and band of r and d at ``c`` (length-``m``), clamped to the search space's bounds."""
         out: dict[str, np.ndarray] = {}
@@ -743,9 +754,10 @@ def save_pyfunc(formula_json: Path, path: Path) -> Path:
 
 
 def publish(formula: Formula, tracker: Any, run_id: str, folder: Path, *, model_name: str = DEFAULT_MODEL_NAME,
-            title: str = "") -> dict[str, str]:
+            title: str = "", search: str = "") -> dict[str, str]:
     """Write ``formula.json`` and ``formula.png`` into ``folder``, log them on the run, log the pyfunc model and
-    register it as a new version of ``model_name``.
+    register it as a new version of ``model_name`` (described by :func:`version_note`; ``search`` names the
+    search, default the run's name).
 
     Returns:
         ``{"json", "plot", "run_model_uri", "model_uri"}``.
@@ -760,12 +772,41 @@ def publish(formula: Formula, tracker: Any, run_id: str, folder: Path, *, model_
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_pyfunc(json_path, Path(tmp) / MODEL_ARTIFACT)
         client.log_artifacts(run_id, str(model_dir), artifact_path=MODEL_ARTIFACT)
-    version = register_model(client, model_name, run_id, client.get_run(run_id).info.artifact_uri)
+    run = client.get_run(run_id)
+    description, tags = version_note(formula, search or run.info.run_name)
+    version = register_model(client, model_name, run_id, run.info.artifact_uri, description, tags)
     return {"json": str(json_path), "plot": str(plot_path), "run_model_uri": f"runs:/{run_id}/{MODEL_ARTIFACT}",
             "model_uri": f"models:/{model_name}/{version}"}
 
 
-def register_model(client: Any, model_name: str, run_id: str, artifact_uri: str) -> str:
+def version_note(formula: Formula, search: str) -> tuple[str, dict[str, str]]:
+    """The description and tags of the model version a search registers: which search, its budget, the front the
+    formula was fitted on, and how well (leave-one-out RMSE of r and d).
+
+    Args:
+        formula: the fitted formula.
+        search: the search's name (its MLflow experiment).
+    """
+    from tinyray.cost import format_flops
+
+    rmse = formula.loo_rmse()
+    budget = f"{format_flops(formula.budget)} FLOPs" if formula.budget else "no budget recorded"
+    fit = ", ".join(f"{target} {value:.3f}" for target, value in rmse.items()) or "not recorded"
+    curves = ", ".join(f"{target}: gp {curve.inputs} {curve.kernel}" for target, curve in formula.curves.items())
+    description = (f"Tiny formula of tinyray search `{search}` (space {formula.space.name}, budget {budget}), "
+                   f"fitted on {formula.points_note()}. Fit quality, leave-one-out RMSE: {fit} ({curves}). "
+                   f"FLOPs range covered: {format_flops(formula.base_flops * formula.c_range[0])} to "
+                   f"{format_flops(formula.base_flops * formula.c_range[1])}.")
+    tags = {"search": search, "space": formula.space.name, "front_size": str(formula.front_size or len(formula.points)),
+            "points_fitted": str(len(formula.points))}
+    if formula.budget:
+        tags["budget"] = str(int(formula.budget))
+    tags.update({f"loo_{target}_rmse": f"{value:.4f}" for target, value in rmse.items()})
+    return description, tags
+
+
+def register_model(client: Any, model_name: str, run_id: str, artifact_uri: str, description: str = "",
+                   tags: dict[str, str] | None = None) -> str:
     """Register the run's :data:`MODEL_ARTIFACT` as a new version of ``model_name`` (created with
     :data:`MODEL_DESCRIPTION` if it does not exist); return the version number.
 
@@ -774,6 +815,7 @@ def register_model(client: Any, model_name: str, run_id: str, artifact_uri: str)
         model_name: the registered model's name.
         run_id: the run that holds the model artifact.
         artifact_uri: that run's artifact root.
+        description, tags: the version's (see :func:`version_note`).
     """
     from mlflow.exceptions import MlflowException
 
@@ -781,7 +823,8 @@ def register_model(client: Any, model_name: str, run_id: str, artifact_uri: str)
         client.get_registered_model(model_name)
     except MlflowException:
         client.create_registered_model(model_name, description=MODEL_DESCRIPTION)
-    version = client.create_model_version(model_name, source=f"{artifact_uri}/{MODEL_ARTIFACT}", run_id=run_id)
+    version = client.create_model_version(model_name, source=f"{artifact_uri}/{MODEL_ARTIFACT}", run_id=run_id,
+                                          tags=tags or None, description=description or None)
     return str(version.version)
 
 

@@ -11,8 +11,9 @@ number of times, after a complete search too, without duplicating anything:
   search (or read from the trial's own ``result.json``);
 * each trial's per-epoch metrics from Ray Tune's ``trial_<id>/result.json``: only steps MLflow lacks;
 * ``status``, ``epochs`` and ``on_front`` tags from ``trials.csv``, and the runs' end;
-* the parent's parameters, files (``trials.csv``, ``front.csv``, ``front.png``, ``formula.json``,
-  ``formula.png``), final front metrics, and the formula's pyfunc model with its registered version.
+* the parent's settings (tags ``setting.<name>``), files (``trials.csv``, ``front.csv``, ``front.png``,
+  ``formula.json``, ``formula.png``), final front metrics, and the formula's pyfunc model with its registered
+  version (described and tagged) and the experiment's ``formula_model_uri`` tag.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from tinyray.errors import UserError
 from tinyray.formula import MODEL_ARTIFACT
 from tinyray.status import FAILED
-from tinyray.tracking import EPOCH_METRICS, TRIAL_PARAMS, trial_end_tags
+from tinyray.tracking import EPOCH_METRICS, TRIAL_PARAMS, front_tags, settings_tags, trial_end_tags
 
 #: Files of a results folder that are logged on the parent run.
 PARENT_FILES = ("trials.csv", "front.csv", "front.png", "formula.json", "formula.png")
@@ -170,7 +171,7 @@ def _open_experiment(results: Path, journal: dict[str, Any], uri: str, name: str
 
 def _publish_parent(tracker: Any, runs: list[Any], results: Path, info: dict[str, Any], journal: dict[str, Any],
                     report: PublishReport) -> tuple[Any, dict[str, Any]]:
-    """Find the parent run (the earliest of the search id) and add its missing parameters, or create it.
+    """Find the parent run (the earliest of the search id) and set its settings tags where they differ, or create it.
 
     Returns:
         ``(parent run, its parameters)``.
@@ -181,7 +182,7 @@ def _publish_parent(tracker: Any, runs: list[Any], results: Path, info: dict[str
     params = recorded.get("params") or info.get("run_params") or _legacy_search_params(info)
     if parents:
         parent = parents[0]
-        report.params += _missing_params(tracker, parent, params)
+        report.tags += _set_changed_tags(tracker, parent, settings_tags(params))
     else:
         description = recorded.get("description") or f"tinyray search {config['name']} (published from {results})"
         parent = tracker.client.get_run(tracker.start_search(recorded.get("name") or config["name"], params,
@@ -240,7 +241,7 @@ def _publish_parent_outputs(tracker: Any, parent: Any, results: Path, config: di
     report.metric_values += _send_front_metrics(tracker, parent, results, int(config["budget"]), trial_count)
     if (results / "formula.json").is_file():
         model = _publish_model(tracker, parent, results / "formula.json", MODEL_ARTIFACT not in present,
-                               config.get("formula_name") or DEFAULT_MODEL_NAME)
+                               config.get("formula_name") or DEFAULT_MODEL_NAME, config["name"], report)
         report.model_uri, report.model_registered = model
         if MODEL_ARTIFACT not in present:
             report.artifacts.append(MODEL_ARTIFACT)
@@ -325,7 +326,7 @@ def _trial_tags(trial: _Trial) -> dict[str, str]:
     row = trial.table
     tags = trial_end_tags(str(row.get("status")), int(row.get("epochs") or 0), str(row.get("failure") or ""))
     if row.get("on_front") is not None:
-        tags["on_front"] = str(str(row["on_front"]).lower() == "true").lower()
+        tags.update(front_tags(str(row["on_front"]).lower() == "true"))
     return tags
 
 
@@ -381,11 +382,13 @@ def _send_front_metrics(tracker: Any, parent: Any, results: Path, budget: int, t
     return 2
 
 
-def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: bool, model_name: str) -> tuple[str, bool]:
-    """The formula's pyfunc model on the parent run and its registered version, each only if missing."""
+def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: bool, model_name: str, search: str,
+                   report: PublishReport) -> tuple[str, bool]:
+    """The formula's pyfunc model on the parent run, its registered version with its description and tags
+    (:func:`tinyray.formula.version_note`), and the experiment's link to it: each only if missing."""
     import tempfile
 
-    from tinyray.formula import register_model, save_pyfunc
+    from tinyray.formula import Formula, register_model, save_pyfunc, version_note
 
     client = tracker.client
     run_id = parent.info.run_id
@@ -393,14 +396,27 @@ def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: boo
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = save_pyfunc(formula_json, Path(tmp) / MODEL_ARTIFACT)
             client.log_artifacts(run_id, str(model_dir), artifact_path=MODEL_ARTIFACT)
+    description, tags = version_note(Formula.load(formula_json), search)
     versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
     registered = False
     if versions:
-        version = str(min(int(v.version) for v in versions))
+        first = min(versions, key=lambda v: int(v.version))
+        version = str(first.version)
+        if not first.description:  # registered by a tinyray that did not describe its versions
+            client.update_model_version(model_name, version, description=description)
+            report.tags += 1
+        for key, value in tags.items():
+            if (first.tags or {}).get(key) != value:
+                client.set_model_version_tag(model_name, version, key, value)
+                report.tags += 1
     else:
-        version = register_model(client, model_name, run_id, parent.info.artifact_uri)
+        version = register_model(client, model_name, run_id, parent.info.artifact_uri, description, tags)
         registered = True
     model_uri = f"models:/{model_name}/{version}"
     if parent.data.tags.get("formula_model_uri") != model_uri:
         tracker.set_tags(run_id, {"formula_model_uri": model_uri})
+    experiment = client.get_experiment(tracker.experiment_id)
+    if experiment.tags.get("formula_model_uri") != model_uri:
+        tracker.tag_experiment({"formula_model_uri": model_uri})
+        report.tags += 1
     return model_uri, registered

@@ -523,8 +523,12 @@ def finish_search(result: Any, tracker: Any) -> dict[str, Path]:
                             step=len(trials))
     findings = search_findings(result, table)
     tracker.describe(result.parent_run_id, describe_search(result, findings))
+    model_uri = (result.formula or {}).get("model_uri")
+    model = (f" Its tiny formula is the registered model `{model_uri}` (the Models page; "
+             f"`tinyray formula --model-uri {model_uri}`)." if model_uri else "")
     tracker.describe_experiment(  # above the runs table
-        f"{findings}\n\nThe search's own run, `{result.config.name}`, has the report (`report.html`) and the files.")
+        f"{findings}\n\nThe search's own run, `{result.config.name}`, has the report (`report.html`) and the "
+        f"files.{model}")
     return files
 
 

@@ -713,7 +713,7 @@ def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, nu
                           budget=config.budget)
     title = f"{config.name}: tiny formula fitted on {formula.points_note()}"
     published = tracker.attempt("publishing the formula", publish, formula, tracker, parent_run_id,
-                                config.results_dir, model_name=config.formula_name, title=title)
+                                config.results_dir, model_name=config.formula_name, title=title, search=config.name)
     if published is None:  # tracking is offline: keep the files; `tinyray publish` sends them and the model later
         from tinyray.formula import plot_formula
 
@@ -723,14 +723,17 @@ def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, nu
     answer = formula.answer(config.budget)
     gp = {row["model"]: row for row in formula.loo}
     best = {target: f"gp {curve.inputs} {curve.kernel}" for target, curve in formula.curves.items()}
+    rmse = formula.loo_rmse()
     tracker.log_metrics(parent_run_id, {
         "formula_r": answer.r, "formula_d": answer.d, "formula_w": answer.w, "formula_flops": answer.flops,
-        "loo_r_rmse_gp": gp[best["r"]]["r_rmse"], "loo_d_rmse_gp": gp[best["d"]]["d_rmse"],
+        "loo_r_rmse_gp": rmse["r"], "loo_d_rmse_gp": rmse["d"],
         "loo_r_rmse_linear": gp["linear"]["r_rmse"], "loo_d_rmse_linear": gp["linear"]["d_rmse"],
         "loo_r_rmse_loglinear": gp["log-linear"]["r_rmse"], "loo_d_rmse_loglinear": gp["log-linear"]["d_rmse"],
     })
     tracker.set_tags(parent_run_id, {"formula_model_uri": published["model_uri"],
                                      "formula_r_curve": best["r"], "formula_d_curve": best["d"]})
+    if published["model_uri"]:  # the experiment links to its model (the report's description says it too)
+        tracker.tag_experiment({"formula_model_uri": published["model_uri"]})
     return {"answer": answer.as_dict(), "model_uri": published["model_uri"],
             "run_model_uri": published["run_model_uri"], "curves": best}, ""
 
@@ -738,6 +741,7 @@ def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, nu
 def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_run_id: str, tracking_uri: str,
             started: float, space: Any, num_classes: int) -> SearchResult:
     from tinyray.front import front_table, hypervolume, plot_front
+    from tinyray.tracking import front_tags
 
     results = config.results_dir
     front = front_table(trials)
@@ -759,11 +763,11 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
         if trial_id is None or run.data.tags.get("tinyray.search_id", tracker.search_id) != tracker.search_id:
             continue
         if trial_id in known:
-            tracker.set_tags(run.info.run_id, {"on_front": str(trial_id in set(front["trial_id"])).lower()})
+            tracker.set_tags(run.info.run_id, front_tags(trial_id in set(front["trial_id"])))
         elif run.data.tags.get("status") != "lost":
             # the driver died after this trial started but before Ray Tune's last snapshot: Tune restored the
             # search without it, so it has no results; say so rather than leave a run that looks alive
-            tracker.set_tags(run.info.run_id, {"status": "lost", "on_front": "false"})
+            tracker.set_tags(run.info.run_id, {"status": "lost", **front_tags(False)})
             tracker.finish(run.info.run_id, "KILLED")
     wall = time.monotonic() - started
     tracker.log_metrics(parent_run_id, {"hypervolume_final": volume, "front_size_final": len(front),

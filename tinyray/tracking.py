@@ -2,7 +2,8 @@
 
 All MLflow traffic comes from the driver (the Tune callback :class:`tinyray.tune.callbacks.TrackingCallback`
 runs there), so worker nodes never need to reach the tracking server. What a run records is defined here once
-(:func:`trial_end_tags`, :data:`TRIAL_PARAMS`), for the search and for ``tinyray publish`` alike.
+(:func:`trial_end_tags`, :data:`TRIAL_PARAMS`, :func:`trial_numbers`, :func:`settings_tags`), for the search
+and for ``tinyray publish`` alike.
 
 A search must not depend on its tracking server. Every MLflow call of a :class:`Tracker` goes through one guard:
 with short HTTP retries and timeouts (:data:`QUICK_HTTP`, so a dead server costs seconds), and on the first
@@ -42,21 +43,89 @@ QUICK_HTTP = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
-#: A trial's description that is also logged as metrics (step 0): MLflow sorts params as text, metrics as numbers,
-#: so these make the runs table sort and filter numerically (``metrics.flops < 1e8``).
-TRIAL_NUMBERS = ("r", "d", "w", "resolution", "flops", "params")
+#: The metrics of a trial's run that describe it (:func:`trial_numbers`), one point at step 0.
+TRIAL_NUMBERS = ("r", "d", "w", "resolution", "flops_M", "params_M")
+#: The metrics the search's own run gets (the search's progress, its findings, the formula's answer and fit).
+SEARCH_RUN_METRICS = (
+    "hypervolume", "trials_done", "front_size", "trials_completed", "trials_early_stopped", "trials_failed",
+    "elapsed_seconds", "hypervolume_final", "front_size_final", "wall_seconds", "spearman_r", "spearman_d",
+    "spearman_w", "formula_r", "formula_d", "formula_w", "formula_flops", "loo_r_rmse_gp", "loo_d_rmse_gp",
+    "loo_r_rmse_linear", "loo_d_rmse_linear", "loo_r_rmse_loglinear", "loo_d_rmse_loglinear",
+)
 #: A trial's child-run parameters: its multipliers and what they build (every trial result carries them too).
 TRIAL_PARAMS = ("r", "d", "w", "resolution", "flops", "params", "train_resolution")
-#: The MLflow UI's runs table as tinyray opens it: every trial flat (not folded under the search's run), most
-#: accurate first, with the numbers people compare as columns. It is stored as an experiment tag, the way the
-#: UI stores a shared view, and opened by :func:`experiment_page`.
+#: The prefix of the search's settings, which its parent run carries as tags (``setting.budget``), not params: the
+#: UI's params picker and table then hold only the trials' r, d, w and what they build.
+SETTING_PREFIX = "setting."
+#: Run colours (MLflow's ``mlflow.runColor`` tag, which its UI reads): the front's trials stand out in every chart.
+FRONT_COLOR, OFF_FRONT_COLOR = "#d62728", "#9aa5b1"
+#: The MLflow UI's experiment page as tinyray opens it, stored as an experiment tag the way the UI stores a shared
+#: view (``mlflow.sharedViewState.<key>``) and opened by :func:`experiment_page`: the runs table flat, most accurate
+#: first, with the columns people compare first; and the charts that answer a search's questions.
 RUNS_VIEW_KEY = "tinyray"
-_COLUMNS = [f"metrics.`{key}`" for key in ("top1", "flops", "params", "resolution", "r", "d", "w", "epochs")]
-_COLUMNS += ["tags.`status`", "tags.`on_front`"]
-RUNS_VIEW = {
-    "orderByKey": "metrics.`top1`", "orderByAsc": False, "searchFilter": "",
-    "selectedColumns": _COLUMNS, "columnOrder": ["attributes.`Run Name`", *_COLUMNS],
-}
+_COLUMNS = ["tags.`status`", "tags.`on_front`", *(f"metrics.`{key}`" for key in (
+    "r", "d", "w", "top1", "flops_M", "params_M", "resolution", "epochs"))]
+
+
+def trial_numbers(params: Mapping[str, Any]) -> dict[str, float]:
+    """A trial's numbers for the runs table, logged as metrics (step 0), since MLflow sorts params as text.
+
+    ``r``, ``d``, ``w`` to 4 decimals, ``resolution`` in pixels, ``flops_M`` and ``params_M`` in millions (2 and 3
+    decimals); the exact values stay the run's params. A key whose param is missing is left out.
+    """
+    numbers: dict[str, float] = {}
+    for key in ("r", "d", "w", "resolution"):
+        if params.get(key) is not None:
+            numbers[key] = round(float(params[key]), 4)
+    for key, digits in (("flops", 2), ("params", 3)):
+        if params.get(key) is not None:
+            numbers[f"{key}_M"] = round(float(params[key]) / 1e6, digits)
+    return numbers
+
+
+def settings_tags(settings: Mapping[str, Any]) -> dict[str, str]:
+    """The search's settings as its parent run's tags (``setting.<name>``; None values left out)."""
+    return {f"{SETTING_PREFIX}{key}": str(value)[:5000] for key, value in settings.items() if value is not None}
+
+
+def front_tags(on_front: bool) -> dict[str, str]:
+    """A finished trial's ``on_front`` tag and its run colour in MLflow's charts."""
+    return {"on_front": str(bool(on_front)).lower(), "mlflow.runColor": FRONT_COLOR if on_front else OFF_FRONT_COLOR}
+
+
+def _chart(kind: str, name: str, **config: Any) -> dict[str, Any]:
+    """A chart card of MLflow's experiment page (its ``RunsChartsCardConfig``), named ``tinyray-<name>``."""
+    return {"type": kind, "uuid": f"tinyray-{name}", "metricSectionId": "tinyray-section", "deleted": False,
+            "isGenerated": False, "runsCountToCompare": 1000, **config}
+
+
+def runs_view() -> dict[str, Any]:
+    """The view :data:`RUNS_VIEW_KEY` (the experiment page's search facets and UI state, as MLflow's UI saves them)."""
+    # MLflow adds a bar chart for every metric that has no chart: the search run's own metrics and the trials'
+    # constants get one marked deleted, so only tinyray's charts show (metric keys the UI finds later still get one)
+    hidden = [*TRIAL_NUMBERS, "epochs", *(key for key in EPOCH_METRICS if key != "top1"), *SEARCH_RUN_METRICS]
+    charts = [
+        _chart("SCATTER", "front", xaxis={"key": "flops_M", "type": "METRIC"}, yaxis={"key": "top1", "type": "METRIC"}),
+        _chart("PARALLEL", "rdw", selectedParams=["r", "d", "w"],
+               selectedMetrics=["top1"], showAllRuns=True),
+        _chart("LINE", "epochs", metricKey="top1", selectedMetricKeys=["top1"],
+               xAxisKey="step", scaleType="linear", xAxisScaleType="linear", lineSmoothness=0,
+               useGlobalXaxisKey=False, useGlobalLineSmoothing=False),
+    ]
+    charts += [{**_chart("BAR", f"hidden-{key}", metricKey=key), "deleted": True} for key in hidden]
+    sections = [{"uuid": "tinyray-section", "name": "Model metrics", "display": True, "isReordered": True},
+                {"uuid": "tinyray-system", "name": "System metrics", "display": False, "isReordered": False}]
+    return {
+        "orderByKey": "metrics.`top1`", "orderByAsc": False, "searchFilter": "",
+        "selectedColumns": _COLUMNS, "columnOrder": ["attributes.`Run Name`", *_COLUMNS],
+        # narrow columns for short values, so that the first eight fit beside the run names at 1600 px
+        "columnWidths": {column: 90 if "top1" in column else 78 for column in _COLUMNS if "status" not in column},
+        "runsHiddenMode": "SHOW_ALL", "hideEmptyCharts": True, "isAccordionReordered": False,
+        "compareRunCharts": charts, "compareRunSections": sections,
+    }
+
+
+RUNS_VIEW = runs_view()
 
 
 def quiet_mlflow() -> None:
@@ -325,18 +394,21 @@ class Tracker:
             log.warning("cannot write %s: %s", self.journal_path, exc)
 
     # -- the search (parent run) -------------------------------------------------------------------------------
-    def start_search(self, name: str, params: Mapping[str, Any], description: str = "") -> str | None:
-        """Create the search's parent run (tagged ``tinyray.kind=search`` and ``tinyray.search_id``)."""
-        self.journal["parent"] = {"name": name, "params": dict(params), "description": description}
+    def start_search(self, name: str, settings: Mapping[str, Any], description: str = "") -> str | None:
+        """Create the search's parent run (tagged ``tinyray.kind=search``, ``tinyray.search_id`` and its
+        ``settings`` as :func:`settings_tags`), and give the experiment tinyray's view (:data:`RUNS_VIEW`)."""
+        # the journal keeps its "params" key (the format of tracking.json); MLflow gets them as tags
+        self.journal["parent"] = {"name": name, "params": dict(settings), "description": description}
         run_id = self._call("creating the search's run", self._create_run, name, {
             "tinyray.kind": "search", "tinyray.search_id": self.search_id, "mlflow.note.content": description,
-        }, params)
+            **settings_tags(settings),
+        }, {})
         self.journal["parent_run_id"] = run_id
         self._save_journal()
         if run_id is not None:
             experiment_tags = {
                 "mlflow.experimentKind": "custom_model_development",  # the UI's "model training" pages, not GenAI's
-                f"mlflow.sharedViewState.{RUNS_VIEW_KEY}": json.dumps(RUNS_VIEW),
+                f"mlflow.sharedViewState.{RUNS_VIEW_KEY}": json.dumps(RUNS_VIEW, separators=(",", ":")),
             }
             if description:
                 experiment_tags["mlflow.note.content"] = description  # shown above the runs table
@@ -358,9 +430,14 @@ class Tracker:
 
     def describe_experiment(self, description: str) -> None:
         """Replace the experiment's description (Markdown shown above its runs table)."""
-        if self.experiment_id is not None and not self.offline:
-            self._call("describing the experiment", self.client.set_experiment_tag, self.experiment_id,
-                       "mlflow.note.content", description)
+        self.tag_experiment({"mlflow.note.content": description})
+
+    def tag_experiment(self, tags: Mapping[str, str]) -> None:
+        """Set tags of the experiment (e.g. ``formula_model_uri``, the model its search registered)."""
+        if self.experiment_id is None or self.offline:
+            return
+        for key, value in tags.items():
+            self._call("tagging the experiment", self.client.set_experiment_tag, self.experiment_id, key, str(value))
 
     def _create_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str | None:
         if self.experiment_id is None:
@@ -480,9 +557,7 @@ class Tracker:
             }, params)
         if run_id is not None:
             self.journal["trial_runs"][trial_id] = run_id
-            # rounded: a column to sort and filter by; the exact values are the params
-            numbers = {key: round(float(params[key]), 4) for key in TRIAL_NUMBERS if key in params}
-            self.log_metrics(run_id, numbers, step=0)
+            self.log_metrics(run_id, trial_numbers(params), step=0)  # columns to sort by; exact values: params
         if changed or run_id is not None:
             self._save_journal()
         return run_id

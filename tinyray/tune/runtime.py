@@ -82,6 +82,20 @@ def replace_restored_callbacks(tuner: "tune.Tuner", callbacks: list, scheduler: 
     local._tune_config.scheduler = scheduler
 
 
+def trial_loggers() -> list:
+    """The files Tune writes in each trial's folder: ``result.json`` (``tinyray publish`` reads it) and
+    ``progress.csv``, but no TensorBoard event files.
+
+    Tune adds its CSV, JSON and TensorBoard loggers when they are missing from the callbacks; the one documented
+    switch, ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1``, turns all three off, so the first two are passed here.
+    TensorBoard is not among tinyray's dependencies, and the same per-epoch curves are in MLflow.
+    """
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
+
+
 def _describe(space: Any, data: Any, config: dict[str, Any]) -> dict[str, Any]:
     """A trial's MLflow params from its Tune config."""
     return describe_trial(space, data, config["r"], config["d"], config["w"])
@@ -268,7 +282,7 @@ def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, reci
     tracking = TrackingCallback(tracker, parent_run_id, config.max_epochs, partial(_describe, space, data))
     # the disk guard first: a trial that ran out of disk stops the search before it is recorded as failed
     guard = StopWhenDiskFull()
-    callbacks = [guard, tracking, MonitorCallback(progress, config.progress, on_update)]
+    callbacks = [guard, tracking, MonitorCallback(progress, config.progress, on_update), *trial_loggers()]
     results = config.results_dir
     if resume and (results / "tuner.pkl").is_file():
         # Tune restores its trials (finished ones stay finished; unfinished ones continue from their checkpoints),
