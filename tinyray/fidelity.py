@@ -26,9 +26,9 @@ Evidence behind today's defaults (2026-12-06, data version 5; the story with eve
 * The task. Version 3 (ten classes) saturated; on version 4 the stripes vanished between r = 1 and r = 0.7 (a
   step in r), and versions 3-4 flipped diagonal stripes into antidiagonal ones without relabelling, so two classes
   could not be told apart. Version 5 draws stripe periods over a decade (2.2-24 px) and relabels flips. Its
-  reference is graded in r between r = 0.45 and r = 0.7 (TinyNet-E 0.26, Sobol-0 at r = 0.61 0.76, TinyNet-D at
-  0.68 0.71, the centre at 0.625 0.87), but at r >= 0.8 every network reaches 0.90-0.97 and at r <= 0.45 every
-  one ends at 0.20-0.27 (shape known, stripes not): over the 8 corners r adds +0.74, d and w almost nothing
+  reference is graded in r between r = 0.475 and r = 0.73 (TinyNet-E 0.26, TinyNet-D at r = 0.68 0.71, Sobol-0 at
+  0.61 0.76, the centre at 0.625 0.87), but at r >= 0.8 all 12 networks reach 0.90-0.97 and at r <= 0.475 all 7
+  end at 0.20-0.26 (shape known, stripes not): over the 8 corners r adds +0.74, d and w almost nothing
   (+0.00, +0.02). Depth and width matter only in the transition (the centre beats TinyNet-D at lower r).
 * The proxy. 2 epochs of 1800 images rank the panel with rho 0.77 +- 0.04 at the end and 0.59 after epoch 1 (the
   v4 numbers were 0.67 and 0.52); 2 epochs of 1200 (a faster search) give 0.65 and 0.60, so the default stays at
