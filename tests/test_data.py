@@ -28,7 +28,7 @@ from tinyray.space import load_space
 
 
 def small_spec(tmp_path: Path, **changes) -> DataSpec:
-    values = dict(train_size=60, val_size=20, cache_dir=tmp_path / "cache")
+    values = dict(train_size=60, val_size=20, num_classes=10, cache_dir=tmp_path / "cache")
     values.update(changes)
     return resolve_data(None, **values)
 
@@ -55,17 +55,17 @@ def test_shapes_dtypes_and_balanced_labels():
 
 
 def test_synthetic_classes_pair_shapes_with_orientations():
-    names = synthetic_classes(20)
-    assert len(set(names)) == 20
-    assert names[:5] == ("disc-horizontal", "disc-vertical", "disc-diagonal", "disc-antidiagonal", "square-horizontal")
+    names = synthetic_classes(40)
+    assert len(set(names)) == 40
+    assert names[:3] == ("disc-0", "disc-22.5", "disc-45") and names[7:9] == ("disc-157.5", "square-0")
 
 
 def test_stripes_run_in_the_direction_the_label_says():
-    """The label's grating orientation is in the pixels: the strongest spatial frequency of the object points along
-    the label's wave direction (of four, 45 degrees apart) in most images; at 16 px most of that is gone."""
+    """The label's grating orientation is in the pixels: the strongest spatial frequency of the image points along
+    the label's wave direction (of eight, 22.5 degrees apart) in most images; at 16 px most of that is gone."""
     from tinyray import data as data_module
 
-    images, labels = generate_synthetic(200, num_classes=20, side=64, seed=5)
+    images, labels = generate_synthetic(200, num_classes=40, side=64, seed=5)
     directions = np.array(data_module._WAVE_DIRECTIONS)
 
     def recovered(pictures: np.ndarray) -> float:
@@ -78,10 +78,10 @@ def test_stripes_run_in_the_direction_the_label_says():
         peaks = power.reshape(len(grey), -1).argmax(axis=1)
         angles = np.arctan2(fy.ravel()[peaks], fx.ravel()[peaks]) % np.pi
         gap = (angles[:, None] - directions[None] + np.pi / 2) % np.pi - np.pi / 2
-        return float(np.mean(np.abs(gap).argmin(axis=1) == labels % 4))
+        return float(np.mean(np.abs(gap).argmin(axis=1) == labels % len(directions)))
 
-    full = recovered(images)  # 0.555 on these 200 images; chance is 0.25
-    small = recovered(images.reshape(200, 3, 16, 4, 16, 4).mean(axis=(3, 5)))  # 0.225
+    full = recovered(images)  # 0.94 on these 200 images; chance is 0.125
+    small = recovered(images.reshape(200, 3, 16, 4, 16, 4).mean(axis=(3, 5)))  # 0.345
     assert full > 0.45 and small < full - 0.2
 
 
@@ -93,22 +93,26 @@ def _diagonality(pictures: np.ndarray) -> np.ndarray:
     return (gx * gy).sum(axis=(1, 2)) / (gx * gx + gy * gy).sum(axis=(1, 2))
 
 
-def test_mirror_swaps_diagonal_and_antidiagonal_and_keeps_the_rest():
-    images, labels = generate_synthetic(400, num_classes=20, side=64, seed=3)
-    orientation = labels % 4
-    for wanted, sign in ((2, 1.0), (3, -1.0)):  # diagonal, antidiagonal
-        chosen = images[orientation == wanted]
-        assert sign * _diagonality(chosen).mean() > 0.1  # measured 0.185 and -0.182
-        assert -sign * _diagonality(chosen[..., ::-1]).mean() > 0.1  # a mirror image carries the other class
-    assert synthetic_mirror(20).tolist() == [k + {0: 0, 1: 0, 2: 1, 3: -1}[k % 4] for k in range(20)]
-    assert synthetic_mirror(7).tolist() == [0, 1, 3, 2, 4, 5, -1]  # class 6 (diagonal) has no partner: never flipped
+def test_mirror_swaps_the_slanted_directions_and_keeps_the_rest():
+    images, labels = generate_synthetic(800, num_classes=40, side=64, seed=3)
+    orientation = labels % 8
+    diagonality = _diagonality(images)
+    mirrored = _diagonality(images[..., ::-1])
+    for wanted, sign in ((2, 1.0), (6, -1.0)):  # stripes at 45 degrees ("/": gradient along +x+y, y down) and 135
+        assert sign * diagonality[orientation == wanted].mean() > 0.1  # measured 0.31 and -0.31
+        assert -sign * mirrored[orientation == wanted].mean() > 0.1  # a mirror image carries the other class
+    assert abs(diagonality[orientation % 4 == 0].mean()) < 0.03  # horizontal and vertical: no slant either way
+    n = 8
+    assert synthetic_mirror(40).tolist() == [(k // n) * n + (n - k % n) % n for k in range(40)]
+    assert synthetic_mirror(40)[:8].tolist() == [0, 7, 6, 5, 4, 3, 2, 1]
+    assert synthetic_mirror(7).tolist() == [0, -1, 6, 5, 4, 3, 2]  # class 1 (22.5) lacks its partner 7: never flipped
 
 
 def test_flipped_training_images_carry_their_mirror_label(tmp_path):
     data = load_data(small_spec(tmp_path))
     stored, stored_labels = data.tensors("train", 64)
     train, _ = data.loaders(resolution=64, batch_size=20, seed=0)
-    mirror = synthetic_mirror(20)
+    mirror = synthetic_mirror(10)
     flipped = kept = 0
     for images, labels in train:
         for image, label in zip(images, labels):
@@ -165,7 +169,7 @@ def test_train_and_val_splits_differ(tmp_path):
 
 def test_synthetic_loaders_shapes_order_and_normalization(tmp_path):
     data = load_data(small_spec(tmp_path))
-    assert isinstance(data, SyntheticData) and data.num_classes == 20
+    assert isinstance(data, SyntheticData) and data.num_classes == 10
     train, val = data.loaders(resolution=24, batch_size=16, seed=0)
     assert len(train) == 3  # 60 // 16, incomplete batch dropped
     batches = list(train)
@@ -193,8 +197,8 @@ def test_proxy_and_deployment_resolution(tmp_path):
 
 
 def test_resolve_data_rejects_bad_synthetic_parameters():
-    with pytest.raises(UserError, match="2 to 20 classes"):
-        resolve_data(None, num_classes=21)
+    with pytest.raises(UserError, match="2 to 40 classes"):
+        resolve_data(None, num_classes=41)
     with pytest.raises(UserError, match="at least one image per class"):
         resolve_data("synthetic", train_size=5)
 

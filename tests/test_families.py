@@ -288,7 +288,7 @@ def test_search_end_to_end(tmp_path, name, budget):
     from tinyray.data import DataSpec
     from tinyray.search import SearchConfig, run_search
 
-    data = DataSpec(train_size=60, val_size=20, cache_dir=tmp_path / "cache")
+    data = DataSpec(train_size=80, val_size=40, cache_dir=tmp_path / "cache")
     config = SearchConfig(budget=budget, name=f"e2e-{name}", space=name, storage=tmp_path / "results", data=data,
                           trials=3, max_epochs=1, grace_period=1, pop_size=4, seed=1, progress="quiet")
     result = run_search(config)

@@ -26,7 +26,7 @@ from tinyray.train import (
     train_candidate,
 )
 
-CHANCE = 0.05  # twenty synthetic classes
+CHANCE = 0.025  # forty synthetic classes
 
 
 @pytest.fixture(scope="module")

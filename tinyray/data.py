@@ -4,14 +4,15 @@ Both kinds sit behind one interface, :class:`Data`, which the trainer uses witho
 
 * ``synthetic`` (the default, for demos and tests): procedurally generated 64 x 64 RGB images, made with a seeded
   numpy generator (about 1 ms an image) and cached as a ``.npz`` file. Twenty classes, each a pair (shape, stripe
-  orientation): five shapes (disc, square, triangle, ring, cross), whose silhouette survives downsampling, filled
-  with stripes in one of four directions 45 degrees apart. The stripe period is log-uniform over a decade (2.2-24 px
-  at 64 px), so the fraction of images whose stripes survive a resize falls gradually as r shrinks (version 4's
-  2-8 px periods all vanished between r = 1 and r = 0.7: a step). Three shapes in four carry their shape's colour, a
-  cue that tells the shape (never the stripes) and that every network picks up in its first optimizer steps. A
-  left-right flip of a training image swaps the diagonal and antidiagonal classes (:func:`synthetic_mirror`). How
-  this task was chosen, and what it rewards (resolution, depth and width, measured by ``tinyray bench proxy``), is in
-  ``docs/benchmarks.md``.
+  orientation): five solid shapes (disc, square, triangle, ring, cross), whose silhouette survives downsampling, on
+  a background of stripes in one of eight directions 22.5 degrees apart. The stripe period is log-uniform over a
+  decade (2.2-24 px at 64 px), so the fraction of images whose stripes survive a resize falls gradually as r
+  shrinks, and telling directions 22.5 degrees apart needs more of the fine detail (and more filters) than the four
+  directions of version 5, whose networks at r >= 0.8 all learned the task. Three shapes in four carry their
+  shape's colour, a cue that tells the shape (never the stripes) and that every network picks up in its first
+  optimizer steps. A left-right flip of a training image mirrors the stripe direction, so it takes the mirror
+  class (:func:`synthetic_mirror`). How this task was chosen, and what it rewards (resolution, depth and width,
+  measured by ``tinyray bench proxy``), is in ``docs/benchmarks.md``.
 * ``folder``: a folder with ``train/`` and ``val/`` subfolders of class folders, read by torchvision's
   ``ImageFolder`` with timm's ImageNet transforms.
 
@@ -48,17 +49,23 @@ if TYPE_CHECKING:
     import torch
 
 #: Bump when the generator changes, so that cached files of the old generator are not reused.
-SYNTHETIC_VERSION = 5
+SYNTHETIC_VERSION = 6
 SYNTHETIC = "synthetic"
 FOLDER = "folder"
 DEFAULT_CACHE_DIR = Path("~/.cache/tinyray/data")
 CACHE_ENV = "TINYRAY_CACHE"
 
 SHAPES = ("disc", "square", "triangle", "ring", "cross")
-#: Grating orientations: the direction the stripes run in (diagonal: from bottom left to top right).
-ORIENTATIONS = ("horizontal", "vertical", "diagonal", "antidiagonal")
-#: Direction of each orientation's wave vector (radians, image axes): stripes run perpendicular to it.
-_WAVE_DIRECTIONS = (np.pi / 2, 0.0, np.pi / 4, 3 * np.pi / 4)
+#: Grating orientations: the angle of the stripes to the horizontal, in degrees, counter-clockwise as displayed
+#: (``"0"`` horizontal, ``"90"`` vertical, ``"45"`` from bottom left to top right).
+ORIENTATIONS = ("0", "22.5", "45", "67.5", "90", "112.5", "135", "157.5")
+#: Direction of each orientation's wave vector (radians, image axes, y pointing down): stripes run perpendicular to
+#: it. Orientation k has stripes at 22.5 k degrees, so its wave vector points at 90 + 22.5 k degrees as displayed,
+#: which in image axes (y down) is -(90 + 22.5 k) degrees.
+_WAVE_DIRECTIONS = tuple(-(np.pi / 2 + k * np.pi / len(ORIENTATIONS)) for k in range(len(ORIENTATIONS)))
+#: Random turn of each image's stripes, radians: a sixth of the spacing of the directions either way (+-3.75 degrees),
+#: so neighbouring classes stay 15 degrees apart.
+_DIRECTION_JITTER = np.pi / len(ORIENTATIONS) / 6
 MAX_SYNTHETIC_CLASSES = len(SHAPES) * len(ORIENTATIONS)
 MAX_SYNTHETIC_IMAGES = 100_000
 
@@ -70,7 +77,7 @@ class DataSpec:
     Attributes:
         kind: ``"synthetic"`` (built in) or ``"folder"`` (an ImageFolder tree on disk).
         path: root of the folder dataset (with ``train/`` and ``val/``); ``None`` for synthetic data.
-        num_classes: synthetic classes, 2..20 (shape x grating orientation).
+        num_classes: synthetic classes, 2..40 (shape x grating orientation).
         train_size: synthetic training images (balanced over the classes).
         val_size: synthetic validation images.
         side: native side of the synthetic images in pixels.
@@ -83,7 +90,7 @@ class DataSpec:
 
     kind: str = SYNTHETIC
     path: Path | None = None
-    num_classes: int = 20
+    num_classes: int = 40
     train_size: int = 1800
     val_size: int = 400
     side: int = 64
@@ -101,7 +108,7 @@ def resolve_data(
     *,
     cache_dir: str | Path | None = None,
     seed: int = 0,
-    num_classes: int = 20,
+    num_classes: int = 40,
     train_size: int = 1800,
     val_size: int = 400,
 ) -> DataSpec:
@@ -283,39 +290,40 @@ def load_data(spec: DataSpec | str | Path | None = None) -> Data:
 # Synthetic data.
 
 
-def synthetic_classes(num_classes: int = 20) -> tuple[str, ...]:
-    """Names of the synthetic classes: label ``k`` is shape ``k // 4`` with grating orientation ``k % 4``."""
+def synthetic_classes(num_classes: int = 40) -> tuple[str, ...]:
+    """Names of the synthetic classes: label ``k`` is shape ``k // 8`` on stripes of orientation ``k % 8``
+    (``disc-0``, ``disc-22.5``, ...: the stripes' angle to the horizontal in degrees)."""
     return tuple(f"{SHAPES[k // len(ORIENTATIONS)]}-{ORIENTATIONS[k % len(ORIENTATIONS)]}" for k in range(num_classes))
 
 
-def synthetic_mirror(num_classes: int = 20) -> np.ndarray:
+def synthetic_mirror(num_classes: int = 40) -> np.ndarray:
     """The label of each synthetic class's left-right mirror image, ``-1`` where that is not one of the classes.
 
     A mirror keeps the shape (every shape is symmetric about the vertical axis, and its rotation jitter is symmetric)
-    and the horizontal and vertical stripes, but turns diagonal stripes into antidiagonal ones: a flipped image must
-    change its label, or the two diagonal classes cannot be told apart. (Data versions 1-4 flipped without this.)
+    and the horizontal and vertical stripes, but turns stripes at angle a into stripes at 180 - a degrees: a flipped
+    image must change its label, or the two classes cannot be told apart. (Data versions 1-4 flipped without this.)
     """
-    mirrored = {0: 0, 1: 1, 2: 3, 3: 2}
-    partner = [(k // len(ORIENTATIONS)) * len(ORIENTATIONS) + mirrored[k % len(ORIENTATIONS)] for k in range(num_classes)]
+    n = len(ORIENTATIONS)
+    partner = [(k // n) * n + (n - k % n) % n for k in range(num_classes)]
     return np.array([p if p < num_classes else -1 for p in partner], dtype=np.int64)
 
 
 def generate_synthetic(
-    count: int, *, num_classes: int = 20, side: int = 64, seed: int = 0
+    count: int, *, num_classes: int = 40, side: int = 64, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``count`` synthetic images, the classes balanced (counts differ by at most one) and shuffled.
 
-    Each image: a light, noisy background with a colour gradient; one darker shape whose size is log-uniform
-    (radius 16-45% of the side, random position, rotation within +-20 degrees), filled with a grating whose stripes
-    run in one of four directions 45 degrees apart (+-7.5 degrees) with a log-uniform period of 2.2-24 px at 64 px;
-    three shapes in four take their shape's own colour (a cue every network picks up in its first steps; it
-    tells the shape, never the stripes), the others a random one; a small untextured distractor blob; pixel
-    noise. Fine stripes fade as the image shrinks and coarse ones survive, so the information left falls gradually
-    with resolution instead of at one threshold.
+    Each image: a light background with a colour gradient, covered by a grating whose stripes run in one of eight
+    directions 22.5 degrees apart (+-3.75 degrees) with a log-uniform period of 2.2-24 px at 64 px; one darker,
+    solid shape whose size is log-uniform (radius 22-48% of the side, random position, rotation within +-20
+    degrees); three shapes in four take their shape's own colour (a cue every network picks up in its first steps;
+    it tells the shape, never the stripes), the others a random one; a small solid distractor blob; pixel noise.
+    Fine stripes fade as the image shrinks and coarse ones survive, so the information left falls gradually with
+    resolution instead of at one threshold.
 
     Args:
         count: number of images.
-        num_classes: 2..20.
+        num_classes: 2..40.
         side: image side in pixels; the grating period and all sizes scale with it.
         seed: generator seed; the same arguments give identical arrays.
 
@@ -344,11 +352,11 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
 
 
 #: Object radius as a fraction of the image side (log-uniform).
-OBJECT_RADIUS = (0.16, 0.45)
+OBJECT_RADIUS = (0.22, 0.48)
 #: Stripe period in pixels at 64 px (log-uniform, scaled with the side): from near the Nyquist limit to coarse
 #: stripes that survive a 4x downsampling. Which fraction of the images keeps its stripes falls gradually with r.
 STRIPE_PERIOD = (2.2, 24.0)
-#: Stripe amplitude (per channel, around the object's colour).
+#: Stripe amplitude (per channel, around the background's colour).
 STRIPE_CONTRAST = (0.2, 0.35)
 
 
@@ -372,9 +380,11 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     v = (-(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)) / radius
     mask = _shape_mask(shape, u, v)
 
-    # The texture: stripes in one of four directions, 45 degrees apart, jittered by +-7.5 degrees, with a
-    # log-uniform period over a decade (the carrier of the fine detail that a lower resolution loses).
-    direction = _WAVE_DIRECTIONS[orientation] + rng.uniform(-np.pi / 24, np.pi / 24)
+    # The stripes: over the whole background, in one of eight directions 22.5 degrees apart, jittered by +-3.75
+    # degrees, with a log-uniform period over a decade (the carrier of the fine detail that a lower resolution
+    # loses). On the background rather than inside the object (version 5), so that an image holds enough periods of
+    # coarse stripes for a low resolution to learn their direction (measured: docs/benchmarks.md, session 7).
+    direction = _WAVE_DIRECTIONS[orientation] + rng.uniform(-_DIRECTION_JITTER, _DIRECTION_JITTER)
     period = _log_uniform(rng, *STRIPE_PERIOD) * scale
     phase = rng.uniform(0.0, 2.0 * np.pi)
     wave = np.sin(2.0 * np.pi * (x * np.cos(direction) + y * np.sin(direction)) / period + phase)
@@ -384,8 +394,8 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
         hue = rng.uniform(0.05, 0.95, size=3)
     object_colour = 0.05 + 0.45 * hue
     contrast = rng.uniform(*STRIPE_CONTRAST) * (1.0 + rng.uniform(-0.2, 0.2, size=3))
-    texture = object_colour[:, None, None] + contrast[:, None, None] * wave[None]
-    image = np.where(mask[None], texture, image)
+    image = image + contrast[:, None, None] * wave[None]
+    image = np.where(mask[None], object_colour[:, None, None], image)
 
     # A distractor: a small solid ellipse of a random colour, anywhere (it may overlap the object).
     dx, dy = rng.uniform(0, side, size=2)
