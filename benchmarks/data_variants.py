@@ -1,93 +1,87 @@
-"""Which synthetic task? Train one network at several r on a variant of the generator (how data v5 was chosen).
+"""Which synthetic task? Train a few networks on a variant of the generator (how data versions 5 and 6 were chosen).
 
-    python benchmarks/data_variants.py '{"radius": [0.16, 0.45], "period": [2.2, 24]}' 8      # data v5 itself
-    python benchmarks/data_variants.py '{"radius": [0.13, 0.45], "cycles": [2, 3.5]}' 8       # variant J
+    python benchmarks/data_variants.py '{}' 3 6000                                  # data v6 itself, 3 epochs of 6000
+    python benchmarks/data_variants.py '{"stripes_on": "object", "radius": [0.16, 0.45]}' 3 6000   # v6 without "field"
+    python benchmarks/data_variants.py '{"orientations": 4, "stripes_on": "object", "radius": [0.16, 0.45]}' 8 1800
+                                                                                   # data v5 (20 classes), as chosen
 
-A variant patches the generator's draw function (never the shipped data): ``radius`` is the object radius range
-(fraction of the side, log-uniform); the stripe period is either log-uniform over ``period`` (px at 64 px) or the
-radius divided by a log-uniform ``cycles`` (at least ``min_period`` px); ``cue`` is the chance of the colour cue,
-``contrast`` the stripe amplitude range, ``noise`` the pixel noise sd range. The network (default r in 0.25, 0.5,
-0.75, 1 at d = 0.75, w = 0.625, the cube's centre in d and w) trains with the proxy recipe on 1800 images for EPOCHS
-epochs (one CPU thread each, two at once), and the top-1 after every epoch on 400 validation images is printed as
-one JSON line per network. The results of 2026-12-06 are in docs/benchmarks.md.
+A variant patches the generator's module constants in the worker processes (never the shipped data or its cache):
+``radius`` the object radius range (fraction of the side, log-uniform), ``period`` the stripe period range (px at
+64 px, log-uniform), ``contrast`` the stripe amplitude range, ``cue`` the chance of the colour cue, ``noise`` the pixel
+noise sd range, ``stripes_on`` ``"background"`` or ``"object"``, ``orientations`` 4 (45 degrees apart) or 8 (22.5).
+Each network trains with the proxy recipe on TRAIN images (default 1800) for EPOCHS epochs, one CPU thread each,
+two at once, and the top-1 after every epoch on the validation images (400, or 1000 for more than 2000 training
+images) is printed as one JSON line per network and seed. NETS is a JSON list of [r, d, w] (default: the cube's
+centre in d and w at r = 0.25, 0.5, 0.75, 1), SEEDS a JSON list of seeds (default [0]). The results of 2026-12-06
+are in docs/benchmarks.md.
+
+    python benchmarks/data_variants.py VARIANT EPOCHS [TRAIN] [NETS] [SEEDS]
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import multiprocessing
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-import multiprocessing
 
 import numpy as np
 
-DEFAULT = dict(radius=(0.16, 0.45), period=(2.2, 24.0), cycles=None, min_period=2.2, contrast=(0.2, 0.35), cue=0.75,
-               noise=(0.02, 0.06))
+#: Variant key -> the generator constant it sets in tinyray.data.
+CONSTANTS = {"radius": "OBJECT_RADIUS", "period": "STRIPE_PERIOD", "contrast": "STRIPE_CONTRAST", "cue": "COLOUR_CUE",
+             "noise": "PIXEL_NOISE", "stripes_on": "STRIPES_ON"}
 
 
-def draw(params, rng, label, x, y, side, scale):
+def patch(variant: dict) -> None:
+    """Set the generator's constants to ``variant`` in this process."""
     from tinyray import data as D
 
-    shape_index, orientation = label // len(D.ORIENTATIONS), label % len(D.ORIENTATIONS)
-    background = rng.uniform(0.6, 0.85) + rng.uniform(-0.12, 0.12, size=3)
-    gradient = rng.normal(0.0, 0.1, size=2) / side
-    image = background[:, None, None] + (gradient[0] * (x - side / 2) + gradient[1] * (y - side / 2))[None]
-    radius = D._log_uniform(rng, *params["radius"]) * side
-    cx, cy = rng.uniform(radius * 0.9, side - radius * 0.9, size=2)
-    angle = rng.uniform(-np.pi / 9, np.pi / 9)
-    u = ((x - cx) * np.cos(angle) + (y - cy) * np.sin(angle)) / radius
-    v = (-(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)) / radius
-    mask = D._shape_mask(D.SHAPES[shape_index], u, v)
-    direction = D._WAVE_DIRECTIONS[orientation] + rng.uniform(-np.pi / 24, np.pi / 24)
-    if params.get("cycles"):
-        period = max(params["min_period"] * scale, radius / D._log_uniform(rng, *params["cycles"]))
-    else:
-        period = D._log_uniform(rng, *params["period"]) * scale
-    phase = rng.uniform(0.0, 2.0 * np.pi)
-    wave = np.sin(2.0 * np.pi * (x * np.cos(direction) + y * np.sin(direction)) / period + phase)
-    hue = (D.SHAPE_COLOURS[shape_index] + rng.uniform(-0.1, 0.1, size=3) if rng.uniform() < params["cue"]
-           else rng.uniform(0.05, 0.95, size=3))
-    contrast = rng.uniform(*params["contrast"]) * (1.0 + rng.uniform(-0.2, 0.2, size=3))
-    texture = (0.05 + 0.45 * hue)[:, None, None] + contrast[:, None, None] * wave[None]
-    image = np.where(mask[None], texture, image)
-    dx, dy = rng.uniform(0, side, size=2)
-    a, b = rng.uniform(0.05, 0.12, size=2) * side
-    blob = ((x - dx) / a) ** 2 + ((y - dy) / b) ** 2 <= 1.0
-    image = np.where(blob[None], rng.uniform(0.0, 1.0, size=3)[:, None, None], image)
-    image = image + rng.normal(0.0, rng.uniform(*params["noise"]), size=image.shape)
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    unknown = set(variant) - set(CONSTANTS) - {"orientations"}
+    if unknown:
+        raise SystemExit(f"unknown variant keys {sorted(unknown)}: use {sorted(CONSTANTS) + ['orientations']}")
+    for key, value in variant.items():
+        if key in CONSTANTS:
+            setattr(D, CONSTANTS[key], tuple(value) if isinstance(value, list) else value)
+    n = int(variant.get("orientations", len(D.ORIENTATIONS)))
+    D.ORIENTATIONS = tuple(f"{180 * k / n:g}" for k in range(n))
+    D._WAVE_DIRECTIONS = tuple(-(np.pi / 2 + k * np.pi / n) for k in range(n))
+    D._DIRECTION_JITTER = np.pi / n / 6
+    D.MAX_SYNTHETIC_CLASSES = len(D.SHAPES) * n
 
 
-def run(job):
-    params, (r, d, w), epochs, cache = job
-    import functools
-
+def run(job: tuple) -> dict:
+    variant, (r, d, w), epochs, train, seed, cache = job
+    patch(variant)
     from tinyray import data as D
     from tinyray.space import load_space
     from tinyray.train import train_candidate
 
-    D._draw = functools.partial(draw, params)
-    data = D.load_data(D.DataSpec(train_size=1800, val_size=400, cache_dir=cache))
+    spec = D.DataSpec(num_classes=D.MAX_SYNTHETIC_CLASSES, train_size=train, val_size=1000 if train > 2000 else 400,
+                      cache_dir=cache)
+    data = D.load_data(spec)
     start = time.time()
-    result = train_candidate(load_space(), r, d, w, data, epochs=epochs, recipe="proxy", seed=0, threads=1)
-    return {"r": r, "d": d, "w": w, "top1": [round(e.top1, 3) for e in result.history],
-            "seconds": round(time.time() - start)}
+    result = train_candidate(load_space(), r, d, w, data, epochs=epochs, recipe="proxy", seed=seed, threads=1)
+    return {"r": r, "d": d, "w": w, "train": train, "epochs": epochs, "seed": seed,
+            "top1": [round(e.top1, 3) for e in result.history], "seconds": round(time.time() - start)}
 
 
 def main() -> None:
-    import hashlib
-    import tempfile
-
-    params = {**DEFAULT, **json.loads(sys.argv[1])}
-    epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 8
-    nets = json.loads(sys.argv[3]) if len(sys.argv) > 3 else [[r, 0.75, 0.625] for r in (0.25, 0.5, 0.75, 1.0)]
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    if len(sys.argv) < 3:
+        raise SystemExit(__doc__.split("\n\n")[-1].strip())
+    variant = json.loads(sys.argv[1])
+    epochs = int(sys.argv[2])
+    train = int(sys.argv[3]) if len(sys.argv) > 3 else 1800
+    nets = json.loads(sys.argv[4]) if len(sys.argv) > 4 else [[r, 0.75, 0.625] for r in (0.25, 0.5, 0.75, 1.0)]
+    seeds = json.loads(sys.argv[5]) if len(sys.argv) > 5 else [0]
+    digest = hashlib.sha1(json.dumps(variant, sort_keys=True).encode()).hexdigest()[:8]
     cache = f"{tempfile.gettempdir()}/tinyray-variant-{digest}"  # the variant's images, apart from the real cache
-    jobs = [(params, tuple(net), epochs, cache) for net in nets]
+    jobs = [(variant, tuple(net), epochs, train, seed, cache) for net in nets for seed in seeds]
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         for out in pool.map(run, jobs):
-            print(json.dumps({"variant": params, **out}), flush=True)
+            print(json.dumps({"variant": variant, **out}), flush=True)
 
 
 if __name__ == "__main__":
