@@ -490,6 +490,7 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 
 
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    from tinyray.replay import TRAINERS
     from tinyray.search import SCHEDULERS, SearchConfig
     from tinyray.searchers import SEARCHERS, searcher_help
     from tinyray.space import space_help
@@ -518,6 +519,8 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--retries", type=_int_at_least("--retries", 0), default=defaults.retries, help=f"retries of a failed trial from its last checkpoint (default {defaults.retries})")
     add("--resume", action="store_true", help="continue the search --name after its driver died; finished trials are kept")
     add("--formula-name", default=defaults.formula_name, help=f"MLflow registered model the search's formula is published under (default {defaults.formula_name})")
+    add("--trainer", choices=TRAINERS, default=defaults.trainer, help="train (default: train every trial) or replay: report recorded learning curves instead of training, to rehearse the machinery at scale (tinyray bench scale); every record of the search says replay")
+    add("--replay-speed", type=_float_option("--replay-speed"), default=defaults.replay_speed, help=f"with --trainer replay: seconds slept per recorded second of training (default {defaults.replay_speed})")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quiet", action="store_true", help="no progress display")
     mode.add_argument("--json", action="store_true", help="progress as JSON lines, then one JSON summary")
@@ -667,7 +670,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         scheduler=args.scheduler, seed=args.seed, floor=floor, pop_size=args.pop_size,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, recipe=args.recipe,
         address=args.address, tracking_uri=args.tracking_uri, formula_name=args.formula_name, retries=args.retries,
-        progress="json" if args.json else "quiet" if args.quiet else "live",
+        trainer=args.trainer, replay_speed=args.replay_speed, progress="json" if args.json else "quiet" if args.quiet else "live",
     )
     for option, value in (("--name", args.name), ("--storage", args.storage)):
         if value is not None and not value.strip():

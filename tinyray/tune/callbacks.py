@@ -35,11 +35,14 @@ class TrackingCallback(Callback):
         max_epochs: full fidelity; a trial that ends with fewer epochs was early-stopped.
         trial_params: ``callable(config) -> params`` describing a trial for its child run (``r``, ``d``, ``w``
             among them: the run is named by :func:`tinyray.tracking.trial_run_name`).
+        tags: tags of every trial's run (``trainer``: ``train`` or ``replay``).
     """
 
     def __init__(self, tracker: Tracker, parent_run_id: str | None, max_epochs: int,
-                 trial_params: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+                 trial_params: Callable[[dict[str, Any]], dict[str, Any]],
+                 tags: dict[str, str] | None = None) -> None:
         self.tracker = tracker
+        self.tags = dict(tags or {})
         self.parent_run_id = parent_run_id
         self.max_epochs = max_epochs
         self.trial_params = trial_params
@@ -51,7 +54,7 @@ class TrackingCallback(Callback):
         if run_id is None:
             params = self.trial_params(trial.config)
             run_name = trial_run_name(trial.trial_id, params["r"], params["d"], params["w"])
-            run_id = self.tracker.start_trial(self.parent_run_id, trial.trial_id, run_name, params)
+            run_id = self.tracker.start_trial(self.parent_run_id, trial.trial_id, run_name, params, self.tags)
             if run_id is not None:  # offline: the journal has the trial, `tinyray publish` makes its run
                 self.runs[trial.trial_id] = run_id
         return run_id
