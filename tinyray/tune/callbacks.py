@@ -125,6 +125,7 @@ class MonitorCallback(Callback):
         self.tty = self.out().isatty()
         self._last_draw = 0.0
         self._seen: set[str] = set()
+        self._running = False
 
     def out(self) -> TextIO:
         # Tune pickles its callbacks with the experiment: stderr is looked up when writing, never held.
@@ -147,6 +148,10 @@ class MonitorCallback(Callback):
         self.progress.running = sum(1 for t in trials if t.status == "RUNNING")
         if self.tty:
             self._show("start")
+        elif self.mode == "json" and not self._running:
+            # once a driver: trials run (a resumed search's restore is over; `tinyray bench scale` times it)
+            self._show("running")
+        self._running = True
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.progress.epochs += 1

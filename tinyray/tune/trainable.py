@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -154,7 +155,9 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         metrics = {
             "top1": epoch.top1, "val_loss": epoch.val_loss, "train_loss": epoch.train_loss,
             "images_per_second": epoch.images_per_second, "epoch_seconds": epoch.seconds,
-            "skipped_images": epoch.skipped_images, "epoch": epoch.epoch, **fixed,
+            "skipped_images": epoch.skipped_images, "epoch": epoch.epoch,
+            "epoch_end": time.time(),  # unix seconds: with epoch_seconds, when the trial held its slot
+            **fixed,
         }
         with tempfile.TemporaryDirectory() as folder:
             _save_state(checkpoint(), Path(folder), settings.trainer)
