@@ -31,7 +31,7 @@ def make_trials(count: int = 40, seed: int = 0) -> pd.DataFrame:
         "resolution": (224 * r).astype(int), "train_resolution": (64 * r).round().astype(int),
         "flops": (10e6 * 1.06 ** np.arange(count)).round(), "params": rng.integers(1_000_000, 5_000_000, count),
         "epochs": 3, "top1": 0.3 + 0.5 * r, "status": "completed", "node_id": "n1", "train_seconds": 10.0,
-        "failure": None,
+        "failure": None, "trainer": "train",
     })
     # Early-stopped and failed trials that would reverse every correlation if they were counted.
     others = rows.head(6).assign(trial_id=[f"x{i}" for i in range(6)], top1=lambda f: 1.2 - f["top1"], epochs=1,

@@ -72,6 +72,9 @@ EXAMPLES = {
     "bench train": """examples:
   tinyray bench train --r 1 --d 1 --w 1 --device cuda     # EfficientNet-B0 at 224 px, the paper recipe's batch 128
   tinyray bench train --r 0.5 --d 0.5 --w 0.5 --batch-size 32 --steps 10 --json""",
+    "bench scale": """examples:
+  tinyray bench scale --trials 500 --nodes 8 --gpus-per-node 4   # the issue's size: 128 slots, both MLflow backends
+  tinyray bench scale --trials 100 --nodes 3 --tracking sqlite   # smaller: 48 slots, the sqlite store only""",
     "bench proxy": """examples:
   tinyray bench proxy --recorded                 # the shipped recordings: does a trial's top-1 rank like long training?
   tinyray bench proxy --out proxy-bench          # retrain the panel as default trials (~15 min), compare
@@ -262,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out", default="proxy-bench", help="folder for the recordings and proxy_fidelity.{csv,json,png} (default ./proxy-bench)")
     add("--json", action="store_true", help="print one JSON object")
     bench_proxy.set_defaults(func=cmd_bench_proxy)
+    bench_scale = bench_sub.add_parser(
+        "scale", help="driver cost of a search of hundreds of replayed trials on a simulated multi-node GPU cluster",
+        epilog=EXAMPLES["bench scale"], formatter_class=fmt)
+    _add_scale_options(bench_scale)
+    bench_scale.set_defaults(func=cmd_bench_scale)
 
     data = sub.add_parser("data", help="datasets on disk: the paper's ImageNet-100 subset of ImageNet-1k, and its check")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", parser_class=_Parser, required=True)
@@ -361,6 +369,56 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
         print(", ".join(f"{key} {value:.0%}" for key, value in result.wins.items()))
         for path in files.values():
             print(f"wrote {path}")
+    return 0
+
+
+def _backends(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add_scale_options(parser: argparse.ArgumentParser) -> None:
+    from tinyray.scale import ScaleConfig
+
+    defaults = ScaleConfig()
+    add = parser.add_argument
+    add("--trials", type=_int_at_least("--trials", 1), default=defaults.trials, help=f"trials of the search (default {defaults.trials})")
+    add("--nodes", type=_int_at_least("--nodes", 1, 64), default=defaults.nodes, help=f"raylets of the simulated cluster, the head included (default {defaults.nodes})")
+    add("--gpus-per-node", type=_positive_float("--gpus-per-node"), default=defaults.gpus_per_node, help=f"GPUs each raylet declares; none need exist (default {defaults.gpus_per_node:g})")
+    add("--gpus-per-trial", type=_positive_float("--gpus-per-trial"), default=defaults.gpus_per_trial, help=f"GPUs of one trial; 0.25 packs four trials a GPU (default {defaults.gpus_per_trial:g})")
+    add("--cpus-per-trial", type=_positive_float("--cpus-per-trial"), default=defaults.cpus_per_trial, help=f"CPUs of one trial; each node declares what its GPU slots need (default {defaults.cpus_per_trial:g})")
+    add("--max-epochs", type=_int_at_least("--max-epochs", 1), default=defaults.max_epochs, help=f"epochs of a fully trained trial (default {defaults.max_epochs})")
+    add("--replay-speed", type=_positive_float("--replay-speed"), default=defaults.replay_speed, help=f"seconds a replayed trial sleeps per recorded second (default {defaults.replay_speed:g})")
+    add("--budget", default="200M", help="FLOPs budget of the search (default 200M)")
+    add("--searcher", default=defaults.searcher, help=f"the search's searcher (default {defaults.searcher})")
+    add("--scheduler", default=defaults.scheduler, help=f"the search's scheduler (default {defaults.scheduler})")
+    add("--pop-size", type=_int_at_least("--pop-size", 4), default=None, help="NSGA-III generation (default: the cluster's slots)")
+    add("--tracking", type=_backends, default=defaults.tracking, help="MLflow backends, a search each: sqlite,server (default both)")
+    add("--resume-at", type=_int_at_least("--resume-at", 0, LIMITS["--trials"]), default=None, help="trials done when the driver is interrupted and resumed (default half; 0: never)")
+    add("--seed", type=_int_at_least("--seed", 0), default=defaults.seed, help="the search's seed (default 0)")
+    add("--out", default=str(defaults.out), help=f"folder of the runs and scale.json, scale_samples.csv, scale.png (default ./{defaults.out})")
+    add("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_bench_scale(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tinyray.cost import parse_budget
+    from tinyray.scale import ScaleConfig, report, run_scale
+    from tinyray.search import SCHEDULERS
+    from tinyray.searchers import SEARCHERS
+
+    if args.searcher not in SEARCHERS:
+        raise UserError(f"--searcher {args.searcher!r} is not one of {list(SEARCHERS)}")
+    if args.scheduler not in SCHEDULERS:
+        raise UserError(f"--scheduler {args.scheduler!r} is not one of {list(SCHEDULERS)}")
+    config = ScaleConfig(
+        trials=args.trials, nodes=args.nodes, gpus_per_node=args.gpus_per_node, gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, max_epochs=args.max_epochs, replay_speed=args.replay_speed,
+        budget=parse_budget(args.budget), searcher=args.searcher, scheduler=args.scheduler, pop_size=args.pop_size,
+        tracking=args.tracking, resume_at=args.resume_at, seed=args.seed, out=Path(args.out),
+    )
+    result = run_scale(config)
+    print(json.dumps(result, default=float) if args.json else report(result))
     return 0
 
 
@@ -490,6 +548,7 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 
 
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    from tinyray.replay import TRAINERS
     from tinyray.search import SCHEDULERS, SearchConfig
     from tinyray.searchers import SEARCHERS, searcher_help
     from tinyray.space import space_help
@@ -518,6 +577,8 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--retries", type=_int_at_least("--retries", 0), default=defaults.retries, help=f"retries of a failed trial from its last checkpoint (default {defaults.retries})")
     add("--resume", action="store_true", help="continue the search --name after its driver died; finished trials are kept")
     add("--formula-name", default=defaults.formula_name, help=f"MLflow registered model the search's formula is published under (default {defaults.formula_name})")
+    add("--trainer", choices=TRAINERS, default=defaults.trainer, help="train (default: train every trial) or replay: report recorded learning curves instead of training, to rehearse the machinery at scale (tinyray bench scale); every record of the search says replay")
+    add("--replay-speed", type=_float_option("--replay-speed"), default=defaults.replay_speed, help=f"with --trainer replay: seconds slept per recorded second of training (default {defaults.replay_speed})")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quiet", action="store_true", help="no progress display")
     mode.add_argument("--json", action="store_true", help="progress as JSON lines, then one JSON summary")
@@ -667,7 +728,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         scheduler=args.scheduler, seed=args.seed, floor=floor, pop_size=args.pop_size,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, recipe=args.recipe,
         address=args.address, tracking_uri=args.tracking_uri, formula_name=args.formula_name, retries=args.retries,
-        progress="json" if args.json else "quiet" if args.quiet else "live",
+        trainer=args.trainer, replay_speed=args.replay_speed, progress="json" if args.json else "quiet" if args.quiet else "live",
     )
     for option, value in (("--name", args.name), ("--storage", args.storage)):
         if value is not None and not value.strip():

@@ -521,6 +521,15 @@ class SyntheticData(Data):
         self.std = tuple(float(s) for s in self.arrays["std"])
         self._resized: dict[tuple[str, int], "torch.Tensor"] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled without its images (Ray Tune pickles the search's callbacks, which describe trials with the data,
+        # into tuner.pkl: 27 MB with them); unpickling reads them back from the cache.
+        return {key: value for key, value in self.__dict__.items() if key not in ("arrays", "_resized")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _resized={})
+        self.arrays = synthetic_arrays(self.spec)
+
     def train_resolution(self, space: SearchSpace, r: float) -> int:
         return proxy_resolution(r, self.spec.side)
 

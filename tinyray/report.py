@@ -533,11 +533,15 @@ def finish_search(result: Any, tracker: Any) -> dict[str, Path]:
 
 
 def search_findings(result: Any, table: "pd.DataFrame") -> str:
-    """What a search was and what it found, in a few Markdown lines (the runs' descriptions start with it)."""
+    """What a search was and what it found, in a few Markdown lines (the runs' descriptions start with it; a
+    replayed search's first line says it was a replay)."""
     from tinyray.cost import format_flops
+    from tinyray.replay import REPLAY
+    from tinyray.search import REPLAY_NOTE
 
     config, counts = result.config, result.counts()
-    lines = [
+    lines = [f"**{REPLAY_NOTE}.**", ""] if getattr(config, "trainer", "train") == REPLAY else []
+    lines += [
         f"**tinyray search `{config.name}`**: {len(result.trials)} trials of (r, d, w) under "
         f"{format_flops(config.budget)} FLOPs ({config.searcher} searcher, {config.scheduler} scheduler, "
         f"{config.max_epochs} epochs at full fidelity).",

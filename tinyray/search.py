@@ -27,6 +27,7 @@ from tinyray.errors import Interrupted, UserError
 from tinyray.searchers import DEFAULT_SEARCHER
 from tinyray.formula import DEFAULT_MODEL_NAME
 from tinyray.files import SEARCH_INFO_VERSION, write_json_atomic, write_text_atomic
+from tinyray.replay import REPLAY, TRAINERS
 from tinyray.status import COMPLETED, STATUSES
 
 if TYPE_CHECKING:
@@ -37,8 +38,10 @@ log = logging.getLogger(__name__)
 SCHEDULERS = ("asha", "moasha", "fifo")
 TRIAL_COLUMNS = [
     "trial_id", "r", "d", "w", "resolution", "train_resolution", "flops", "params", "epochs", "top1",
-    "status", "node_id", "train_seconds", "failure",
+    "status", "node_id", "train_seconds", "failure", "trainer",
 ]
+#: what a replayed search says first, wherever it is described
+REPLAY_NOTE = "REPLAY: recorded learning curves were replayed (--trainer replay); no network was trained"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -71,6 +74,9 @@ class SearchConfig:
         formula_name: MLflow registered-model name the search's tiny formula is published under.
         retries: times a failed trial (exception, NaN loss, out of memory) is retried from its last checkpoint
             before it counts as failed.
+        trainer: ``train`` (default: train every trial) or ``replay`` (report recorded learning curves instead,
+            to rehearse the machinery at scale: :mod:`tinyray.replay`; every record of the search says so).
+        replay_speed: with ``replay``, seconds slept per recorded second of training.
     """
 
     budget: int
@@ -95,6 +101,8 @@ class SearchConfig:
     progress: str = "live"
     formula_name: str = DEFAULT_MODEL_NAME
     retries: int = 1
+    trainer: str = "train"
+    replay_speed: float = 0.1
 
     @property
     def results_dir(self) -> Path:
@@ -156,7 +164,7 @@ class SearchResult:
             "front": front.to_dict(orient="records"), "best": self.best(),
             "tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id,
             "parent_run_id": self.parent_run_id, "ui_command": self.ui_command(),
-            "formula": self.formula, "formula_note": self.formula_note,
+            "formula": self.formula, "formula_note": self.formula_note, "trainer": self.config.trainer,
             "tracking_offline": self.tracking_offline or None,
             "publish_command": self.publish_command() if self.tracking_offline else None,
         }
@@ -172,7 +180,8 @@ class SearchResult:
         from tinyray.cost import format_flops
 
         counts = self.counts()
-        lines = [
+        lines = [REPLAY_NOTE] if self.config.trainer == REPLAY else []
+        lines += [
             f"search {self.config.name!r}: {len(self.trials)} trials in {self.wall_seconds / 60:.1f} min "
             f"({', '.join(f'{count} {status}' for status, count in counts.items())})",
             f"front ({len(self.front)} networks, hypervolume {self.hypervolume:.4f}):",
@@ -265,6 +274,12 @@ def validate(config: SearchConfig) -> None:
         raise UserError(f"--searcher {config.searcher!r} is not one of {list(SEARCHERS)}")
     if config.scheduler not in SCHEDULERS:
         raise UserError(f"--scheduler {config.scheduler!r} is not one of {list(SCHEDULERS)}")
+    if config.trainer not in TRAINERS:
+        raise UserError(f"--trainer {config.trainer!r} is not one of {list(TRAINERS)}")
+    if config.trainer == REPLAY:
+        from tinyray.replay import check_replay
+
+        check_replay(config.max_epochs, config.replay_speed)
     if not config.cpus_per_trial > 0:
         raise UserError(f"--cpus-per-trial must be positive, got {config.cpus_per_trial}")
     if not config.gpus_per_trial >= 0:
@@ -298,7 +313,7 @@ def validate(config: SearchConfig) -> None:
 #: Options that define a search: a resumed search keeps them (giving a different value is an error).
 DEFINING = ("budget", "space", "data", "trials", "max_epochs", "grace_period", "reduction_factor", "searcher",
             "scheduler", "seed", "floor", "pop_size", "cpus_per_trial", "gpus_per_trial", "recipe", "formula_name",
-            "retries")
+            "retries", "trainer", "replay_speed")
 
 
 def resume_config(storage: Path, name: str, given: dict[str, Any]) -> SearchConfig:
@@ -601,7 +616,7 @@ def _run_trials(config: SearchConfig, inputs: _Inputs, driver: _Driver, resume: 
         _mark_interrupted(driver.tracker, driver.parent_run_id, driver.results)
         raise Interrupted(f"search {config.name!r} stopped; its finished trials are kept. Continue it with: "
                           f"{resume_command(config)}")
-    return trials_table(grid, config.max_epochs)
+    return trials_table(grid, config.max_epochs, config.trainer)
 
 
 def _disk_full(config: SearchConfig, driver: _Driver, exc: BaseException) -> UserError:
@@ -672,7 +687,8 @@ def search_params(config: SearchConfig, space: Any, data: Any, data_spec: Any, r
         "max_epochs": config.max_epochs, "grace_period": config.grace_period,
         "reduction_factor": config.reduction_factor, "pop_size": config.pop_size, "floor": floor,
         "recipe": recipe, "cpus_per_trial": config.cpus_per_trial, "gpus_per_trial": config.gpus_per_trial,
-        "retries": config.retries, "base_flops": base_flops(space, data.num_classes),
+        "retries": config.retries, "base_flops": base_flops(space, data.num_classes), "trainer": config.trainer,
+        **({"replay_speed": config.replay_speed} if config.trainer == REPLAY else {}),
         **{f"data_{key}": value for key, value in spec_summary(data_spec).items()},
     }
 
@@ -686,6 +702,7 @@ def _start_tracking(config: SearchConfig, results: Path, parent_run_id: str | No
     # never raises: an unreachable server leaves the tracker offline and the search keeps going (see Tracker)
     tracker = Tracker(uri, config.name, artifact_location=artifacts, journal=results / "tracking.json")
     description = (
+        (f"{REPLAY_NOTE}. " if config.trainer == REPLAY else "") +
         f"tinyray search {config.name}: {config.trials} trials of (r, d, w) under {params['budget_text']} FLOPs "
         f"on {params['data']} ({config.searcher} searcher, {config.scheduler} scheduler). "
         f"Child runs are trials; files: trials.csv, front.csv, front.png, formula.json, formula.png and the "
@@ -712,6 +729,8 @@ def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, nu
     formula = fit_formula(front, space, num_classes, seed=config.seed, source=str(config.results_dir),
                           budget=config.budget)
     title = f"{config.name}: tiny formula fitted on {formula.points_note()}"
+    if config.trainer == REPLAY:
+        title = f"{title} (REPLAY of recorded curves, --trainer replay: not a real search)"
     published = tracker.attempt("publishing the formula", publish, formula, tracker, parent_run_id,
                                 config.results_dir, model_name=config.formula_name, title=title, search=config.name)
     if published is None:  # tracking is offline: keep the files; `tinyray publish` sends them and the model later

@@ -536,8 +536,8 @@ class Tracker:
 
     # -- trials (child runs) -----------------------------------------------------------------------------------
     def start_trial(self, parent_run_id: str | None, trial_id: str, run_name: str,
-                    params: Mapping[str, Any]) -> str | None:
-        """Create a trial's child run (tagged ``trial_id``); journalled even when offline.
+                    params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> str | None:
+        """Create a trial's child run (tagged ``trial_id`` and ``tags``); journalled even when offline.
 
         A trial that already has a run in the journal gets that run back: after a crash, Ray Tune may restore a
         trial whose run was made after Tune's last snapshot (so the callback's saved mapping lacks it), and the
@@ -553,7 +553,7 @@ class Tracker:
         if parent_run_id is not None:
             run_id = self._call("creating a trial's run", self._create_run, run_name, {
                 "mlflow.parentRunId": parent_run_id, "tinyray.kind": "trial", "tinyray.search_id": self.search_id,
-                "trial_id": trial_id, "status": "running",
+                "trial_id": trial_id, "status": "running", **(tags or {}),
             }, params)
         if run_id is not None:
             self.journal["trial_runs"][trial_id] = run_id

@@ -35,11 +35,14 @@ class TrackingCallback(Callback):
         max_epochs: full fidelity; a trial that ends with fewer epochs was early-stopped.
         trial_params: ``callable(config) -> params`` describing a trial for its child run (``r``, ``d``, ``w``
             among them: the run is named by :func:`tinyray.tracking.trial_run_name`).
+        tags: tags of every trial's run (``trainer``: ``train`` or ``replay``).
     """
 
     def __init__(self, tracker: Tracker, parent_run_id: str | None, max_epochs: int,
-                 trial_params: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+                 trial_params: Callable[[dict[str, Any]], dict[str, Any]],
+                 tags: dict[str, str] | None = None) -> None:
         self.tracker = tracker
+        self.tags = dict(tags or {})
         self.parent_run_id = parent_run_id
         self.max_epochs = max_epochs
         self.trial_params = trial_params
@@ -51,7 +54,7 @@ class TrackingCallback(Callback):
         if run_id is None:
             params = self.trial_params(trial.config)
             run_name = trial_run_name(trial.trial_id, params["r"], params["d"], params["w"])
-            run_id = self.tracker.start_trial(self.parent_run_id, trial.trial_id, run_name, params)
+            run_id = self.tracker.start_trial(self.parent_run_id, trial.trial_id, run_name, params, self.tags)
             if run_id is not None:  # offline: the journal has the trial, `tinyray publish` makes its run
                 self.runs[trial.trial_id] = run_id
         return run_id
@@ -122,6 +125,7 @@ class MonitorCallback(Callback):
         self.tty = self.out().isatty()
         self._last_draw = 0.0
         self._seen: set[str] = set()
+        self._running = False
 
     def out(self) -> TextIO:
         # Tune pickles its callbacks with the experiment: stderr is looked up when writing, never held.
@@ -144,6 +148,10 @@ class MonitorCallback(Callback):
         self.progress.running = sum(1 for t in trials if t.status == "RUNNING")
         if self.tty:
             self._show("start")
+        elif self.mode == "json" and not self._running:
+            # once a driver: trials run (a resumed search's restore is over; `tinyray bench scale` times it)
+            self._show("running")
+        self._running = True
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.progress.epochs += 1

@@ -252,7 +252,7 @@ def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, reci
     """Run (or continue) the Tune experiment; return its result grid and whether Ctrl-C stopped it."""
     settings = TrialSettings(
         space=str(space.source), data=data_spec, max_epochs=config.max_epochs, recipe=recipe, seed=config.seed,
-        threads=max(1, int(config.cpus_per_trial)),
+        threads=max(1, int(config.cpus_per_trial)), trainer=config.trainer, replay_speed=config.replay_speed,
     )
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
@@ -279,7 +279,8 @@ def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, reci
             "elapsed_seconds": state.elapsed,
         }, step=state.done)
 
-    tracking = TrackingCallback(tracker, parent_run_id, config.max_epochs, partial(_describe, space, data))
+    tracking = TrackingCallback(tracker, parent_run_id, config.max_epochs, partial(_describe, space, data),
+                                tags={"trainer": config.trainer})
     # the disk guard first: a trial that ran out of disk stops the search before it is recorded as failed
     guard = StopWhenDiskFull()
     callbacks = [guard, tracking, MonitorCallback(progress, config.progress, on_update), *trial_loggers()]
@@ -332,8 +333,9 @@ def _not_tunes_restore_advice(record: logging.LogRecord) -> bool:
     return not any(marker in text for marker in ("Tuner.restore", "Stop signal received", "Trials did not complete"))
 
 
-def trials_table(grid: Any, max_epochs: int) -> "pd.DataFrame":
-    """One row a trial of Tune's result grid (columns :data:`tinyray.search.TRIAL_COLUMNS`)."""
+def trials_table(grid: Any, max_epochs: int, trainer: str = "train") -> "pd.DataFrame":
+    """One row a trial of Tune's result grid (columns :data:`tinyray.search.TRIAL_COLUMNS`); ``trainer`` is the
+    search's, for trials that never reported."""
     import pandas as pd
 
     from tinyray.search import TRIAL_COLUMNS
@@ -352,5 +354,6 @@ def trials_table(grid: Any, max_epochs: int) -> "pd.DataFrame":
             "top1": metrics.get("top1"), "status": status, "node_id": metrics.get("node_id"),
             "train_seconds": metrics.get("time_total_s"),
             "failure": error_line(str(result.error)) if result.error is not None else None,
+            "trainer": metrics.get("trainer") or trainer,
         })
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)

@@ -8,6 +8,10 @@ Every report carries a Tune checkpoint of the whole training state (``state.pt``
 read back with ``torch.load(weights_only=True)``), so a retried trial or a resumed search continues from the
 last finished epoch instead of starting over.
 
+With ``trainer="replay"`` (``--trainer replay``) the same trainable reports a recorded learning curve instead of
+training (:mod:`tinyray.replay`): the reports, checkpoints (``state.json`` instead of ``state.pt``) and everything
+the driver does with them are the same, and every report says ``trainer: replay``.
+
 Fault injection for tests and chaos drills: ``TINYRAY_FAULTS`` (see :mod:`tinyray.faults`).
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +30,7 @@ from ray import tune
 
 from tinyray.errors import UserError
 from tinyray.faults import parse_faults
+from tinyray.replay import REPLAY, REPLAY_STATE_FILE, TRAIN
 from tinyray.space import SearchSpace, load_space
 from tinyray.tracking import describe_trial
 
@@ -41,6 +47,8 @@ class TrialSettings:
         seed: seed of every trial's initialisation and data order.
         threads: torch CPU threads per trial (the trial's CPUs); folder data is also loaded by ``threads - 1``
             worker processes (:func:`tinyray.data.default_workers`, the trainer's default).
+        trainer: ``train`` (train the network) or ``replay`` (report a recorded curve, :mod:`tinyray.replay`).
+        replay_speed: a replay's seconds slept per recorded second.
     """
 
     space: str
@@ -49,6 +57,8 @@ class TrialSettings:
     recipe: str
     seed: int
     threads: int
+    trainer: str = TRAIN
+    replay_speed: float = 0.1
 
 
 @lru_cache(maxsize=4)
@@ -76,13 +86,30 @@ STATE_FILE = "state.pt"
 
 
 def _load_state(checkpoint: Any) -> dict[str, Any] | None:
-    """The training state of a Tune checkpoint (tensors and plain values only: ``weights_only=True``)."""
-    import torch
-
+    """The state of a Tune checkpoint: a replay's ``state.json``, or a training's ``state.pt`` (tensors and plain
+    values only: ``weights_only=True``)."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
+        if (Path(folder) / REPLAY_STATE_FILE).is_file():
+            import json
+
+            return json.loads((Path(folder) / REPLAY_STATE_FILE).read_text())
+        import torch
+
         return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _save_state(state: dict[str, Any], folder: Path, trainer: str) -> None:
+    """Write a checkpoint's state into ``folder``: JSON for a replay (no torch in a replay's process), else torch."""
+    if trainer == REPLAY:
+        import json
+
+        (folder / REPLAY_STATE_FILE).write_text(json.dumps(state))
+        return
+    import torch
+
+    torch.save(state, folder / STATE_FILE)
 
 
 def _faults(config: dict[str, Any], epoch: int) -> None:
@@ -116,34 +143,51 @@ def _faults(config: dict[str, Any], epoch: int) -> None:
 
 
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
-    """Train the candidate ``config = {"r", "d", "w"}`` and report every epoch to Tune, with a checkpoint."""
-    import torch
-
-    from tinyray.train import train_candidate
-
+    """Train (or replay) the candidate ``config = {"r", "d", "w"}`` and report every epoch to Tune, with a
+    checkpoint."""
     space = _space(settings.space)
     data = _data(settings.data)
     fixed = {**describe_trial(space, data, config["r"], config["d"], config["w"]),
-             "node_id": ray.get_runtime_context().get_node_id()}
-    r, d, w = fixed["r"], fixed["d"], fixed["w"]
-    device = "cuda" if ray.get_gpu_ids() else "cpu"
+             "node_id": ray.get_runtime_context().get_node_id(), "trainer": settings.trainer}
 
     def report(epoch: Any, checkpoint: Any) -> None:
         _faults(config, epoch.epoch)
         metrics = {
             "top1": epoch.top1, "val_loss": epoch.val_loss, "train_loss": epoch.train_loss,
             "images_per_second": epoch.images_per_second, "epoch_seconds": epoch.seconds,
-            "skipped_images": epoch.skipped_images, "epoch": epoch.epoch, **fixed,
+            "skipped_images": epoch.skipped_images, "epoch": epoch.epoch,
+            "epoch_end": time.time(),  # unix seconds: with epoch_seconds, when the trial held its slot
+            **fixed,
         }
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(checkpoint(), Path(folder) / STATE_FILE)
+            _save_state(checkpoint(), Path(folder), settings.trainer)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     state = _load_state(tune.get_checkpoint())
     if state is not None and state["epoch"] >= settings.max_epochs:
         return  # finished just before an interruption: nothing left to train
+    TRAINERS[settings.trainer](space, data, fixed, settings, report, state)
+
+
+def _train(space: SearchSpace, data: Any, fixed: dict[str, Any], settings: TrialSettings, report: Any,
+           state: dict[str, Any] | None) -> None:
+    from tinyray.train import train_candidate
+
+    device = "cuda" if ray.get_gpu_ids() else "cpu"
     train_candidate(
-        space, r, d, w, data,
+        space, fixed["r"], fixed["d"], fixed["w"], data,
         epochs=settings.max_epochs, recipe=settings.recipe, seed=settings.seed,
         threads=settings.threads, device=device, callback=report, state=state,
     )
+
+
+def _replay(space: SearchSpace, data: Any, fixed: dict[str, Any], settings: TrialSettings, report: Any,
+            state: dict[str, Any] | None) -> None:
+    from tinyray.replay import replay_candidate
+
+    replay_candidate(fixed["r"], fixed["d"], fixed["w"], epochs=settings.max_epochs, seed=settings.seed,
+                     speed=settings.replay_speed, callback=report, state=state)
+
+
+#: what a trial runs, by ``--trainer`` (:data:`tinyray.replay.TRAINERS` names them)
+TRAINERS = {TRAIN: _train, REPLAY: _replay}

@@ -1,0 +1,98 @@
+"""The replay trainer: recorded curves with their recorded noise, the trainer's callback contract, its checkpoint,
+and the option that selects it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tinyray.cli import main
+from tinyray.errors import UserError
+from tinyray.replay import ReplayCurves, check_replay, replay_candidate, replay_curves
+
+POINT = (0.6, 0.8, 0.6)
+
+
+def test_noise_is_the_recorded_seed_to_seed_spread():
+    from tinyray.replay import NOISE_FILE
+
+    curves = replay_curves()
+    runs = pd.read_csv(NOISE_FILE)
+    pairs = runs.pivot_table(index=["net", "epoch"], columns="seed", values="top1")
+    expected = np.sqrt(((pairs[0] - pairs[1]) ** 2).groupby(level="epoch").mean() / 2).to_numpy()
+    np.testing.assert_allclose(curves.noise_sd, expected)
+    assert 0.02 < curves.noise_sd[0] < curves.noise_sd[1] < 0.08
+    # the draws have that spread around the interpolated curve, at every recorded epoch
+    mean, _ = curves.curves.curve(*POINT)
+    draws = np.array([curves.replay(*POINT, seed=seed)[0] for seed in range(400)])
+    spread = draws.std(axis=0)
+    assert abs(spread[0] - curves.noise_sd[0]) < 0.2 * curves.noise_sd[0]
+    assert abs(spread[5] - curves.noise_sd[-1]) < 0.2 * curves.noise_sd[-1]  # later epochs: the last recorded
+    np.testing.assert_allclose(draws.mean(axis=0), mean, atol=0.01)
+
+
+def test_replay_is_seeded_by_the_search_seed_and_the_candidate():
+    curves = replay_curves()
+    a, seconds = curves.replay(*POINT, seed=3)
+    np.testing.assert_array_equal(a, curves.replay(*POINT, seed=3)[0])
+    assert not np.array_equal(a, curves.replay(*POINT, seed=4)[0])
+    assert not np.array_equal(a, curves.replay(0.61, 0.8, 0.6, seed=3)[0])
+    np.testing.assert_array_equal(seconds, curves.curves.curve(*POINT)[1])  # time: the recorded seconds
+
+
+def test_replay_sleeps_the_scaled_recorded_time_and_follows_the_trainer_callback_contract():
+    slept: list[float] = []
+    reported = []
+
+    def stop_after_first(epoch, checkpoint):
+        reported.append((epoch, checkpoint()))
+        return True
+
+    history = replay_candidate(*POINT, epochs=3, seed=1, speed=0.1, callback=stop_after_first, sleep=slept.append)
+    assert [e.epoch for e in history] == [1]  # a True return stops the run, like train_candidate's
+    _, seconds = replay_curves().replay(*POINT, seed=1)
+    assert slept == pytest.approx([0.1 * seconds[0]])
+    epoch, state = reported[0]
+    assert state["epoch"] == 1 and state["run"]["epochs"] == 3
+    assert np.isnan(epoch.val_loss) and epoch.images_per_second == 0.0  # not recorded: MLflow skips NaN
+
+    # continuing from the checkpoint replays the rest, exactly as an uninterrupted run
+    rest = replay_candidate(*POINT, epochs=3, seed=1, speed=0.0, state=state, sleep=lambda s: None)
+    whole = replay_candidate(*POINT, epochs=3, seed=1, speed=0.0, sleep=lambda s: None)
+    assert [e.epoch for e in rest] == [2, 3]
+    assert [e.top1 for e in history + rest] == [e.top1 for e in whole]
+    with pytest.raises(ValueError, match="another run"):
+        replay_candidate(0.5, 0.8, 0.6, epochs=3, seed=1, speed=0.0, state=state, sleep=lambda s: None)
+
+
+def test_replay_checkpoint_is_json_in_the_same_tune_checkpoint(tmp_path):
+    from ray import tune
+
+    from tinyray.tune.trainable import _load_state, _save_state
+
+    state = {"version": 1, "run": {"r": 0.5}, "epoch": 2}
+    _save_state(state, tmp_path, "replay")
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no torch in a replay's process
+    assert _load_state(tune.Checkpoint.from_directory(str(tmp_path))) == state
+
+
+def test_replay_refuses_what_was_not_recorded():
+    with pytest.raises(UserError, match="exceeds the 9 epochs recorded"):
+        check_replay(10, 0.1)
+    with pytest.raises(UserError, match="--replay-speed"):
+        check_replay(2, 1000.0)
+    assert isinstance(replay_curves(), ReplayCurves)
+
+
+def test_search_replay_options_are_one_line_errors(tmp_path, capfd):
+    storage = tmp_path / "results"
+    code = main(["search", "--budget", "200M", "--trainer", "replay", "--max-epochs", "12", "--storage", str(storage)])
+    _, err = capfd.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "--max-epochs 12 exceeds the 9 epochs recorded" in err
+    with pytest.raises(SystemExit) as exit_:  # argparse's choices: a usage error, one line
+        main(["search", "--budget", "200M", "--trainer", "dream", "--storage", str(storage)])
+    code = exit_.value.code
+    _, err = capfd.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "--trainer" in err
+    assert not storage.exists()
