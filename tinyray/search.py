@@ -71,6 +71,11 @@ class SearchConfig:
         formula_name: MLflow registered-model name the search's tiny formula is published under.
         retries: times a failed trial (exception, NaN loss, out of memory) is retried from its last checkpoint
             before it counts as failed.
+        precision: every trial's training precision, one of :data:`tinyray.train.PRECISIONS`; default ``None``:
+            :func:`tinyray.train.default_precision` of the trial's device (fp32 on CPU, bf16 or fp16 on CUDA).
+        workers: data-loading worker processes of every trial (folder data); default ``None``: one less than the
+            trial's CPUs, at most 8 (:func:`tinyray.data.default_workers`). The batches are the same for any count.
+        channels_last: every trial's network and inputs in channels-last memory (default on), as ``tinyray train``.
     """
 
     budget: int
@@ -95,6 +100,9 @@ class SearchConfig:
     progress: str = "live"
     formula_name: str = DEFAULT_MODEL_NAME
     retries: int = 1
+    precision: str | None = None
+    workers: int | None = None
+    channels_last: bool = True
 
     @property
     def results_dir(self) -> Path:
@@ -289,16 +297,30 @@ def validate(config: SearchConfig) -> None:
             f"--storage {config.storage} is a URI; give a folder. On a cluster give a shared folder mounted at the "
             f"same path on every node (NFS, EFS), e.g. --storage /mnt/tinyray/results"
         )
+    from tinyray.train import PRECISIONS
+
+    if config.precision is not None and config.precision not in PRECISIONS:
+        raise UserError(f"--precision {config.precision!r} is not one of {', '.join(PRECISIONS)} (or auto: the "
+                        f"trial device's default)")
+    if config.workers is not None:
+        if isinstance(config.workers, bool) or not isinstance(config.workers, int) or config.workers < 0:
+            raise UserError(f"--workers must be a whole number of at least 0, got {config.workers!r}")
+        if config.workers > LIMITS["--workers"]:
+            raise UserError(f"--workers must be at most {LIMITS['--workers']}, got {config.workers}")
+    if not isinstance(config.channels_last, bool):
+        raise UserError(f"channels_last must be True or False, got {config.channels_last!r}")
     from tinyray.progress import MODES
 
     if config.progress not in MODES:
         raise UserError(f"progress mode {config.progress!r} is not one of {', '.join(MODES)}")
 
 
-#: Options that define a search: a resumed search keeps them (giving a different value is an error).
+#: Options that define a search: a resumed search keeps them (giving a different value is an error). The precision
+#: is one (a checkpoint resumes only at the precision it was trained in); workers and channels-last change only
+#: speed, so a resume may change them.
 DEFINING = ("budget", "space", "data", "trials", "max_epochs", "grace_period", "reduction_factor", "searcher",
             "scheduler", "seed", "floor", "pop_size", "cpus_per_trial", "gpus_per_trial", "recipe", "formula_name",
-            "retries")
+            "retries", "precision")
 
 
 def resume_config(storage: Path, name: str, given: dict[str, Any]) -> SearchConfig:
@@ -672,7 +694,8 @@ def search_params(config: SearchConfig, space: Any, data: Any, data_spec: Any, r
         "max_epochs": config.max_epochs, "grace_period": config.grace_period,
         "reduction_factor": config.reduction_factor, "pop_size": config.pop_size, "floor": floor,
         "recipe": recipe, "cpus_per_trial": config.cpus_per_trial, "gpus_per_trial": config.gpus_per_trial,
-        "retries": config.retries, "base_flops": base_flops(space, data.num_classes),
+        "retries": config.retries, "precision": config.precision or "auto", "workers": config.workers,
+        "channels_last": config.channels_last, "base_flops": base_flops(space, data.num_classes),
         **{f"data_{key}": value for key, value in spec_summary(data_spec).items()},
     }
 

@@ -252,7 +252,8 @@ def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, reci
     """Run (or continue) the Tune experiment; return its result grid and whether Ctrl-C stopped it."""
     settings = TrialSettings(
         space=str(space.source), data=data_spec, max_epochs=config.max_epochs, recipe=recipe, seed=config.seed,
-        threads=max(1, int(config.cpus_per_trial)),
+        threads=max(1, int(config.cpus_per_trial)), precision=config.precision, workers=config.workers,
+        channels_last=config.channels_last,
     )
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)

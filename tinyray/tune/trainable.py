@@ -40,7 +40,10 @@ class TrialSettings:
         recipe: training recipe name.
         seed: seed of every trial's initialisation and data order.
         threads: torch CPU threads per trial (the trial's CPUs); folder data is also loaded by ``threads - 1``
-            worker processes (:func:`tinyray.data.default_workers`, the trainer's default).
+            worker processes (:func:`tinyray.data.default_workers`, the trainer's default) unless ``workers``.
+        precision: training precision (``None``: the trial device's default, :func:`tinyray.train.default_precision`).
+        workers: data-loading worker processes (``None``: the trainer's default).
+        channels_last: channels-last memory format of the network and its inputs.
     """
 
     space: str
@@ -49,6 +52,10 @@ class TrialSettings:
     recipe: str
     seed: int
     threads: int
+    # defaults: settings pickled by a tinyray without these options still unpickle
+    precision: str | None = None
+    workers: int | None = None
+    channels_last: bool = True
 
 
 @lru_cache(maxsize=4)
@@ -145,5 +152,6 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     train_candidate(
         space, r, d, w, data,
         epochs=settings.max_epochs, recipe=settings.recipe, seed=settings.seed,
-        threads=settings.threads, device=device, callback=report, state=state,
+        threads=settings.threads, workers=settings.workers, device=device, precision=settings.precision,
+        channels_last=settings.channels_last, callback=report, state=state,
     )
