@@ -28,6 +28,7 @@ EXAMPLES = {
     "search": """examples:
   tinyray search --budget 200M                          # ~10 min on 2 CPUs: local Ray, built-in data, local MLflow
   tinyray search --budget 1.2G --trials 200 --max-epochs 30 --data ~/imagenet --address auto --gpus-per-trial 0.25
+  tinyray search --budget 200M --data decoded:~/imagenet100 --gpus-per-trial 0.5 --cpus-per-trial 4 --precision fp16 --workers 3
   tinyray search --budget 100M --searcher random --scheduler fifo --name paper-protocol
   tinyray search --budget 100M --searcher optuna-nsga3 --scheduler asha --name optuna   # Optuna's NSGA-III
   tinyray search --budget 200M --address auto --gpus-per-trial 0.25 --storage /mnt/tinyray/results --tracking-uri http://127.0.0.1:5000

@@ -246,8 +246,6 @@ def _publish_parent_outputs(tracker: Any, parent: Any, results: Path, config: di
         model = _publish_model(tracker, parent, results / "formula.json", MODEL_ARTIFACT not in present,
                                config.get("formula_name") or DEFAULT_MODEL_NAME, config["name"], report)
         report.model_uri, report.model_registered = model
-        if MODEL_ARTIFACT not in present:
-            report.artifacts.append(MODEL_ARTIFACT)
     if (results / "trials.csv").is_file() and parent.info.status == "RUNNING":
         client.set_terminated(parent_id, "FINISHED")
         report.runs_ended += 1
@@ -400,6 +398,9 @@ def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: boo
     if model_id is None:  # published before tinyray logged models (or not at all): the Models tab lists it now
         model_id = log_formula(client, tracker.experiment_id, run_id, formula_json, tags, run_copy=log_model)
         report.model_logged = True
+        if log_model:
+            report.artifacts.append(MODEL_ARTIFACT)
+    # (a logged model without the run's copy, from a publication cut short, is left so: runs:/ URIs resolve to it)
     versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
     registered = False
     if versions:
