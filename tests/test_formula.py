@@ -301,12 +301,23 @@ def test_pyfunc_model_round_trips_through_mlflow_registry(formula, tmp_path):
     assert (tmp_path / "formula.json").is_file() and (tmp_path / "formula.png").stat().st_size > 10_000
     artifacts = {item.path for item in tracker.client.list_artifacts(run_id)}
     assert {"formula.json", "formula.png", "formula_model"} <= artifacts
+    # an MLflow 3 logged model of the run (the experiment's Models tab), linked to the registered version
+    client = tracker.client
+    (logged,) = client.search_logged_models([tracker.experiment_id])
+    assert logged.model_id == published["model_id"] and logged.name == "formula_model"
+    assert logged.source_run_id == run_id and str(logged.status) == "READY" and logged.model_type == "tiny-formula"
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "tinynet-formula-test", "version": "1"}]
+    assert logged.tags["search"] == "formula-test" and float(logged.tags["loo_r_rmse"]) >= 0
+    assert [output.model_id for output in client.get_run(run_id).outputs.model_outputs] == [logged.model_id]
+    assert {item.path for item in client.list_logged_model_artifacts(logged.model_id)} >= {"MLmodel", "data"}
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         model = mlflow.pyfunc.load_model(published["model_uri"])
         predicted = model.predict(pd.DataFrame({"flops": [2e8, 5e7]}))
+        for other in (f"models:/{logged.model_id}", f"runs:/{run_id}/formula_model"):
+            assert mlflow.pyfunc.load_model(other).predict(pd.DataFrame({"flops": [2e8]})).loc[0, "r"] == predicted.loc[0, "r"]
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)

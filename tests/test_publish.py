@@ -24,8 +24,8 @@ import pytest
 from tinyray.cli import main
 from tinyray.errors import UserError
 from tinyray.publish import publish
-from tinyray.tracking import (EPOCH_METRICS, FRONT_COLOR, OFF_FRONT_COLOR, Tracker, local_tracking_uri, read_journal,
-                              trial_run_name)
+from tinyray.tracking import (EPOCH_METRICS, FRONT_COLOR, OFF_FRONT_COLOR, SEARCH_COLOR, Tracker, local_tracking_uri,
+                              read_journal, trial_run_name)
 
 BUDGET = 100_000_000
 NUM_CLASSES = 10
@@ -106,6 +106,11 @@ def mlflow_state(client, experiment_id: str, search_id: str) -> dict:
     return state
 
 
+def logged_models(client, experiment_id: str, run_id: str) -> list:
+    """The MLflow 3 logged models the run made (what the experiment's Models tab lists for it)."""
+    return [model for model in client.search_logged_models([experiment_id]) if model.source_run_id == run_id]
+
+
 def check_published(client, results: Path) -> dict:
     """MLflow holds the results folder exactly once: one parent, one child per trial with every epoch, the files."""
     journal = read_journal(results)
@@ -138,6 +143,12 @@ def check_published(client, results: Path) -> dict:
         files |= {"formula.json", "formula.png", "formula_model"}
         assert parent["tags"]["formula_model_uri"].startswith("models:/")
     assert files <= set(parent["artifacts"])
+    if (results / "formula.json").is_file():  # one logged model of the parent (the Models tab), linked to its version
+        (logged,) = logged_models(client, experiment.experiment_id, parents[0])  # a second publish logs no other
+        assert str(logged.status) == "READY"
+        version = parent["tags"]["formula_model_uri"].rsplit("/", 1)[1]
+        assert [entry["version"] for entry in json.loads(logged.tags["mlflow.modelVersions"])] == [version]
+    assert parent["tags"]["mlflow.runColor"] == SEARCH_COLOR  # the search's own colour in every chart
     assert parent["status"] == "FINISHED"
     assert parent["tags"]["setting.budget"] == str(json.loads((results / "search.json").read_text())["config"]["budget"])
     return state
@@ -199,7 +210,7 @@ def test_publish_onto_an_empty_local_store_then_nothing_twice(space, tmp_path, c
     assert first.metric_values == 5 * 2 * len(EPOCH_METRICS) + len(EPOCH_METRICS) + 6 + 2
     assert sorted(first.artifacts) == sorted(["trials.csv", "front.csv", "front.png", "formula.json", "formula.png",
                                               "formula_model"])
-    assert first.model_registered and first.model_uri == "models:/tinynet-formula-hand/1"
+    assert first.model_registered and first.model_logged and first.model_uri == "models:/tinynet-formula-hand/1"
     client = MlflowClient(tracking_uri=uri)
     state = check_published(client, results)
     names = {run["tags"]["trial_id"]: run["tags"]["mlflow.runName"] for run in state.values()
@@ -219,6 +230,15 @@ def test_publish_onto_an_empty_local_store_then_nothing_twice(space, tmp_path, c
     out = capsys.readouterr().out
     assert code == 0 and "nothing to send" in out
     assert check_published(client, results) == state
+
+    # published by a tinyray before logged models: the run's artifact and the version exist, the logged model not
+    (old,) = logged_models(client, first.experiment_id, first.parent_run_id)
+    client.delete_logged_model(old.model_id)
+    third = publish(results, uri)
+    assert third.model_logged and not third.model_registered and third.artifacts == [] and third.tags == 1  # the link
+    assert "the formula's logged model" in third.line()
+    assert check_published(client, results) == state
+    assert [model.model_id for model in logged_models(client, first.experiment_id, first.parent_run_id)] != [old.model_id]
 
 
 @pytest.mark.integration

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -114,3 +116,73 @@ def test_same_name_again_is_refused_without_touching_results(finished):
     with pytest.raises(UserError, match="already exists"):
         run_search(config)
     assert sorted(p.name for p in finished.results_dir.iterdir()) == before
+
+
+# ---- a search on an image folder (issue 18): generated JPEG and PNG files, grayscale, CMYK, one corrupt ----------
+
+
+@pytest.fixture(scope="module")
+def folder_searches(tmp_path_factory):
+    """Two tiny searches through the command line on the mixed folder of tests/conftest.py, one reading the files
+    and one through the decode-once cache (``decoded:FOLDER``), with one Ray for both: name -> its JSON summary."""
+    import contextlib
+    import io
+    import json
+    import os
+
+    from conftest import mixed_folder
+
+    from tinyray.cli import main
+    from tinyray.tune.runtime import start_ray, stop_ray
+
+    root = tmp_path_factory.mktemp("folder-search")
+    folder, _ = mixed_folder(root / "mixed")
+    saved = os.environ.get("TINYRAY_CACHE")
+    os.environ["TINYRAY_CACHE"] = str(root / "cache")  # before Ray starts: its workers build the decoded cache there
+    started = start_ray(None)
+    searches = {}
+    try:
+        for name, data in (("files", str(folder)), ("decoded", f"decoded:{folder}")):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = main(["search", "--budget", "40M", "--data", data, "--name", name, "--storage",
+                             str(root / "results"), "--trials", "3", "--max-epochs", "1", "--scheduler", "fifo",
+                             "--pop-size", "4", "--seed", "2", "--precision", "bf16", "--workers", "0",
+                             "--no-channels-last", "--json"])
+            assert code == 0, out.getvalue()[-2000:]
+            searches[name] = json.loads(out.getvalue().strip().splitlines()[-1])
+    finally:
+        if started:
+            stop_ray()
+        if saved is None:
+            os.environ.pop("TINYRAY_CACHE", None)
+        else:
+            os.environ["TINYRAY_CACHE"] = saved
+    return searches
+
+
+@pytest.mark.parametrize("name", ["files", "decoded"])
+def test_a_search_on_an_image_folder_runs_to_its_end(folder_searches, name):
+    import json
+
+    import torch
+
+    summary = folder_searches[name]
+    results = Path(summary["results_dir"])
+    assert summary["trials"] == 3 and summary["completed"] == 3, summary
+    trials = pd.read_csv(results / "trials.csv")
+    front = pd.read_csv(results / "front.csv")
+    assert len(trials) == 3 and (trials["status"] == "completed").all() and (trials["epochs"] == 1).all()
+    assert (trials["flops"] <= 40_000_000).all()
+    assert 1 <= len(front) == len(summary["front"]) and set(front["trial_id"]) <= set(trials["trial_id"])
+    assert (results / "front.png").is_file() and (results / "report.html").is_file()
+    info = json.loads((results / "search.json").read_text())
+    assert info["num_classes"] == 2 and info["recipe"] == "paper"
+    assert (info["config"]["precision"], info["config"]["workers"], info["config"]["channels_last"]) == ("bf16", 0, False)
+    for trial_id in trials["trial_id"]:
+        rows = [json.loads(line) for line in (results / f"trial_{trial_id}" / "result.json").read_text().splitlines()]
+        # the corrupt JPEG is skipped and counted in every trial (from the files, or when the cache was built)
+        assert [row["skipped_images"] for row in rows] == [1], rows
+        # every trial trained in the precision the search was given (its checkpoint records the run)
+        (checkpoint,) = (results / f"trial_{trial_id}").glob("checkpoint_*/state.pt")
+        assert torch.load(checkpoint, weights_only=True)["run"]["precision"] == "bf16"

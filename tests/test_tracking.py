@@ -6,7 +6,8 @@ import pytest
 
 from tinyray.data import DataSpec
 from tinyray.search import SearchConfig, run_search
-from tinyray.tracking import RUNS_VIEW, trial_numbers, trial_run_name
+from tinyray.tracking import (FRONT_COLOR, OFF_FRONT_COLOR, RUNS_VIEW, SEARCH_COLOR, experiment_page, front_tags,
+                              plain_text, search_run_tags, trial_numbers, trial_run_name)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,8 @@ def test_search_run_tags_the_search_seed_and_the_data_seed_apart(finished, clien
     assert settings["seed"] == "1"
     assert settings["data_seed"] == "0"
     assert settings["data_train_size"] == "300" and settings["data_val_size"] == "100"
+    assert (settings["precision"], settings["channels_last"]) == ("auto", "True") and "workers" not in settings
+    assert parent.tags["mlflow.runColor"] == SEARCH_COLOR
     assert not parent.params  # the params picker holds the trials' r, d, w and what they build, nothing else
 
 
@@ -76,3 +79,23 @@ def test_runs_view_opens_on_the_trials_columns_and_the_searchs_charts():
     hidden = {chart["metricKey"] for chart in RUNS_VIEW["compareRunCharts"] if chart["deleted"]}
     assert {"r", "d", "w", "flops_M", "params_M", "resolution", "epochs", "hypervolume"} <= hidden
     assert "top1" not in hidden
+
+
+def test_the_search_run_the_front_and_the_other_trials_have_three_colours():
+    tags = search_run_tags({"budget": 200_000_000, "workers": None})
+    assert tags == {"setting.budget": "200000000", "mlflow.runColor": SEARCH_COLOR}
+    colours = {SEARCH_COLOR, front_tags(True)["mlflow.runColor"], front_tags(False)["mlflow.runColor"]}
+    assert colours == {SEARCH_COLOR, FRONT_COLOR, OFF_FRONT_COLOR} and len(colours) == 3
+
+
+def test_experiment_description_is_plain_text_for_the_list_of_experiments():
+    markdown = "**tinyray search `b200M`**: 30 trials.\n\n9 completed; best `t_00004` r=0.5."
+    assert plain_text(markdown) == "tinyray search b200M: 30 trials. 9 completed; best t_00004 r=0.5."
+
+
+def test_experiment_page_opens_the_charts_unless_told_the_table():
+    page = experiment_page("http://127.0.0.1:5000/", "7")
+    assert page == ("http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=tinyray"
+                    "&compareRunsMode=CHART")
+    assert experiment_page("http://h:1", "7", tinyray_view=False, mode="TABLE").endswith(
+        "orderByKey=metrics.%60top1%60&orderByAsc=false&compareRunsMode=TABLE")

@@ -117,7 +117,7 @@ def server(search):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_runs_table_lists_every_trial_with_its_columns(search, server, artifacts):
-    url = experiment_url(server.url, NAME)
+    url = experiment_url(server.url, NAME, "TABLE")
     assert url.startswith(f"{server.url}/#/experiments/{search.experiment_id}/runs?")
 
     def ready(dom: str) -> bool:
@@ -148,7 +148,8 @@ def test_runs_table_lists_every_trial_with_its_columns(search, server, artifacts
 @pytest.mark.slow
 @pytest.mark.integration
 def test_chart_view_opens_on_the_searchs_three_charts_and_no_constants(search, server, artifacts):
-    url = experiment_url(server.url, NAME) + "&compareRunsMode=CHART"
+    url = experiment_url(server.url, NAME)  # what tinyray ui prints: the charts, not the table
+    assert url.endswith("&compareRunsMode=CHART")
     titles = (">flops_M vs. top1<", ">Parallel Coordinates<", ">top1<")
 
     def ready(dom: str) -> bool:
@@ -161,6 +162,47 @@ def test_chart_view_opens_on_the_searchs_three_charts_and_no_constants(search, s
     count = re.search(r'Model metrics</div><div[^>]*>\((\d+)\)', dom)
     assert count and count.group(1) == "3", count
     assert ">resolution<" not in dom and ">hypervolume<" not in dom
+
+
+@pytest.fixture(scope="module")
+def formula_experiment(search, space):
+    """A second experiment in the search's store whose search run published a tiny formula (fitted on a made-up
+    front: the two-trial search has too few points), as every search with a front of 3 or more does."""
+    from test_formula import NUM_CLASSES, synthetic_front
+
+    from tinyray.formula import fit_formula, publish
+    from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
+
+    storage = search.results_dir.parent
+    folder = storage / "formula-shown"
+    folder.mkdir()
+    formula = fit_formula(synthetic_front(), space, NUM_CLASSES, seed=0, source="synthetic", budget=100_000_000)
+    tracker = Tracker(local_tracking_uri(storage), "formula-shown", artifact_location=local_artifact_root(storage))
+    run_id = tracker.start_search("formula-shown", {"budget": 100_000_000})
+    published = publish(formula, tracker, run_id, folder, model_name="tinynet-formula-ui", search="formula-shown")
+    tracker.finish(run_id)
+    return tracker.experiment_id, published
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_models_tab_lists_the_formulas_logged_model_and_its_version(formula_experiment, server, artifacts):
+    experiment_id, published = formula_experiment
+    url = f"{server.url}/#/experiments/{experiment_id}/models?workflowType=machine_learning"
+    dom = browse(url, screenshot=artifacts / "mlflow-models.png", size="1600,900",
+                 until=lambda dom: "formula_model" in dom and "tinynet-formula-ui" in dom)
+    assert "formula_model" in dom  # the logged model, named as its runs:/<run>/formula_model URI
+    assert "tinynet-formula-ui" in dom  # and the registered version made from it
+    assert published["model_uri"] == "models:/tinynet-formula-ui/1"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_experiment_list_shows_the_description_as_plain_text(search, server, artifacts):
+    first = f"tinyray search {NAME}: 2 trials of (r, d, w)"
+    dom = browse(f"{server.url}/#/experiments", screenshot=artifacts / "mlflow-experiments.png", size="1600,700",
+                 until=lambda dom: first in dom)
+    assert first in dom and "**tinyray search" not in dom
 
 
 @pytest.mark.slow
@@ -230,7 +272,7 @@ def test_an_unknown_search_in_a_real_store_is_one_line_and_stops_the_server(sear
 def test_store_holds_what_the_table_and_the_search_run_need(search):
     from mlflow import MlflowClient
 
-    from tinyray.tracking import FRONT_COLOR, OFF_FRONT_COLOR, RUNS_VIEW, RUNS_VIEW_KEY
+    from tinyray.tracking import FRONT_COLOR, OFF_FRONT_COLOR, RUNS_VIEW, RUNS_VIEW_KEY, SEARCH_COLOR
 
     client = MlflowClient(tracking_uri=search.tracking_uri)
     experiment = client.get_experiment(search.experiment_id)
@@ -255,6 +297,10 @@ def test_store_holds_what_the_table_and_the_search_run_need(search):
     told = f"{counts['completed']} completed, {counts['early-stopped']} early-stopped, {counts['failed']} failed"
     assert told in description
     assert told in experiment.tags["mlflow.note.content"]
+    # the list of experiments shows the description raw: plain text, no Markdown marks
+    assert experiment.tags["mlflow.note.content"].startswith(f"tinyray search {NAME}: 2 trials")
+    assert not re.search(r"\*\*|`|\n", experiment.tags["mlflow.note.content"])
+    assert parent.data.tags["mlflow.runColor"] == SEARCH_COLOR  # the search's run apart from every trial
     # Tune's per-trial files without TensorBoard's (not a dependency; MLflow has the curves)
     assert list(search.results_dir.glob("trial_*/result.json"))
     assert not list(search.results_dir.rglob("events.out.tfevents*"))

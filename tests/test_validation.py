@@ -37,6 +37,7 @@ BEFORE_ANYTHING = [
     (["search", "--budget", "60M", "--gpus-per-trial", "0.00001"], {}, "below Ray's precision of 0.0001"),
     (["search", "--budget", "60M", "--cpus-per-trial", "0.00001"], {}, "below Ray's precision of 0.0001"),
     (["search", "--budget", "60M", "--cpus-per-trial", "1e9"], {}, "more than any machine has"),
+    (["search", "--budget", "60M", "--workers", "100000"], {}, "--workers must be at most"),
     (["flops", "--r", "0.5", "--d", "0.5", "--w", "0.5", "--num-classes", "1000000000"], {}, "--num-classes must be at most"),
     (["formula", "--budget", "100M", "--num-classes", "1000000000"], {}, "--num-classes must be at most"),
     (["train", "--r", "0.5", "--d", "0.5", "--w", "0.5", "--threads", "100000000"], {}, "--threads must be at most"),

@@ -28,6 +28,7 @@ EXAMPLES = {
     "search": """examples:
   tinyray search --budget 200M                          # ~10 min on 2 CPUs: local Ray, built-in data, local MLflow
   tinyray search --budget 1.2G --trials 200 --max-epochs 30 --data ~/imagenet --address auto --gpus-per-trial 0.25
+  tinyray search --budget 200M --data decoded:~/imagenet100 --gpus-per-trial 0.5 --cpus-per-trial 4 --precision fp16 --workers 3
   tinyray search --budget 100M --searcher random --scheduler fifo --name paper-protocol
   tinyray search --budget 100M --searcher optuna-nsga3 --scheduler asha --name optuna   # Optuna's NSGA-III
   tinyray search --budget 200M --address auto --gpus-per-trial 0.25 --storage /mnt/tinyray/results --tracking-uri http://127.0.0.1:5000
@@ -552,6 +553,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     from tinyray.search import SCHEDULERS, SearchConfig
     from tinyray.searchers import SEARCHERS, searcher_help
     from tinyray.space import space_help
+    from tinyray.train import PRECISIONS
 
     defaults = SearchConfig(budget=1)
     add = parser.add_argument
@@ -575,6 +577,9 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--address", default=None, help="Ray cluster to join ('auto' or host:port; default $RAY_ADDRESS or a local Ray)")
     add("--tracking-uri", default=None, help="MLflow tracking server (default $MLFLOW_TRACKING_URI or a sqlite store in --storage)")
     add("--retries", type=_int_at_least("--retries", 0), default=defaults.retries, help=f"retries of a failed trial from its last checkpoint (default {defaults.retries})")
+    add("--precision", choices=("auto", *PRECISIONS), default="auto", help="every trial's precision, as tinyray train --precision (default auto: fp32 on CPU; on CUDA bf16 where the GPU has it, else fp16 with a loss scaler)")
+    add("--workers", type=_int_at_least("--workers", 0), default=None, help="data-loading processes of every trial for folder data (default: one less than --cpus-per-trial, at most 8; 0: in the trial's process)")
+    add("--channels-last", action=argparse.BooleanOptionalAction, default=defaults.channels_last, help="channels-last memory format in every trial (default on)")
     add("--resume", action="store_true", help="continue the search --name after its driver died; finished trials are kept")
     add("--formula-name", default=defaults.formula_name, help=f"MLflow registered model the search's formula is published under (default {defaults.formula_name})")
     add("--trainer", choices=TRAINERS, default=defaults.trainer, help="train (default: train every trial) or replay: report recorded learning curves instead of training, to rehearse the machinery at scale (tinyray bench scale); every record of the search says replay")
@@ -728,7 +733,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         scheduler=args.scheduler, seed=args.seed, floor=floor, pop_size=args.pop_size,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, recipe=args.recipe,
         address=args.address, tracking_uri=args.tracking_uri, formula_name=args.formula_name, retries=args.retries,
-        trainer=args.trainer, replay_speed=args.replay_speed, progress="json" if args.json else "quiet" if args.quiet else "live",
+        trainer=args.trainer, replay_speed=args.replay_speed,
+        precision=None if args.precision == "auto" else args.precision, workers=args.workers,
+        channels_last=args.channels_last, progress="json" if args.json else "quiet" if args.quiet else "live",
     )
     for option, value in (("--name", args.name), ("--storage", args.storage)):
         if value is not None and not value.strip():

@@ -64,8 +64,12 @@ if TYPE_CHECKING:
 #: The registered MLflow model a search publishes its formula as (``--formula-name``), and what it says.
 DEFAULT_MODEL_NAME = "tinynet-formula"
 MODEL_DESCRIPTION = "tinyray's tiny formula: FLOPs budget -> (r, d, w, resolution) of the best network"
-#: The formula's pyfunc model, an artifact folder of the search's parent run.
+#: The formula's pyfunc model: the name of the MLflow 3 logged model of the search's parent run (the experiment's
+#: *Models* tab; ``runs:/<run id>/formula_model`` resolves to it) and of the same files as an artifact folder of
+#: that run (where tinyray before MLflow 3's logged models kept it, and what ``tinyray publish`` checks).
 MODEL_ARTIFACT = "formula_model"
+#: The logged model's ``model_type``, which the *Models* tab shows and searches by.
+MODEL_TYPE = "tiny-formula"
 #: Candidate (input space, kernel) pairs of each curve, in order of preference on a tie.
 VARIANTS: tuple[tuple[str, str], ...] = (("log_c", "matern52"), ("log_c", "rbf"), ("c", "matern52"), ("c", "rbf"))
 #: Half-width of the band in posterior standard deviations (95%).
@@ -729,11 +733,17 @@ def _load_pyfunc(data_path: str, model_config: Any = None) -> FormulaPyfunc:
     return FormulaPyfunc(Formula.load(Path(data_path)))
 
 
-def save_pyfunc(formula_json: Path, path: Path) -> Path:
-    """Save an MLflow pyfunc model of the formula at ``formula_json`` into the new folder ``path``."""
+def save_pyfunc(formula_json: Path, path: Path, logged: Any = None, run_id: str | None = None) -> Path:
+    """Save an MLflow pyfunc model of the formula at ``formula_json`` into the new folder ``path``.
+
+    Args:
+        logged: the ``mlflow.entities.LoggedModel`` these files are for, if any: its id and the run that made it go
+            into the ``MLmodel`` file, as ``mlflow.pyfunc.log_model`` writes them.
+        run_id: the run that made ``logged``.
+    """
     import mlflow.pyfunc
     import pandas as pd
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
 
     from tinyray import __version__
     from tinyray.tracking import quiet_mlflow
@@ -746,37 +756,102 @@ def save_pyfunc(formula_json: Path, path: Path) -> Path:
         # columns that cannot hold missing values is a multi-line UserWarning on every search's stderr, not news.
         warnings.filterwarnings("ignore", message=r"Hint: Inferred schema contains integer column", category=UserWarning)
         signature = infer_signature(example, FormulaPyfunc(formula).predict(example))
+    described = None if logged is None else Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                                                   run_id=run_id, model_id=logged.model_id)
     mlflow.pyfunc.save_model(
         path=str(path), loader_module="tinyray.formula", data_path=str(formula_json), signature=signature,
-        input_example=example, pip_requirements=[f"tinyray=={__version__}"],
+        input_example=example, pip_requirements=[f"tinyray=={__version__}"], mlflow_model=described,
     )
     return Path(path)
 
 
-def publish(formula: Formula, tracker: Any, run_id: str, folder: Path, *, model_name: str = DEFAULT_MODEL_NAME,
-            title: str = "", search: str = "") -> dict[str, str]:
-    """Write ``formula.json`` and ``formula.png`` into ``folder``, log them on the run, log the pyfunc model and
-    register it as a new version of ``model_name`` (described by :func:`version_note`; ``search`` names the
-    search, default the run's name).
+def log_model(client: Any, experiment_id: str, run_id: str, formula_json: Path, tags: dict[str, str],
+              run_copy: bool = True) -> str:
+    """Log the formula's pyfunc model as an MLflow 3 logged model made by the run, and return its id.
 
-    Returns:
-        ``{"json", "plot", "run_model_uri", "model_uri"}``.
+    This is what ``mlflow.pyfunc.log_model(name=MODEL_ARTIFACT)`` does inside an active run, through ``client``
+    (tinyray keeps no global MLflow state): create the logged model (:data:`MODEL_ARTIFACT`, of type
+    :data:`MODEL_TYPE`, source run ``run_id``), upload its files, record it as the run's output and mark it
+    ready. The experiment's *Models* tab then lists it, and the run's page shows it as its logged model.
+
+    Args:
+        client: an ``mlflow.MlflowClient``.
+        experiment_id, run_id: the search's experiment and parent run.
+        formula_json: the fitted formula (``formula.json``).
+        tags: the logged model's tags (those of the registered version, :func:`version_note`).
+        run_copy: also upload the same files as the run's artifact folder :data:`MODEL_ARTIFACT` (what the run's
+            *Artifacts* tab shows, and what searches before logged models had).
     """
     import tempfile
 
+    from mlflow.entities import LoggedModelOutput
+
+    logged = client.create_logged_model(experiment_id, name=MODEL_ARTIFACT, source_run_id=run_id, tags=tags,
+                                        model_type=MODEL_TYPE)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = save_pyfunc(formula_json, Path(tmp) / MODEL_ARTIFACT, logged, run_id)
+            client.log_model_artifacts(logged.model_id, str(model_dir))
+            if run_copy:
+                client.log_artifacts(run_id, str(model_dir), artifact_path=MODEL_ARTIFACT)
+        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, "FAILED")
+        raise
+    client.finalize_logged_model(logged.model_id, "READY")
+    return logged.model_id
+
+
+def find_logged_model(client: Any, experiment_id: str, run_id: str) -> str | None:
+    """The id of the ready logged model :data:`MODEL_ARTIFACT` that ``run_id`` made, or None (not logged yet)."""
+    token = None
+    while True:
+        page = client.search_logged_models([experiment_id], filter_string=f"name = '{MODEL_ARTIFACT}'",
+                                           page_token=token)
+        for model in page:
+            if model.source_run_id == run_id and str(model.status) == "READY":
+                return model.model_id
+        token = page.token
+        if not token:
+            return None
+
+
+def link_version(client: Any, model_id: str, model_name: str, version: str) -> bool:
+    """Tag the logged model with the registered version made from it (``mlflow.modelVersions``, which MLflow's UI
+    reads to show the version beside the logged model, as ``mlflow.register_model`` does); False if it had it."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    known = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
+    versions = json.loads(known) if known else []
+    entry = {"name": model_name, "version": str(version)}
+    if entry in versions:
+        return False
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*versions, entry])})
+    return True
+
+
+def publish(formula: Formula, tracker: Any, run_id: str, folder: Path, *, model_name: str = DEFAULT_MODEL_NAME,
+            title: str = "", search: str = "") -> dict[str, str]:
+    """Write ``formula.json`` and ``formula.png`` into ``folder``, log them on the run, log the pyfunc model
+    (:func:`log_model`: a logged model of the run) and register it as a new version of ``model_name`` (described by
+    :func:`version_note`; ``search`` names the search, default the run's name).
+
+    Returns:
+        ``{"json", "plot", "run_model_uri", "model_uri", "model_id"}`` (``model_id``: the logged model's).
+    """
     folder = Path(folder)
     json_path = formula.save(folder / "formula.json")
     plot_path = plot_formula(formula, folder / "formula.png", title)
     tracker.log_artifacts(run_id, [json_path, plot_path])
     client = tracker.client
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = save_pyfunc(json_path, Path(tmp) / MODEL_ARTIFACT)
-        client.log_artifacts(run_id, str(model_dir), artifact_path=MODEL_ARTIFACT)
     run = client.get_run(run_id)
     description, tags = version_note(formula, search or run.info.run_name)
-    version = register_model(client, model_name, run_id, run.info.artifact_uri, description, tags)
+    model_id = log_model(client, run.info.experiment_id, run_id, json_path, tags)
+    version = register_model(client, model_name, run_id, run.info.artifact_uri, description, tags, model_id)
     return {"json": str(json_path), "plot": str(plot_path), "run_model_uri": f"runs:/{run_id}/{MODEL_ARTIFACT}",
-            "model_uri": f"models:/{model_name}/{version}"}
+            "model_uri": f"models:/{model_name}/{version}", "model_id": model_id}
 
 
 def version_note(formula: Formula, search: str) -> tuple[str, dict[str, str]]:
@@ -806,7 +881,7 @@ def version_note(formula: Formula, search: str) -> tuple[str, dict[str, str]]:
 
 
 def register_model(client: Any, model_name: str, run_id: str, artifact_uri: str, description: str = "",
-                   tags: dict[str, str] | None = None) -> str:
+                   tags: dict[str, str] | None = None, model_id: str | None = None) -> str:
     """Register the run's :data:`MODEL_ARTIFACT` as a new version of ``model_name`` (created with
     :data:`MODEL_DESCRIPTION` if it does not exist); return the version number.
 
@@ -816,6 +891,8 @@ def register_model(client: Any, model_name: str, run_id: str, artifact_uri: str,
         run_id: the run that holds the model artifact.
         artifact_uri: that run's artifact root.
         description, tags: the version's (see :func:`version_note`).
+        model_id: the logged model the version is made from (:func:`log_model`); it is tagged with the version
+            (:func:`link_version`).
     """
     from mlflow.exceptions import MlflowException
 
@@ -823,8 +900,12 @@ def register_model(client: Any, model_name: str, run_id: str, artifact_uri: str,
         client.get_registered_model(model_name)
     except MlflowException:
         client.create_registered_model(model_name, description=MODEL_DESCRIPTION)
+    # the source stays the run's artifact folder: a models:/<model id> source makes MLflow's sqlite registry look
+    # the logged model up through the global tracking URI, which tinyray leaves alone
     version = client.create_model_version(model_name, source=f"{artifact_uri}/{MODEL_ARTIFACT}", run_id=run_id,
-                                          tags=tags or None, description=description or None)
+                                          tags=tags or None, description=description or None, model_id=model_id)
+    if model_id is not None:
+        link_version(client, model_id, model_name, str(version.version))
     return str(version.version)
 
 

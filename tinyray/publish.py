@@ -28,7 +28,7 @@ from typing import Any
 from tinyray.errors import UserError
 from tinyray.formula import MODEL_ARTIFACT
 from tinyray.status import FAILED
-from tinyray.tracking import EPOCH_METRICS, TRIAL_PARAMS, front_tags, settings_tags, trial_end_tags
+from tinyray.tracking import EPOCH_METRICS, TRIAL_PARAMS, front_tags, search_run_tags, trial_end_tags
 
 #: Files of a results folder that are logged on the parent run.
 PARENT_FILES = ("trials.csv", "front.csv", "front.png", "formula.json", "formula.png")
@@ -52,12 +52,14 @@ class PublishReport:
     artifacts: list[str] = field(default_factory=list)
     model_uri: str | None = None
     model_registered: bool = False
+    #: the formula's MLflow 3 logged model was created (the experiment's Models tab lacked it)
+    model_logged: bool = False
 
     @property
     def sent(self) -> int:
         """How many things were added or changed in MLflow."""
         return (self.parent_created + self.runs_created + self.metric_values + self.params + self.tags
-                + self.runs_ended + len(self.artifacts) + self.model_registered)
+                + self.runs_ended + len(self.artifacts) + self.model_registered + self.model_logged)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "sent": self.sent}
@@ -69,7 +71,8 @@ class PublishReport:
         return (f"published {self.results_dir} to {self.tracking_uri}: parent run {self.parent_run_id} "
                 f"({'created' if self.parent_created else 'found'}), {self.runs_created} trial runs created, "
                 f"{self.runs_found} found, {self.metric_values} metric values, {self.params} params, {self.tags} tags, "
-                f"{len(self.artifacts)} files" + (f", model {self.model_uri}" if self.model_registered else ""))
+                f"{len(self.artifacts)} files" + (f", model {self.model_uri}" if self.model_registered else "")
+                + (", the formula's logged model" if self.model_logged else ""))
 
 
 @dataclass
@@ -182,7 +185,7 @@ def _publish_parent(tracker: Any, runs: list[Any], results: Path, info: dict[str
     params = recorded.get("params") or info.get("run_params") or _legacy_search_params(info)
     if parents:
         parent = parents[0]
-        report.tags += _set_changed_tags(tracker, parent, settings_tags(params))
+        report.tags += _set_changed_tags(tracker, parent, search_run_tags(params))
     else:
         description = recorded.get("description") or f"tinyray search {config['name']} (published from {results})"
         parent = tracker.client.get_run(tracker.start_search(recorded.get("name") or config["name"], params,
@@ -243,8 +246,6 @@ def _publish_parent_outputs(tracker: Any, parent: Any, results: Path, config: di
         model = _publish_model(tracker, parent, results / "formula.json", MODEL_ARTIFACT not in present,
                                config.get("formula_name") or DEFAULT_MODEL_NAME, config["name"], report)
         report.model_uri, report.model_registered = model
-        if MODEL_ARTIFACT not in present:
-            report.artifacts.append(MODEL_ARTIFACT)
     if (results / "trials.csv").is_file() and parent.info.status == "RUNNING":
         client.set_terminated(parent_id, "FINISHED")
         report.runs_ended += 1
@@ -384,19 +385,22 @@ def _send_front_metrics(tracker: Any, parent: Any, results: Path, budget: int, t
 
 def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: bool, model_name: str, search: str,
                    report: PublishReport) -> tuple[str, bool]:
-    """The formula's pyfunc model on the parent run, its registered version with its description and tags
-    (:func:`tinyray.formula.version_note`), and the experiment's link to it: each only if missing."""
-    import tempfile
-
-    from tinyray.formula import Formula, register_model, save_pyfunc, version_note
+    """The formula's pyfunc model on the parent run (a logged model, and the run's artifact folder if
+    ``log_model``), its registered version with its description and tags (:func:`tinyray.formula.version_note`),
+    and the links between them and to the experiment: each only if missing."""
+    from tinyray.formula import Formula, find_logged_model, link_version, log_model as log_formula, register_model
+    from tinyray.formula import version_note
 
     client = tracker.client
     run_id = parent.info.run_id
-    if log_model:
-        with tempfile.TemporaryDirectory() as tmp:
-            model_dir = save_pyfunc(formula_json, Path(tmp) / MODEL_ARTIFACT)
-            client.log_artifacts(run_id, str(model_dir), artifact_path=MODEL_ARTIFACT)
     description, tags = version_note(Formula.load(formula_json), search)
+    model_id = find_logged_model(client, tracker.experiment_id, run_id)
+    if model_id is None:  # published before tinyray logged models (or not at all): the Models tab lists it now
+        model_id = log_formula(client, tracker.experiment_id, run_id, formula_json, tags, run_copy=log_model)
+        report.model_logged = True
+        if log_model:
+            report.artifacts.append(MODEL_ARTIFACT)
+    # (a logged model without the run's copy, from a publication cut short, is left so: runs:/ URIs resolve to it)
     versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
     registered = False
     if versions:
@@ -409,8 +413,10 @@ def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: boo
             if (first.tags or {}).get(key) != value:
                 client.set_model_version_tag(model_name, version, key, value)
                 report.tags += 1
+        if link_version(client, model_id, model_name, version):
+            report.tags += 1
     else:
-        version = register_model(client, model_name, run_id, parent.info.artifact_uri, description, tags)
+        version = register_model(client, model_name, run_id, parent.info.artifact_uri, description, tags, model_id)
         registered = True
     model_uri = f"models:/{model_name}/{version}"
     if parent.data.tags.get("formula_model_uri") != model_uri:

@@ -506,6 +506,8 @@ def finish_search(result: Any, tracker: Any) -> dict[str, Path]:
         result: the search's ``tinyray.search.SearchResult`` (its parent run still open).
         tracker: the search's ``tinyray.tracking.Tracker``.
     """
+    from tinyray.tracking import plain_text
+
     folder = result.results_dir
     summary = {"version": SUMMARY_VERSION, **result.summary()}
     files = {"summary": _write_text(folder / "summary.json", json.dumps(summary, indent=1, default=_json_default) + "\n")}
@@ -524,10 +526,10 @@ def finish_search(result: Any, tracker: Any) -> dict[str, Path]:
     findings = search_findings(result, table)
     tracker.describe(result.parent_run_id, describe_search(result, findings))
     model_uri = (result.formula or {}).get("model_uri")
-    model = (f" Its tiny formula is the registered model `{model_uri}` (the Models page; "
-             f"`tinyray formula --model-uri {model_uri}`)." if model_uri else "")
-    tracker.describe_experiment(  # above the runs table
-        f"{findings}\n\nThe search's own run, `{result.config.name}`, has the report (`report.html`) and the "
+    model = (f" Its tiny formula is the registered model {model_uri} (the Models tab; "
+             f"tinyray formula --model-uri {model_uri})." if model_uri else "")
+    tracker.describe_experiment(  # plain text: the list of experiments shows it raw, the runs page as Markdown
+        f"{plain_text(findings)} The search's own run, {result.config.name}, has the report (report.html) and the "
         f"files.{model}")
     return files
 

@@ -9,7 +9,8 @@
    early, :mod:`tinyray.train` trains them, :mod:`tinyray.tracking` mirrors them into MLflow;
 4. write ``trials.csv``, ``front.csv`` and ``front.png`` into the results folder and onto the parent run;
 5. fit the tiny formula on the front (:mod:`tinyray.formula`), write ``formula.json`` and ``formula.png``, log them
-   and the formula's pyfunc model on the parent run, register the model, and answer the search's own budget.
+   and the formula's pyfunc model on the parent run (an MLflow 3 logged model of it), register the model, and
+   answer the search's own budget.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class SearchConfig:
         trainer: ``train`` (default: train every trial) or ``replay`` (report recorded learning curves instead,
             to rehearse the machinery at scale: :mod:`tinyray.replay`; every record of the search says so).
         replay_speed: with ``replay``, seconds slept per recorded second of training.
+        precision: every trial's training precision, one of :data:`tinyray.train.PRECISIONS`; default ``None``:
+            :func:`tinyray.train.default_precision` of the trial's device (fp32 on CPU, bf16 or fp16 on CUDA).
+        workers: data-loading worker processes of every trial (folder data); default ``None``: one less than the
+            trial's CPUs, at most 8 (:func:`tinyray.data.default_workers`). The batches are the same for any count.
+        channels_last: every trial's network and inputs in channels-last memory (default on), as ``tinyray train``.
     """
 
     budget: int
@@ -103,6 +109,9 @@ class SearchConfig:
     retries: int = 1
     trainer: str = "train"
     replay_speed: float = 0.1
+    precision: str | None = None
+    workers: int | None = None
+    channels_last: bool = True
 
     @property
     def results_dir(self) -> Path:
@@ -304,16 +313,30 @@ def validate(config: SearchConfig) -> None:
             f"--storage {config.storage} is a URI; give a folder. On a cluster give a shared folder mounted at the "
             f"same path on every node (NFS, EFS), e.g. --storage /mnt/tinyray/results"
         )
+    from tinyray.train import PRECISIONS
+
+    if config.precision is not None and config.precision not in PRECISIONS:
+        raise UserError(f"--precision {config.precision!r} is not one of {', '.join(PRECISIONS)} (or auto: the "
+                        f"trial device's default)")
+    if config.workers is not None:
+        if isinstance(config.workers, bool) or not isinstance(config.workers, int) or config.workers < 0:
+            raise UserError(f"--workers must be a whole number of at least 0, got {config.workers!r}")
+        if config.workers > LIMITS["--workers"]:
+            raise UserError(f"--workers must be at most {LIMITS['--workers']}, got {config.workers}")
+    if not isinstance(config.channels_last, bool):
+        raise UserError(f"channels_last must be True or False, got {config.channels_last!r}")
     from tinyray.progress import MODES
 
     if config.progress not in MODES:
         raise UserError(f"progress mode {config.progress!r} is not one of {', '.join(MODES)}")
 
 
-#: Options that define a search: a resumed search keeps them (giving a different value is an error).
+#: Options that define a search: a resumed search keeps them (giving a different value is an error). The precision
+#: is one (a checkpoint resumes only at the precision it was trained in); workers and channels-last change only
+#: speed, so a resume may change them.
 DEFINING = ("budget", "space", "data", "trials", "max_epochs", "grace_period", "reduction_factor", "searcher",
             "scheduler", "seed", "floor", "pop_size", "cpus_per_trial", "gpus_per_trial", "recipe", "formula_name",
-            "retries", "trainer", "replay_speed")
+            "retries", "trainer", "replay_speed", "precision")
 
 
 def resume_config(storage: Path, name: str, given: dict[str, Any]) -> SearchConfig:
@@ -689,6 +712,8 @@ def search_params(config: SearchConfig, space: Any, data: Any, data_spec: Any, r
         "recipe": recipe, "cpus_per_trial": config.cpus_per_trial, "gpus_per_trial": config.gpus_per_trial,
         "retries": config.retries, "base_flops": base_flops(space, data.num_classes), "trainer": config.trainer,
         **({"replay_speed": config.replay_speed} if config.trainer == REPLAY else {}),
+        "precision": config.precision or "auto", "workers": config.workers,
+        "channels_last": config.channels_last,
         **{f"data_{key}": value for key, value in spec_summary(data_spec).items()},
     }
 

@@ -57,8 +57,9 @@ TRIAL_PARAMS = ("r", "d", "w", "resolution", "flops", "params", "train_resolutio
 #: The prefix of the search's settings, which its parent run carries as tags (``setting.budget``), not params: the
 #: UI's params picker and table then hold only the trials' r, d, w and what they build.
 SETTING_PREFIX = "setting."
-#: Run colours (MLflow's ``mlflow.runColor`` tag, which its UI reads): the front's trials stand out in every chart.
-FRONT_COLOR, OFF_FRONT_COLOR = "#d62728", "#9aa5b1"
+#: Run colours (MLflow's ``mlflow.runColor`` tag, which its UI reads): the front's trials stand out in every chart,
+#: and the search's own run has a colour of its own (blue), so that it never passes for a trial.
+FRONT_COLOR, OFF_FRONT_COLOR, SEARCH_COLOR = "#d62728", "#9aa5b1", "#1f77b4"
 #: The MLflow UI's experiment page as tinyray opens it, stored as an experiment tag the way the UI stores a shared
 #: view (``mlflow.sharedViewState.<key>``) and opened by :func:`experiment_page`: the runs table flat, most accurate
 #: first, with the columns people compare first; and the charts that answer a search's questions.
@@ -86,6 +87,21 @@ def trial_numbers(params: Mapping[str, Any]) -> dict[str, float]:
 def settings_tags(settings: Mapping[str, Any]) -> dict[str, str]:
     """The search's settings as its parent run's tags (``setting.<name>``; None values left out)."""
     return {f"{SETTING_PREFIX}{key}": str(value)[:5000] for key, value in settings.items() if value is not None}
+
+
+def search_run_tags(settings: Mapping[str, Any]) -> dict[str, str]:
+    """The tags that describe the search's own run: its settings (:func:`settings_tags`) and its colour."""
+    return {**settings_tags(settings), "mlflow.runColor": SEARCH_COLOR}
+
+
+def plain_text(markdown: str) -> str:
+    """Markdown as one paragraph of plain text: without ``**``, ``*`` emphasis and backticks, lines joined.
+
+    MLflow's list of experiments shows an experiment's description (``mlflow.note.content``) as raw text, and its
+    experiment page renders it as Markdown; plain text reads right in both.
+    """
+    text = re.sub(r"\*\*|`", "", markdown)
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def front_tags(on_front: bool) -> dict[str, str]:
@@ -278,18 +294,26 @@ def read_journal(results_dir: Path) -> dict[str, Any] | None:
     return journal if isinstance(journal, dict) and journal.get("version") == JOURNAL_VERSION else None
 
 
-def experiment_page(base_url: str, experiment_id: str, tinyray_view: bool = True) -> str:
-    """The MLflow UI address of an experiment's runs table (in tinyray's view if the experiment has it).
+#: The tab of the experiment page tinyray's addresses open: the charts (``compareRunsMode``, MLflow's URL parameter
+#: of the runs page's *Table view* / *Chart view* switch, which is TABLE when absent). MLflow keeps that mode in the
+#: address only: neither an experiment tag nor a shared view can set it, so MLflow's own link to an experiment (its
+#: name in the list of experiments) opens the table.
+OPEN_MODE = "CHART"
+
+
+def experiment_page(base_url: str, experiment_id: str, tinyray_view: bool = True, mode: str = OPEN_MODE) -> str:
+    """The MLflow UI address of an experiment's runs (in tinyray's view if the experiment has it).
 
     Args:
         base_url: the UI's address, e.g. ``http://127.0.0.1:5000``.
         experiment_id: the search's experiment.
         tinyray_view: open :data:`RUNS_VIEW` (experiments made before it existed lack it: then sort by top-1).
+        mode: ``CHART`` (default, :data:`OPEN_MODE`: the view's charts) or ``TABLE`` (the runs table).
     """
     # workflowType: MLflow 3 opens its GenAI pages unless told this is model training
     query = "workflowType=machine_learning&" + (
         f"viewStateShareKey={RUNS_VIEW_KEY}" if tinyray_view else "orderByKey=metrics.%60top1%60&orderByAsc=false")
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}&compareRunsMode={mode}"
 
 
 class Tracker:
@@ -396,12 +420,12 @@ class Tracker:
     # -- the search (parent run) -------------------------------------------------------------------------------
     def start_search(self, name: str, settings: Mapping[str, Any], description: str = "") -> str | None:
         """Create the search's parent run (tagged ``tinyray.kind=search``, ``tinyray.search_id`` and its
-        ``settings`` as :func:`settings_tags`), and give the experiment tinyray's view (:data:`RUNS_VIEW`)."""
+        ``settings`` and colour as :func:`search_run_tags`), and give the experiment tinyray's view (:data:`RUNS_VIEW`)."""
         # the journal keeps its "params" key (the format of tracking.json); MLflow gets them as tags
         self.journal["parent"] = {"name": name, "params": dict(settings), "description": description}
         run_id = self._call("creating the search's run", self._create_run, name, {
             "tinyray.kind": "search", "tinyray.search_id": self.search_id, "mlflow.note.content": description,
-            **settings_tags(settings),
+            **search_run_tags(settings),
         }, {})
         self.journal["parent_run_id"] = run_id
         self._save_journal()
@@ -429,7 +453,8 @@ class Tracker:
         self.set_tags(run_id, {"mlflow.note.content": description})
 
     def describe_experiment(self, description: str) -> None:
-        """Replace the experiment's description (Markdown shown above its runs table)."""
+        """Replace the experiment's description: shown as Markdown above its runs table, but as raw text in MLflow's
+        list of experiments, so give it plain text (:func:`plain_text`)."""
         self.tag_experiment({"mlflow.note.content": description})
 
     def tag_experiment(self, tags: Mapping[str, str]) -> None:

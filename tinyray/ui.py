@@ -147,15 +147,19 @@ def find_experiment(base_url: str, name: str) -> dict[str, Any]:
     raise UserError(f"MLflow at {base_url} answered {status} when asked for experiment {name!r}")
 
 
-def experiment_url(base_url: str, experiment: str | None) -> str:
-    """The UI address of experiment ``experiment``'s runs (by name), or of the experiment list for None."""
+def experiment_url(base_url: str, experiment: str | None, mode: str | None = None) -> str:
+    """The UI address of experiment ``experiment``'s runs (by name; ``mode`` as :func:`tinyray.tracking.experiment_page`
+    takes it, default its charts), or of the experiment list for None."""
     from tinyray.tracking import RUNS_VIEW_KEY, experiment_page
 
     if experiment is None:
         return f"{base_url.rstrip('/')}/#/experiments"
     found = find_experiment(base_url, experiment)
     tags = {tag.get("key") for tag in found.get("tags", [])}
-    return experiment_page(base_url, str(found["experiment_id"]), f"mlflow.sharedViewState.{RUNS_VIEW_KEY}" in tags)
+    viewed = f"mlflow.sharedViewState.{RUNS_VIEW_KEY}" in tags
+    if mode is None:
+        return experiment_page(base_url, str(found["experiment_id"]), viewed)
+    return experiment_page(base_url, str(found["experiment_id"]), viewed, mode)
 
 
 class UIServer:

@@ -253,6 +253,7 @@ def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, reci
     settings = TrialSettings(
         space=str(space.source), data=data_spec, max_epochs=config.max_epochs, recipe=recipe, seed=config.seed,
         threads=max(1, int(config.cpus_per_trial)), trainer=config.trainer, replay_speed=config.replay_speed,
+        precision=config.precision, workers=config.workers, channels_last=config.channels_last,
     )
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)

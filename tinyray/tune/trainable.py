@@ -46,7 +46,10 @@ class TrialSettings:
         recipe: training recipe name.
         seed: seed of every trial's initialisation and data order.
         threads: torch CPU threads per trial (the trial's CPUs); folder data is also loaded by ``threads - 1``
-            worker processes (:func:`tinyray.data.default_workers`, the trainer's default).
+            worker processes (:func:`tinyray.data.default_workers`, the trainer's default) unless ``workers``.
+        precision: training precision (``None``: the trial device's default, :func:`tinyray.train.default_precision`).
+        workers: data-loading worker processes (``None``: the trainer's default).
+        channels_last: channels-last memory format of the network and its inputs.
         trainer: ``train`` (train the network) or ``replay`` (report a recorded curve, :mod:`tinyray.replay`).
         replay_speed: a replay's seconds slept per recorded second.
     """
@@ -59,6 +62,10 @@ class TrialSettings:
     threads: int
     trainer: str = TRAIN
     replay_speed: float = 0.1
+    # defaults: settings pickled by a tinyray without these options still unpickle
+    precision: str | None = None
+    workers: int | None = None
+    channels_last: bool = True
 
 
 @lru_cache(maxsize=4)
@@ -177,7 +184,8 @@ def _train(space: SearchSpace, data: Any, fixed: dict[str, Any], settings: Trial
     train_candidate(
         space, fixed["r"], fixed["d"], fixed["w"], data,
         epochs=settings.max_epochs, recipe=settings.recipe, seed=settings.seed,
-        threads=settings.threads, device=device, callback=report, state=state,
+        threads=settings.threads, workers=settings.workers, device=device, precision=settings.precision,
+        channels_last=settings.channels_last, callback=report, state=state,
     )
 
 
