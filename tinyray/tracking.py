@@ -2,8 +2,8 @@
 
 All MLflow traffic comes from the driver (the Tune callback :class:`tinyray.tune.callbacks.TrackingCallback`
 runs there), so worker nodes never need to reach the tracking server. What a run records is defined here once
-(:func:`trial_start_tags`, :func:`trial_end_tags`, :data:`TRIAL_PARAMS`, :func:`trial_numbers`, :func:`settings_tags`), for the search
-and for ``tinyray publish`` alike.
+(:func:`trial_start_tags`, :func:`trial_end_tags`, :data:`TRIAL_PARAMS`, :func:`trial_numbers`,
+:func:`settings_tags`), for the search and for ``tinyray publish`` alike.
 
 A search must not depend on its tracking server. Every MLflow call of a :class:`Tracker` goes through one guard:
 with short HTTP retries and timeouts (:data:`QUICK_HTTP`, so a dead server costs seconds), and on the first

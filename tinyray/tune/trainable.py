@@ -12,8 +12,8 @@ With ``trainer="replay"`` (``--trainer replay``) the same trainable reports a re
 training (:mod:`tinyray.replay`): the reports, checkpoints (``state.json`` instead of ``state.pt``) and everything
 the driver does with them are the same, and every report says ``trainer: replay``. A replay trial's process stays
 small: the driver describes its candidate (FLOPs, parameters, resolutions) in the trial's config
-(:class:`~tinyray.tune.searcher.TinySearcher`'s ``describe``), so the process imports neither torch, timm nor scipy and loads neither the search
-space's network family nor the data.
+(:class:`~tinyray.tune.searcher.TinySearcher`'s ``describe``), so the process imports neither torch, timm nor
+scipy and loads neither the search space's network family nor the data.
 
 Fault injection for tests and chaos drills: ``TINYRAY_FAULTS`` (see :mod:`tinyray.faults`).
 """
@@ -147,7 +147,8 @@ def _faults(config: dict[str, Any], epoch: int) -> None:
 
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """Train (or replay) the candidate ``config = {"r", "d", "w"}`` and report every epoch to Tune, with a
-    checkpoint. A replay's config also holds the trial's description, made by the driver (:class:`~tinyray.tune.searcher.TinySearcher`'s ``describe``)."""
+    checkpoint. A replay's config also holds the trial's description, made by the driver
+    (:class:`~tinyray.tune.searcher.TinySearcher`'s ``describe``)."""
     fixed = {**_describe(config, settings), "node_id": ray.get_runtime_context().get_node_id(),
              "trainer": settings.trainer}
 
