@@ -140,3 +140,19 @@ def test_every_method_uses_a_registered_searcher():
     from tinyray.searchers import SEARCHERS
 
     assert {searcher for searcher, _ in METHODS.values()} <= set(SEARCHERS)
+
+
+def test_trilinear_is_scipys_linear_grid_interpolation():
+    """Curves interpolate without scipy (a replay trial's process must stay small), exactly as scipy would."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    from tinyray.bench import trilinear
+
+    rng = np.random.default_rng(1)
+    axes = (np.array([0.25, 0.5, 1.0]), np.array([0.25, 0.6, 0.9, 1.25]), np.array([0.25, 0.7, 1.0]))
+    values = rng.uniform(size=(3, 4, 3, 5))
+    values[2, 1, 0] = np.nan  # an unrecorded grid point: NaN in every cell around it
+    scipys = RegularGridInterpolator(axes, values)
+    grid_points = [np.array([r, d, w]) for r in axes[0] for d in axes[1] for w in axes[2]]
+    for point in [*rng.uniform([0.25] * 3, [1.0, 1.25, 1.0], size=(300, 3)), *grid_points]:
+        np.testing.assert_array_equal(trilinear(axes, values, point), scipys(point)[0])

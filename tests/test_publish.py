@@ -42,7 +42,7 @@ def offline_warnings(caplog) -> list[str]:
 
 
 # -- a results folder made by hand (what a finished search leaves, without running one) -------------------------
-def make_results(root: Path, space, name: str = "hand", formula: bool = True) -> Path:
+def make_results(root: Path, space, name: str = "hand", formula: bool = True, trainer: str | None = None) -> Path:
     """A search's results folder with 6 trials (5 completed on a front, 1 early-stopped), front and formula."""
     from tinyray.cost import analytic_cost, base_flops
     from tinyray.formula import fit_formula, plot_formula
@@ -52,7 +52,8 @@ def make_results(root: Path, space, name: str = "hand", formula: bool = True) ->
     results.mkdir(parents=True)
     info = {"version": 1, "config": {"name": name, "budget": BUDGET, "storage": str(root), "trials": 6, "max_epochs": 2,
                                      "searcher": "random", "scheduler": "asha", "seed": 0,
-                                     "formula_name": f"tinynet-formula-{name}"},
+                                     "formula_name": f"tinynet-formula-{name}",
+                                     **({"trainer": trainer} if trainer else {})},  # None: from before --trainer
             "space_file": str(space.source), "space": space.name, "data": "synthetic", "num_classes": NUM_CLASSES,
             "base_flops": base_flops(space, NUM_CLASSES), "recipe": "proxy"}
     (results / "search.json").write_text(json.dumps(info))
@@ -120,6 +121,7 @@ def check_published(client, results: Path) -> dict:
     parents = [run_id for run_id, run in state.items() if run["tags"]["tinyray.kind"] == "search"]
     assert parents == [journal["parent_run_id"]]
     parent = state[parents[0]]
+    trainer = json.loads((results / "search.json").read_text())["config"].get("trainer", "train")
     children = {run["tags"]["trial_id"]: run for run in state.values() if run["tags"]["tinyray.kind"] == "trial"}
     assert len(children) == len(state) - 1  # no trial has two runs
     trials = pd.read_csv(results / "trials.csv", dtype={"trial_id": str})
@@ -128,6 +130,7 @@ def check_published(client, results: Path) -> dict:
         child = children[row.trial_id]
         assert child["tags"]["mlflow.parentRunId"] == parents[0]
         assert child["tags"]["status"] == row.status and child["tags"]["epochs"] == str(row.epochs)
+        assert child["tags"]["trainer"] == trainer  # as the search's own tracking tags its trials' runs
         assert child["tags"]["on_front"] == str(bool(row.on_front)).lower()
         assert child["tags"]["mlflow.runColor"] == (FRONT_COLOR if row.on_front else OFF_FRONT_COLOR)
         assert child["status"] == "FINISHED"
@@ -239,6 +242,17 @@ def test_publish_onto_an_empty_local_store_then_nothing_twice(space, tmp_path, c
     assert "the formula's logged model" in third.line()
     assert check_published(client, results) == state
     assert [model.model_id for model in logged_models(client, first.experiment_id, first.parent_run_id)] != [old.model_id]
+
+
+def test_publish_tags_a_replayed_searchs_trial_runs(space, tmp_path):
+    from mlflow import MlflowClient
+
+    results = make_results(tmp_path / "results", space, name="replayed", formula=False, trainer="replay")
+    uri = local_tracking_uri(tmp_path / "elsewhere")
+    assert publish(results, uri).runs_created == 6
+    state = check_published(MlflowClient(tracking_uri=uri), results)
+    trials = [run for run in state.values() if run["tags"]["tinyray.kind"] == "trial"]
+    assert len(trials) == 6 and all(run["tags"]["trainer"] == "replay" for run in trials)
 
 
 @pytest.mark.integration

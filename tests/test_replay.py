@@ -96,3 +96,62 @@ def test_search_replay_options_are_one_line_errors(tmp_path, capfd):
     _, err = capfd.readouterr()
     assert code == 2 and err.count("\n") == 1 and "--trainer" in err
     assert not storage.exists()
+
+
+# what a replay trial's process runs: Tune's session and Ray's node id stood in for, the trial's config as the
+# driver describes it; prints the heavy modules imported and whether the data was loaded
+TRIAL_PROCESS = """
+import json, sys
+from types import SimpleNamespace
+
+import ray
+from ray import tune
+
+from tinyray.data import DataSpec
+from tinyray.space import load_space
+from tinyray.tune import trainable
+
+config, reports = json.loads(sys.argv[1]), []
+tune.report = lambda metrics, checkpoint=None: reports.append(metrics)
+tune.get_checkpoint = lambda: None
+ray.get_runtime_context = lambda: SimpleNamespace(get_node_id=lambda: "local")
+settings = trainable.TrialSettings(space=str(load_space().source), data=DataSpec(), max_epochs=2, recipe="proxy",
+                                   seed=0, threads=1, trainer="replay", replay_speed=0.0)
+trainable.run_trial(config, settings)
+print(json.dumps({"imported": [m for m in ("torch", "timm", "scipy") if m in sys.modules],
+                  "data_loaded": trainable._data.cache_info().currsize, "reports": reports}))
+"""
+
+
+def test_a_replay_trials_process_imports_no_torch_and_loads_no_data(space):
+    """128 replay slots must fit one machine: the driver describes the trial, so its process stays small."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from functools import partial
+    from pathlib import Path
+
+    import tinyray
+    from tinyray.data import DataSpec, load_data
+    from tinyray.tracking import TRIAL_PARAMS
+    from tinyray.tune.runtime import _describe
+    from tinyray.tune.searcher import TinySearcher
+
+    class OneCandidate:
+        def ask(self, trial_id):
+            return type("Candidate", (), dict(zip("rdw", POINT)))()
+
+    describe = partial(_describe, space, load_data(DataSpec()))
+    config = TinySearcher(OneCandidate(), max_epochs=2, describe=describe).suggest("t1")  # as a replay search's
+    assert set(config) == set(TRIAL_PARAMS) and config["flops"] > 0
+    assert TinySearcher(OneCandidate(), max_epochs=2).suggest("t2") == dict(zip("rdw", POINT))  # a real search's
+
+    here = os.pathsep.join([str(Path(tinyray.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", TRIAL_PROCESS, json.dumps(config)], capture_output=True, text=True,
+                          check=False, env={**os.environ, "PYTHONPATH": here})
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["imported"] == [] and found["data_loaded"] == 0
+    assert [r["epoch"] for r in found["reports"]] == [1, 2]
+    assert all({key: r[key] for key in TRIAL_PARAMS} == config and r["trainer"] == "replay" for r in found["reports"])

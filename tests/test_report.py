@@ -173,6 +173,29 @@ def test_report_of_a_copied_folder_browses_the_copy(tmp_path, tracking_uri, opti
     assert str(original) not in page
 
 
+def test_report_of_a_replayed_search_opens_with_a_banner(tmp_path):
+    from tinyray.search import REPLAY_NOTE
+
+    real = tmp_path / "real"
+    write_results(real, make_trials(), formula=False)
+    page = write_report(real).read_text()
+    assert 'id="replay-banner"' not in page and "REPLAY" not in page
+
+    replayed = tmp_path / "replayed"
+    trials = make_trials().assign(trainer="replay")
+    write_results(replayed, trials, formula=False)
+    summary = json.loads((replayed / "summary.json").read_text())
+    (replayed / "summary.json").write_text(json.dumps({**summary, "trainer": "replay"}))
+    page = write_report(replayed).read_text()
+    banner = re.search(r'<p id="replay-banner"[^>]*>(.*?)</p>', page)
+    assert banner and html.escape(REPLAY_NOTE) in banner.group(1)
+    assert page.index('id="replay-banner"') < page.index('<section id="summary">')  # the first thing read
+    assert "<title>tinyray report: REPLAY: replayed</title>" in page
+
+    (replayed / "summary.json").unlink()  # the trials alone still say so
+    assert 'id="replay-banner"' in write_report(replayed).read_text()
+
+
 def test_report_of_a_search_on_a_server_opens_its_page(tmp_path):
     folder = tmp_path / "s" / "b60M"
     write_results(folder, make_trials(), formula=False, tracking_uri="http://127.0.0.1:5000")

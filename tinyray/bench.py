@@ -19,7 +19,7 @@ The searchers are the registered ones (:data:`tinyray.searchers.SEARCHERS`), the
 **The tabular simulator** (default). Real learning curves were recorded once on a grid of the cube
 (``benchdata/curves.csv``, by ``benchmarks/record_curves.py``: top1 and seconds after every epoch of a run whose
 learning-rate schedule spans ``max_t`` epochs). A candidate's curve is interpolated linearly between grid points
-(scipy's ``RegularGridInterpolator`` over (r, d, w), per epoch); its FLOPs are the analytic count. A simulated
+(:func:`trilinear` over (r, d, w), per epoch); its FLOPs are the analytic count. A simulated
 clock with ``workers`` workers and an event queue plays the search: a free worker asks the searcher for a
 candidate (or idles until the next event while NSGA-III waits for its generation), every epoch end is an event
 that the scheduler decides on, and a finished or stopped trial is told to the searcher. No Ray actors run; the
@@ -39,6 +39,7 @@ search of its own.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -129,6 +130,30 @@ def validate(config: BenchConfig, recorded_epochs: int | None = None) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def trilinear(axes: tuple[np.ndarray, ...], values: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """Linear interpolation on a regular 3-D grid, as scipy's ``RegularGridInterpolator(axes, values)`` computes it
+    (the same cell, weights and order of sums), without importing scipy: a replay trial's process uses it.
+
+    Args:
+        axes: the three ascending grid axes, of lengths ``(n0, n1, n2)``.
+        values: an ``n0 x n1 x n2 x k`` array; NaN marks an unrecorded grid point.
+        point: ``(3,)`` coordinates within the axes' bounds.
+
+    Returns:
+        The ``(k,)`` interpolated values: NaN where any corner of the point's grid cell is NaN.
+    """
+    corners = []
+    for axis, x in zip(axes, point):
+        # the cell [axis[i], axis[i + 1]] holding x; the last point of an axis belongs to the last cell
+        i = min(max(int(np.searchsorted(axis, x, side="right")) - 1, 0), len(axis) - 2)
+        fraction = (x - axis[i]) / (axis[i + 1] - axis[i])
+        corners.append(((i, 1.0 - fraction), (i + 1, fraction)))
+    total = np.zeros(values.shape[3:])
+    for (i, a), (j, b), (k, c) in itertools.product(*corners):
+        total = total + values[i, j, k] * (a * b * c)
+    return total
+
+
 class Curves:
     """Recorded learning curves on a grid of the cube, interpolated between grid points.
 
@@ -141,8 +166,6 @@ class Curves:
     """
 
     def __init__(self, table: "pd.DataFrame") -> None:
-        from scipy.interpolate import RegularGridInterpolator
-
         missing = {"r", "d", "w", "epoch", "top1", "seconds"} - set(table.columns)
         if missing:
             raise UserError(
@@ -164,8 +187,7 @@ class Curves:
             top1[index] = rows["top1"].to_numpy(dtype=float)
             seconds[index] = np.diff(rows["seconds"].to_numpy(dtype=float), prepend=0.0)  # seconds of each epoch
         self.recorded = ~np.isnan(top1[..., 0])
-        self._top1 = RegularGridInterpolator(self.axes, top1)
-        self._seconds = RegularGridInterpolator(self.axes, seconds)
+        self._top1, self._seconds = top1, seconds
 
     def max_budget(self, space: Any, num_classes: int = 10) -> float:
         """The largest FLOPs budget under which every network of the cube lies in a fully recorded grid cell.
@@ -203,7 +225,7 @@ class Curves:
     def curve(self, r: float, d: float, w: float) -> tuple[np.ndarray, np.ndarray]:
         """``(top1, seconds)`` per epoch at (r, d, w): two ``(epochs,)`` arrays (seconds of each epoch)."""
         point = np.clip([r, d, w], [a[0] for a in self.axes], [a[-1] for a in self.axes])
-        top1, seconds = self._top1(point)[0], self._seconds(point)[0]
+        top1, seconds = trilinear(self.axes, self._top1, point), trilinear(self.axes, self._seconds, point)
         if np.isnan(top1).any():
             raise ValueError(f"no recorded curve around r={r} d={d} w={w}: the grid cell lacks a corner")
         return np.clip(top1, 0.0, 1.0), np.maximum(seconds, 1e-6)

@@ -27,8 +27,9 @@ from typing import Any
 
 from tinyray.errors import UserError
 from tinyray.formula import MODEL_ARTIFACT
+from tinyray.replay import TRAIN
 from tinyray.status import FAILED
-from tinyray.tracking import EPOCH_METRICS, TRIAL_PARAMS, front_tags, search_run_tags, trial_end_tags
+from tinyray.tracking import EPOCH_METRICS, TRIAL_PARAMS, front_tags, search_run_tags, trial_end_tags, trial_start_tags
 
 #: Files of a results folder that are logged on the parent run.
 PARENT_FILES = ("trials.csv", "front.csv", "front.png", "formula.json", "formula.png")
@@ -140,7 +141,8 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
                                       max_results=50000)
     report = PublishReport(str(results), uri, str(tracker.experiment_id), "")
     parent, params = _publish_parent(tracker, runs, results, info, journal, report)
-    trial_runs = _publish_trials(tracker, runs, parent.info.run_id, trials, journal, report)
+    tags = trial_start_tags(config.get("trainer") or TRAIN)  # a folder from before --trainer: trained
+    trial_runs = _publish_trials(tracker, runs, parent.info.run_id, trials, journal, report, tags)
     _publish_parent_outputs(tracker, parent, results, config, len(trials), report)
     write_json_atomic(results / "tracking.json", {
         **journal, "version": JOURNAL_VERSION, "search_id": tracker.search_id, "tracking_uri": uri,
@@ -196,8 +198,9 @@ def _publish_parent(tracker: Any, runs: list[Any], results: Path, info: dict[str
 
 
 def _publish_trials(tracker: Any, runs: list[Any], parent_id: str, trials: list[_Trial], journal: dict[str, Any],
-                    report: PublishReport) -> dict[str, str]:
-    """One child run a trial (created if missing) with the epochs, tags and end it lacks.
+                    report: PublishReport, tags: dict[str, str]) -> dict[str, str]:
+    """One child run a trial (created if missing) with the epochs, tags and end it lacks; ``tags`` are the ones a
+    search gives every trial's run when it makes it (:func:`tinyray.tracking.trial_start_tags`).
 
     Returns:
         The trial id -> run id mapping.
@@ -212,7 +215,7 @@ def _publish_trials(tracker: Any, runs: list[Any], parent_id: str, trials: list[
         run_name, trial_params = _trial_params(trial, journal)
         run = children.get(trial.trial_id)
         if run is None:
-            run_id = tracker.start_trial(parent_id, trial.trial_id, run_name, trial_params)
+            run_id = tracker.start_trial(parent_id, trial.trial_id, run_name, trial_params, tags)
             run = client.get_run(run_id)
             report.runs_created += 1
             have: dict[str, set[int]] = {}
@@ -223,7 +226,7 @@ def _publish_trials(tracker: Any, runs: list[Any], parent_id: str, trials: list[
                     for key in (*EPOCH_METRICS, "epochs") if key in run.data.metrics}
         trial_runs[trial.trial_id] = run.info.run_id
         report.metric_values += _send_epochs(tracker, run.info.run_id, trial, have)
-        report.tags += _set_changed_tags(tracker, run, _trial_tags(trial))
+        report.tags += _set_changed_tags(tracker, run, {**tags, **_trial_tags(trial)})
         if trial.table is not None and run.info.status == "RUNNING":
             client.set_terminated(run.info.run_id, "FAILED" if trial.table.get("status") == FAILED else "FINISHED")
             report.runs_ended += 1

@@ -214,6 +214,15 @@ class Results:
         budget = self.summary.get("budget")
         return float(budget) if budget else None
 
+    @property
+    def replayed(self) -> bool:
+        """Whether the search replayed recorded curves (``--trainer replay``): as ``summary.json`` or any row of
+        ``trials.csv`` says (a folder may lack the summary, or predate the ``trainer`` column)."""
+        from tinyray.replay import REPLAY
+
+        column = self.trials["trainer"] if "trainer" in self.trials.columns else ()
+        return self.summary.get("trainer") == REPLAY or any(str(value) == REPLAY for value in column)
+
 
 def read_results(folder: str | Path) -> Results:
     """Read ``trials.csv`` (required), ``front.csv``, ``summary.json`` and ``formula.json`` of a results folder.
@@ -275,6 +284,7 @@ img { max-width: 100%; border: 1px solid #eee; }
 .note { color: #666; font-size: 13px; }
 dl.summary { display: grid; grid-template-columns: max-content auto; gap: 2px 1.5em; }
 dl.summary dt { color: #666; } dl.summary dd { margin: 0; }
+.replay { background: #fff3cd; border: 2px solid #c77c00; color: #5c3a00; padding: .7em 1em; font-size: 15px; }
 """
 
 
@@ -326,8 +336,10 @@ def _browse_command(results: Results) -> str | None:
 
 
 def render_report(results: Results, importance_table: "pd.DataFrame", front_png: Path, importance_png: Path) -> str:
-    """The report page: one HTML document with every image inlined (no external file, script or style)."""
+    """The report page: one HTML document with every image inlined (no external file, script or style); a replayed
+    search's page opens with a banner that says so."""
     from tinyray.cost import format_flops
+    from tinyray.search import REPLAY_NOTE
 
     esc = html.escape
     trials, summary = results.trials, results.summary
@@ -348,8 +360,12 @@ def render_report(results: Results, importance_table: "pd.DataFrame", front_png:
         facts.append(("browse the runs", browse))
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>tinyray report: {esc(results.name)}</title><style>{_STYLE}</style></head><body>",
+        f"<title>tinyray report: {'REPLAY: ' if results.replayed else ''}{esc(results.name)}</title>"
+        f"<style>{_STYLE}</style></head><body>",
         f"<h1>tinyray search <code>{esc(results.name)}</code></h1>",
+        *([f'<p id="replay-banner" class="replay" role="alert"><strong>{esc(REPLAY_NOTE)}.</strong> The accuracies '
+           "are recorded learning curves with recorded noise, replayed to rehearse the machinery: they say nothing "
+           "about these networks.</p>"] if results.replayed else []),
         '<section id="summary"><dl class="summary">',
         *[f"<dt>{esc(key)}</dt><dd>{esc(value)}</dd>" for key, value in facts],
         "</dl>",

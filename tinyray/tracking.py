@@ -2,8 +2,8 @@
 
 All MLflow traffic comes from the driver (the Tune callback :class:`tinyray.tune.callbacks.TrackingCallback`
 runs there), so worker nodes never need to reach the tracking server. What a run records is defined here once
-(:func:`trial_end_tags`, :data:`TRIAL_PARAMS`, :func:`trial_numbers`, :func:`settings_tags`), for the search
-and for ``tinyray publish`` alike.
+(:func:`trial_start_tags`, :func:`trial_end_tags`, :data:`TRIAL_PARAMS`, :func:`trial_numbers`,
+:func:`settings_tags`), for the search and for ``tinyray publish`` alike.
 
 A search must not depend on its tracking server. Every MLflow call of a :class:`Tracker` goes through one guard:
 with short HTTP retries and timeouts (:data:`QUICK_HTTP`, so a dead server costs seconds), and on the first
@@ -218,6 +218,12 @@ def describe_trial(space: Any, data: Any, r: float, d: float, w: float) -> dict[
     cost = analytic_cost(space, r, d, w, data.num_classes)
     return {"r": r, "d": d, "w": w, "resolution": cost.resolution, "flops": cost.flops, "params": cost.params,
             "train_resolution": data.train_resolution(space, r)}
+
+
+def trial_start_tags(trainer: str) -> dict[str, str]:
+    """The tags a trial's run gets when it is made (the search's and ``tinyray publish``'s alike): ``trainer``,
+    ``train`` or ``replay`` (:data:`tinyray.replay.TRAINERS`), so that a replayed trial's run says it was one."""
+    return {"trainer": str(trainer)}
 
 
 def trial_end_tags(status: str, epochs: int, reason: str = "") -> dict[str, str]:

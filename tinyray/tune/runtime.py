@@ -31,8 +31,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from tinyray.errors import UserError
 from tinyray.progress import Progress
+from tinyray.replay import REPLAY
 from tinyray.status import trial_status
-from tinyray.tracking import describe_trial, error_line
+from tinyray.tracking import describe_trial, error_line, trial_start_tags
 from tinyray.tune.callbacks import DiskFull, MonitorCallback, StopWhenDiskFull, TrackingCallback
 from tinyray.tune.legacy import install_legacy_aliases
 from tinyray.tune.scheduler import MOASHAScheduler
@@ -280,8 +281,9 @@ def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, reci
             "elapsed_seconds": state.elapsed,
         }, step=state.done)
 
-    tracking = TrackingCallback(tracker, parent_run_id, config.max_epochs, partial(_describe, space, data),
-                                tags={"trainer": config.trainer})
+    describe, replay = partial(_describe, space, data), config.trainer == REPLAY
+    tracking = TrackingCallback(tracker, parent_run_id, config.max_epochs, describe,
+                                tags=trial_start_tags(config.trainer))
     # the disk guard first: a trial that ran out of disk stops the search before it is recorded as failed
     guard = StopWhenDiskFull()
     callbacks = [guard, tracking, MonitorCallback(progress, config.progress, on_update), *trial_loggers()]
@@ -303,7 +305,8 @@ def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, reci
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                metric="top1", mode="max", search_alg=TinySearcher(core, max_epochs=config.max_epochs),
+                metric="top1", mode="max", search_alg=TinySearcher(core, max_epochs=config.max_epochs,
+                                                                   describe=describe if replay else None),
                 scheduler=scheduler, num_samples=config.trials, reuse_actors=True,
                 # one folder a trial, named by its id, so a trial that never reported is still identified
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 from ray.tune.search import Searcher
 
@@ -53,15 +53,21 @@ class TinySearcher(Searcher):
         mode: must be ``max``: the searcher maximises accuracy.
         max_epochs: epochs of a full-fidelity trial; a trial ending with fewer ``training_iteration`` was
             early-stopped.
+        describe: if given, ``describe(config)`` returns the trial's :data:`~tinyray.tracking.TRIAL_PARAMS` and
+            the suggestion is that: a replay search (``--trainer replay``) describes its trials here, in the driver,
+            because counting a candidate's FLOPs imports torch and timm (about 700 MB), which a replay trial's
+            process otherwise never needs (see docs/benchmarks.md).
     """
 
-    def __init__(self, core: SearchCore, *, metric: str = "top1", mode: str = "max", max_epochs: int) -> None:
+    def __init__(self, core: SearchCore, *, metric: str = "top1", mode: str = "max", max_epochs: int,
+                 describe: Callable[[dict[str, float]], dict[str, Any]] | None = None) -> None:
         check_mode(mode)
         if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
             raise UserError(f"max epochs {max_epochs!r} must be a positive integer: give e.g. --max-epochs 6")
         super().__init__(metric=metric, mode=mode)
         self.core = core
         self.max_epochs = max_epochs
+        self.describe = describe
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         if mode:
@@ -71,11 +77,13 @@ class TinySearcher(Searcher):
             self._metric = metric
         return True
 
-    def suggest(self, trial_id: str) -> dict[str, float] | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
         candidate = self.core.ask(trial_id)
         if candidate is None:
             return None
-        return {"r": candidate.r, "d": candidate.d, "w": candidate.w}
+        config = {"r": candidate.r, "d": candidate.d, "w": candidate.w}
+        describe = getattr(self, "describe", None)  # a searcher pickled by tinyray before 'describe' has none
+        return describe(config) if describe is not None else config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         top1, status = classify_result(result, error=error, metric=self.metric, max_epochs=self.max_epochs)

@@ -10,7 +10,10 @@ last finished epoch instead of starting over.
 
 With ``trainer="replay"`` (``--trainer replay``) the same trainable reports a recorded learning curve instead of
 training (:mod:`tinyray.replay`): the reports, checkpoints (``state.json`` instead of ``state.pt``) and everything
-the driver does with them are the same, and every report says ``trainer: replay``.
+the driver does with them are the same, and every report says ``trainer: replay``. A replay trial's process stays
+small: the driver describes its candidate (FLOPs, parameters, resolutions) in the trial's config
+(:class:`~tinyray.tune.searcher.TinySearcher`'s ``describe``), so the process imports neither torch, timm nor
+scipy and loads neither the search space's network family nor the data.
 
 Fault injection for tests and chaos drills: ``TINYRAY_FAULTS`` (see :mod:`tinyray.faults`).
 """
@@ -32,7 +35,7 @@ from tinyray.errors import UserError
 from tinyray.faults import parse_faults
 from tinyray.replay import REPLAY, REPLAY_STATE_FILE, TRAIN
 from tinyray.space import SearchSpace, load_space
-from tinyray.tracking import describe_trial
+from tinyray.tracking import TRIAL_PARAMS, describe_trial
 
 
 @dataclass(frozen=True)
@@ -151,11 +154,10 @@ def _faults(config: dict[str, Any], epoch: int) -> None:
 
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """Train (or replay) the candidate ``config = {"r", "d", "w"}`` and report every epoch to Tune, with a
-    checkpoint."""
-    space = _space(settings.space)
-    data = _data(settings.data)
-    fixed = {**describe_trial(space, data, config["r"], config["d"], config["w"]),
-             "node_id": ray.get_runtime_context().get_node_id(), "trainer": settings.trainer}
+    checkpoint. A replay's config also holds the trial's description, made by the driver
+    (:class:`~tinyray.tune.searcher.TinySearcher`'s ``describe``)."""
+    fixed = {**_describe(config, settings), "node_id": ray.get_runtime_context().get_node_id(),
+             "trainer": settings.trainer}
 
     def report(epoch: Any, checkpoint: Any) -> None:
         _faults(config, epoch.epoch)
@@ -173,24 +175,31 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     state = _load_state(tune.get_checkpoint())
     if state is not None and state["epoch"] >= settings.max_epochs:
         return  # finished just before an interruption: nothing left to train
-    TRAINERS[settings.trainer](space, data, fixed, settings, report, state)
+    TRAINERS[settings.trainer](fixed, settings, report, state)
 
 
-def _train(space: SearchSpace, data: Any, fixed: dict[str, Any], settings: TrialSettings, report: Any,
-           state: dict[str, Any] | None) -> None:
+def _describe(config: dict[str, Any], settings: TrialSettings) -> dict[str, Any]:
+    """The trial's :data:`~tinyray.tracking.TRIAL_PARAMS`: from its config if the driver described it (a replay),
+    else counted here (a training trial, or a replay started before the driver described them)."""
+    if all(key in config for key in TRIAL_PARAMS):
+        return {key: config[key] for key in TRIAL_PARAMS}
+    return describe_trial(_space(settings.space), _data(settings.data), config["r"], config["d"], config["w"])
+
+
+def _train(fixed: dict[str, Any], settings: TrialSettings, report: Any, state: dict[str, Any] | None) -> None:
     from tinyray.train import train_candidate
 
     device = "cuda" if ray.get_gpu_ids() else "cpu"
     train_candidate(
-        space, fixed["r"], fixed["d"], fixed["w"], data,
+        _space(settings.space), fixed["r"], fixed["d"], fixed["w"], _data(settings.data),
         epochs=settings.max_epochs, recipe=settings.recipe, seed=settings.seed,
         threads=settings.threads, workers=settings.workers, device=device, precision=settings.precision,
         channels_last=settings.channels_last, callback=report, state=state,
     )
 
 
-def _replay(space: SearchSpace, data: Any, fixed: dict[str, Any], settings: TrialSettings, report: Any,
-            state: dict[str, Any] | None) -> None:
+def _replay(fixed: dict[str, Any], settings: TrialSettings, report: Any, state: dict[str, Any] | None) -> None:
+    """Replay the recorded curve: neither the space nor the data is loaded, and neither torch nor scipy imported."""
     from tinyray.replay import replay_candidate
 
     replay_candidate(fixed["r"], fixed["d"], fixed["w"], epochs=settings.max_epochs, seed=settings.seed,
