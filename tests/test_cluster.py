@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from tinyray.cli import main
+from tinyray.simcluster import stop_cluster_process
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTERS = ROOT / "clusters"
@@ -134,9 +135,6 @@ cluster.shutdown()
 @pytest.fixture
 def two_nodes(tmp_path):
     """A head and a second raylet on 127.0.0.1 with token authentication; yields (address, node ids, env)."""
-    import ray  # noqa: F401  (puts Ray's bundled psutil on the path)
-    import psutil
-
     ray_tmp = Path(tempfile.mkdtemp(prefix="trc", dir="/tmp"))  # short: Ray's socket paths have a length limit
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
@@ -160,30 +158,7 @@ def two_nodes(tmp_path):
         info = json.loads(line)
         yield info["address"], info["nodes"], env
     finally:
-        # Ray's worker processes start sessions of their own, so the cluster's processes are found as the
-        # descendants of the child process (raylets, then their workers), not as one process group.
-        try:
-            started = psutil.Process(proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            started = []
-        proc.stdin.close()  # the child shuts the cluster down
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for process in started:
-            try:
-                process.terminate()  # psutil checks that the pid still names the same process
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(started, timeout=15)
-        for process in alive:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(alive, timeout=15)
+        alive = stop_cluster_process(proc)  # by pid: the child and its descendants, never `ray stop`
         assert not alive, f"processes of the test cluster still running: {alive}"
         shutil.rmtree(ray_tmp, ignore_errors=True)
 

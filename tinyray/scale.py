@@ -214,7 +214,6 @@ def mlflow_bytes(backend: str, root: Path) -> int:
 
 
 def _sample(driver: Driver, cpu_offset: float) -> tuple[float, int] | None:
-    import ray  # noqa: F401  (puts Ray's bundled psutil on the path)
     import psutil
 
     try:

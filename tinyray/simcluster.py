@@ -40,6 +40,38 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def stop_cluster_process(process: subprocess.Popen) -> list[Any]:
+    """End a child process that runs a Ray cluster (it shuts the cluster down when its stdin closes) and every
+    process it started, by pid: wait for it, then terminate and, if need be, kill its descendants. Ray's workers
+    start sessions of their own, so the cluster's processes are found as the child's descendants, not as one
+    process group. Returns the processes still alive after that (empty when all ended)."""
+    import psutil
+
+    try:
+        started = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        started = []
+    try:
+        process.stdin.close()  # the child shuts the cluster down
+        process.wait(timeout=90)
+    except (subprocess.TimeoutExpired, OSError):
+        process.kill()
+        process.wait()
+    for child in started:
+        try:
+            child.terminate()  # psutil checks that the pid still names the same process
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(started, timeout=15)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(alive, timeout=15)
+    return alive
+
+
 @dataclass
 class SimulatedCluster:
     """``nodes`` raylets with ``gpus_per_node`` declared GPUs and ``cpus_per_node`` declared CPUs each.
@@ -119,7 +151,6 @@ class SimulatedCluster:
     @property
     def pids(self) -> list[int]:
         """The cluster's processes: the child and its descendants (raylets, GCS, their workers)."""
-        import ray  # noqa: F401  (puts Ray's bundled psutil on the path)
         import psutil
 
         if self._process is None:
@@ -132,34 +163,9 @@ class SimulatedCluster:
 
     def stop(self) -> None:
         """Shut the cluster down and end every process it started, by pid; remove its temporary folder."""
-        import ray  # noqa: F401  (puts Ray's bundled psutil on the path)
-        import psutil
-
         if self._process is None:
             return
-        # Ray's workers start sessions of their own: the cluster's processes are the child's descendants
-        try:
-            started = psutil.Process(self._process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            started = []
-        try:
-            self._process.stdin.close()  # the child shuts the cluster down
-            self._process.wait(timeout=90)
-        except (subprocess.TimeoutExpired, OSError):
-            self._process.kill()
-            self._process.wait()
-        for process in started:
-            try:
-                process.terminate()  # psutil checks that the pid still names the same process
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(started, timeout=15)
-        for process in alive:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=15)
+        stop_cluster_process(self._process)
         self._process = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
