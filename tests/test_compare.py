@@ -25,7 +25,7 @@ from tinyray.space import load_space
 
 from test_formula import synthetic_front
 
-CLASSES = 20  # the built-in data's: the FLOPs every contender is placed by
+CLASSES = DataSpec().num_classes  # the built-in data's (40): the FLOPs every contender is placed by
 
 
 def fake_trials(space, budgets: list[int]) -> pd.DataFrame:
@@ -111,7 +111,7 @@ def formula_on(formula, space):
     return dataclasses.replace(formula, space=space, points=[{**p, "flops": p["c"] * base} for p in formula.points])
 
 
-#: Each base at a budget that suits it (20 classes): about a quarter of ResNet-50's 4.1G, a third of GhostNet's
+#: Each base at a budget that suits it (40 classes): about a quarter of ResNet-50's 4.1G, a third of GhostNet's
 #: 140M, half of MobileNetV3-Large's 215M and a quarter of EfficientNet-B0's 385M.
 FAMILY_BUDGETS = {"resnet50": 1_000_000_000, "ghostnet": 50_000_000, "mobilenetv3_large": 100_000_000,
                   "efficientnet_b0": 100_000_000}
