@@ -58,7 +58,7 @@ def test_small_candidate_learns_well_above_chance(space, demo_data):
     result = train_candidate(space, 0.5, 0.5, 0.5, demo_data, epochs=3, threads=2)
     assert result.resolution == 32 and result.batch_size == 16
     assert result.epochs_trained == 3 and [e.epoch for e in result.history] == [1, 2, 3]
-    assert result.final_top1 > 2 * CHANCE
+    assert result.final_top1 > 3 * CHANCE  # data v6 (40 classes): measured 0.102 on 2 threads
     assert result.best_top1 == max(e.top1 for e in result.history)
     assert result.history[-1].train_loss < result.history[0].train_loss
     assert all(e.images_per_second > 0 and e.seconds > 0 for e in result.history)
@@ -69,8 +69,8 @@ def test_accuracy_rises_with_resolution(space, demo_data):
     low = train_candidate(space, 0.25, 0.25, 0.25, demo_data, epochs=3, threads=2)
     high = train_candidate(space, 1.0, 0.25, 0.25, demo_data, epochs=3, threads=2)
     assert (low.resolution, high.resolution) == (16, 64)
-    # The stripes that tell 8 classes in 8 apart are mostly lost at 16 px (data v5 measured 0.3 vs 0.6; v6 passes too).
-    assert high.final_top1 > low.final_top1 + 0.1
+    # The stripes that tell the 8 classes of a shape apart are mostly lost at 16 px: data v6 measured 0.097 vs 0.487.
+    assert high.final_top1 > low.final_top1 + 0.25
 
 
 def test_default_proxy_is_above_chance_after_one_epoch(space, tmp_path):

@@ -12,7 +12,8 @@ What a replayed candidate (r, d, w) reports, epoch by epoch:
   proxy recipe), interpolated linearly between grid points exactly as ``tinyray bench search`` does
   (:class:`tinyray.bench.Curves`), plus the recorded noise: a normal draw whose standard deviation is the
   seed-to-seed spread of the shipped proxy recordings at that epoch (``benchdata/proxy_runs.csv``, two seeds of
-  24 networks: 0.029 after epoch 1, 0.056 after epoch 2, the last one for later epochs). The draw is seeded by the
+  24 networks: 0.024 after epoch 1, 0.048 after epoch 2 on data version 6, the last one for later epochs; the
+  curves were recorded on an older version of the task, so the two come from different tasks). The draw is seeded by the
   search's seed and the candidate, so equal searches replay equal curves.
 * **time**: the trial sleeps ``speed`` times the recorded seconds of the epoch (``--replay-speed``; 0.1 turns the
   recorded 16-40 s CPU epochs into 1.6-4 s).
