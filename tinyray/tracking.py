@@ -220,6 +220,16 @@ def describe_trial(space: Any, data: Any, r: float, d: float, w: float) -> dict[
             "train_resolution": data.train_resolution(space, r)}
 
 
+def described(space: Any, data: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's :data:`TRIAL_PARAMS` from its Tune config: the description a replay's driver put there (see
+    :class:`tinyray.tune.searcher.TinySearcher`'s ``describe``), else :func:`describe_trial` of its multipliers.
+    ``space`` and ``data`` may be callables that load them: they are called only when the config lacks it."""
+    if all(key in config for key in TRIAL_PARAMS):
+        return {key: config[key] for key in TRIAL_PARAMS}
+    space, data = (x() if callable(x) else x for x in (space, data))
+    return describe_trial(space, data, config["r"], config["d"], config["w"])
+
+
 def trial_start_tags(trainer: str) -> dict[str, str]:
     """The tags a trial's run gets when it is made (the search's and ``tinyray publish``'s alike): ``trainer``,
     ``train`` or ``replay`` (:data:`tinyray.replay.TRAINERS`), so that a replayed trial's run says it was one."""

@@ -33,7 +33,7 @@ from tinyray.errors import UserError
 from tinyray.progress import Progress
 from tinyray.replay import REPLAY
 from tinyray.status import trial_status
-from tinyray.tracking import describe_trial, error_line, trial_start_tags
+from tinyray.tracking import described, error_line, trial_start_tags
 from tinyray.tune.callbacks import DiskFull, MonitorCallback, StopWhenDiskFull, TrackingCallback
 from tinyray.tune.legacy import install_legacy_aliases
 from tinyray.tune.scheduler import MOASHAScheduler
@@ -98,8 +98,8 @@ def trial_loggers() -> list:
 
 
 def _describe(space: Any, data: Any, config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's MLflow params from its Tune config."""
-    return describe_trial(space, data, config["r"], config["d"], config["w"])
+    """A trial's MLflow params from its Tune config (a replay's config already holds them)."""
+    return described(space, data, config)
 
 
 def start_ray(address: str | None) -> bool:

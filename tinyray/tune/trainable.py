@@ -35,7 +35,7 @@ from tinyray.errors import UserError
 from tinyray.faults import parse_faults
 from tinyray.replay import REPLAY, REPLAY_STATE_FILE, TRAIN
 from tinyray.space import SearchSpace, load_space
-from tinyray.tracking import TRIAL_PARAMS, describe_trial
+from tinyray.tracking import described
 
 
 @dataclass(frozen=True)
@@ -181,9 +181,7 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
 def _describe(config: dict[str, Any], settings: TrialSettings) -> dict[str, Any]:
     """The trial's :data:`~tinyray.tracking.TRIAL_PARAMS`: from its config if the driver described it (a replay),
     else counted here (a training trial, or a replay started before the driver described them)."""
-    if all(key in config for key in TRIAL_PARAMS):
-        return {key: config[key] for key in TRIAL_PARAMS}
-    return describe_trial(_space(settings.space), _data(settings.data), config["r"], config["d"], config["w"])
+    return described(lambda: _space(settings.space), lambda: _data(settings.data), config)
 
 
 def _train(fixed: dict[str, Any], settings: TrialSettings, report: Any, state: dict[str, Any] | None) -> None:
