@@ -317,7 +317,7 @@ def generate_synthetic(
 
     Each image: a light background with a colour gradient, covered by a grating whose stripes run in one of eight
     directions 22.5 degrees apart (+-7.5 degrees) with a log-uniform period of 2.2-32 px at 64 px; one darker,
-    solid shape whose size is log-uniform (radius 15-40% of the side, random position, rotation within +-20
+    solid shape whose size is log-uniform (radius 18-45% of the side, random position, rotation within +-20
     degrees); three shapes in four take their shape's own colour (a cue every network picks up in its first steps;
     it tells the shape, never the stripes), the others a random one; a small solid distractor blob; pixel noise.
     Fine stripes fade as the image shrinks and coarse ones survive, so the information left falls gradually with
@@ -355,7 +355,7 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
 
 #: Object radius as a fraction of the image side (log-uniform): small objects leave more of the striped background
 #: in view and take more resolution to tell apart (version 6: 0.22-0.48).
-OBJECT_RADIUS = (0.15, 0.40)
+OBJECT_RADIUS = (0.18, 0.45)
 #: Stripe period in pixels at 64 px (log-uniform, scaled with the side): from near the Nyquist limit to coarse
 #: stripes that survive a 4x downsampling. Which fraction of the images keeps its stripes falls gradually with r.
 #: (Version 6: 2.2-24 px; the coarser end lets networks at r < 0.5 learn some of the directions.)
