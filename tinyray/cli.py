@@ -31,6 +31,7 @@ EXAMPLES = {
   tinyray search --budget 200M --data decoded:~/imagenet100 --gpus-per-trial 0.5 --cpus-per-trial 4 --precision fp16 --workers 3
   tinyray search --budget 100M --searcher random --scheduler fifo --name paper-protocol
   tinyray search --budget 100M --searcher optuna-nsga3 --scheduler asha --name optuna   # Optuna's NSGA-III
+  tinyray search --budget 100M --searcher qnehvi --name qnehvi   # BoTorch's multi-objective Bayesian optimisation
   tinyray search --budget 200M --address auto --gpus-per-trial 0.25 --storage /mnt/tinyray/results --tracking-uri http://127.0.0.1:5000
       # on the head of a 'ray up clusters/v100.yaml' cluster: see the README, Cluster""",
     "formula": """examples:

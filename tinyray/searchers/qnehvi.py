@@ -107,13 +107,15 @@ class AskTiming:
 
     Attributes:
         observations: completed trials the GP was fitted on.
-        fit_seconds: wall seconds of the GP fit (0 when the previous ask's model was reused).
+        refitted: whether the GP was fitted for this ask (else the previous ask's model, on the same trials).
+        fit_seconds: wall seconds of the GP fit (0 when not refitted).
         acquisition_seconds: wall seconds of building the candidate pool and maximising qLogNEHVI over it.
         candidates: size of the pool.
         pending: pending trials fantasized.
     """
 
     observations: int
+    refitted: bool
     fit_seconds: float
     acquisition_seconds: float
     candidates: int
@@ -238,8 +240,8 @@ class QNEHVICore(SearchCore):
             with torch.no_grad():
                 best, _ = optimize_acqf_discrete(acquisition, q=1, choices=_tensor(pool), max_batch_size=256)
             done = time.perf_counter()
-        self.timings.append(AskTiming(len(observed), fitted - started if refit else 0.0, done - fitted, len(pool),
-                                      len(pending)))
+        self.timings.append(AskTiming(len(observed), refit, fitted - started if refit else 0.0, done - fitted,
+                                      len(pool), len(pending)))
         logger.debug("qnehvi ask %d: fit %.2f s on %d trials, acquisition %.2f s over %d candidates, %d pending",
                      self._asked, self.timings[-1].fit_seconds, len(observed), done - fitted, len(pool), len(pending))
         return best[0].numpy().copy()  # a row of the pool, exactly (float64 throughout)
