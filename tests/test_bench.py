@@ -68,6 +68,13 @@ def test_simulator_spends_the_compute_cap_and_fifo_trains_every_trial_fully(spac
     assert moasha.epochs == 18 and moasha.stopped > 0 and moasha.trials > fifo.trials
 
 
+def test_the_qnehvi_method_plays_with_moasha_in_the_simulator(space):
+    config = BenchConfig(trials=8, max_epochs=3, seeds=1, pop_size=4)
+    run = simulate("e", 0, config, Curves(small_table()), space)
+    assert run.epochs == 24 and run.stopped > 0 and run.trials > len(run.completed) >= 4
+    assert all(0.0 <= top1 <= 1.0 and flops <= config.budget for _, _, top1, flops in run.completed)
+
+
 def test_hypervolume_curve_is_monotone_and_counts_only_what_finished_by_each_level():
     run = RunResult(completed=[(3, 10.0, 0.5, 50_000_000), (6, 20.0, 0.7, 150_000_000)])
     levels = np.array([2.0, 3.0, 5.0, 6.0])

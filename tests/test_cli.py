@@ -87,7 +87,7 @@ BAD_INPUTS = [
     (["publish", "."], "not the results folder of a tinyray search"),
     (["publish", ".", "--tracking-uri"], "expected one argument"),
     (["search", "--budget", "200M", "--scheduler", "hyperband"], "invalid choice"),
-    (["bench", "search", "--methods", "a,x"], "--methods must be a comma-separated subset of a,b,c,d"),
+    (["bench", "search", "--methods", "a,x"], "--methods must be a comma-separated subset of a,b,c,d,e"),
     (["bench", "search", "--seeds", "0"], "--seeds must be at least 1"),
     (["bench", "search", "--max-epochs", "99"], "exceeds the 9 epochs recorded"),
     (["bench", "search", "--curves", "/no/such.csv"], "does not exist"),

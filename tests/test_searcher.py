@@ -406,3 +406,104 @@ def test_a_state_saved_with_the_old_status_word_still_loads(space):
     restored = make_core("random", space, BUDGET, seed=0)
     restored.load_state_dict(state)
     assert restored.records[0].status == "early-stopped" and restored.records[0].candidate == candidate
+
+
+# --------------------------------------------------------------------------------------------------------------
+# qNEHVI (BoTorch)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def ask_tell(core, prefix: str, count: int, batch: int = 1) -> list[Candidate]:
+    """``count`` trials, asked ``batch`` at a time (the later ones while the earlier are pending), then told."""
+    handed = []
+    for start in range(0, count, batch):
+        trial_ids = [f"{prefix}-{i}" for i in range(start, min(start + batch, count))]
+        asked = [(trial_id, core.ask(trial_id)) for trial_id in trial_ids]
+        for trial_id, candidate in asked:
+            core.tell(trial_id, synthetic_top1(candidate), "completed")
+        handed += [candidate for _, candidate in asked]
+    return handed
+
+
+def test_qnehvi_proposes_new_networks_in_the_bounds_and_the_band(space):
+    from tinyray.searchers.qnehvi import QNEHVICore
+
+    # a band a quarter of an octave wide, as for NSGA-III's repair
+    core = make_core("qnehvi", space, 60_000_000, floor=45_000_000, pop_size=4, seed=0)
+    assert isinstance(core, QNEHVICore)
+    handed = ask_tell(core, "t", 10, batch=3)
+    assert all(in_band(space, c, 45_000_000, 60_000_000) for c in handed)
+    low, high = core.band.low, core.band.high
+    assert all(np.all(low <= (c.r, c.d, c.w)) and np.all((c.r, c.d, c.w) <= high) for c in handed)
+    assert len({core.band.network_key((c.r, c.d, c.w)) for c in handed}) == len(handed)
+    # 4 Sobol points, then 6 asks by qLogNEHVI, which fantasized the pending ones of their batch of 3
+    assert len(core.timings) == 6 and [t.pending for t in core.timings] == [1, 2, 0, 1, 2, 0]
+    # refitted after new results only; the asks of a batch after its first reuse the model
+    assert [t.refitted for t in core.timings] == [True, False, True, False, False, True]
+
+
+def test_qnehvi_is_deterministic_for_a_seed(space):
+    def suggestions(seed: int) -> list[Candidate]:
+        return ask_tell(make_core("qnehvi", space, BUDGET, pop_size=4, seed=seed), "t", 8, batch=2)
+
+    assert suggestions(3) == suggestions(3)
+    assert suggestions(3) != suggestions(4)
+
+
+def test_qnehvi_restores_mid_search_and_continues_like_an_uninterrupted_run(space):
+    core = make_core("qnehvi", space, BUDGET, pop_size=4, seed=5)
+    ask_tell(core, "a", 2)
+    during_start = make_core("qnehvi", space, BUDGET, pop_size=4, seed=5)  # the Sobol sequence goes on
+    during_start.load_state_dict(json.loads(json.dumps(core.state_dict())))
+    assert [during_start.ask(f"s{i}") for i in range(2)] == [core.ask(f"s{i}") for i in range(2)]
+    for i in range(2):
+        core.tell(f"s{i}", 0.5, "completed")
+    ask_tell(core, "a2", 1)
+    core.tell("never-asked", 0.5, "completed")  # ignored
+    handed = [(f"b-{i}", core.ask(f"b-{i}")) for i in range(3)]  # by qLogNEHVI, the later with the earlier pending
+    core.tell(handed[0][0], synthetic_top1(handed[0][1]), "early-stopped")
+
+    state = json.loads(json.dumps(core.state_dict()))
+    assert state["version"] == STATE_VERSION and state["asked"] == 8 and state["sobol_drawn"] >= 4
+    assert [p["trial_id"] for p in state["pending"]] == ["b-1", "b-2"]
+    restored = make_core("qnehvi", space, BUDGET, pop_size=4, seed=5)
+    restored.load_state_dict(state)
+    assert restored.records == core.records and restored.pending == core.pending
+    assert restored.state_dict() == state
+    assert pickle.loads(pickle.dumps(core)).state_dict() == state  # what Tune saves
+
+    def finish(target) -> list[Candidate]:
+        extra = target.ask("c-0")  # asked while two are pending
+        for trial_id, candidate in handed[1:]:
+            target.tell(trial_id, synthetic_top1(candidate), "completed")
+        target.tell("c-0", None, "failed")
+        return [extra, *ask_tell(target, "d", 3, batch=2)]
+
+    assert finish(restored) == finish(core)
+    assert restored.records == core.records
+    statuses = [rec.status for rec in core.records]
+    assert statuses.count("early-stopped") == 1 and statuses.count("failed") == 1
+
+    with pytest.raises(UserError, match="saved with seed=5"):
+        make_core("qnehvi", space, BUDGET, pop_size=4, seed=6).load_state_dict(state)
+    with pytest.raises(UserError, match="pop_size"):
+        make_core("qnehvi", space, BUDGET, pop_size=5, seed=5).load_state_dict(state)
+    with pytest.raises(UserError, match="damaged"):
+        make_core("qnehvi", space, BUDGET, pop_size=4, seed=5).load_state_dict({**state, "asked": "many"})
+
+
+def test_qnehvi_finds_a_better_front_than_random_with_the_same_evaluations(space):
+    """On the smooth synthetic landscape, 8 Sobol points and 16 qLogNEHVI asks beat 24 uniform draws."""
+    evaluations = 24
+    volumes = {}
+    for name in ("qnehvi", "random"):
+        core = make_core(name, space, BUDGET, pop_size=8, seed=0)
+        ask_tell(core, "t", evaluations, batch=2)
+        assert len(core.records) == evaluations
+        volumes[name] = hypervolume(core.records, core.base_flops)
+    assert volumes["qnehvi"] > volumes["random"] + 0.01, volumes
+
+
+def test_qnehvi_rejects_an_empty_start(space):
+    with pytest.raises(UserError, match="pop-size"):
+        make_core("qnehvi", space, BUDGET, pop_size=0)

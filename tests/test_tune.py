@@ -55,7 +55,7 @@ def test_legacy_class_paths_name_todays_classes():
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
-@pytest.mark.parametrize("name", ["nsga3", "random", "optuna-nsga3"])
+@pytest.mark.parametrize("name", ["nsga3", "random", "optuna-nsga3", "qnehvi"])
 def test_tune_searcher_pickles_as_tune_saves_it(space, name):
     import ray.cloudpickle
 

@@ -1,6 +1,6 @@
 """``tinyray bench search``: how much compute each search strategy needs for a good accuracy/FLOPs front.
 
-Four methods, each a searcher and a scheduler:
+Five methods, each a searcher and a scheduler (the default runs the first four):
 
 ====  ======================================================  ==========================================
 name  searcher                                                scheduler
@@ -9,6 +9,7 @@ a     ``nsga3``: pymoo's NSGA-III                             multi-objective AS
 b     ``random`` under the FLOPs band (the paper's protocol)  FIFO: every trial trained to the end
 c     ``optuna-nsga3``: Optuna's ``NSGAIIISampler``           Ray's ASHA (``ASHAScheduler``, by top1)
 d     ``nsga3``                                               Ray's ASHA
+e     ``qnehvi``: BoTorch's qLogNEHVI                         multi-objective ASHA
 ====  ======================================================  ==========================================
 
 The searchers are the registered ones (:data:`tinyray.searchers.SEARCHERS`), the objects a real search uses.
@@ -62,12 +63,14 @@ METHODS: dict[str, tuple[str, str]] = {
     "b": ("random", "fifo"),
     "c": ("optuna-nsga3", "asha"),
     "d": ("nsga3", "asha"),
+    "e": ("qnehvi", "moasha"),
 }
 METHOD_LABELS = {
     "a": "tinyray: NSGA-III + MOASHA",
     "b": "paper: random + FIFO",
     "c": "Optuna NSGA-III + ASHA",
     "d": "NSGA-III + ASHA",
+    "e": "qNEHVI + MOASHA",
 }
 CURVES_FILE = Path(__file__).parent / "benchdata" / "curves.csv"
 #: fraction of the best final hypervolume a method must reach
@@ -88,7 +91,7 @@ class BenchConfig:
         pop_size: NSGA-III population (tinyray's core and Optuna's sampler).
         workers: simulated workers (trials at once).
         levels: compute levels at which the hypervolume is measured.
-        methods: which of ``a b c d`` to run.
+        methods: which of :data:`METHODS` to run.
         curves: the learning-curve table; default the shipped ``benchdata/curves.csv``.
     """
 
@@ -117,7 +120,7 @@ def validate(config: BenchConfig, recorded_epochs: int | None = None) -> None:
         raise UserError(f"--grace-period {config.grace_period} exceeds --max-epochs {config.max_epochs}: lower it")
     unknown = [m for m in config.methods if m not in METHODS]
     if unknown or not config.methods:
-        raise UserError(f"--methods {','.join(config.methods)!r} must be a comma-separated subset of a,b,c,d")
+        raise UserError(f"--methods {','.join(config.methods)!r} must be a comma-separated subset of {','.join(METHODS)}")
     if recorded_epochs is not None and config.max_epochs > recorded_epochs:
         raise UserError(
             f"--max-epochs {config.max_epochs} exceeds the {recorded_epochs} epochs recorded in the curves:"
@@ -284,7 +287,7 @@ def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space:
     """Play one search of ``method`` on the tabular benchmark (module docstring).
 
     Args:
-        method: ``a``, ``b``, ``c`` or ``d`` (:data:`METHODS`).
+        method: a key of :data:`METHODS`.
         seed: seed of the searcher.
         config: benchmark options.
         curves: the learning curves.

@@ -31,6 +31,7 @@ EXAMPLES = {
   tinyray search --budget 200M --data decoded:~/imagenet100 --gpus-per-trial 0.5 --cpus-per-trial 4 --precision fp16 --workers 3
   tinyray search --budget 100M --searcher random --scheduler fifo --name paper-protocol
   tinyray search --budget 100M --searcher optuna-nsga3 --scheduler asha --name optuna   # Optuna's NSGA-III
+  tinyray search --budget 100M --searcher qnehvi --name qnehvi   # BoTorch's multi-objective Bayesian optimisation
   tinyray search --budget 200M --address auto --gpus-per-trial 0.25 --storage /mnt/tinyray/results --tracking-uri http://127.0.0.1:5000
       # on the head of a 'ray up clusters/v100.yaml' cluster: see the README, Cluster""",
     "formula": """examples:
@@ -315,9 +316,11 @@ def _contender_names() -> list[str]:
 
 
 def _methods(text: str) -> tuple[str, ...]:
+    from tinyray.bench import METHODS
+
     methods = tuple(part.strip().lower() for part in text.split(",") if part.strip())
-    if not methods or any(m not in ("a", "b", "c", "d") for m in methods) or len(set(methods)) != len(methods):
-        raise argparse.ArgumentTypeError(f"--methods must be a comma-separated subset of a,b,c,d, got {text!r}")
+    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+        raise argparse.ArgumentTypeError(f"--methods must be a comma-separated subset of {','.join(METHODS)}, got {text!r}")
     return methods
 
 
@@ -335,7 +338,7 @@ def _add_bench_options(parser: argparse.ArgumentParser) -> None:
     add("--pop-size", type=_int_at_least("--pop-size", 4), default=defaults.pop_size, help=f"NSGA-III population (default {defaults.pop_size})")
     add("--workers", type=_int_at_least("--workers", 1), default=defaults.workers, help=f"simulated workers (default {defaults.workers})")
     add("--levels", type=_int_at_least("--levels", 2), default=defaults.levels, help=f"compute levels at which the hypervolume is measured (default {defaults.levels})")
-    add("--methods", type=_methods, default=defaults.methods, help="which methods, e.g. a,b (default a,b,c,d)")
+    add("--methods", type=_methods, default=defaults.methods, help="which methods, e.g. a,b or a,e (e: qNEHVI + MOASHA; default a,b,c,d)")
     add("--curves", default=None, help="learning-curve table (default: the shipped benchdata/curves.csv)")
     add("--real", action="store_true", help="run the methods through Ray on the real trainer instead of the simulator")
     add("--storage", default="tinyray-bench", help="results root of the --real searches (default ./tinyray-bench)")

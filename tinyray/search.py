@@ -61,12 +61,12 @@ class SearchConfig:
         grace_period: ASHA's first rung, in epochs.
         reduction_factor: ASHA's eta: one trial in eta goes on at each rung.
         searcher: a name of :data:`tinyray.searchers.SEARCHERS`: ``nsga3`` (default), ``random`` (the paper's
-            protocol: random sampling under the FLOPs budget) or ``optuna-nsga3``.
+            protocol: random sampling under the FLOPs budget), ``optuna-nsga3`` or ``qnehvi`` (BoTorch).
         scheduler: ``asha`` (Ray's, by top1), ``moasha`` (multi-objective ASHA over top1 and FLOPs,
             :mod:`tinyray.scheduler`) or ``fifo`` (train every trial fully).
         seed: seed of the searcher and of every trial.
         floor: lowest FLOPs a candidate may have (default budget / 16).
-        pop_size: NSGA-III population per generation.
+        pop_size: NSGA-III population per generation (the ``qnehvi`` searcher's Sobol start).
         cpus_per_trial, gpus_per_trial: resources of one trial (fractional GPUs share a device).
         recipe: training recipe (default: ``proxy`` on built-in data, ``paper`` on folders).
         address: an existing Ray cluster (``auto`` or ``host:port``); default ``RAY_ADDRESS`` or a local Ray.

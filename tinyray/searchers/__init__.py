@@ -8,7 +8,7 @@ analytic FLOPs lie in the band ``floor <= FLOPs <= budget`` (:class:`~tinyray.se
 :data:`SEARCHERS` is the one registry: ``tinyray search --searcher``, :func:`tinyray.search.run_search` and
 ``tinyray bench search`` read it, and the CLI's help lists it. **Adding a searcher** is one module here with a
 :class:`~tinyray.searchers.base.SearchCore` subclass, plus one line in :data:`SEARCHERS`. Importing this package
-imports neither Ray nor pymoo nor Optuna: a searcher's module is imported when it is built.
+imports neither Ray nor pymoo nor Optuna nor BoTorch: a searcher's module is imported when it is built.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ SEARCHERS: dict[str, SearcherEntry] = {
                             "uniform sampling under the FLOPs band (the paper's protocol)"),
     "optuna-nsga3": SearcherEntry("tinyray.searchers.optuna_nsga3:OptunaNSGA3Core",
                                   "Optuna's NSGAIIISampler, as Ray's OptunaSearch drives it"),
+    "qnehvi": SearcherEntry("tinyray.searchers.qnehvi:QNEHVICore",
+                            "BoTorch's qLogNEHVI: multi-objective Bayesian optimisation, Sobol start of --pop-size"),
 }
 DEFAULT_SEARCHER = next(iter(SEARCHERS))
 
