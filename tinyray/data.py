@@ -5,15 +5,14 @@ Both kinds sit behind one interface, :class:`Data`, which the trainer uses witho
 * ``synthetic`` (the default, for demos and tests): procedurally generated 64 x 64 RGB images, made with a seeded
   numpy generator (about 1 ms an image) and cached as a ``.npz`` file. Forty classes, each a pair (shape, stripe
   orientation): five solid shapes (disc, square, triangle, ring, cross), whose silhouette survives downsampling, on
-  a background of stripes in one of eight directions 22.5 degrees apart, each image's turned by up to 7.5 degrees,
-  so that neighbouring classes come within 7.5 degrees of each other. The stripe period is log-uniform over more
-  than a decade (2.2-32 px at 64 px), so the fraction of images whose stripes survive a resize falls gradually as r
-  shrinks, and a precise reading of their direction needs the fine detail (and more filters). Three shapes in four
-  carry their shape's colour, a cue that tells the shape (never the stripes) and that every network picks up in its
-  first optimizer steps. A left-right flip of a training image mirrors the stripe direction, so it takes the mirror
-  class (:func:`synthetic_mirror`). How this task was chosen (version 7; versions 5 and 6 were learned entirely by
-  every network at r >= 0.8), and what it rewards (resolution, depth and width, measured by ``tinyray bench
-  proxy``), is in ``docs/benchmarks.md``.
+  a background of stripes in one of eight directions 22.5 degrees apart. The stripe period is log-uniform over a
+  decade (2.2-24 px at 64 px), so the fraction of images whose stripes survive a resize falls gradually as r
+  shrinks, and telling directions 22.5 degrees apart needs more of the fine detail (and more filters) than the four
+  directions of version 5, whose networks at r >= 0.8 all learned the task. Three shapes in four carry their
+  shape's colour, a cue that tells the shape (never the stripes) and that every network picks up in its first
+  optimizer steps. A left-right flip of a training image mirrors the stripe direction, so it takes the mirror
+  class (:func:`synthetic_mirror`). How this task was chosen, and what it rewards (resolution, depth and width,
+  measured by ``tinyray bench proxy``), is in ``docs/benchmarks.md``.
 * ``folder``: a folder with ``train/`` and ``val/`` subfolders of class folders, read by torchvision's
   ``ImageFolder`` with timm's ImageNet transforms.
 
@@ -50,7 +49,7 @@ if TYPE_CHECKING:
     import torch
 
 #: Bump when the generator changes, so that cached files of the old generator are not reused.
-SYNTHETIC_VERSION = 7
+SYNTHETIC_VERSION = 6
 SYNTHETIC = "synthetic"
 FOLDER = "folder"
 DEFAULT_CACHE_DIR = Path("~/.cache/tinyray/data")
@@ -64,10 +63,9 @@ ORIENTATIONS = ("0", "22.5", "45", "67.5", "90", "112.5", "135", "157.5")
 #: it. Orientation k has stripes at 22.5 k degrees, so its wave vector points at 90 + 22.5 k degrees as displayed,
 #: which in image axes (y down) is -(90 + 22.5 k) degrees.
 _WAVE_DIRECTIONS = tuple(-(np.pi / 2 + k * np.pi / len(ORIENTATIONS)) for k in range(len(ORIENTATIONS)))
-#: Random turn of each image's stripes, radians: a third of the spacing of the directions either way (+-7.5 degrees),
-#: so neighbouring classes come within 7.5 degrees of each other and telling them apart takes a precise reading of
-#: the stripes' direction (version 6 turned them +-3.75 degrees; its largest networks learned the task entirely).
-_DIRECTION_JITTER = np.pi / len(ORIENTATIONS) / 3
+#: Random turn of each image's stripes, radians: a sixth of the spacing of the directions either way (+-3.75 degrees),
+#: so neighbouring classes stay 15 degrees apart.
+_DIRECTION_JITTER = np.pi / len(ORIENTATIONS) / 6
 MAX_SYNTHETIC_CLASSES = len(SHAPES) * len(ORIENTATIONS)
 MAX_SYNTHETIC_IMAGES = 100_000
 
@@ -316,8 +314,8 @@ def generate_synthetic(
     """Draw ``count`` synthetic images, the classes balanced (counts differ by at most one) and shuffled.
 
     Each image: a light background with a colour gradient, covered by a grating whose stripes run in one of eight
-    directions 22.5 degrees apart (+-7.5 degrees) with a log-uniform period of 2.2-32 px at 64 px; one darker,
-    solid shape whose size is log-uniform (radius 18-45% of the side, random position, rotation within +-20
+    directions 22.5 degrees apart (+-3.75 degrees) with a log-uniform period of 2.2-24 px at 64 px; one darker,
+    solid shape whose size is log-uniform (radius 22-48% of the side, random position, rotation within +-20
     degrees); three shapes in four take their shape's own colour (a cue every network picks up in its first steps;
     it tells the shape, never the stripes), the others a random one; a small solid distractor blob; pixel noise.
     Fine stripes fade as the image shrinks and coarse ones survive, so the information left falls gradually with
@@ -353,13 +351,11 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
-#: Object radius as a fraction of the image side (log-uniform): small objects leave more of the striped background
-#: in view and take more resolution to tell apart (version 6: 0.22-0.48).
-OBJECT_RADIUS = (0.18, 0.45)
+#: Object radius as a fraction of the image side (log-uniform).
+OBJECT_RADIUS = (0.22, 0.48)
 #: Stripe period in pixels at 64 px (log-uniform, scaled with the side): from near the Nyquist limit to coarse
 #: stripes that survive a 4x downsampling. Which fraction of the images keeps its stripes falls gradually with r.
-#: (Version 6: 2.2-24 px; the coarser end lets networks at r < 0.5 learn some of the directions.)
-STRIPE_PERIOD = (2.2, 32.0)
+STRIPE_PERIOD = (2.2, 24.0)
 #: Stripe amplitude (per channel, around the background's colour).
 STRIPE_CONTRAST = (0.2, 0.35)
 #: Where the stripes are: ``"background"`` (version 6) or inside the object (``"object"``, version 5; kept so that
@@ -389,7 +385,7 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     v = (-(x - cx) * np.sin(angle) + (y - cy) * np.cos(angle)) / radius
     mask = _shape_mask(shape, u, v)
 
-    # The stripes: over the whole background, in one of eight directions 22.5 degrees apart, jittered by +-7.5
+    # The stripes: over the whole background, in one of eight directions 22.5 degrees apart, jittered by +-3.75
     # degrees, with a log-uniform period over a decade (the carrier of the fine detail that a lower resolution
     # loses). On the background rather than inside the object (version 5), so that an image holds enough periods of
     # coarse stripes for a low resolution to learn their direction (measured: docs/benchmarks.md, session 7).
