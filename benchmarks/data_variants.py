@@ -1,14 +1,18 @@
 """Which synthetic task? Train a few networks on a variant of the generator (how data versions 5 and 6 were chosen).
 
     python benchmarks/data_variants.py '{}' 3 6000                                  # data v6 itself, 3 epochs of 6000
-    python benchmarks/data_variants.py '{"stripes_on": "object", "radius": [0.16, 0.45]}' 3 6000   # v6 without "field"
-    python benchmarks/data_variants.py '{"orientations": 4, "stripes_on": "object", "radius": [0.16, 0.45]}' 8 1800
-                                                                                   # data v5 (20 classes), as chosen
+    python benchmarks/data_variants.py '{"jitter": 7.5, "period": [2.2, 32], "radius": [0.18, 0.45]}' 3 6000
+                                                                   # the v7 draft of 2026-12-06 (measured, not adopted)
+    python benchmarks/data_variants.py '{"orientations": 4, "jitter": 7.5, "stripes_on": "object",
+        "radius": [0.16, 0.45]}' 8 1800                                            # data v5 (20 classes), as chosen
 
 A variant patches the generator's module constants in the worker processes (never the shipped data or its cache):
 ``radius`` the object radius range (fraction of the side, log-uniform), ``period`` the stripe period range (px at
 64 px, log-uniform), ``contrast`` the stripe amplitude range, ``cue`` the chance of the colour cue, ``noise`` the pixel
-noise sd range, ``stripes_on`` ``"background"`` or ``"object"``, ``orientations`` 4 (45 degrees apart) or 8 (22.5).
+noise sd range, ``stripes_on`` ``"background"`` or ``"object"``, ``orientations`` 4 (45 degrees apart) or 8 (22.5),
+``jitter`` the largest deviation of a stripe direction from its class's direction in degrees (default the same
+share of the spacing as the generator's, a sixth: 3.75 for 8 directions, 7.5 for 4; half the spacing, 11.25 for 8,
+fills the circle so that classes touch).
 Each network trains with the proxy recipe on TRAIN images (default 1800) for EPOCHS epochs, one CPU thread each,
 two at once, and the top-1 after every epoch on the validation images (400, or 1000 for more than 2000 training
 images) is printed as one JSON line per network and seed. NETS is a JSON list of [r, d, w] (default: the cube's
@@ -39,16 +43,17 @@ def patch(variant: dict) -> None:
     """Set the generator's constants to ``variant`` in this process."""
     from tinyray import data as D
 
-    unknown = set(variant) - set(CONSTANTS) - {"orientations"}
+    unknown = set(variant) - set(CONSTANTS) - {"orientations", "jitter"}
     if unknown:
-        raise SystemExit(f"unknown variant keys {sorted(unknown)}: use {sorted(CONSTANTS) + ['orientations']}")
+        raise SystemExit(f"unknown variant keys {sorted(unknown)}: use {sorted(CONSTANTS) + ['jitter', 'orientations']}")
     for key, value in variant.items():
         if key in CONSTANTS:
             setattr(D, CONSTANTS[key], tuple(value) if isinstance(value, list) else value)
+    share = D._DIRECTION_JITTER / (np.pi / len(D.ORIENTATIONS))  # the jitter's share of the directions' spacing
     n = int(variant.get("orientations", len(D.ORIENTATIONS)))
     D.ORIENTATIONS = tuple(f"{180 * k / n:g}" for k in range(n))
     D._WAVE_DIRECTIONS = tuple(-(np.pi / 2 + k * np.pi / n) for k in range(n))
-    D._DIRECTION_JITTER = np.pi / n / 6
+    D._DIRECTION_JITTER = np.radians(variant["jitter"]) if "jitter" in variant else share * np.pi / n
     D.MAX_SYNTHETIC_CLASSES = len(D.SHAPES) * n
 
 

@@ -143,6 +143,22 @@ def test_cache_is_written_once_and_reused(tmp_path):
     assert synthetic_cache_path(small_spec(tmp_path, train_size=61)) != path
 
 
+def test_cache_key_covers_the_generator_s_constants(tmp_path, monkeypatch):
+    """An edited generator constant (or one patched by benchmarks/data_variants.py) draws new images, even when
+    SYNTHETIC_VERSION was not bumped: a stale cache once fed a re-recording the images of the previous draft."""
+    from tinyray import data as data_module
+
+    spec = small_spec(tmp_path)
+    path = synthetic_cache_path(spec)
+    monkeypatch.setattr(data_module, "OBJECT_RADIUS", (0.1, 0.2))
+    assert synthetic_cache_path(spec) != path
+    monkeypatch.undo()
+    monkeypatch.setattr(data_module, "_DIRECTION_JITTER", 0.0)
+    assert synthetic_cache_path(spec) != path
+    monkeypatch.undo()
+    assert synthetic_cache_path(spec) == path
+
+
 def test_damaged_cache_file_is_regenerated(tmp_path):
     spec = small_spec(tmp_path)
     path = synthetic_cache_path(spec)

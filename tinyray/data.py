@@ -3,7 +3,7 @@
 Both kinds sit behind one interface, :class:`Data`, which the trainer uses without knowing which it has:
 
 * ``synthetic`` (the default, for demos and tests): procedurally generated 64 x 64 RGB images, made with a seeded
-  numpy generator (about 1 ms an image) and cached as a ``.npz`` file. Twenty classes, each a pair (shape, stripe
+  numpy generator (about 1 ms an image) and cached as a ``.npz`` file. Forty classes, each a pair (shape, stripe
   orientation): five solid shapes (disc, square, triangle, ring, cross), whose silhouette survives downsampling, on
   a background of stripes in one of eight directions 22.5 degrees apart. The stripe period is log-uniform over a
   decade (2.2-24 px at 64 px), so the fraction of images whose stripes survive a resize falls gradually as r
@@ -430,10 +430,20 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise AssertionError(f"unknown shape {shape}")
 
 
+def _generator_constants() -> dict[str, Any]:
+    """The generator's module constants, read when called: part of the cache key, so that an edit of one (or a
+    patch by ``benchmarks/data_variants.py``) never reuses images drawn before it, even without a version bump."""
+    return {"orientations": list(ORIENTATIONS), "jitter": float(_DIRECTION_JITTER), "radius": list(OBJECT_RADIUS),
+            "period": list(STRIPE_PERIOD), "contrast": list(STRIPE_CONTRAST), "stripes_on": STRIPES_ON,
+            "noise": list(PIXEL_NOISE), "cue": COLOUR_CUE, "colours": SHAPE_COLOURS.tolist(), "shapes": list(SHAPES)}
+
+
 def synthetic_cache_path(spec: DataSpec) -> Path:
-    """Cache file of the synthetic data ``spec``, named by the generator version and every parameter."""
+    """Cache file of the synthetic data ``spec``, named by the generator version and every parameter (the digest
+    covers the generator's constants too)."""
     key = {
         "version": SYNTHETIC_VERSION,
+        "generator": _generator_constants(),
         "num_classes": spec.num_classes,
         "train_size": spec.train_size,
         "val_size": spec.val_size,

@@ -38,6 +38,10 @@ Evidence behind today's defaults (2026-12-06, data version 6; the story with eve
   network at r >= 0.6 starts learning the stripes within the first epoch instead of at a seed-dependent step. One
   run of 48 is within binomial noise of chance after epoch 1 (the smallest corner, r = d = w = 0.25, seed 0:
   0.040 against a band of 0.041). The reference's own epoch 1 ranks with rho 0.93 against its end.
+* A harder task was tried and not adopted (session 8): stripes turned +-7.5 degrees from their class's direction,
+  periods to 32 px, objects of 18-45% of the side. Its reference saturated less (0.106-0.976) and two networks at
+  r < 0.5 learned stripes, but depth still did not matter over the corners, and the proxy ranked worse (rho 0.84,
+  seed-to-seed 0.71, 5 of 48 epoch-1 runs at chance); recordings in ``benchmarks/data/proxy_v7_draft/``.
 * The recipe (batch 16, AdamW 2.5e-3, precise BN, identity start of residual blocks, no EMA) was measured on
   version 3 (docs/benchmarks.md, 2026-11-29). During the choice of version 5, batch 8 or 32, a learning rate of
   1e-2 and a shorter warm-up were no better than a seed's noise on the centre network, and on B0 learning rates of
