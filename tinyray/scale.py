@@ -59,6 +59,8 @@ class ScaleConfig:
         budget: FLOPs budget of the search.
         searcher, scheduler: the search's.
         pop_size: NSGA-III generation; default the cluster's slots (a smaller generation idles slots by design).
+        generations_ahead: NSGA-III generations bred ahead (``tinyray search --generations-ahead``; 1 by default
+            here, so that freed slots do not wait for a generation's last trial).
         tracking: MLflow backends, each a search of its own: ``sqlite`` and/or ``server``.
         resume_at: trials done when the driver is interrupted and resumed; default half; 0 for no interruption.
         seed: the search's seed.
@@ -79,6 +81,7 @@ class ScaleConfig:
     searcher: str = "nsga3"
     scheduler: str = "moasha"
     pop_size: int | None = None
+    generations_ahead: int = 1
     tracking: tuple[str, ...] = BACKENDS
     resume_at: int | None = None
     seed: int = 0
@@ -268,6 +271,7 @@ def _search_command(config: ScaleConfig, address: str, storage: Path, name: str,
         "--grace-period", str(config.grace_period), "--reduction-factor", str(config.reduction_factor),
         "--searcher", config.searcher, "--scheduler", config.scheduler, "--seed", str(config.seed),
         "--pop-size", str(config.pop_size or max(4, config.slots)),
+        *(["--generations-ahead", str(config.generations_ahead)] if config.searcher == "nsga3" else []),
         "--gpus-per-trial", str(config.gpus_per_trial), "--cpus-per-trial", str(config.cpus_per_trial),
     ]
 

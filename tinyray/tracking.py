@@ -480,37 +480,36 @@ class Tracker:
         for key, value in tags.items():
             self._call("tagging the experiment", self.client.set_experiment_tag, self.experiment_id, key, str(value))
 
-    def _create_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str | None:
+    def _create_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
+                    metrics: Mapping[str, float] | None = None) -> str | None:
         if self.experiment_id is None:
             return None
         run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
-        self._log_params(run.info.run_id, params)
+        self._log_params(run.info.run_id, params, _metrics(metrics or {}, int(time.time() * 1000), 0))
         return run.info.run_id
 
     def log_params(self, run_id: str | None, params: Mapping[str, Any]) -> None:
         if run_id is not None:
             self._call("logging parameters", self._log_params, run_id, params)
 
-    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+    def _log_params(self, run_id: str, params: Mapping[str, Any], metrics: list | None = None) -> None:
+        """Log ``params`` (and ``metrics``, MLflow ``Metric`` entities) in as few calls as MLflow allows (100
+        params a call): each call is a transaction of the store, the driver's main cost per trial on sqlite."""
         from mlflow.entities import Param
 
         items = [Param(key, str(value)[:6000]) for key, value in params.items() if value is not None]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start : start + 100])
+        for start in range(0, max(1, len(items)), 100):
+            batch = items[start : start + 100]
+            extra = (metrics or []) if start == 0 else []
+            if batch or extra:
+                self.client.log_batch(run_id, params=batch, metrics=extra)
 
     def log_metrics(self, run_id: str | None, metrics: Mapping[str, float], step: int = 0,
                     timestamp_ms: int | None = None) -> None:
         """Log finite numbers among ``metrics`` at ``step`` (non-numbers and NaN/inf are skipped)."""
         if run_id is None or self.offline:
             return
-        from mlflow.entities import Metric
-
-        now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
-        items = [
-            Metric(key, float(value), now, step)
-            for key, value in metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-        ]
+        items = _metrics(metrics, timestamp_ms if timestamp_ms is not None else int(time.time() * 1000), step)
         if items:
             self._call("logging metrics", self.client.log_batch, run_id, metrics=items)
 
@@ -552,6 +551,18 @@ class Tracker:
         self._save_journal()
         return True
 
+    def end_trial(self, run_id: str | None, tags: Mapping[str, Any], metrics: Mapping[str, float], step: int,
+                  status: str = "FINISHED") -> None:
+        """End a trial's run: its end ``tags`` and ``metrics`` at ``step`` in one call, then its status."""
+        if run_id is None or self.offline:
+            return
+        from mlflow.entities import RunTag
+
+        self._call("ending a trial's run", self.client.log_batch, run_id,
+                   metrics=_metrics(metrics, int(time.time() * 1000), step),
+                   tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        self.finish(run_id, status)
+
     def finish(self, run_id: str | None, status: str = "FINISHED") -> None:
         """End a run; ending the parent run marks the journal ``complete`` unless tracking went offline."""
         if run_id is not None:
@@ -592,13 +603,13 @@ class Tracker:
             self.journal["trials"][trial_id] = {"run_name": run_name, "params": dict(params)}
         run_id = None
         if parent_run_id is not None:
+            # trial_numbers: metrics at step 0, columns to sort by (the exact values are the params)
             run_id = self._call("creating a trial's run", self._create_run, run_name, {
                 "mlflow.parentRunId": parent_run_id, "tinyray.kind": "trial", "tinyray.search_id": self.search_id,
                 "trial_id": trial_id, "status": "running", **(tags or {}),
-            }, params)
+            }, params, trial_numbers(params))
         if run_id is not None:
             self.journal["trial_runs"][trial_id] = run_id
-            self.log_metrics(run_id, trial_numbers(params), step=0)  # columns to sort by; exact values: params
         if changed or run_id is not None:
             self._save_journal()
         return run_id
@@ -624,6 +635,17 @@ class Tracker:
         if self.experiment_id is None:
             return []
         return self._call("listing runs", self.client.search_runs, [self.experiment_id], max_results=50000) or []
+
+
+def _metrics(metrics: Mapping[str, Any], timestamp_ms: int, step: int) -> list:
+    """MLflow ``Metric`` entities of the finite numbers among ``metrics`` (non-numbers and NaN/inf are skipped)."""
+    from mlflow.entities import Metric
+
+    return [
+        Metric(key, float(value), timestamp_ms, step)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    ]
 
 
 def error_line(text: str) -> str:
