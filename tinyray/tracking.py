@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 JOURNAL_NAME = "tracking.json"
+#: Trials journalled since ``tracking.json`` was last written whole: one JSON line a trial run made (``trial_id``,
+#: ``run_name``, ``params``, ``run_id``), appended, so a search of N trials writes O(N) bytes of journal, not
+#: O(N^2). :func:`read_journal` folds it in; writing ``tracking.json`` whole (:func:`write_journal`) empties it.
+JOURNAL_TRIALS_NAME = "tracking.trials.jsonl"
 #: Metrics a trial reports every epoch that are logged to its child run.
 EPOCH_METRICS = ("top1", "val_loss", "train_loss", "images_per_second", "epoch_seconds")
 #: MLflow's HTTP settings for tinyray's own calls (MLflow's defaults retry for minutes: 7 retries, backoff 2,
@@ -299,7 +303,8 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def read_journal(results_dir: Path) -> dict[str, Any] | None:
-    """The ``tracking.json`` of a results folder, or None if it has none (or one of another version)."""
+    """The ``tracking.json`` of a results folder with the trials appended since (:data:`JOURNAL_TRIALS_NAME`), or
+    None if it has none (or one of another version)."""
     path = Path(results_dir) / JOURNAL_NAME
     if not path.is_file():
         return None
@@ -307,7 +312,29 @@ def read_journal(results_dir: Path) -> dict[str, Any] | None:
         journal = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return journal if isinstance(journal, dict) and journal.get("version") == JOURNAL_VERSION else None
+    if not isinstance(journal, dict) or journal.get("version") != JOURNAL_VERSION:
+        return None
+    trials, runs = journal.setdefault("trials", {}), journal.setdefault("trial_runs", {})
+    try:
+        lines = (Path(results_dir) / JOURNAL_TRIALS_NAME).read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            trial_id = str(entry["trial_id"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash: its trial is journalled again when its run is made
+        trials.setdefault(trial_id, {"run_name": entry.get("run_name"), "params": entry.get("params") or {}})
+        if entry.get("run_id"):
+            runs.setdefault(trial_id, entry["run_id"])
+    return journal
+
+
+def write_journal(results_dir: Path, journal: Mapping[str, Any]) -> None:
+    """Write ``tracking.json`` whole (atomically), the appended trials folded in (they must be in ``journal``)."""
+    write_json_atomic(Path(results_dir) / JOURNAL_NAME, journal)
+    (Path(results_dir) / JOURNAL_TRIALS_NAME).unlink(missing_ok=True)
 
 
 #: The tab of the experiment page tinyray's addresses open: the charts (``compareRunsMode``, MLflow's URL parameter
@@ -430,8 +457,21 @@ class Tracker:
             return
         try:
             write_json_atomic(self.journal_path, self.journal)
+            (self.journal_path.parent / JOURNAL_TRIALS_NAME).unlink(missing_ok=True)  # folded in just now
         except OSError as exc:  # the results folder was checked writable; never let bookkeeping stop a search
             log.warning("cannot write %s: %s", self.journal_path, exc)
+
+    def _journal_trial(self, trial_id: str) -> None:
+        """Append one trial's journal entry (the whole journal is written at the search's start and end only)."""
+        if self.journal_path is None:
+            return
+        entry = {"trial_id": trial_id, **self.journal["trials"][trial_id],
+                 "run_id": self.journal["trial_runs"].get(trial_id)}
+        try:
+            with open(self.journal_path.parent / JOURNAL_TRIALS_NAME, "a", encoding="utf-8") as file:
+                file.write(json.dumps(entry, default=str, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.journal_path.parent / JOURNAL_TRIALS_NAME, exc)
 
     # -- the search (parent run) -------------------------------------------------------------------------------
     def start_search(self, name: str, settings: Mapping[str, Any], description: str = "") -> str | None:
@@ -611,7 +651,7 @@ class Tracker:
         if run_id is not None:
             self.journal["trial_runs"][trial_id] = run_id
         if changed or run_id is not None:
-            self._save_journal()
+            self._journal_trial(trial_id)
         return run_id
 
     def reopen_trial(self, run_id: str) -> bool:
