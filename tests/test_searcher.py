@@ -209,6 +209,14 @@ def test_generations_bred_ahead_save_and_restore_mid_flight(space):
         NSGA3Core(band, pop_size=POP, seed=4).load_state_dict(state)
 
 
+def test_only_nsga3_breeds_generations_ahead(space):
+    assert make_core("nsga3", space, BUDGET, pop_size=POP, ahead=2).ahead == 2
+    with pytest.raises(UserError, match="no generations to breed ahead"):
+        make_core("random", space, BUDGET, ahead=1)
+    with pytest.raises(UserError, match="at least 0"):
+        make_core("nsga3", space, BUDGET, ahead=-1)
+
+
 def test_restore_rejects_other_options_and_other_versions(space):
     core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=0)
     run_generation(core, "g0")

@@ -59,8 +59,8 @@ class ScaleConfig:
         budget: FLOPs budget of the search.
         searcher, scheduler: the search's.
         pop_size: NSGA-III generation; default the cluster's slots (a smaller generation idles slots by design).
-        generations_ahead: NSGA-III generations bred ahead (``tinyray search --generations-ahead``; 1 by default
-            here, so that freed slots do not wait for a generation's last trial).
+        generations_ahead: NSGA-III generations bred ahead (``tinyray search --generations-ahead``; 2 by default
+            here, so that freed slots do not wait for a generation's last trial: docs/benchmarks.md, session 8).
         tracking: MLflow backends, each a search of its own: ``sqlite`` and/or ``server``.
         resume_at: trials done when the driver is interrupted and resumed; default half; 0 for no interruption.
         seed: the search's seed.
@@ -81,7 +81,7 @@ class ScaleConfig:
     searcher: str = "nsga3"
     scheduler: str = "moasha"
     pop_size: int | None = None
-    generations_ahead: int = 1
+    generations_ahead: int = 2
     tracking: tuple[str, ...] = BACKENDS
     resume_at: int | None = None
     seed: int = 0
@@ -216,7 +216,15 @@ def mlflow_bytes(backend: str, root: Path) -> int:
     """Bytes of a backend's MLflow store: the search's sqlite file and artifact folder, or the server's folder."""
     if backend == "server":
         return folder_bytes(root / "server")
-    return sum(path.stat().st_size for path in root.glob("mlflow.db*")) + folder_bytes(root / "mlartifacts")
+    return sum(_size(path) for path in root.glob("mlflow.db*")) + folder_bytes(root / "mlartifacts")
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, 0 if it went away (sqlite's ``mlflow.db-journal`` comes and goes with each transaction)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _sample(driver: Driver, cpu_offset: float) -> tuple[float, int] | None:
