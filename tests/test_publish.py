@@ -202,6 +202,23 @@ def test_trials_are_appended_to_the_journal_and_folded_in_when_it_is_written_who
     assert again.search_id == tracker.search_id and set(again.journal["trials"]) == {"t0", "t1", "t2"}
 
 
+def test_a_driver_killed_while_making_a_trials_run_does_not_get_it_a_second_run(tmp_path):
+    from tinyray.tracking import JOURNAL_NAME, JOURNAL_TRIALS_NAME
+
+    tracker = Tracker(local_tracking_uri(tmp_path), "window", journal=tmp_path / JOURNAL_NAME)
+    parent = tracker.start_search("window", {"budget": 5})
+    run = tracker.start_trial(parent, "t1", "trial one", {"r": 0.5})
+    journal = tmp_path / JOURNAL_TRIALS_NAME
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["run_id"] is None and json.loads(lines[1])["run_id"] == run
+    journal.write_text(lines[0] + "\n")  # killed after the run was made, before its id was journalled
+    again = Tracker(local_tracking_uri(tmp_path), "window", journal=tmp_path / JOURNAL_NAME)
+    assert "t1" in again.journal["trials"] and "t1" not in again.journal["trial_runs"]
+    assert again.start_trial(parent, "t1", "trial one", {"r": 0.5}) == run  # found by its tags, reopened
+    runs = [r for r in again.runs() if r.data.tags.get("tinyray.kind") == "trial"]
+    assert [r.info.run_id for r in runs] == [run] and read_journal(tmp_path)["trial_runs"] == {"t1": run}
+
+
 def test_tracker_goes_offline_mid_search_and_stays_offline(tmp_path, caplog):
     tracker = Tracker(local_tracking_uri(tmp_path), "midway", journal=tmp_path / "tracking.json")
     parent = tracker.start_search("midway", {"budget": 5})

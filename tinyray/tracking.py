@@ -465,7 +465,7 @@ class Tracker:
         """Append one trial's journal entry (the whole journal is written at the search's start and end only)."""
         if self.journal_path is None:
             return
-        entry = {"trial_id": trial_id, **self.journal["trials"][trial_id],
+        entry = {"trial_id": trial_id, **self.journal["trials"].get(trial_id, {}),
                  "run_id": self.journal["trial_runs"].get(trial_id)}
         try:
             with open(self.journal_path.parent / JOURNAL_TRIALS_NAME, "a", encoding="utf-8") as file:
@@ -631,16 +631,22 @@ class Tracker:
                     params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> str | None:
         """Create a trial's child run (tagged ``trial_id`` and ``tags``); journalled even when offline.
 
-        A trial that already has a run in the journal gets that run back: after a crash, Ray Tune may restore a
-        trial whose run was made after Tune's last snapshot (so the callback's saved mapping lacks it), and the
-        journal, written the moment a run is made, keeps it from getting a second one.
+        A trial that already has a run gets that run back: after a crash, Ray Tune may restore a trial whose run
+        was made after Tune's last snapshot (so the callback's saved mapping lacks it). The journal says so: the
+        trial is journalled before its run is made and the run's id once it is, so a driver killed in between
+        leaves a journalled trial without a run id, whose run (if it was made) is then found by its tags.
         """
         known = self.journal["trial_runs"].get(trial_id)
+        if known is None and trial_id in self.journal["trials"] and parent_run_id is not None:
+            known = self._find_trial_run(trial_id)
         if known is not None and parent_run_id is not None and self.reopen_trial(known):
+            if self.journal["trial_runs"].get(trial_id) != known:
+                self.journal["trial_runs"][trial_id] = known
+                self._journal_trial(trial_id)
             return known
-        changed = trial_id not in self.journal["trials"]
-        if changed:
+        if trial_id not in self.journal["trials"]:
             self.journal["trials"][trial_id] = {"run_name": run_name, "params": dict(params)}
+            self._journal_trial(trial_id)
         run_id = None
         if parent_run_id is not None:
             # trial_numbers: metrics at step 0, columns to sort by (the exact values are the params)
@@ -650,9 +656,17 @@ class Tracker:
             }, params, trial_numbers(params))
         if run_id is not None:
             self.journal["trial_runs"][trial_id] = run_id
-        if changed or run_id is not None:
             self._journal_trial(trial_id)
         return run_id
+
+    def _find_trial_run(self, trial_id: str) -> str | None:
+        """The run this search made for ``trial_id``, found by its tags (None if there is none, or offline)."""
+        if self.experiment_id is None:
+            return None
+        found = self._call("finding a trial's run", self.client.search_runs, [self.experiment_id],
+                           filter_string=f"tags.`tinyray.search_id` = '{self.search_id}' and tags.trial_id = "
+                                         f"'{trial_id}'", max_results=1)
+        return found[0].info.run_id if found else None
 
     def reopen_trial(self, run_id: str) -> bool:
         """Mark a trial's existing run as running again; False if it is gone (or tracking is offline)."""
