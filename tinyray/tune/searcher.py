@@ -97,7 +97,9 @@ class TinySearcher(Searcher):
         # would hold up Tune's loop once per snapshot.
         state = {"version": SEARCHER_STATE_VERSION, "metric": self.metric, "mode": self.mode,
                  "max_epochs": self.max_epochs, "core": self.core.state_dict()}
-        Path(checkpoint_path).write_text(json.dumps(state, separators=(",", ":")) + "\n")
+        path = Path(checkpoint_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(state, separators=(",", ":")) + "\n")
 
     def restore(self, checkpoint_path: str) -> None:
         state = read_json(checkpoint_path, "searcher state")
