@@ -179,6 +179,46 @@ def test_tracker_offline_from_the_start_warns_once_and_journals(tmp_path, caplog
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the quick settings do not leak
 
 
+def test_trials_are_appended_to_the_journal_and_folded_in_when_it_is_written_whole(tmp_path):
+    from tinyray.tracking import JOURNAL_NAME, JOURNAL_TRIALS_NAME
+
+    tracker = Tracker(f"http://127.0.0.1:{free_port()}", "appended", journal=tmp_path / JOURNAL_NAME)
+    tracker.start_search("appended", {"budget": 5})  # offline: runs are journalled, not made
+    whole = (tmp_path / JOURNAL_NAME).read_text()
+    for number in range(3):
+        tracker.start_trial(None, f"t{number}", f"run {number}", {"r": 0.5 + number / 10})
+    assert (tmp_path / JOURNAL_NAME).read_text() == whole  # a new trial does not rewrite the whole journal
+    lines = (tmp_path / JOURNAL_TRIALS_NAME).read_text().splitlines()
+    assert len(lines) == 3
+    with open(tmp_path / JOURNAL_TRIALS_NAME, "a") as file:
+        file.write('{"trial_id": "t9", "run_na')  # cut short by a crash: skipped
+    journal = read_journal(tmp_path)
+    assert set(journal["trials"]) == {"t0", "t1", "t2"} and journal["trials"]["t2"]["params"] == {"r": 0.7}
+    tracker.finish(None)
+    tracker._save_journal()  # the search's end writes it whole: the appended trials are folded in
+    assert not (tmp_path / JOURNAL_TRIALS_NAME).exists()
+    assert set(read_journal(tmp_path)["trials"]) == {"t0", "t1", "t2"}
+    again = Tracker(f"http://127.0.0.1:{free_port()}", "appended", journal=tmp_path / JOURNAL_NAME)
+    assert again.search_id == tracker.search_id and set(again.journal["trials"]) == {"t0", "t1", "t2"}
+
+
+def test_a_driver_killed_while_making_a_trials_run_does_not_get_it_a_second_run(tmp_path):
+    from tinyray.tracking import JOURNAL_NAME, JOURNAL_TRIALS_NAME
+
+    tracker = Tracker(local_tracking_uri(tmp_path), "window", journal=tmp_path / JOURNAL_NAME)
+    parent = tracker.start_search("window", {"budget": 5})
+    run = tracker.start_trial(parent, "t1", "trial one", {"r": 0.5})
+    journal = tmp_path / JOURNAL_TRIALS_NAME
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["run_id"] is None and json.loads(lines[1])["run_id"] == run
+    journal.write_text(lines[0] + "\n")  # killed after the run was made, before its id was journalled
+    again = Tracker(local_tracking_uri(tmp_path), "window", journal=tmp_path / JOURNAL_NAME)
+    assert "t1" in again.journal["trials"] and "t1" not in again.journal["trial_runs"]
+    assert again.start_trial(parent, "t1", "trial one", {"r": 0.5}) == run  # found by its tags, reopened
+    runs = [r for r in again.runs() if r.data.tags.get("tinyray.kind") == "trial"]
+    assert [r.info.run_id for r in runs] == [run] and read_journal(tmp_path)["trial_runs"] == {"t1": run}
+
+
 def test_tracker_goes_offline_mid_search_and_stays_offline(tmp_path, caplog):
     tracker = Tracker(local_tracking_uri(tmp_path), "midway", journal=tmp_path / "tracking.json")
     parent = tracker.start_search("midway", {"budget": 5})

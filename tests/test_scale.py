@@ -9,7 +9,7 @@ import pytest
 
 from tinyray.cli import main
 from tinyray.errors import UserError
-from tinyray.scale import ScaleConfig, _overlap, growth, validate
+from tinyray.scale import Driver, ScaleConfig, _driver_phases, _overlap, growth, validate
 
 
 def test_slots_pack_four_trials_a_gpu():
@@ -27,6 +27,35 @@ def test_growth_is_cpu_per_trial_in_windows_of_trials_done():
     assert table["ms_per_trial"].tolist() == pytest.approx([10.0, 30.0])
     assert table["rss_mb"].tolist() == pytest.approx([150.0, 200.0])
     assert table["results_mb"].tolist() == pytest.approx([50.0, 100.0])
+
+
+def test_growth_counts_trial_phases_only_and_continues_the_resumed_drivers_count():
+    # two drivers of 50 trials each at 10 ms a trial; each pays 5 s of CPU starting and 2 s finishing
+    rows = []
+    for number, cpu0 in enumerate((0.0, 7.5)):
+        rows.append({"driver": number, "done": 50 * number, "driver_cpu_seconds": cpu0 + 5.0, "phase": "start-up"})
+        for done in range(0, 51):
+            rows.append({"driver": number, "done": 50 * number + done, "driver_cpu_seconds": cpu0 + 5.0 + 0.01 * done,
+                         "phase": "trials"})
+        rows.append({"driver": number, "done": 50 * number + 50, "driver_cpu_seconds": cpu0 + 7.5, "phase": "finish"})
+    samples = pd.DataFrame(rows).assign(driver_rss_bytes=2**20, results_bytes=0.0, mlflow_bytes=0.0)
+    table = growth(samples, 100, windows=5)
+    assert table["ms_per_trial"].tolist() == pytest.approx([10.0] * 5)
+
+
+def test_driver_phases_split_start_up_trials_and_finish():
+    driver = Driver(process=None, launched=100.0, cpu_seconds=9.0)
+    driver.events = [(106.0, {"event": "running", "done": 0}), (108.0, {"event": "complete", "done": 1}),
+                     (110.0, {"event": "complete", "done": 2})]
+    # 1 CPU second a wall second while starting (to 106), 0.5 while trials run (to 110), then 1 again
+    samples = [{"driver": 0, "time": t, "driver_cpu_seconds": c, "done": d}
+               for t, c, d in ((102.0, 2.0, 0), (106.0, 6.0, 0), (110.0, 8.0, 2), (111.0, 9.0, 2))]
+    phases = _driver_phases([driver], samples)
+    assert phases["driver_startup_cpu_seconds"] == pytest.approx([6.0])
+    assert phases["driver_trial_phase_cpu_seconds"] == pytest.approx([2.0])
+    assert phases["driver_finish_cpu_seconds"] == pytest.approx([1.0])
+    assert phases["driver_ms_per_trial_running"] == pytest.approx(1000.0)
+    assert [row["phase"] for row in samples] == ["start-up", "trials", "trials", "finish"]
 
 
 def test_overlap_counts_only_the_window():

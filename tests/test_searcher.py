@@ -151,6 +151,72 @@ def test_save_restore_continues_like_an_uninterrupted_run(space):
     assert restored.records == core.records
 
 
+def run_slots(core, trials: int, slots: int, seed: int = 0, stop_at: int | None = None):
+    """Drive ``core`` as Tune does with ``slots`` slots: a trial lasts a random time (seeded), a freed slot asks at
+    once; return the candidates in the order handed out and the number of times a free slot had to wait."""
+    rng = np.random.default_rng(seed)
+    running: list[tuple[float, str, Candidate]] = []
+    handed, waits, now = [], 0, 0.0
+    while len(handed) < trials or running:
+        while len(running) < slots and len(handed) < trials and (stop_at is None or len(handed) < stop_at):
+            trial_id = f"t{len(handed)}"
+            candidate = core.ask(trial_id)
+            if candidate is None:
+                waits += 1
+                break
+            handed.append(candidate)
+            running.append((now + float(rng.exponential(1.0)), trial_id, candidate))
+        if not running or (stop_at is not None and len(handed) >= stop_at):
+            break
+        running.sort(key=lambda item: item[0])
+        now, trial_id, candidate = running.pop(0)
+        core.tell(trial_id, synthetic_top1(candidate), "completed")
+    return handed, waits
+
+
+def test_generations_bred_ahead_keep_slots_busy_and_stay_reproducible(space):
+    waiting, _ = run_slots(make_core("nsga3", space, BUDGET, pop_size=POP, seed=2), 6 * POP, POP)
+    core = NSGA3Core(make_core("nsga3", space, BUDGET, seed=2).band, pop_size=POP, seed=2, ahead=1)
+    ahead, waits_ahead = run_slots(core, 6 * POP, POP)
+    _, waits = run_slots(make_core("nsga3", space, BUDGET, pop_size=POP, seed=2), 6 * POP, POP)
+    assert waits_ahead < waits  # freed slots take the next generation's members instead of waiting
+    assert len(ahead) == 6 * POP and len({(c.r, c.d, c.w) for c in ahead}) == 6 * POP
+    assert ahead[:2 * POP] != waiting[:2 * POP] or ahead[2 * POP:] != waiting[2 * POP:]  # another search
+    # the same results give the same candidates, whatever the order trials end in
+    again = NSGA3Core(core.band, pop_size=POP, seed=2, ahead=1)
+    assert run_slots(again, 6 * POP, POP, seed=7)[0] == ahead
+    assert core.config()["ahead"] == 1 and "ahead" not in make_core("nsga3", space, BUDGET).config()
+
+
+def test_generations_bred_ahead_save_and_restore_mid_flight(space):
+    band = make_core("nsga3", space, BUDGET, seed=4).band
+    core = NSGA3Core(band, pop_size=POP, seed=4, ahead=1)
+    run_slots(core, 5 * POP, POP, stop_at=3 * POP + 3)  # two generations in flight, trials pending in both
+    state = json.loads(json.dumps(core.state_dict()))
+    assert len({p["generation"] for p in state["pending"]}) >= 1 and state["config"]["ahead"] == 1
+    restored = NSGA3Core(band, pop_size=POP, seed=4, ahead=1)
+    restored.load_state_dict(state)
+    assert restored.records == core.records and restored.pending == core.pending
+    assert restored.state_dict() == state
+
+    def finish(target) -> list[Candidate]:
+        for trial_id, candidate in sorted(target.pending.items()):
+            target.tell(trial_id, synthetic_top1(candidate), "completed")
+        return [c for g in range(3) for _, c in run_generation(target, f"x{g}")]
+
+    assert finish(restored) == finish(core)
+    with pytest.raises(UserError, match="ahead"):
+        NSGA3Core(band, pop_size=POP, seed=4).load_state_dict(state)
+
+
+def test_only_nsga3_breeds_generations_ahead(space):
+    assert make_core("nsga3", space, BUDGET, pop_size=POP, ahead=2).ahead == 2
+    with pytest.raises(UserError, match="no generations to breed ahead"):
+        make_core("random", space, BUDGET, ahead=1)
+    with pytest.raises(UserError, match="at least 0"):
+        make_core("nsga3", space, BUDGET, ahead=-1)
+
+
 def test_restore_rejects_other_options_and_other_versions(space):
     core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=0)
     run_generation(core, "g0")

@@ -89,6 +89,8 @@ class BenchConfig:
         grace_period: first rung of the ASHA schedulers, in epochs.
         reduction_factor: eta of the ASHA schedulers.
         pop_size: NSGA-III population (tinyray's core and Optuna's sampler).
+        generations_ahead: NSGA-III generations bred ahead (tinyray's core only: ``tinyray search
+            --generations-ahead``).
         workers: simulated workers (trials at once).
         levels: compute levels at which the hypervolume is measured.
         methods: which of :data:`METHODS` to run.
@@ -102,6 +104,7 @@ class BenchConfig:
     grace_period: int = 1
     reduction_factor: int = 3
     pop_size: int = 10
+    generations_ahead: int = 0
     workers: int = 2
     levels: int = 40
     methods: tuple[str, ...] = ("a", "b", "c", "d")
@@ -274,12 +277,14 @@ class RunResult:
         stopped: trials early-stopped.
         epochs: epochs used in all.
         seconds: simulated wall clock at the end.
+        slot_seconds: seconds of all epochs (``slot_seconds / (workers * seconds)``: the workers' busy share).
     """
 
     completed: list[tuple[int, float, float, int]] = field(default_factory=list)
     trials: int = 0
     stopped: int = 0
     epochs: int = 0
+    slot_seconds: float = 0.0
     seconds: float = 0.0
 
 
@@ -299,7 +304,8 @@ def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space:
     from tinyray.searchers import make_searcher
 
     searcher_name, scheduler_name = METHODS[method]
-    searcher = make_searcher(searcher_name, space, config.budget, seed=seed, pop_size=config.pop_size,
+    ahead = config.generations_ahead if searcher_name == "nsga3" else 0
+    searcher = make_searcher(searcher_name, space, config.budget, seed=seed, pop_size=config.pop_size, ahead=ahead,
                              num_classes=num_classes)
     decide = make_scheduler(scheduler_name, config)
     cap = config.trials * config.max_epochs
@@ -331,6 +337,7 @@ def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space:
         now, _, trial_id, epoch = heapq.heappop(events)
         top1, seconds, flops, _ = live[trial_id]
         run.epochs += 1
+        run.slot_seconds += float(seconds[epoch - 1])
         accuracy = float(top1[epoch - 1])
         keep = decide(trial_id, epoch, accuracy, flops, epoch == 1) and epoch < config.max_epochs
         if keep:

@@ -87,7 +87,7 @@ EXAMPLES = {
 #: Upper bounds of the sizes a user gives (a larger one would allocate or loop until the machine gives up).
 LIMITS = {
     "--trials": 100_000, "--max-epochs": 10_000, "--grace-period": 10_000, "--reduction-factor": 100,
-    "--pop-size": 10_000, "--retries": 100, "--epochs": 100_000, "--train-epochs": 100_000, "--batch-size": 65_536,
+    "--pop-size": 10_000, "--generations-ahead": 100, "--retries": 100, "--epochs": 100_000, "--train-epochs": 100_000, "--batch-size": 65_536,
     "--num-classes": 100_000, "--threads": 1024, "--seeds": 1000, "--workers": 1024, "--levels": 1000,
     "--port": 65535,
 }
@@ -396,6 +396,7 @@ def _add_scale_options(parser: argparse.ArgumentParser) -> None:
     add("--searcher", default=defaults.searcher, help=f"the search's searcher (default {defaults.searcher})")
     add("--scheduler", default=defaults.scheduler, help=f"the search's scheduler (default {defaults.scheduler})")
     add("--pop-size", type=_int_at_least("--pop-size", 4), default=None, help="NSGA-III generation (default: the cluster's slots)")
+    add("--generations-ahead", type=_int_at_least("--generations-ahead", 0), default=defaults.generations_ahead, help=f"NSGA-III generations bred ahead, as tinyray search --generations-ahead (default {defaults.generations_ahead})")
     add("--tracking", type=_backends, default=defaults.tracking, help="MLflow backends, a search each: sqlite,server (default both)")
     add("--resume-at", type=_int_at_least("--resume-at", 0, LIMITS["--trials"]), default=None, help="trials done when the driver is interrupted and resumed (default half; 0: never)")
     add("--seed", type=_int_at_least("--seed", 0), default=defaults.seed, help="the search's seed (default 0)")
@@ -419,7 +420,7 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
         trials=args.trials, nodes=args.nodes, gpus_per_node=args.gpus_per_node, gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial, max_epochs=args.max_epochs, replay_speed=args.replay_speed,
         budget=parse_budget(args.budget), searcher=args.searcher, scheduler=args.scheduler, pop_size=args.pop_size,
-        tracking=args.tracking, resume_at=args.resume_at, seed=args.seed, out=Path(args.out),
+        generations_ahead=args.generations_ahead, tracking=args.tracking, resume_at=args.resume_at, seed=args.seed, out=Path(args.out),
     )
     result = run_scale(config)
     print(json.dumps(result, default=float) if args.json else report(result))
@@ -574,6 +575,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=_int_at_least("--seed", 0), default=defaults.seed, help="seed of the searcher and the trials (default 0)")
     add("--floor", default=None, help="lowest FLOPs of a candidate (default budget/16), e.g. 12M")
     add("--pop-size", type=_int_at_least("--pop-size", 4), default=defaults.pop_size, help=f"NSGA-III population (default {defaults.pop_size})")
+    add("--generations-ahead", type=_int_at_least("--generations-ahead", 0), default=defaults.generations_ahead, help="NSGA-III generations bred before the oldest one's results are in (default 0: freed slots wait for a generation's last trial; 1 keeps a cluster's slots busy, a different but as reproducible search)")
     add("--cpus-per-trial", type=_positive_float("--cpus-per-trial"), default=defaults.cpus_per_trial, help="CPUs of one trial (default 1)")
     add("--gpus-per-trial", type=_float_option("--gpus-per-trial", allow_zero=True), default=defaults.gpus_per_trial, help="GPUs of one trial, fractions share a GPU (default 0)")
     add("--recipe", choices=("proxy", "paper"), default=None, help="training recipe (default: proxy on built-in data, paper on folders)")
@@ -734,7 +736,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         space=args.space, data=args.data, trials=args.trials, max_epochs=args.max_epochs,
         grace_period=args.grace_period, reduction_factor=args.reduction_factor, searcher=args.searcher,
         scheduler=args.scheduler, seed=args.seed, floor=floor, pop_size=args.pop_size,
-        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, recipe=args.recipe,
+        generations_ahead=args.generations_ahead, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, recipe=args.recipe,
         address=args.address, tracking_uri=args.tracking_uri, formula_name=args.formula_name, retries=args.retries,
         trainer=args.trainer, replay_speed=args.replay_speed,
         precision=None if args.precision == "auto" else args.precision, workers=args.workers,

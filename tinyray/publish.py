@@ -132,7 +132,8 @@ def publish(results_dir: Path, tracking_uri: str | None = None) -> PublishReport
 def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: str,
              trials: list[_Trial]) -> PublishReport:
     """Send what MLflow lacks, in order: the parent run, the trials' runs, the parent's outputs; then the journal."""
-    from tinyray.files import JOURNAL_VERSION, write_json_atomic
+    from tinyray.files import JOURNAL_VERSION
+    from tinyray.tracking import write_journal
 
     config = info["config"]
     tracker, experiment, artifacts = _open_experiment(results, journal, uri, config["name"])
@@ -144,7 +145,7 @@ def _publish(results: Path, info: dict[str, Any], journal: dict[str, Any], uri: 
     tags = trial_start_tags(config.get("trainer") or TRAIN)  # a folder from before --trainer: trained
     trial_runs = _publish_trials(tracker, runs, parent.info.run_id, trials, journal, report, tags)
     _publish_parent_outputs(tracker, parent, results, config, len(trials), report)
-    write_json_atomic(results / "tracking.json", {
+    write_journal(results, {
         **journal, "version": JOURNAL_VERSION, "search_id": tracker.search_id, "tracking_uri": uri,
         "experiment": experiment, "artifact_location": artifacts, "status": "complete", "offline_reason": "",
         "parent_run_id": parent.info.run_id, "trial_runs": trial_runs,

@@ -6,8 +6,11 @@ A full search (``tinyray search --trainer replay``, as a child process: the *dri
 and stopped by this benchmark). Halfway (``resume_at`` trials done) the driver gets Ctrl-C (SIGINT), and the search
 is continued with ``tinyray search --resume``. Measured:
 
-* **driver CPU per trial**: user + system seconds of the driver processes (``os.wait4``), over the trials;
-  and per window of trials (sampled with psutil), to show whether the cost per trial grows;
+* **driver CPU per trial**: user + system seconds of the driver processes (``os.wait4``), over the trials; split
+  (from samples taken with psutil, interpolated at the drivers' events) into each driver's start-up (launch to its
+  first running trial), its trial phase (to its last trial's end) and its finish (the front, the formula, the
+  report; or the stop after Ctrl-C); and per window of trials done, counting trial phases only, to show whether
+  the cost per trial grows;
 * **peak driver memory** (the larger ``ru_maxrss`` of the two drivers), and RSS as trials go;
 * **wall-clock overhead per trial against the ideal schedule**: the trial phase's wall clock (first epoch start
   to last epoch end, less the interruption) minus the ideal makespan (the epochs' seconds packed on every slot,
@@ -56,6 +59,8 @@ class ScaleConfig:
         budget: FLOPs budget of the search.
         searcher, scheduler: the search's.
         pop_size: NSGA-III generation; default the cluster's slots (a smaller generation idles slots by design).
+        generations_ahead: NSGA-III generations bred ahead (``tinyray search --generations-ahead``; 2 by default
+            here, so that freed slots do not wait for a generation's last trial: docs/benchmarks.md, session 8).
         tracking: MLflow backends, each a search of its own: ``sqlite`` and/or ``server``.
         resume_at: trials done when the driver is interrupted and resumed; default half; 0 for no interruption.
         seed: the search's seed.
@@ -76,6 +81,7 @@ class ScaleConfig:
     searcher: str = "nsga3"
     scheduler: str = "moasha"
     pop_size: int | None = None
+    generations_ahead: int = 2
     tracking: tuple[str, ...] = BACKENDS
     resume_at: int | None = None
     seed: int = 0
@@ -210,7 +216,15 @@ def mlflow_bytes(backend: str, root: Path) -> int:
     """Bytes of a backend's MLflow store: the search's sqlite file and artifact folder, or the server's folder."""
     if backend == "server":
         return folder_bytes(root / "server")
-    return sum(path.stat().st_size for path in root.glob("mlflow.db*")) + folder_bytes(root / "mlartifacts")
+    return sum(_size(path) for path in root.glob("mlflow.db*")) + folder_bytes(root / "mlartifacts")
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, 0 if it went away (sqlite's ``mlflow.db-journal`` comes and goes with each transaction)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _sample(driver: Driver, cpu_offset: float) -> tuple[float, int] | None:
@@ -225,15 +239,19 @@ def _sample(driver: Driver, cpu_offset: float) -> tuple[float, int] | None:
 
 
 def _watch(driver: Driver, config: ScaleConfig, cpu_offset: float, sizes: dict[str, Any], samples: list[dict],
-           stop_at: int | None) -> float | None:
-    """Sample ``driver`` until it exits (or SIGINT it once ``stop_at`` trials are done); when the SIGINT went."""
+           stop_at: int | None, number: int = 0, done_offset: int = 0) -> float | None:
+    """Sample ``driver`` until it exits (or SIGINT it once ``stop_at`` trials are done); when the SIGINT went.
+
+    A resumed driver counts only the trials it ended itself: ``done_offset`` (the earlier drivers' trials) and
+    ``cpu_offset`` (their CPU seconds) make the samples' ``done`` and ``driver_cpu_seconds`` the search's.
+    """
     interrupted = None
     tick = 0
     while driver.running():
         measured = _sample(driver, cpu_offset)
         if measured is not None:
-            row = {"time": time.time(), "done": driver.done, "driver_cpu_seconds": measured[0],
-                   "driver_rss_bytes": measured[1]}
+            row = {"time": time.time(), "driver": number, "done": done_offset + driver.done,
+                   "driver_cpu_seconds": measured[0], "driver_rss_bytes": measured[1]}
             if tick % 5 == 0:
                 row.update({f"{key}_bytes": size() for key, size in sizes.items()})
             samples.append(row)
@@ -261,6 +279,7 @@ def _search_command(config: ScaleConfig, address: str, storage: Path, name: str,
         "--grace-period", str(config.grace_period), "--reduction-factor", str(config.reduction_factor),
         "--searcher", config.searcher, "--scheduler", config.scheduler, "--seed", str(config.seed),
         "--pop-size", str(config.pop_size or max(4, config.slots)),
+        *(["--generations-ahead", str(config.generations_ahead)] if config.searcher == "nsga3" else []),
         "--gpus-per-trial", str(config.gpus_per_trial), "--cpus-per-trial", str(config.cpus_per_trial),
     ]
 
@@ -295,7 +314,7 @@ def run_backend(config: ScaleConfig, address: str, env: dict[str, str], backend:
             if first.returncode not in (130, 0):
                 raise UserError(f"the interrupted search exited with {first.returncode}: see {stderr}")
             second = Driver.launch(_search_command(config, address, root, name, tracking_uri, True), env, stderr)
-            _watch(second, config, first.cpu_seconds, sizes, samples, None)
+            _watch(second, config, first.cpu_seconds, sizes, samples, None, number=1, done_offset=first.done)
             second.wait()
             drivers.append(second)
             running = second.first("running")
@@ -306,6 +325,7 @@ def run_backend(config: ScaleConfig, address: str, env: dict[str, str], backend:
             raise UserError(f"the {backend} search failed (exit {last.returncode}): {tail[0][:300]} (log: {stderr})")
         summary = last.summary()
         measured = _measure(config, root / name, drivers, interrupted, summary, tracking_uri or local_tracking_uri(root))
+        measured.update(_driver_phases(drivers, samples))
     finally:
         if server is not None:
             server.stop()
@@ -316,6 +336,51 @@ def run_backend(config: ScaleConfig, address: str, env: dict[str, str], backend:
         row["backend"] = backend
     measured["samples"] = samples
     return measured
+
+
+#: the progress events (``tinyray search --json``) that end a trial
+TRIAL_END_EVENTS = ("complete", "failed")
+
+
+def _driver_phases(drivers: list[Driver], samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each driver's CPU seconds in its start-up, trial phase and finish, and the CPU per trial of the trial phases.
+
+    The start-up runs from launch to the driver's first running trial (its ``running`` event), the trial phase to
+    its last trial's end (its last ``complete`` or ``failed`` event) and the finish to its exit. The CPU at those
+    instants is interpolated between the driver's samples, its launch (no CPU yet) and its exit (``os.wait4``).
+    Labels every sample with its ``phase`` (``start-up``, ``trials``, ``finish``).
+    """
+    import numpy as np
+
+    offset = 0.0
+    startup, trial_phase, finish, trial_done = [], [], [], 0
+    for number, driver in enumerate(drivers):
+        rows = [row for row in samples if row.get("driver", 0) == number]
+        # the exit: after the last event and the last sample
+        exited = max([driver.launched, *(at for at, _ in driver.events[-1:]), *(row["time"] for row in rows)]) + 1e-3
+        times = np.array([driver.launched, *(row["time"] for row in rows), exited])
+        cpus = np.array([offset, *(row["driver_cpu_seconds"] for row in rows), offset + driver.cpu_seconds])
+        running = driver.first("running")
+        last_end = max((at for at, event in driver.events if event.get("event") in TRIAL_END_EVENTS), default=None)
+        if running is None or last_end is None:
+            startup.append(driver.cpu_seconds)
+            trial_phase.append(0.0)
+            finish.append(0.0)
+        else:
+            at_running, at_end = np.interp([running, last_end], times, cpus)
+            startup.append(float(at_running - offset))
+            trial_phase.append(float(at_end - at_running))
+            finish.append(float(offset + driver.cpu_seconds - at_end))
+            trial_done += driver.done
+        for row in rows:
+            row["phase"] = ("start-up" if running is None or row["time"] < running
+                            else "trials" if last_end is not None and row["time"] <= last_end else "finish")
+        offset += driver.cpu_seconds
+    return {
+        "driver_startup_cpu_seconds": startup, "driver_trial_phase_cpu_seconds": trial_phase,
+        "driver_finish_cpu_seconds": finish,
+        "driver_ms_per_trial_running": 1000 * sum(trial_phase) / trial_done if trial_done else None,
+    }
 
 
 def _epochs(results: Path) -> "Any":
@@ -410,21 +475,29 @@ def _completeness(trials: Any, summary: dict[str, Any], tracking_uri: str, confi
 
 def growth(samples: "Any", trials: int, windows: int = 5) -> "Any":
     """Driver CPU per trial in ``windows`` equal windows of trials done (ms per trial), with RSS and sizes at
-    each window's end: one row a window."""
+    each window's end: one row a window.
+
+    Only the trial phases count (samples whose ``phase`` is ``trials``, if the samples say): the CPU between two
+    consecutive samples of one driver goes to the window of the later sample's trials done, so neither a driver's
+    start-up, nor its finish, nor an interruption enters a window.
+    """
     import numpy as np
     import pandas as pd
 
+    samples = samples.reset_index(drop=True)
+    driver = samples["driver"] if "driver" in samples else pd.Series(0, index=samples.index)
+    phase = samples["phase"] if "phase" in samples else pd.Series("trials", index=samples.index)
+    steps = pd.DataFrame({
+        "done": samples["done"], "d_done": samples["done"].diff(), "d_cpu": samples["driver_cpu_seconds"].diff(),
+        "counts": (driver == driver.shift()) & (phase == "trials") & (phase.shift() == "trials"),
+    })
+    steps = steps[steps["counts"]]
     rows = []
     edges = np.linspace(0, trials, windows + 1).round().astype(int)
     for low, high in zip(edges[:-1], edges[1:]):
-        start = samples[samples["done"] >= low].head(1)
-        end = samples[samples["done"] >= high].head(1)
-        if end.empty:
-            end = samples.tail(1)
-        if start.empty:
-            continue
-        done = int(end["done"].iloc[0]) - int(start["done"].iloc[0])
-        cpu = float(end["driver_cpu_seconds"].iloc[0]) - float(start["driver_cpu_seconds"].iloc[0])
+        inside = steps[(steps["done"] > low) & (steps["done"] <= high)]
+        done = float(inside["d_done"].sum())
+        cpu = float(inside["d_cpu"].sum())
         sized = samples[samples["done"] <= high].dropna(subset=["results_bytes"]).tail(1)
         rows.append({"from": int(low), "to": int(high), "ms_per_trial": 1000 * cpu / done if done > 0 else np.nan,
                      "rss_mb": float(samples[samples["done"] <= high]["driver_rss_bytes"].max()) / 2**20,
@@ -457,6 +530,8 @@ def run_scale(config: ScaleConfig) -> dict[str, Any]:
         run["growth_ratio"] = float(valid.iloc[-1] / valid.iloc[0]) if len(valid) > 1 and valid.iloc[0] > 0 else None
         run["targets"] = {
             "driver_ms_per_trial": run["driver_ms_per_trial"] <= TARGETS["driver_ms_per_trial"],
+            "driver_ms_per_trial_running": (run.get("driver_ms_per_trial_running") is not None
+                                            and run["driver_ms_per_trial_running"] <= TARGETS["driver_ms_per_trial"]),
             "flat": run["growth_ratio"] is not None and run["growth_ratio"] <= TARGETS["growth"],
             "busy": run["busy"] >= TARGETS["busy"],
             "resume": run["resume_seconds"] is not None and run["resume_seconds"] <= TARGETS["resume_seconds"],
@@ -497,6 +572,10 @@ def plot_growth(samples: "Any", path: Path, config: ScaleConfig) -> Path:
     return path
 
 
+def _ms(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.1f} ms"
+
+
 def report(result: dict[str, Any]) -> str:
     """The benchmark's numbers as text, one block per backend, each target marked met or MISSED."""
     lines = [f"tinyray bench scale: {result['config']['trials']} trials on {result['config']['nodes']} simulated "
@@ -508,6 +587,10 @@ def report(result: dict[str, Any]) -> str:
             f"[{run['backend']}] driver CPU {run['driver_ms_per_trial']:.1f} ms a trial ({mark['driver_ms_per_trial']}, "
             f"target <= {TARGETS['driver_ms_per_trial']:g}); growth last/first window "
             f"{run['growth_ratio'] if run['growth_ratio'] is None else round(run['growth_ratio'], 2)} ({mark['flat']})",
+            f"  while trials run {_ms(run.get('driver_ms_per_trial_running'))} a trial "
+            f"({mark.get('driver_ms_per_trial_running', '?')}); start-up "
+            f"{' + '.join(f'{s:.1f}' for s in run.get('driver_startup_cpu_seconds', []))} s, finish "
+            f"{' + '.join(f'{s:.1f}' for s in run.get('driver_finish_cpu_seconds', []))} s of CPU (by driver)",
             f"  slots busy {run['busy']:.1%} ({mark['busy']}, target >= {TARGETS['busy']:.0%}); overhead "
             f"{run['overhead_ms_per_trial']:.0f} ms a trial over the ideal schedule ({run['ideal_seconds']:.1f} s ideal, "
             f"{run['trial_phase_seconds']:.1f} s measured)",

@@ -67,6 +67,9 @@ class SearchConfig:
         seed: seed of the searcher and of every trial.
         floor: lowest FLOPs a candidate may have (default budget / 16).
         pop_size: NSGA-III population per generation (the ``qnehvi`` searcher's Sobol start).
+        generations_ahead: NSGA-III generations bred ahead of the oldest one in flight (default 0: a generation's
+            freed slots wait for its last trial; 1 or more keep them busy, a different search but as reproducible:
+            :class:`tinyray.searchers.nsga3.NSGA3Core`'s ``ahead``).
         cpus_per_trial, gpus_per_trial: resources of one trial (fractional GPUs share a device).
         recipe: training recipe (default: ``proxy`` on built-in data, ``paper`` on folders).
         address: an existing Ray cluster (``auto`` or ``host:port``); default ``RAY_ADDRESS`` or a local Ray.
@@ -99,6 +102,7 @@ class SearchConfig:
     seed: int = 0
     floor: int | None = None
     pop_size: int = 10
+    generations_ahead: int = 0
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     recipe: str | None = None
@@ -270,7 +274,7 @@ def validate(config: SearchConfig) -> None:
     checks = [
         ("--trials", config.trials, 1), ("--max-epochs", config.max_epochs, 1), ("--grace-period", config.grace_period, 1),
         ("--reduction-factor", config.reduction_factor, 2), ("--pop-size", config.pop_size, 4),
-        ("--retries", config.retries, 0),
+        ("--retries", config.retries, 0), ("--generations-ahead", config.generations_ahead, 0),
     ]
     for option, value, low in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -335,7 +339,7 @@ def validate(config: SearchConfig) -> None:
 #: is one (a checkpoint resumes only at the precision it was trained in); workers and channels-last change only
 #: speed, so a resume may change them.
 DEFINING = ("budget", "space", "data", "trials", "max_epochs", "grace_period", "reduction_factor", "searcher",
-            "scheduler", "seed", "floor", "pop_size", "cpus_per_trial", "gpus_per_trial", "recipe", "formula_name",
+            "scheduler", "seed", "floor", "pop_size", "generations_ahead", "cpus_per_trial", "gpus_per_trial", "recipe", "formula_name",
             "retries", "trainer", "replay_speed", "precision")
 
 
@@ -563,7 +567,7 @@ def _load_inputs(config: SearchConfig) -> _Inputs:
     data = load_data(data_spec)  # generates and caches the built-in data once, before any trial
     core = make_searcher(
         config.searcher, space, config.budget, floor=config.floor, seed=config.seed,
-        pop_size=config.pop_size, num_classes=data.num_classes,
+        pop_size=config.pop_size, ahead=config.generations_ahead, num_classes=data.num_classes,
     )
     core.band.sample(np.random.default_rng(config.seed))  # a band without networks is refused now, not in Tune
     return _Inputs(space, data_spec, data, config.recipe or default_recipe(data), core)
@@ -709,6 +713,7 @@ def search_params(config: SearchConfig, space: Any, data: Any, data_spec: Any, r
         "scheduler": config.scheduler, "seed": config.seed, "trials": config.trials,
         "max_epochs": config.max_epochs, "grace_period": config.grace_period,
         "reduction_factor": config.reduction_factor, "pop_size": config.pop_size, "floor": floor,
+        **({"generations_ahead": config.generations_ahead} if config.generations_ahead else {}),
         "recipe": recipe, "cpus_per_trial": config.cpus_per_trial, "gpus_per_trial": config.gpus_per_trial,
         "retries": config.retries, "base_flops": base_flops(space, data.num_classes), "trainer": config.trainer,
         **({"replay_speed": config.replay_speed} if config.trainer == REPLAY else {}),

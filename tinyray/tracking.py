@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 JOURNAL_NAME = "tracking.json"
+#: Trials journalled since ``tracking.json`` was last written whole: one JSON line a trial run made (``trial_id``,
+#: ``run_name``, ``params``, ``run_id``), appended, so a search of N trials writes O(N) bytes of journal, not
+#: O(N^2). :func:`read_journal` folds it in; writing ``tracking.json`` whole (:func:`write_journal`) empties it.
+JOURNAL_TRIALS_NAME = "tracking.trials.jsonl"
 #: Metrics a trial reports every epoch that are logged to its child run.
 EPOCH_METRICS = ("top1", "val_loss", "train_loss", "images_per_second", "epoch_seconds")
 #: MLflow's HTTP settings for tinyray's own calls (MLflow's defaults retry for minutes: 7 retries, backoff 2,
@@ -299,7 +303,8 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def read_journal(results_dir: Path) -> dict[str, Any] | None:
-    """The ``tracking.json`` of a results folder, or None if it has none (or one of another version)."""
+    """The ``tracking.json`` of a results folder with the trials appended since (:data:`JOURNAL_TRIALS_NAME`), or
+    None if it has none (or one of another version)."""
     path = Path(results_dir) / JOURNAL_NAME
     if not path.is_file():
         return None
@@ -307,7 +312,29 @@ def read_journal(results_dir: Path) -> dict[str, Any] | None:
         journal = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return journal if isinstance(journal, dict) and journal.get("version") == JOURNAL_VERSION else None
+    if not isinstance(journal, dict) or journal.get("version") != JOURNAL_VERSION:
+        return None
+    trials, runs = journal.setdefault("trials", {}), journal.setdefault("trial_runs", {})
+    try:
+        lines = (Path(results_dir) / JOURNAL_TRIALS_NAME).read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            trial_id = str(entry["trial_id"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash: its trial is journalled again when its run is made
+        trials.setdefault(trial_id, {"run_name": entry.get("run_name"), "params": entry.get("params") or {}})
+        if entry.get("run_id"):
+            runs.setdefault(trial_id, entry["run_id"])
+    return journal
+
+
+def write_journal(results_dir: Path, journal: Mapping[str, Any]) -> None:
+    """Write ``tracking.json`` whole (atomically), the appended trials folded in (they must be in ``journal``)."""
+    write_json_atomic(Path(results_dir) / JOURNAL_NAME, journal)
+    (Path(results_dir) / JOURNAL_TRIALS_NAME).unlink(missing_ok=True)
 
 
 #: The tab of the experiment page tinyray's addresses open: the charts (``compareRunsMode``, MLflow's URL parameter
@@ -430,8 +457,21 @@ class Tracker:
             return
         try:
             write_json_atomic(self.journal_path, self.journal)
+            (self.journal_path.parent / JOURNAL_TRIALS_NAME).unlink(missing_ok=True)  # folded in just now
         except OSError as exc:  # the results folder was checked writable; never let bookkeeping stop a search
             log.warning("cannot write %s: %s", self.journal_path, exc)
+
+    def _journal_trial(self, trial_id: str) -> None:
+        """Append one trial's journal entry (the whole journal is written at the search's start and end only)."""
+        if self.journal_path is None:
+            return
+        entry = {"trial_id": trial_id, **self.journal["trials"].get(trial_id, {}),
+                 "run_id": self.journal["trial_runs"].get(trial_id)}
+        try:
+            with open(self.journal_path.parent / JOURNAL_TRIALS_NAME, "a", encoding="utf-8") as file:
+                file.write(json.dumps(entry, default=str, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.journal_path.parent / JOURNAL_TRIALS_NAME, exc)
 
     # -- the search (parent run) -------------------------------------------------------------------------------
     def start_search(self, name: str, settings: Mapping[str, Any], description: str = "") -> str | None:
@@ -480,37 +520,36 @@ class Tracker:
         for key, value in tags.items():
             self._call("tagging the experiment", self.client.set_experiment_tag, self.experiment_id, key, str(value))
 
-    def _create_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str | None:
+    def _create_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any],
+                    metrics: Mapping[str, float] | None = None) -> str | None:
         if self.experiment_id is None:
             return None
         run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
-        self._log_params(run.info.run_id, params)
+        self._log_params(run.info.run_id, params, _metrics(metrics or {}, int(time.time() * 1000), 0))
         return run.info.run_id
 
     def log_params(self, run_id: str | None, params: Mapping[str, Any]) -> None:
         if run_id is not None:
             self._call("logging parameters", self._log_params, run_id, params)
 
-    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+    def _log_params(self, run_id: str, params: Mapping[str, Any], metrics: list | None = None) -> None:
+        """Log ``params`` (and ``metrics``, MLflow ``Metric`` entities) in as few calls as MLflow allows (100
+        params a call): each call is a transaction of the store, the driver's main cost per trial on sqlite."""
         from mlflow.entities import Param
 
         items = [Param(key, str(value)[:6000]) for key, value in params.items() if value is not None]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start : start + 100])
+        for start in range(0, max(1, len(items)), 100):
+            batch = items[start : start + 100]
+            extra = (metrics or []) if start == 0 else []
+            if batch or extra:
+                self.client.log_batch(run_id, params=batch, metrics=extra)
 
     def log_metrics(self, run_id: str | None, metrics: Mapping[str, float], step: int = 0,
                     timestamp_ms: int | None = None) -> None:
         """Log finite numbers among ``metrics`` at ``step`` (non-numbers and NaN/inf are skipped)."""
         if run_id is None or self.offline:
             return
-        from mlflow.entities import Metric
-
-        now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
-        items = [
-            Metric(key, float(value), now, step)
-            for key, value in metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-        ]
+        items = _metrics(metrics, timestamp_ms if timestamp_ms is not None else int(time.time() * 1000), step)
         if items:
             self._call("logging metrics", self.client.log_batch, run_id, metrics=items)
 
@@ -552,6 +591,18 @@ class Tracker:
         self._save_journal()
         return True
 
+    def end_trial(self, run_id: str | None, tags: Mapping[str, Any], metrics: Mapping[str, float], step: int,
+                  status: str = "FINISHED") -> None:
+        """End a trial's run: its end ``tags`` and ``metrics`` at ``step`` in one call, then its status."""
+        if run_id is None or self.offline:
+            return
+        from mlflow.entities import RunTag
+
+        self._call("ending a trial's run", self.client.log_batch, run_id,
+                   metrics=_metrics(metrics, int(time.time() * 1000), step),
+                   tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        self.finish(run_id, status)
+
     def finish(self, run_id: str | None, status: str = "FINISHED") -> None:
         """End a run; ending the parent run marks the journal ``complete`` unless tracking went offline."""
         if run_id is not None:
@@ -580,28 +631,42 @@ class Tracker:
                     params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> str | None:
         """Create a trial's child run (tagged ``trial_id`` and ``tags``); journalled even when offline.
 
-        A trial that already has a run in the journal gets that run back: after a crash, Ray Tune may restore a
-        trial whose run was made after Tune's last snapshot (so the callback's saved mapping lacks it), and the
-        journal, written the moment a run is made, keeps it from getting a second one.
+        A trial that already has a run gets that run back: after a crash, Ray Tune may restore a trial whose run
+        was made after Tune's last snapshot (so the callback's saved mapping lacks it). The journal says so: the
+        trial is journalled before its run is made and the run's id once it is, so a driver killed in between
+        leaves a journalled trial without a run id, whose run (if it was made) is then found by its tags.
         """
         known = self.journal["trial_runs"].get(trial_id)
+        if known is None and trial_id in self.journal["trials"] and parent_run_id is not None:
+            known = self._find_trial_run(trial_id)
         if known is not None and parent_run_id is not None and self.reopen_trial(known):
+            if self.journal["trial_runs"].get(trial_id) != known:
+                self.journal["trial_runs"][trial_id] = known
+                self._journal_trial(trial_id)
             return known
-        changed = trial_id not in self.journal["trials"]
-        if changed:
+        if trial_id not in self.journal["trials"]:
             self.journal["trials"][trial_id] = {"run_name": run_name, "params": dict(params)}
+            self._journal_trial(trial_id)
         run_id = None
         if parent_run_id is not None:
+            # trial_numbers: metrics at step 0, columns to sort by (the exact values are the params)
             run_id = self._call("creating a trial's run", self._create_run, run_name, {
                 "mlflow.parentRunId": parent_run_id, "tinyray.kind": "trial", "tinyray.search_id": self.search_id,
                 "trial_id": trial_id, "status": "running", **(tags or {}),
-            }, params)
+            }, params, trial_numbers(params))
         if run_id is not None:
             self.journal["trial_runs"][trial_id] = run_id
-            self.log_metrics(run_id, trial_numbers(params), step=0)  # columns to sort by; exact values: params
-        if changed or run_id is not None:
-            self._save_journal()
+            self._journal_trial(trial_id)
         return run_id
+
+    def _find_trial_run(self, trial_id: str) -> str | None:
+        """The run this search made for ``trial_id``, found by its tags (None if there is none, or offline)."""
+        if self.experiment_id is None:
+            return None
+        found = self._call("finding a trial's run", self.client.search_runs, [self.experiment_id],
+                           filter_string=f"tags.`tinyray.search_id` = '{self.search_id}' and tags.trial_id = "
+                                         f"'{trial_id}'", max_results=1)
+        return found[0].info.run_id if found else None
 
     def reopen_trial(self, run_id: str) -> bool:
         """Mark a trial's existing run as running again; False if it is gone (or tracking is offline)."""
@@ -624,6 +689,17 @@ class Tracker:
         if self.experiment_id is None:
             return []
         return self._call("listing runs", self.client.search_runs, [self.experiment_id], max_results=50000) or []
+
+
+def _metrics(metrics: Mapping[str, Any], timestamp_ms: int, step: int) -> list:
+    """MLflow ``Metric`` entities of the finite numbers among ``metrics`` (non-numbers and NaN/inf are skipped)."""
+    from mlflow.entities import Metric
+
+    return [
+        Metric(key, float(value), timestamp_ms, step)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    ]
 
 
 def error_line(text: str) -> str:

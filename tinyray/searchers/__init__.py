@@ -76,6 +76,7 @@ def make_searcher(
     floor: int | None = None,
     seed: int = 0,
     pop_size: int = 16,
+    ahead: int = 0,
     num_classes: int = 1000,
     flops_fn: FlopsFn | None = None,
 ) -> "SearchCore":
@@ -88,6 +89,7 @@ def make_searcher(
         floor: smallest FLOPs of a candidate; default ``budget // 16``.
         seed: random seed.
         pop_size: population per generation (for the searchers that have one).
+        ahead: generations bred ahead of the oldest one in flight (``nsga3`` only; others refuse a non-zero one).
         num_classes: classifier outputs counted in FLOPs.
         flops_fn: ``flops_fn(r, d, w) -> int``; default the analytic count.
 
@@ -96,8 +98,10 @@ def make_searcher(
     """
     cls = SEARCHERS[check_searcher(name)].load()
     band = FlopsBand(space, budget, floor, num_classes=num_classes, flops_fn=flops_fn)
-    offered = {"seed": seed, "pop_size": pop_size}
+    offered = {"seed": seed, "pop_size": pop_size, "ahead": ahead}
     accepted = inspect.signature(cls).parameters
+    if ahead and "ahead" not in accepted:
+        raise UserError(f"searcher {name!r} has no generations to breed ahead: drop --generations-ahead or use nsga3")
     return cls(band, **{key: value for key, value in offered.items() if key in accepted})
 
 

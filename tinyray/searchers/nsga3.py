@@ -7,7 +7,7 @@ The genome is (r, d, w) inside the space's bounds; the objectives (both minimise
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -101,13 +101,30 @@ class SameNetworkElimination(DuplicateElimination):
         return is_duplicate
 
 
+@dataclass
+class _Generation:
+    """A generation in flight: pymoo's population of it, its candidates, who has which, and what was told."""
+
+    number: int
+    offspring: Any  # pymoo Population
+    candidates: list[Candidate] = field(default_factory=list)
+    flops: list[int] = field(default_factory=list)
+    queue: list[int] = field(default_factory=list)  # indices not handed out yet
+    told: dict[int, TrialRecord] = field(default_factory=dict)
+
+
 class NSGA3Core(SearchCore):
-    """pymoo's NSGA-III over (r, d, w), one generation of trials at a time.
+    """pymoo's NSGA-III over (r, d, w), one generation of trials at a time, or with generations bred ahead.
 
     Generations go through pymoo's ask/tell: the algorithm asks for a population, its members are handed
     out one per :meth:`ask`, and when every member has been told the population is evaluated with the told
-    objectives and given back with ``algorithm.tell``. While a generation waits for results, :meth:`ask`
-    returns ``None`` (Ray Tune then waits).
+    objectives and given back with ``algorithm.tell``. With ``ahead=0`` (the default), while a generation waits
+    for its results :meth:`ask` returns ``None`` (Ray Tune then waits, and the freed slots idle until the
+    generation's last trial ends). With ``ahead=k``, ``k`` more generations are asked from pymoo before the
+    oldest one is told, so freed slots take members of the next generation: pymoo is called in the fixed order
+    ask 0..k, then (tell g, ask g+k+1) for g = 0, 1, ..., generations being told in order. Generation g+k+1 is
+    bred from the survivors of generations up to g, so a search with ``ahead=k`` is as reproducible as one without
+    (the same results give the same candidates) but not the same search.
 
     Objectives, both minimised: ``-effective_top1`` and ``FLOPs / base FLOPs``. Constraints
     ``FLOPs <= budget`` and ``FLOPs >= floor`` are always met by construction: the initial population is
@@ -123,30 +140,35 @@ class NSGA3Core(SearchCore):
       if there are not enough feasible ones and tournaments never prefer it.
 
     Restoring replays: a fresh algorithm with the same seed is re-asked and re-told the saved generations in
-    order, which reproduces pymoo's state exactly (same random stream), so a restored search continues with
-    the suggestions the uninterrupted one would have made.
+    the same order, which reproduces pymoo's state exactly (same random stream), so a restored search continues
+    with the suggestions the uninterrupted one would have made.
 
     Args:
         band: the feasible FLOPs band.
         seed: seed of pymoo's random generator.
         pop_size: trials per generation; NSGA-III gets as many Das-Dennis reference directions.
+        ahead: generations bred ahead of the oldest one in flight (0: wait for each generation's results).
 
     Raises:
-        UserError: for a population below 4.
+        UserError: for a population below 4, or a negative ``ahead``.
     """
 
     strategy = "nsga3"
 
-    def __init__(self, band: FlopsBand, *, seed: int = 0, pop_size: int = 16) -> None:
+    def __init__(self, band: FlopsBand, *, seed: int = 0, pop_size: int = 16, ahead: int = 0) -> None:
         super().__init__(band, seed)
         self.pop_size = check_pop_size(pop_size)
+        if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0:
+            raise UserError(f"generations bred ahead must be a whole number of at least 0, got {ahead!r}")
+        self.ahead = ahead
         self._reset()
 
     def _options(self) -> dict[str, Any]:
-        return {"seed": self.seed, "pop_size": self.pop_size}
+        return {"seed": self.seed, "pop_size": self.pop_size, "ahead": self.ahead}
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "pop_size": self.pop_size}
+        # ``ahead`` only when set: states saved before it existed (one generation at a time) still load
+        return {**super().config(), "pop_size": self.pop_size, **({"ahead": self.ahead} if self.ahead else {})}
 
     def _reset(self) -> None:
         self._seen: set = set()
@@ -159,17 +181,11 @@ class NSGA3Core(SearchCore):
             eliminate_duplicates=SameNetworkElimination(self.band, self._seen),
         )
         self._algorithm.setup(self._problem, termination=NoTermination(), seed=self.seed)
-        self._generation = 0
+        self._generation = 0  # generations told
+        self._asked = 0  # generations asked from pymoo
         self._records = []
-        self._clear_generation()
-
-    def _clear_generation(self) -> None:
-        self._offspring: Any = None  # pymoo Population of the generation in flight
-        self._candidates: list[Candidate] = []
-        self._flops: list[int] = []
-        self._queue: list[int] = []
-        self._pending: dict[str, int] = {}
-        self._told: dict[int, TrialRecord] = {}
+        self._flight: dict[int, _Generation] = {}
+        self._pending: dict[str, tuple[int, int]] = {}  # trial id -> (generation, index)
 
     @property
     def generation(self) -> int:
@@ -178,26 +194,30 @@ class NSGA3Core(SearchCore):
 
     @property
     def pending(self) -> dict[str, Candidate]:
-        return {trial_id: self._candidates[index] for trial_id, index in self._pending.items()}
+        return {trial_id: self._flight[number].candidates[index]
+                for trial_id, (number, index) in self._pending.items()}
 
     def ask(self, trial_id: str) -> Candidate | None:
-        """The next member of the current generation, or ``None`` while the generation waits for results.
+        """The next member of the oldest generation in flight that has one, or ``None`` while every generation
+        in flight (``1 + ahead``) is handed out and waits for results.
 
         Args:
             trial_id: the new trial's id (asking again with a pending id returns its candidate again).
         """
         if trial_id in self._pending:
-            return self._candidates[self._pending[trial_id]]
-        if self._offspring is None:
-            self._start_generation()
-        if not self._queue:
-            return None
-        index = self._queue.pop(0)
-        self._pending[trial_id] = index
-        return self._candidates[index]
+            number, index = self._pending[trial_id]
+            return self._flight[number].candidates[index]
+        self._fill_flight()
+        for number in sorted(self._flight):
+            generation = self._flight[number]
+            if generation.queue:
+                index = generation.queue.pop(0)
+                self._pending[trial_id] = (number, index)
+                return generation.candidates[index]
+        return None
 
     def tell(self, trial_id: str, top1: float | None, status: str) -> None:
-        """Record a result; the generation goes back to NSGA-III once all its members are told.
+        """Record a result; generations go back to NSGA-III in order, each once all its members are told.
 
         Args:
             trial_id: a pending trial's id (others are ignored with a warning).
@@ -205,14 +225,20 @@ class NSGA3Core(SearchCore):
             status: one of :data:`tinyray.status.STATUSES`.
         """
         top1, checked = _check_result(trial_id, top1, status)
-        index = take_pending(self._pending, trial_id)
-        if index is None:
+        where = take_pending(self._pending, trial_id)
+        if where is None:
             return
-        self._told[index] = self._record(
-            trial_id, self._candidates[index], self._flops[index], top1, checked, self._generation, index
+        number, index = where
+        generation = self._flight[number]
+        generation.told[index] = self._record(
+            trial_id, generation.candidates[index], generation.flops[index], top1, checked, number, index
         )
-        if len(self._told) == len(self._candidates):
+        while self._generation in self._flight and self._complete(self._flight[self._generation]):
             self._finish_generation()
+
+    @staticmethod
+    def _complete(generation: _Generation) -> bool:
+        return len(generation.told) == len(generation.candidates)
 
     def parents(self) -> list[TrialRecord]:
         """The trials NSGA-III currently keeps as its population (parents of the next generation)."""
@@ -221,35 +247,44 @@ class NSGA3Core(SearchCore):
         by_genome = {(rec.r, rec.d, rec.w): rec for rec in self._records if rec.generation is not None}
         return [by_genome[tuple(float(v) for v in x)] for x in self._algorithm.pop.get("X")]
 
+    def _fill_flight(self) -> None:
+        """Ask pymoo for generations until ``1 + ahead`` are in flight."""
+        while self._asked <= self._generation + self.ahead:
+            self._start_generation()
+
     def _start_generation(self) -> None:
         offspring = self._algorithm.ask()
         if offspring is None or len(offspring) == 0:
             # Mating found no new network (all duplicates): pymoo asks to stop; draw fresh ones instead.
             self._algorithm.termination.force_termination = False
-            logger.warning("NSGA-III produced no new network in generation %d: drawing random ones", self._generation)
+            logger.warning("NSGA-III produced no new network in generation %d: drawing random ones", self._asked)
             taken = set(self._seen)
             rows = []
             for _ in range(self.pop_size):
                 rows.append(self.band.sample(self._algorithm.random_state, avoid=taken))
                 taken.add(self.band.network_key(rows[-1]))
             offspring = Population.new(X=np.array(rows))
-        self._offspring = offspring
+        generation = _Generation(self._asked, offspring)
         for x in offspring.get("X"):
             flops = self.band.flops(x)
             assert self.band.contains(flops), f"candidate {x} has {flops} FLOPs outside {self.band.describe()}"
             self._seen.add(self.band.network_key(x))
-            self._candidates.append(Candidate(float(x[0]), float(x[1]), float(x[2])))
-            self._flops.append(flops)
-        self._queue = list(range(len(self._candidates)))
+            generation.candidates.append(Candidate(float(x[0]), float(x[1]), float(x[2])))
+            generation.flops.append(flops)
+        generation.queue = list(range(len(generation.candidates)))
+        self._flight[generation.number] = generation
+        self._asked += 1
 
     def _finish_generation(self) -> None:
-        told = [self._told[index] for index in range(len(self._candidates))]
+        generation = self._flight.pop(self._generation)
+        told = [generation.told[index] for index in range(len(generation.candidates))]
         objectives = np.array([[-rec.effective_top1, rec.flops / self.base_flops] for rec in told])
         constraints = np.array([self._constraints(rec) for rec in told])
-        Evaluator().eval(StaticProblem(self._problem, F=objectives, G=constraints), self._offspring)
-        self._algorithm.tell(infills=self._offspring)
+        Evaluator().eval(StaticProblem(self._problem, F=objectives, G=constraints), generation.offspring)
+        self._algorithm.tell(infills=generation.offspring)
         self._generation += 1
-        self._clear_generation()
+        if self.ahead:
+            self._fill_flight()  # eagerly, so pymoo's order of asks and tells never depends on timing
 
     def _constraints(self, record: TrialRecord) -> list[float]:
         budget_excess = (record.flops - self.band.budget) / self.band.budget
@@ -271,8 +306,9 @@ class NSGA3Core(SearchCore):
             "generation": self._generation,
             "records": [rec.to_dict() for rec in self._records],
             "pending": [
-                {"trial_id": trial_id, "generation": self._generation, "index": index, **asdict(self._candidates[index])}
-                for trial_id, index in self._pending.items()
+                {"trial_id": trial_id, "generation": number, "index": index,
+                 **asdict(self._flight[number].candidates[index])}
+                for trial_id, (number, index) in self._pending.items()
             ],
         }
 
@@ -284,45 +320,59 @@ class NSGA3Core(SearchCore):
                 the saved candidates (e.g. another pymoo version).
         """
         self._check_state(state)
+        saved_ahead = state.get("config", {}).get("ahead", 0) if isinstance(state.get("config"), dict) else 0
+        if saved_ahead != self.ahead:
+            raise UserError(f"searcher state was saved with ahead={saved_ahead!r} but this run has ahead={self.ahead!r}:"
+                            " resume with the same options, or start a new experiment")
         try:
             generation = int(state["generation"])
             records = [TrialRecord.from_dict(raw) for raw in state["records"]]
-            pending = [(str(p["trial_id"]), int(p["index"]), Candidate(float(p["r"]), float(p["d"]), float(p["w"])))
-                       for p in state["pending"]]
+            pending = [(str(p["trial_id"]), int(p.get("generation", generation)), int(p["index"]),
+                        Candidate(float(p["r"]), float(p["d"]), float(p["w"]))) for p in state["pending"]]
         except (KeyError, TypeError, ValueError) as error:
             raise _damaged(error) from error
+        last = generation + self.ahead
         by_generation: dict[int, dict[int, TrialRecord]] = {}
         for rec in records:
-            if rec.generation is None or rec.index is None or rec.generation > generation:
+            if rec.generation is None or rec.index is None or rec.generation > last:
                 raise _damaged(ValueError(f"record of trial {rec.trial_id} has no place in generation {generation}"))
             by_generation.setdefault(rec.generation, {})[rec.index] = rec
+        if any(not generation <= number <= last for _, number, _, _ in pending):
+            raise _damaged(ValueError(f"a pending trial has no place in generations {generation}-{last}"))
 
         self._reset()
         saved_with = state.get("pymoo", "?")
         for number in range(generation):
-            self._start_generation()
+            self._fill_flight() if self.ahead else self._start_generation()
+            flight = self._flight[number]
             told = by_generation.get(number, {})
-            if sorted(told) != list(range(len(self._candidates))):
+            if sorted(told) != list(range(len(flight.candidates))):
                 raise self._replay_error(number, saved_with)
-            self._check_replay(number, {i: rec.candidate for i, rec in told.items()}, saved_with)
-            self._told = dict(told)
+            self._check_replay(flight, {i: rec.candidate for i, rec in told.items()}, saved_with)
+            flight.told = dict(told)
             self._finish_generation()
-        current = by_generation.get(generation, {})
-        if current or pending:
-            self._start_generation()
-            self._check_replay(generation, {i: rec.candidate for i, rec in current.items()}, saved_with)
-            self._check_replay(generation, {index: candidate for _, index, candidate in pending}, saved_with)
-            self._told = dict(current)
-            self._pending = {trial_id: index for trial_id, index, _ in pending}
-            handed_out = set(current) | set(self._pending.values())
-            self._queue = [i for i in range(len(self._candidates)) if i not in handed_out]
+        handed = {(number, index): candidate for _, number, index, candidate in pending}
+        in_flight = [number for number in range(generation, last + 1)
+                     if by_generation.get(number) or any(key[0] == number for key in handed)]
+        if in_flight or self.ahead:
+            self._fill_flight() if self.ahead else self._start_generation()
+        for number, flight in self._flight.items():
+            current = by_generation.get(number, {})
+            self._check_replay(flight, {i: rec.candidate for i, rec in current.items()}, saved_with)
+            self._check_replay(flight, {i: c for (n, i), c in handed.items() if n == number}, saved_with)
+            flight.told = dict(current)
+            taken = set(current) | {i for (n, i) in handed if n == number}
+            flight.queue = [i for i in range(len(flight.candidates)) if i not in taken]
+        if any(number not in self._flight for number in in_flight):
+            raise _damaged(ValueError(f"trials of generations {in_flight} but {sorted(self._flight)} in flight"))
+        self._pending = {trial_id: (number, index) for trial_id, number, index, _ in pending}
         self._records = records
 
-    def _check_replay(self, generation: int, saved: dict[int, Candidate], saved_with: str) -> None:
+    def _check_replay(self, flight: _Generation, saved: dict[int, Candidate], saved_with: str) -> None:
         for index, candidate in saved.items():
-            replayed = self._candidates[index] if index < len(self._candidates) else None
+            replayed = flight.candidates[index] if index < len(flight.candidates) else None
             if replayed is None or not np.allclose(_as_array(replayed), _as_array(candidate), rtol=1e-12, atol=0.0):
-                raise self._replay_error(generation, saved_with)
+                raise self._replay_error(flight.number, saved_with)
 
     @staticmethod
     def _replay_error(generation: int, saved_with: str) -> UserError:

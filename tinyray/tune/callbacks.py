@@ -80,9 +80,8 @@ class TrackingCallback(Callback):
 
     def _close(self, trial: Any, status: str, epochs: int, reason: str = "") -> None:
         run_id = self._run(trial)
-        self.tracker.set_tags(run_id, trial_end_tags(status, epochs, reason))
-        self.tracker.log_metrics(run_id, {"epochs": epochs}, step=epochs)
-        self.tracker.finish(run_id, "FAILED" if status == FAILED else "FINISHED")
+        self.tracker.end_trial(run_id, trial_end_tags(status, epochs, reason), {"epochs": epochs}, step=epochs,
+                               status="FAILED" if status == FAILED else "FINISHED")
         self.finished[trial.trial_id] = status
 
     def interrupted(self, expected: int) -> bool:
