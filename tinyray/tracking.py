@@ -51,6 +51,8 @@ SEARCH_RUN_METRICS = (
     "elapsed_seconds", "hypervolume_final", "front_size_final", "wall_seconds", "spearman_r", "spearman_d",
     "spearman_w", "formula_r", "formula_d", "formula_w", "formula_flops", "loo_r_rmse_gp", "loo_d_rmse_gp",
     "loo_r_rmse_linear", "loo_d_rmse_linear", "loo_r_rmse_loglinear", "loo_d_rmse_loglinear",
+    # the formula's logged model's (tinyray.formula.fit_metrics), which MLflow records on the run that logs it too
+    "loo_r_rmse", "loo_d_rmse", "front_points", "points_fitted", "budget_M", "flops_low_M", "flops_high_M",
 )
 #: A trial's child-run parameters: its multipliers and what they build (every trial result carries them too).
 TRIAL_PARAMS = ("r", "d", "w", "resolution", "flops", "params", "train_resolution")
