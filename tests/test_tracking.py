@@ -6,9 +6,8 @@ import pytest
 
 from tinyray.data import DataSpec
 from tinyray.search import SearchConfig, run_search
-from tinyray.tracking import (FRONT_COLOR, OFF_FRONT_COLOR, RUNS_VIEW, SEARCH_COLOR, TRIAL_MODEL_TYPE,
-                              experiment_page, front_tags,
-                              plain_text, search_run_tags, trial_numbers, trial_run_name)
+from tinyray.tracking import (FRONT_COLOR, OFF_FRONT_COLOR, RUNS_VIEW, SEARCH_COLOR, TRIAL_MODEL_NAME, TRIAL_MODEL_TYPE,
+                              experiment_page, front_tags, plain_text, search_run_tags, trial_numbers, trial_run_name)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ def test_each_trial_run_outputs_its_network_as_an_external_logged_model(finished
     for run in trials:
         (output,) = client.get_run(run.info.run_id).outputs.model_outputs  # what makes the UI's run page a training run's
         model = client.get_logged_model(output.model_id)
-        assert (model.name, model.source_run_id, model.model_type) == (run.info.run_name, run.info.run_id, TRIAL_MODEL_TYPE)
+        assert (model.name, model.source_run_id, model.model_type) == (TRIAL_MODEL_NAME, run.info.run_id, TRIAL_MODEL_TYPE)
         assert str(model.status) == "READY" and model.tags["mlflow.model.isExternal"] == "true"
         assert model.tags["trial_id"] == run.data.tags["trial_id"] and model.params == run.data.params
 

@@ -62,12 +62,12 @@ SETTING_PREFIX = "setting."
 #: Run colours (MLflow's ``mlflow.runColor`` tag, which its UI reads): the front's trials stand out in every chart,
 #: and the search's own run has a colour of its own (blue), so that it never passes for a trial.
 FRONT_COLOR, OFF_FRONT_COLOR, SEARCH_COLOR = "#d62728", "#9aa5b1", "#1f77b4"
-#: Every trial's run makes a logged model of its network (named as the run, of this type): MLflow's UI (3.17) opens a
+#: Every trial's run makes a logged model of its network (of this name and type; the run names the trial): MLflow's UI (3.17) opens a
 #: run page in its GenAI layout (breadcrumb "Evaluations") unless the browser's workflow switch says "Model training"
 #: (the address's ``workflowType=machine_learning``, else the switch's last setting, GenAI by default; the
 #: experiment's ``mlflow.experimentKind`` is not consulted) or the run has a logged model as output. The weights stay
 #: in the results folder (the trial's checkpoint): an *external* model in MLflow's terms.
-TRIAL_MODEL_TYPE = "tinyray-network"
+TRIAL_MODEL_NAME, TRIAL_MODEL_TYPE = "network", "tinyray-network"  # MLflow refuses "." in a model's name
 #: The MLflow UI's experiment page as tinyray opens it, stored as an experiment tag the way the UI stores a shared
 #: view (``mlflow.sharedViewState.<key>``) and opened by :func:`experiment_page`: the runs table flat, most accurate
 #: first, with the columns people compare first; and the charts that answer a search's questions.
@@ -607,18 +607,18 @@ class Tracker:
         if run_id is not None:
             self.journal["trial_runs"][trial_id] = run_id
             self.log_metrics(run_id, trial_numbers(params), step=0)  # columns to sort by; exact values: params
-            self._call("logging a trial's network", self._log_network, run_id, run_name, trial_id, params)
+            self._call("logging a trial's network", self._log_network, run_id, trial_id, params)
         if changed or run_id is not None:
             self._save_journal()
         return run_id
 
-    def _log_network(self, run_id: str, run_name: str, trial_id: str, params: Mapping[str, Any]) -> str:
+    def _log_network(self, run_id: str, trial_id: str, params: Mapping[str, Any]) -> str:
         """Log the trial's network as an external logged model (:data:`TRIAL_MODEL_TYPE`) output by its run."""
         from mlflow.entities import LoggedModelOutput
         from mlflow.utils.mlflow_tags import MLFLOW_MODEL_IS_EXTERNAL
 
         model = self.client.create_logged_model(
-            self.experiment_id, name=run_name, source_run_id=run_id, model_type=TRIAL_MODEL_TYPE,
+            self.experiment_id, name=TRIAL_MODEL_NAME, source_run_id=run_id, model_type=TRIAL_MODEL_TYPE,
             params={key: str(value) for key, value in params.items() if value is not None},
             tags={"trial_id": trial_id, MLFLOW_MODEL_IS_EXTERNAL: "true"})
         self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
