@@ -290,7 +290,7 @@ def test_export_trained_matches_its_weights(formula, tmp_path, capsys):
 def test_pyfunc_model_round_trips_through_mlflow_registry(formula, tmp_path):
     import mlflow.pyfunc
 
-    from tinyray.formula import publish
+    from tinyray.formula import fit_metrics, publish
     from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
 
     uri = local_tracking_uri(tmp_path)
@@ -310,6 +310,13 @@ def test_pyfunc_model_round_trips_through_mlflow_registry(formula, tmp_path):
     assert logged.tags["search"] == "formula-test" and float(logged.tags["loo_r_rmse"]) >= 0
     assert [output.model_id for output in client.get_run(run_id).outputs.model_outputs] == [logged.model_id]
     assert {item.path for item in client.list_logged_model_artifacts(logged.model_id)} >= {"MLmodel", "data"}
+    # its fit quality as metrics of the logged model (the Models tab's columns), the same numbers as the version's tags
+    metrics = {metric.key: metric.value for metric in client.get_logged_model(logged.model_id).metrics}
+    assert metrics == pytest.approx(fit_metrics(formula))
+    assert {"loo_r_rmse", "loo_d_rmse", "front_points", "points_fitted", "flops_low_M", "flops_high_M"} <= set(metrics)
+    assert metrics["loo_r_rmse"] == pytest.approx(float(logged.tags["loo_r_rmse"]), abs=1e-4)
+    assert metrics["points_fitted"] == len(formula.points) and metrics["flops_low_M"] < metrics["flops_high_M"]
+    assert all(metric.model_id == logged.model_id for metric in client.get_logged_model(logged.model_id).metrics)
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

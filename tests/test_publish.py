@@ -23,6 +23,7 @@ import pytest
 
 from tinyray.cli import main
 from tinyray.errors import UserError
+from tinyray.formula import Formula, fit_metrics
 from tinyray.publish import publish
 from tinyray.tracking import (EPOCH_METRICS, FRONT_COLOR, OFF_FRONT_COLOR, SEARCH_COLOR, Tracker, local_tracking_uri,
                               read_journal, trial_run_name)
@@ -149,6 +150,7 @@ def check_published(client, results: Path) -> dict:
     if (results / "formula.json").is_file():  # one logged model of the parent (the Models tab), linked to its version
         (logged,) = logged_models(client, experiment.experiment_id, parents[0])  # a second publish logs no other
         assert str(logged.status) == "READY"
+        assert {metric.key for metric in logged.metrics} == set(fit_metrics(Formula.load(results / "formula.json")))
         version = parent["tags"]["formula_model_uri"].rsplit("/", 1)[1]
         assert [entry["version"] for entry in json.loads(logged.tags["mlflow.modelVersions"])] == [version]
     assert parent["tags"]["mlflow.runColor"] == SEARCH_COLOR  # the search's own colour in every chart
@@ -280,8 +282,32 @@ def test_publish_onto_an_empty_local_store_then_nothing_twice(space, tmp_path, c
     third = publish(results, uri)
     assert third.model_logged and not third.model_registered and third.artifacts == [] and third.tags == 1  # the link
     assert "the formula's logged model" in third.line()
+    # MLflow records a logged model's metrics on the run that logs them too: the new model's add a point at step 0
+    refit = {key: [0, 0] for key in fit_metrics(Formula.load(results / "formula.json"))}
+    state[first.parent_run_id]["history"].update(refit)
     assert check_published(client, results) == state
     assert [model.model_id for model in logged_models(client, first.experiment_id, first.parent_run_id)] != [old.model_id]
+
+
+@pytest.mark.integration
+def test_publish_gives_the_formulas_logged_model_its_fit_metrics_once(space, tmp_path, monkeypatch):
+    import tinyray.formula
+    from mlflow import MlflowClient
+
+    results = make_results(tmp_path / "results", space)
+    uri = local_tracking_uri(tmp_path / "store")
+    monkeypatch.setattr(tinyray.formula, "log_fit_metrics", lambda *args: None)  # as a tinyray before them logged it
+    first = publish(results, uri)
+    monkeypatch.undo()
+    client = MlflowClient(tracking_uri=uri)
+    (logged,) = logged_models(client, first.experiment_id, first.parent_run_id)
+    assert not logged.metrics
+    second = publish(results, uri)
+    expected = fit_metrics(Formula.load(results / "formula.json"))
+    assert second.metric_values == second.sent == len(expected) and not second.model_logged
+    metrics = {metric.key: metric.value for metric in client.get_logged_model(logged.model_id).metrics}
+    assert metrics == pytest.approx(expected)
+    assert publish(results, uri).sent == 0
 
 
 def test_publish_tags_a_replayed_searchs_trial_runs(space, tmp_path):

@@ -6,8 +6,8 @@ import pytest
 
 from tinyray.data import DataSpec
 from tinyray.search import SearchConfig, run_search
-from tinyray.tracking import (FRONT_COLOR, OFF_FRONT_COLOR, RUNS_VIEW, SEARCH_COLOR, experiment_page, front_tags,
-                              plain_text, search_run_tags, trial_numbers, trial_run_name)
+from tinyray.tracking import (FRONT_COLOR, OFF_FRONT_COLOR, RUNS_VIEW, SEARCH_COLOR, TRIAL_MODEL_NAME, TRIAL_MODEL_TYPE,
+                              experiment_page, front_tags, plain_text, search_run_tags, trial_numbers, trial_run_name)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,19 @@ def test_trial_runs_are_named_uniquely_by_multipliers_and_trial_id(finished, cli
     # the report shows the same trial ids as the run names
     page = (finished.results_dir / "report.html").read_text()
     assert all(trial_id in page for trial_id in names)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_each_trial_run_outputs_its_network_as_an_external_logged_model(finished, client):
+    trials = [run for run in client.search_runs([finished.experiment_id]) if run.data.tags.get("tinyray.kind") == "trial"]
+    assert len(trials) == 2
+    for run in trials:
+        (output,) = client.get_run(run.info.run_id).outputs.model_outputs  # what makes the UI's run page a training run's
+        model = client.get_logged_model(output.model_id)
+        assert (model.name, model.source_run_id, model.model_type) == (TRIAL_MODEL_NAME, run.info.run_id, TRIAL_MODEL_TYPE)
+        assert str(model.status) == "READY" and model.tags["mlflow.model.isExternal"] == "true"
+        assert model.tags["trial_id"] == run.data.tags["trial_id"] and model.params == run.data.params
 
 
 def test_trial_run_name_reads_multipliers_then_trial_id():

@@ -164,6 +164,26 @@ def test_chart_view_opens_on_the_searchs_three_charts_and_no_constants(search, s
     assert ">resolution<" not in dom and ">hypervolume<" not in dom
 
 
+@pytest.mark.slow
+@pytest.mark.integration
+def test_trial_run_page_is_the_training_run_page_with_params_and_metrics(search, server, artifacts):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=search.tracking_uri)
+    run = next(run for run in client.search_runs([search.experiment_id]) if run.data.tags.get("tinyray.kind") == "trial")
+    # the address as the runs table links it: no workflowType, in a fresh browser (whose workflow switch is GenAI)
+    url = f"{server.url}/#/experiments/{search.experiment_id}/runs/{run.info.run_id}"
+    dom = browse(url, screenshot=artifacts / "mlflow-trial-run.png", size="1600,1400",
+                 until=lambda dom: "experiment-observatory-link-runs" in dom and "Parameters (" in dom)
+    crumb = re.search(r'data-testid="experiment-observatory-link-runs" href="([^"]*)">([^<]*)<', dom)
+    assert crumb and crumb.groups() == (f"#/experiments/{search.experiment_id}/runs", "Runs"), crumb
+    assert "Evaluations" not in dom
+    assert f"Parameters ({len(run.data.params)})" in dom and f"Metrics ({len(run.data.metrics)})" in dom
+    for key in ("train_resolution", "top1", "flops_M"):
+        assert f">{key}<" in dom
+    assert run.info.run_name in dom
+
+
 @pytest.fixture(scope="module")
 def formula_experiment(search, space):
     """A second experiment in the search's store whose search run published a tiny formula (fitted on a made-up

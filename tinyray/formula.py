@@ -795,11 +795,40 @@ def log_model(client: Any, experiment_id: str, run_id: str, formula_json: Path, 
             if run_copy:
                 client.log_artifacts(run_id, str(model_dir), artifact_path=MODEL_ARTIFACT)
         client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        log_fit_metrics(client, run_id, logged.model_id, Formula.load(formula_json))
     except BaseException:
         client.finalize_logged_model(logged.model_id, "FAILED")
         raise
     client.finalize_logged_model(logged.model_id, "READY")
     return logged.model_id
+
+
+def fit_metrics(formula: Formula) -> dict[str, float]:
+    """The formula's fit quality and what it was fitted on, as numbers: the metrics of its logged model.
+
+    ``loo_r_rmse``, ``loo_d_rmse`` (leave-one-out RMSE of the chosen r and d curves), ``front_points`` (the front's
+    size), ``points_fitted`` (one a distinct FLOPs count), ``budget_M`` (the search's budget) and ``flops_low_M``,
+    ``flops_high_M`` (the FLOPs range the curves cover), FLOPs in millions. The keys differ from the search run's
+    progress metrics (``front_size``): metrics of a logged model are also metrics of the run that logs them.
+    """
+    metrics = {f"loo_{target}_rmse": value for target, value in formula.loo_rmse().items()}
+    metrics.update(front_points=float(formula.front_size or len(formula.points)), points_fitted=float(len(formula.points)),
+                   flops_low_M=formula.base_flops * formula.c_range[0] / 1e6,
+                   flops_high_M=formula.base_flops * formula.c_range[1] / 1e6)
+    if formula.budget:
+        metrics["budget_M"] = float(formula.budget) / 1e6
+    return metrics
+
+
+def log_fit_metrics(client: Any, run_id: str, model_id: str, formula: Formula) -> None:
+    """Log :func:`fit_metrics` on the logged model ``model_id`` (made by ``run_id``): the *Models* tab shows them."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0, model_id=model_id)
+                                      for key, value in fit_metrics(formula).items()])
 
 
 def find_logged_model(client: Any, experiment_id: str, run_id: str) -> str | None:

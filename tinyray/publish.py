@@ -392,18 +392,22 @@ def _publish_model(tracker: Any, parent: Any, formula_json: Path, log_model: boo
     """The formula's pyfunc model on the parent run (a logged model, and the run's artifact folder if
     ``log_model``), its registered version with its description and tags (:func:`tinyray.formula.version_note`),
     and the links between them and to the experiment: each only if missing."""
-    from tinyray.formula import Formula, find_logged_model, link_version, log_model as log_formula, register_model
-    from tinyray.formula import version_note
+    from tinyray.formula import Formula, find_logged_model, fit_metrics, link_version, log_fit_metrics
+    from tinyray.formula import log_model as log_formula, register_model, version_note
 
     client = tracker.client
     run_id = parent.info.run_id
-    description, tags = version_note(Formula.load(formula_json), search)
+    formula = Formula.load(formula_json)
+    description, tags = version_note(formula, search)
     model_id = find_logged_model(client, tracker.experiment_id, run_id)
     if model_id is None:  # published before tinyray logged models (or not at all): the Models tab lists it now
         model_id = log_formula(client, tracker.experiment_id, run_id, formula_json, tags, run_copy=log_model)
         report.model_logged = True
         if log_model:
             report.artifacts.append(MODEL_ARTIFACT)
+    elif not client.get_logged_model(model_id).metrics:  # logged by a tinyray that gave it no metrics
+        log_fit_metrics(client, run_id, model_id, formula)
+        report.metric_values += len(fit_metrics(formula))
     # (a logged model without the run's copy, from a publication cut short, is left so: runs:/ URIs resolve to it)
     versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
     registered = False

@@ -55,6 +55,8 @@ SEARCH_RUN_METRICS = (
     "elapsed_seconds", "hypervolume_final", "front_size_final", "wall_seconds", "spearman_r", "spearman_d",
     "spearman_w", "formula_r", "formula_d", "formula_w", "formula_flops", "loo_r_rmse_gp", "loo_d_rmse_gp",
     "loo_r_rmse_linear", "loo_d_rmse_linear", "loo_r_rmse_loglinear", "loo_d_rmse_loglinear",
+    # the formula's logged model's (tinyray.formula.fit_metrics), which MLflow records on the run that logs it too
+    "loo_r_rmse", "loo_d_rmse", "front_points", "points_fitted", "budget_M", "flops_low_M", "flops_high_M",
 )
 #: A trial's child-run parameters: its multipliers and what they build (every trial result carries them too).
 TRIAL_PARAMS = ("r", "d", "w", "resolution", "flops", "params", "train_resolution")
@@ -64,6 +66,12 @@ SETTING_PREFIX = "setting."
 #: Run colours (MLflow's ``mlflow.runColor`` tag, which its UI reads): the front's trials stand out in every chart,
 #: and the search's own run has a colour of its own (blue), so that it never passes for a trial.
 FRONT_COLOR, OFF_FRONT_COLOR, SEARCH_COLOR = "#d62728", "#9aa5b1", "#1f77b4"
+#: Every trial's run makes a logged model of its network (of this name and type; the run names the trial): MLflow's UI (3.17) opens a
+#: run page in its GenAI layout (breadcrumb "Evaluations") unless the browser's workflow switch says "Model training"
+#: (the address's ``workflowType=machine_learning``, else the switch's last setting, GenAI by default; the
+#: experiment's ``mlflow.experimentKind`` is not consulted) or the run has a logged model as output. The weights stay
+#: in the results folder (the trial's checkpoint): an *external* model in MLflow's terms.
+TRIAL_MODEL_NAME, TRIAL_MODEL_TYPE = "network", "tinyray-network"  # MLflow refuses "." in a model's name
 #: The MLflow UI's experiment page as tinyray opens it, stored as an experiment tag the way the UI stores a shared
 #: view (``mlflow.sharedViewState.<key>``) and opened by :func:`experiment_page`: the runs table flat, most accurate
 #: first, with the columns people compare first; and the charts that answer a search's questions.
@@ -657,6 +665,7 @@ class Tracker:
         if run_id is not None:
             self.journal["trial_runs"][trial_id] = run_id
             self._journal_trial(trial_id)
+            self._call("logging a trial's network", self._log_network, run_id, trial_id, params)
         return run_id
 
     def _find_trial_run(self, trial_id: str) -> str | None:
@@ -667,6 +676,19 @@ class Tracker:
                            filter_string=f"tags.`tinyray.search_id` = '{self.search_id}' and tags.trial_id = "
                                          f"'{trial_id}'", max_results=1)
         return found[0].info.run_id if found else None
+
+    def _log_network(self, run_id: str, trial_id: str, params: Mapping[str, Any]) -> str:
+        """Log the trial's network as an external logged model (:data:`TRIAL_MODEL_TYPE`) output by its run."""
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_IS_EXTERNAL
+
+        model = self.client.create_logged_model(
+            self.experiment_id, name=TRIAL_MODEL_NAME, source_run_id=run_id, model_type=TRIAL_MODEL_TYPE,
+            params={key: str(value) for key, value in params.items() if value is not None},
+            tags={"trial_id": trial_id, MLFLOW_MODEL_IS_EXTERNAL: "true"})
+        self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        self.client.finalize_logged_model(model.model_id, "READY")
+        return model.model_id
 
     def reopen_trial(self, run_id: str) -> bool:
         """Mark a trial's existing run as running again; False if it is gone (or tracking is offline)."""
