@@ -242,5 +242,27 @@ def take_pending(pending: dict[str, Any], trial_id: str) -> Any:
     return handed_out
 
 
+def pending_state(pending: dict[str, tuple[Candidate, int]]) -> list[dict[str, Any]]:
+    """The JSON form of a searcher's pending trials ``{trial_id: (candidate, flops)}``."""
+    return [{"trial_id": trial_id, "flops": flops, **asdict(candidate)}
+            for trial_id, (candidate, flops) in pending.items()]
+
+
+def load_common_state(state: dict[str, Any]) -> tuple[list[TrialRecord], dict[str, tuple[Candidate, int]], Any]:
+    """``(records, pending, rng)`` read back from a searcher state's ``records``, ``pending`` (:func:`pending_state`)
+    and ``rng`` (a numpy bit generator's state). Raises ``KeyError``/``TypeError``/``ValueError`` on a damaged state,
+    for the caller to turn into :func:`_damaged`."""
+    import numpy as np
+
+    records = [TrialRecord.from_dict(raw) for raw in state["records"]]
+    pending = {
+        str(p["trial_id"]): (Candidate(float(p["r"]), float(p["d"]), float(p["w"])), int(p["flops"]))
+        for p in state["pending"]
+    }
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state["rng"]
+    return records, pending, rng
+
+
 def _damaged(error: Exception) -> UserError:
     return UserError(f"searcher state is damaged ({type(error).__name__}: {error}): start a new experiment")

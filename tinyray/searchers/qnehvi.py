@@ -77,7 +77,8 @@ from tinyray.errors import UserError  # noqa: E402
 from tinyray.files import SEARCHER_STATE_VERSION  # noqa: E402
 from tinyray.front import pareto_mask  # noqa: E402
 from tinyray.searchers.band import FlopsBand  # noqa: E402
-from tinyray.searchers.base import SearchCore, TrialRecord, _check_result, _damaged, take_pending  # noqa: E402
+from tinyray.searchers.base import (  # noqa: E402
+    SearchCore, TrialRecord, _check_result, _damaged, load_common_state, pending_state, take_pending)
 
 logger = logging.getLogger(__name__)
 
@@ -304,10 +305,7 @@ class QNEHVICore(SearchCore):
             "sobol_drawn": self._sobol_drawn,
             "asked": self._asked,
             "records": [rec.to_dict() for rec in self._records],
-            "pending": [
-                {"trial_id": trial_id, "flops": flops, "r": c.r, "d": c.d, "w": c.w}
-                for trial_id, (c, flops) in self._pending.items()
-            ],
+            "pending": pending_state(self._pending),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -318,13 +316,7 @@ class QNEHVICore(SearchCore):
         """
         self._check_state(state)
         try:
-            records = [TrialRecord.from_dict(raw) for raw in state["records"]]
-            pending = {
-                str(p["trial_id"]): (Candidate(float(p["r"]), float(p["d"]), float(p["w"])), int(p["flops"]))
-                for p in state["pending"]
-            }
-            rng = np.random.default_rng()
-            rng.bit_generator.state = state["rng"]
+            records, pending, rng = load_common_state(state)
             sobol_drawn, asked = int(state["sobol_drawn"]), int(state["asked"])
             if sobol_drawn < 0 or asked < 0:
                 raise ValueError(f"negative counts: sobol_drawn {sobol_drawn}, asked {asked}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -10,7 +9,8 @@ import numpy as np
 from tinyray.cube import Candidate
 from tinyray.files import SEARCHER_STATE_VERSION
 from tinyray.searchers.band import FlopsBand
-from tinyray.searchers.base import SearchCore, TrialRecord, _check_result, _damaged, take_pending
+from tinyray.searchers.base import (SearchCore, _check_result, _damaged, load_common_state, pending_state,
+                                    take_pending)
 
 
 class RandomCore(SearchCore):
@@ -62,10 +62,7 @@ class RandomCore(SearchCore):
             "config": self.config(),
             "rng": self._rng.bit_generator.state,
             "records": [rec.to_dict() for rec in self._records],
-            "pending": [
-                {"trial_id": trial_id, "flops": flops, **asdict(candidate)}
-                for trial_id, (candidate, flops) in self._pending.items()
-            ],
+            "pending": pending_state(self._pending),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -76,13 +73,7 @@ class RandomCore(SearchCore):
         """
         self._check_state(state)
         try:
-            records = [TrialRecord.from_dict(raw) for raw in state["records"]]
-            pending = {
-                str(p["trial_id"]): (Candidate(float(p["r"]), float(p["d"]), float(p["w"])), int(p["flops"]))
-                for p in state["pending"]
-            }
-            rng = np.random.default_rng()
-            rng.bit_generator.state = state["rng"]
+            records, pending, rng = load_common_state(state)
         except (KeyError, TypeError, ValueError) as error:
             raise _damaged(error) from error
         self._rng = rng
