@@ -88,7 +88,7 @@ def _tensor(values: Any) -> Any:
     return torch.tensor(np.array(values, dtype=float), dtype=torch.float64)
 
 
-def _import_botorch() -> None:
+def import_botorch() -> None:
     """Import BoTorch (and under it gpytorch and linear_operator) without linear_operator's import-time warning.
 
     linear_operator decorates functions with ``@torch.jit.script`` when it is imported, and torch deprecates that
@@ -104,7 +104,7 @@ def _import_botorch() -> None:
 
 def _make_gp(train_x: Any, train_y: Any, kernel: str) -> Any:
     """An unfitted BoTorch GP on ``batch x n x 1`` inputs and outputs (tensors; ``batch`` may be empty)."""
-    _import_botorch()
+    import_botorch()
     from botorch.models import SingleTaskGP
     from botorch.models.transforms import Normalize, Standardize
     from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
@@ -486,7 +486,7 @@ def _gp_loo(c: np.ndarray, y: np.ndarray, inputs: str, kernel: str, seed: int) -
     """
     import torch
 
-    _import_botorch()
+    import_botorch()
     from botorch.cross_validation import gen_loo_cv_folds
 
     folds = gen_loo_cv_folds(_tensor(_features(c, inputs)).reshape(-1, 1), _tensor(y).reshape(-1, 1))

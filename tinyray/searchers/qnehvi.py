@@ -58,9 +58,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinyray.formula import _import_botorch
+from tinyray.formula import import_botorch
 
-_import_botorch()  # BoTorch without linear_operator's import-time FutureWarning (see there)
+import_botorch()  # BoTorch without linear_operator's import-time FutureWarning (see there)
 
 import botorch  # noqa: E402
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement  # noqa: E402
