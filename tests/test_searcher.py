@@ -282,6 +282,51 @@ def test_repair_moves_offspring_into_a_narrow_band(space):
     assert core.band.flops(shrunk) > core.band.flops(grown)
 
 
+def test_initial_population_spreads_over_log_flops_from_the_floor_to_the_budget(space):
+    core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=3)
+    handed = [c for _, c in run_generation(core, "g0")]
+    flops = np.array([core.band.flops((c.r, c.d, c.w)) for c in handed])
+    targets = np.geomspace(BUDGET // 16, BUDGET, POP)
+    assert np.all(np.abs(flops / targets - 1) <= 0.01)  # one network a level, the floor and the budget included
+    assert flops[-1] <= BUDGET and flops[0] >= BUDGET // 16
+    assert len({core.band.network_key((c.r, c.d, c.w)) for c in handed}) == POP
+    # ... in directions drawn from the whole cube, not along one ray
+    ratios = np.array([[c.r / c.w, c.d / c.w] for c in handed])
+    assert ratios.std(axis=0).min() > 0.1
+    uniform = make_core("nsga3", space, BUDGET, pop_size=POP, seed=3, initial="uniform")
+    assert [c for _, c in run_generation(uniform, "g0")] != handed
+    with pytest.raises(UserError, match="initial population"):
+        make_core("nsga3", space, BUDGET, pop_size=POP, initial="sobol")
+
+
+def test_a_state_saved_before_the_log_flops_start_is_refused_in_one_line(space):
+    core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=0)
+    run_generation(core, "g0")
+    state = core.state_dict()
+    del state["config"]["initial"]  # what tinyray wrote before 2026-12-06
+    with pytest.raises(UserError, match="initial=None but this run has initial='log-flops'"):
+        make_core("nsga3", space, BUDGET, pop_size=POP, seed=0).load_state_dict(state)
+    uniform = make_core("nsga3", space, BUDGET, pop_size=POP, seed=0, initial="uniform")
+    run_generation(uniform, "g0")
+    restored = make_core("nsga3", space, BUDGET, pop_size=POP, seed=0, initial="uniform")
+    restored.load_state_dict(uniform.state_dict())
+    assert restored.generation == 1
+
+
+def test_at_level_reaches_a_target_within_the_tolerance_or_says_it_cannot(space):
+    band = make_core("nsga3", space, BUDGET, pop_size=POP).band
+    rng = np.random.default_rng(0)
+    reached = 0
+    for target in np.repeat(np.geomspace(band.floor, band.budget, 5), 40):
+        x = band.at_level(rng.uniform(band.low, band.high), target)
+        if x is not None:
+            reached += 1
+            assert abs(band.flops(x) / target - 1) <= 0.01 and band.contains(band.flops(x))
+    # Whole pixels, whole blocks and channels in multiples of 8 make FLOPs a step function along a ray, and the
+    # steps often cross the 2% window: 20-50% of rays reach a level (measured), so sample_levels tries many.
+    assert 0.15 * 200 <= reached < 200
+
+
 def test_pickled_core_is_its_state(space):
     core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=0)
     run_generation(core, "g0")

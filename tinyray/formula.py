@@ -14,8 +14,8 @@ leave-one-out, which chooses each curve's kernel, would otherwise predict a left
 is shown.
 
 Where an answer stands, and the one policy for answers outside: an answer is *outside* when its budget lies
-outside the fitted range (the FLOPs of the front's lowest and highest points: beyond them the GPs extrapolate)
-or its r, d or w lies outside the search space's bounds (the cube the front was searched in). Such an answer
+outside the fitted range (the FLOPs of the front's lowest and highest points, give or take 1%: beyond them the
+GPs extrapolate; see :func:`in_fitted_range`) or its r, d or w lies outside the search space's bounds (the cube the front was searched in). Such an answer
 is refused: ``tinyray formula``, ``export`` and ``compare`` stop with one line that names what is outside and
 exit with status 2, unless ``--allow-outside`` is given, and then the answer carries its ``outside`` sentence
 in the text output and in ``--json`` alike (:func:`refuse_outside`). A search's closing lines state it for the
@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tinyray.cost import BUDGET_TOLERANCE
 from tinyray.errors import UserError
 from tinyray.files import FORMULA_VERSION, write_json_atomic
 from tinyray.scaling import solve_network, solve_width
@@ -263,6 +264,14 @@ class Answer:
         return text
 
 
+def in_fitted_range(c: float, low: float, high: float) -> bool:
+    """Whether ``c`` (or FLOPs) lies in the fitted range ``[low, high]``, give or take
+    :data:`tinyray.cost.BUDGET_TOLERANCE`: the front's highest network is at best that close below the search's
+    budget (the FLOPs band repairs candidates to within it of the budget), so the answer at the search's own
+    budget counts as fitted when the front reached the budget."""
+    return low * (1.0 - BUDGET_TOLERANCE) <= c <= high * (1.0 + BUDGET_TOLERANCE)
+
+
 def outside_sentence(space: SearchSpace, budget: int, fitted: tuple[int, int], point: dict[str, float]) -> str:
     """What of an answer lies outside the fitted range and the cube, in one sentence ("" if nothing does).
 
@@ -276,7 +285,7 @@ def outside_sentence(space: SearchSpace, budget: int, fitted: tuple[int, int], p
 
     parts = []
     low, high = fitted
-    if not (low * 0.999 <= budget <= high * 1.001):
+    if not in_fitted_range(budget, low, high):
         parts.append(f"{format_flops(budget)} lies {'above' if budget > high else 'below'} the fitted range "
                      f"{format_flops(low)}-{format_flops(high)} FLOPs, so r and d are extrapolated")
     bounds = space.bounds()
@@ -389,7 +398,7 @@ class Formula:
             w_lo=solve_width(self.space, values["r_hi"], values["d_hi"], budget, classes)[0],
             w_hi=solve_width(self.space, values["r_lo"], values["d_lo"], budget, classes)[0],
             resolution=self.space.resolution(r), flops=flops, params=params, num_classes=classes,
-            extrapolates=not (self.c_range[0] * 0.999 <= c <= self.c_range[1] * 1.001),
+            extrapolates=not in_fitted_range(c, *self.c_range),
             in_bounds=all(self.space.bounds()[k].contains(v) for k, v in (("r", r), ("d", d), ("w", w))),
             fitted_low=fitted[0], fitted_high=fitted[1],
             outside=outside_sentence(self.space, budget, fitted, {"r": r, "d": d, "w": w}),
@@ -411,7 +420,7 @@ class Formula:
         table["w_lo"] = paper_width(c, table["r_hi"], table["d_hi"])
         table["w_hi"] = paper_width(c, table["r_lo"], table["d_lo"])
         table["resolution"] = [self.space.resolution(r) for r in table["r"]]
-        table["fitted"] = table["c"] <= self.c_range[1] * 1.001
+        table["fitted"] = table["c"] <= self.c_range[1] * (1.0 + BUDGET_TOLERANCE)
         return table
 
     # -- state ---------------------------------------------------------------------------------------------------
@@ -690,7 +699,7 @@ def plot_formula(formula: Formula, path: Path, title: str = "") -> Path:
             tiny_c = [analytic_cost(formula.space, *point, 1000).flops / base_1000 for point in landmarks.values()]
             ax.scatter(tiny_c, [point["rdw".index(target)] for point in landmarks.values()], marker="x", c="gray",
                        s=30, label=f"{next(iter(landmarks))}..{list(landmarks)[-1]}")
-        if table["c"].max() > formula.c_range[1] * 1.001:  # the table runs on to the search's budget
+        if table["c"].max() > formula.c_range[1] * (1.0 + BUDGET_TOLERANCE):  # the table runs on to the search's budget
             ax.axvspan(formula.c_range[1], table["c"].max(), color="gray", alpha=0.15, label="extrapolated")
         ax.set_xscale("log")
         ax.set_xlabel(f"c = FLOPs / FLOPs({formula.space.name} at 1, 1, 1)")

@@ -77,6 +77,7 @@ def make_searcher(
     seed: int = 0,
     pop_size: int = 16,
     ahead: int = 0,
+    initial: str | None = None,
     num_classes: int = 1000,
     flops_fn: FlopsFn | None = None,
 ) -> "SearchCore":
@@ -90,6 +91,8 @@ def make_searcher(
         seed: random seed.
         pop_size: population per generation (for the searchers that have one).
         ahead: generations bred ahead of the oldest one in flight (``nsga3`` only; others refuse a non-zero one).
+        initial: how the first candidates are drawn (``nsga3`` only: ``"log-flops"``, its default, or
+            ``"uniform"``); None for the searcher's default.
         num_classes: classifier outputs counted in FLOPs.
         flops_fn: ``flops_fn(r, d, w) -> int``; default the analytic count.
 
@@ -98,10 +101,13 @@ def make_searcher(
     """
     cls = SEARCHERS[check_searcher(name)].load()
     band = FlopsBand(space, budget, floor, num_classes=num_classes, flops_fn=flops_fn)
-    offered = {"seed": seed, "pop_size": pop_size, "ahead": ahead}
+    offered = {"seed": seed, "pop_size": pop_size, "ahead": ahead,
+               **({"initial": initial} if initial is not None else {})}
     accepted = inspect.signature(cls).parameters
     if ahead and "ahead" not in accepted:
         raise UserError(f"searcher {name!r} has no generations to breed ahead: drop --generations-ahead or use nsga3")
+    if initial is not None and "initial" not in accepted:
+        raise UserError(f"searcher {name!r} has no choice of initial population: use nsga3")
     return cls(band, **{key: value for key, value in offered.items() if key in accepted})
 
 

@@ -33,6 +33,10 @@ from tinyray.status import FAILED
 logger = logging.getLogger(__name__)
 
 
+#: How the initial population is drawn (see :class:`BandSampling`).
+INITIAL_SAMPLINGS = ("log-flops", "uniform")
+
+
 def _as_array(candidate: Candidate) -> np.ndarray:
     return np.array([candidate.r, candidate.d, candidate.w])
 
@@ -48,13 +52,16 @@ class CubeProblem(Problem):
         raise NotImplementedError("candidates are evaluated by training them: use ask/tell")
 
 class BandSampling(Sampling):
-    """Initial population: uniform rejection sampling of the cube under the FLOPs band."""
+    """Initial population: spread evenly over log FLOPs from the band's floor to its budget
+    (:meth:`FlopsBand.sample_levels`), or drawn uniformly from the cube under the band (``initial="uniform"``)."""
 
-    def __init__(self, band: FlopsBand, seen: set) -> None:
+    def __init__(self, band: FlopsBand, seen: set, initial: str = "log-flops") -> None:
         super().__init__()
-        self.band, self.seen = band, seen
+        self.band, self.seen, self.initial = band, seen, initial
 
     def _do(self, problem: Any, n_samples: int, *args: Any, random_state: Any = None, **kwargs: Any) -> np.ndarray:
+        if self.initial == "log-flops":
+            return self.band.sample_levels(random_state, n_samples, avoid=self.seen)
         taken = set(self.seen)
         rows = []
         for _ in range(n_samples):
@@ -128,7 +135,8 @@ class NSGA3Core(SearchCore):
 
     Objectives, both minimised: ``-effective_top1`` and ``FLOPs / base FLOPs``. Constraints
     ``FLOPs <= budget`` and ``FLOPs >= floor`` are always met by construction: the initial population is
-    drawn by rejection sampling in the band and offspring are repaired into it (:meth:`FlopsBand.project`,
+    spread evenly over log FLOPs from the floor to the budget (:meth:`FlopsBand.sample_levels`; one network
+    at each end, so the front can reach the budget the formula is asked about) and offspring are repaired into it (:meth:`FlopsBand.project`,
     redrawn if the FLOPs step over the band). Two genomes that build the same network are duplicates, also
     across generations.
 
@@ -148,15 +156,21 @@ class NSGA3Core(SearchCore):
         seed: seed of pymoo's random generator.
         pop_size: trials per generation; NSGA-III gets as many Das-Dennis reference directions.
         ahead: generations bred ahead of the oldest one in flight (0: wait for each generation's results).
+        initial: the initial population: ``"log-flops"`` (the default) or ``"uniform"`` (uniform draws of the
+            cube under the band, what tinyray did before 2026-12-06; kept for comparisons).
 
     Raises:
-        UserError: for a population below 4, or a negative ``ahead``.
+        UserError: for a population below 4, a negative ``ahead`` or an unknown ``initial``.
     """
 
     strategy = "nsga3"
 
-    def __init__(self, band: FlopsBand, *, seed: int = 0, pop_size: int = 16, ahead: int = 0) -> None:
+    def __init__(self, band: FlopsBand, *, seed: int = 0, pop_size: int = 16, ahead: int = 0,
+                 initial: str = "log-flops") -> None:
         super().__init__(band, seed)
+        if initial not in INITIAL_SAMPLINGS:
+            raise UserError(f"initial population {initial!r} is not one of {', '.join(INITIAL_SAMPLINGS)}")
+        self.initial = initial
         self.pop_size = check_pop_size(pop_size)
         if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0:
             raise UserError(f"generations bred ahead must be a whole number of at least 0, got {ahead!r}")
@@ -164,11 +178,13 @@ class NSGA3Core(SearchCore):
         self._reset()
 
     def _options(self) -> dict[str, Any]:
-        return {"seed": self.seed, "pop_size": self.pop_size, "ahead": self.ahead}
+        return {"seed": self.seed, "pop_size": self.pop_size, "ahead": self.ahead, "initial": self.initial}
 
     def config(self) -> dict[str, Any]:
-        # ``ahead`` only when set: states saved before it existed (one generation at a time) still load
-        return {**super().config(), "pop_size": self.pop_size, **({"ahead": self.ahead} if self.ahead else {})}
+        # ``ahead`` only when set: states saved before it existed (one generation at a time) still load.
+        # ``initial`` always: a state saved before the log-FLOPs start replays other candidates, so it is refused.
+        return {**super().config(), "pop_size": self.pop_size, **({"ahead": self.ahead} if self.ahead else {}),
+                "initial": self.initial}
 
     def _reset(self) -> None:
         self._seen: set = set()
@@ -176,7 +192,7 @@ class NSGA3Core(SearchCore):
         self._algorithm = NSGA3(
             ref_dirs=get_reference_directions("das-dennis", 2, n_partitions=self.pop_size - 1),
             pop_size=self.pop_size,
-            sampling=BandSampling(self.band, self._seen),
+            sampling=BandSampling(self.band, self._seen, self.initial),
             repair=BandRepair(self.band),
             eliminate_duplicates=SameNetworkElimination(self.band, self._seen),
         )
