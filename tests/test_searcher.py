@@ -299,6 +299,26 @@ def test_initial_population_spreads_over_log_flops_from_the_floor_to_the_budget(
         make_core("nsga3", space, BUDGET, pop_size=POP, initial="sobol")
 
 
+def test_from_the_second_generation_one_offspring_is_the_best_network_scaled_onto_the_budget(space):
+    core = NSGA3Core(make_core("nsga3", space, BUDGET).band, pop_size=POP, seed=5)
+
+    def peaked(i, c):  # the most accurate network of the first generation is the one nearest BUDGET / 3
+        return 0.9 - abs(math.log(core.band.flops((c.r, c.d, c.w)) / (BUDGET / 3))) / 10, "completed"
+
+    first = run_generation(core, "g0", peaked)
+    best = max(first, key=lambda handed: peaked(0, handed[1])[0])[1]
+    assert core.band.flops((best.r, best.d, best.w)) < 0.5 * BUDGET
+    second = [c for _, c in run_generation(core, "g1")]
+    edge = second[-1]
+    assert 0.99 * BUDGET <= core.band.flops((edge.r, edge.d, edge.w)) <= BUDGET
+    scale = np.array([edge.r, edge.d, edge.w]) / np.array([best.r, best.d, best.w])
+    assert scale.max() - scale.min() < 1e-9 or np.isclose([edge.r, edge.d, edge.w], 1.0).any()  # or clipped
+    bred = NSGA3Core(core.band, pop_size=POP, seed=5, edge=False)
+    run_generation(bred, "g0", peaked)
+    assert [c for _, c in run_generation(bred, "g1")][:-1] == second[:-1]  # only the last offspring differs
+    assert core.config()["edge"] and not bred.config()["edge"]
+
+
 def test_a_state_saved_before_the_log_flops_start_is_refused_in_one_line(space):
     core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=0)
     run_generation(core, "g0")

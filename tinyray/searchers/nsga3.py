@@ -26,7 +26,7 @@ from pymoo.util.ref_dirs import get_reference_directions
 from tinyray.cube import Candidate
 from tinyray.errors import UserError
 from tinyray.files import SEARCHER_STATE_VERSION
-from tinyray.searchers.band import FlopsBand
+from tinyray.searchers.band import REPAIR_TOLERANCE, FlopsBand
 from tinyray.searchers.base import SearchCore, TrialRecord, _check_result, _damaged, check_pop_size, take_pending
 from tinyray.status import FAILED
 
@@ -136,7 +136,9 @@ class NSGA3Core(SearchCore):
     Objectives, both minimised: ``-effective_top1`` and ``FLOPs / base FLOPs``. Constraints
     ``FLOPs <= budget`` and ``FLOPs >= floor`` are always met by construction: the initial population is
     spread evenly over log FLOPs from the floor to the budget (:meth:`FlopsBand.sample_levels`; one network
-    at each end, so the front can reach the budget the formula is asked about) and offspring are repaired into it (:meth:`FlopsBand.project`,
+    at each end, so the front can reach the budget the formula is asked about), and from the second generation
+    on one offspring is the most accurate network so far scaled onto the budget (``edge``: the formula is asked
+    about the budget, so the search measures its best shape there); offspring are repaired into it (:meth:`FlopsBand.project`,
     redrawn if the FLOPs step over the band). Two genomes that build the same network are duplicates, also
     across generations.
 
@@ -158,6 +160,8 @@ class NSGA3Core(SearchCore):
         ahead: generations bred ahead of the oldest one in flight (0: wait for each generation's results).
         initial: the initial population: ``"log-flops"`` (the default) or ``"uniform"`` (uniform draws of the
             cube under the band, what tinyray did before 2026-12-06; kept for comparisons).
+        edge: from the second generation on, one offspring a generation is the population's most accurate
+            network scaled onto the budget (:meth:`_put_on_the_edge`); False breeds every offspring.
 
     Raises:
         UserError: for a population below 4, a negative ``ahead`` or an unknown ``initial``.
@@ -166,11 +170,12 @@ class NSGA3Core(SearchCore):
     strategy = "nsga3"
 
     def __init__(self, band: FlopsBand, *, seed: int = 0, pop_size: int = 16, ahead: int = 0,
-                 initial: str = "log-flops") -> None:
+                 initial: str = "log-flops", edge: bool = True) -> None:
         super().__init__(band, seed)
         if initial not in INITIAL_SAMPLINGS:
             raise UserError(f"initial population {initial!r} is not one of {', '.join(INITIAL_SAMPLINGS)}")
         self.initial = initial
+        self.edge = bool(edge)
         self.pop_size = check_pop_size(pop_size)
         if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0:
             raise UserError(f"generations bred ahead must be a whole number of at least 0, got {ahead!r}")
@@ -178,13 +183,14 @@ class NSGA3Core(SearchCore):
         self._reset()
 
     def _options(self) -> dict[str, Any]:
-        return {"seed": self.seed, "pop_size": self.pop_size, "ahead": self.ahead, "initial": self.initial}
+        return {"seed": self.seed, "pop_size": self.pop_size, "ahead": self.ahead, "initial": self.initial,
+                "edge": self.edge}
 
     def config(self) -> dict[str, Any]:
         # ``ahead`` only when set: states saved before it existed (one generation at a time) still load.
-        # ``initial`` always: a state saved before the log-FLOPs start replays other candidates, so it is refused.
+        # ``initial`` and ``edge`` always: a state saved before them replays other candidates, so it is refused.
         return {**super().config(), "pop_size": self.pop_size, **({"ahead": self.ahead} if self.ahead else {}),
-                "initial": self.initial}
+                "initial": self.initial, "edge": self.edge}
 
     def _reset(self) -> None:
         self._seen: set = set()
@@ -280,6 +286,8 @@ class NSGA3Core(SearchCore):
                 rows.append(self.band.sample(self._algorithm.random_state, avoid=taken))
                 taken.add(self.band.network_key(rows[-1]))
             offspring = Population.new(X=np.array(rows))
+        elif self.edge and self._generation > 0:
+            self._put_on_the_edge(offspring)
         generation = _Generation(self._asked, offspring)
         for x in offspring.get("X"):
             flops = self.band.flops(x)
@@ -290,6 +298,33 @@ class NSGA3Core(SearchCore):
         generation.queue = list(range(len(generation.candidates)))
         self._flight[generation.number] = generation
         self._asked += 1
+
+    def _put_on_the_edge(self, offspring: Any) -> None:
+        """Replace the last offspring by the most accurate network of the population scaled onto the budget.
+
+        The population is pymoo's survivors of the generations told so far (replayed exactly on restore). Its
+        most accurate member (by the objective NSGA-III ranks: stopped trials are penalised) is scaled by one
+        common factor, as repair scales, to within ``REPAIR_TOLERANCE`` below the budget
+        (:meth:`FlopsBand.at_level`). Nothing changes if that member is already there, if the scaled network
+        was tried before or is among the offspring, or if no network of that shape lies there.
+        """
+        population = self._algorithm.pop
+        objectives = population.get("F") if population is not None else None
+        if objectives is None or len(objectives) == 0 or len(offspring) < 2:
+            return
+        best = np.asarray(population.get("X")[int(np.argmin(objectives[:, 0]))], dtype=float)
+        if self.band.flops(best) >= (1.0 - REPAIR_TOLERANCE) * self.band.budget:
+            return
+        edge = self.band.at_level(best, self.band.budget)
+        if edge is None:
+            return
+        rows = offspring.get("X")
+        key = self.band.network_key(edge)
+        if key in self._seen or key in {self.band.network_key(x) for x in rows}:
+            return
+        rows = np.array(rows, dtype=float)
+        rows[-1] = edge
+        offspring.set("X", rows)
 
     def _finish_generation(self) -> None:
         generation = self._flight.pop(self._generation)
