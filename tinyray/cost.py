@@ -141,12 +141,6 @@ def base_flops(space: SearchSpace, num_classes: int = 1000) -> int:
     return analytic_cost(space, 1.0, 1.0, 1.0, num_classes).flops
 
 
-#: Two FLOPs counts this close (relative) are the same budget to tinyray. A network cannot sit exactly at a
-#: budget (whole pixels, whole blocks, channels in multiples of 8), so the FLOPs band repairs a candidate to within
-#: this fraction of the edge it crosses, and the formula counts a budget this far past the front's highest (or
-#: below its lowest) point as inside the fitted range.
-BUDGET_TOLERANCE = 0.01
-
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*(?:flops|FLOPs|FLOPS|macs|MACs)?\s*$")
 _BUDGET_HINT = "give FLOPs (multiply-accumulates of one image) like 200M, 1.2G, 350k or 2e8"

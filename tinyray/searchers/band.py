@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tinyray.cost import BUDGET_TOLERANCE, analytic_cost, format_flops
+from tinyray.cost import analytic_cost, format_flops
 from tinyray.errors import UserError
 from tinyray.space import SearchSpace
 
@@ -26,9 +26,11 @@ FlopsFn = Callable[[float, float, float], int]
 # corner of the cube), and draws tried in all before giving up.
 _REJECTION_ATTEMPTS = 500
 _SAMPLE_ATTEMPTS = 2000
-# Repair stops once FLOPs are within this fraction of the band edge it moved to (or after the steps).
-REPAIR_TOLERANCE = BUDGET_TOLERANCE
+#: Repair stops once FLOPs are within this fraction of the band edge it moved to (or after the steps); candidates
+#: scaled onto a FLOPs level or the budget aim for the same window. No network sits exactly at a budget.
+REPAIR_TOLERANCE = 0.01
 _BISECTION_STEPS = 30
+_R_ONLY, _W_ONLY = np.array([1, 0, 0]), np.array([0, 0, 1])
 
 
 
@@ -221,23 +223,52 @@ class FlopsBand:
         scaled = self._scale_into(x, low, high)
         return scaled if scaled is not None and low <= self.flops(scaled) <= high else None
 
-    def _scale_into(self, x: np.ndarray, low: float, high: float) -> np.ndarray | None:
+    def grow_to_budget(self, x: np.ndarray) -> np.ndarray | None:
+        """``x`` grown to about the budget: scaled up by one common factor to within ``REPAIR_TOLERANCE`` below
+        it, or, where a whole block or channel step jumps over that window along the ray, to the network just
+        below the step, whose resolution alone and then width alone are raised towards the window. ``None`` if
+        ``x`` is over the budget or cannot grow.
+
+        Whole pixels (odd sides add a row at every stride), whole blocks and channels in multiples of 8 make
+        FLOPs a step function. Measured on uniform draws of the cube under the budget (EfficientNet-B0, 40
+        classes; ``tests/test_searcher.py`` checks the 200M rates): at 200M the common factor alone ends within 1%
+        / 3% of the budget for 27% / 73% of 375 draws, with the two top-ups for 38% / 95%; at 100M (286 draws)
+        22% / 51% and 38% / 76%.
+        """
+        x = np.clip(np.asarray(x, dtype=float), self.low, self.high)
+        if self.flops(x) > self.budget:
+            return None
+        window = (max(float(self.floor), (1.0 - REPAIR_TOLERANCE) * self.budget), float(self.budget))
+        grown = self._scale_into(x, *window, keep_below=True)
+        for along in (_R_ONLY, _W_ONLY):  # a step jumped the window: top up with pixels, then channels
+            if grown is None or self.flops(grown) >= window[0]:
+                break
+            grown = self._scale_into(grown, *window, keep_below=True, along=along)
+        return grown if grown is not None and self.flops(grown) > self.flops(x) else None
+
+    def _scale_into(self, x: np.ndarray, low: float, high: float, *, keep_below: bool = False,
+                    along: np.ndarray | None = None) -> np.ndarray | None:
         """Bisection on ``log s`` for the factor ``s`` closest to 1 whose network ``clip(x * s)`` has FLOPs in
         ``[low, high]`` (FLOPs are monotone in ``s``). If the FLOPs step over the window, the network just past
-        it on the way from ``x`` (below ``low`` when shrinking, above ``high`` when growing) if it is in the band,
-        else ``None``."""
+        it on the way from ``x`` (below ``low`` when shrinking, above ``high`` when growing; below ``low`` always
+        with ``keep_below``) if it is in the band, else ``None``. ``along`` (0/1 per axis, default all) says which of
+        r, d, w the factor scales."""
         flops = self.flops(x)
         if low <= flops <= high:
             return x
 
+        axes = np.ones(3, dtype=bool) if along is None else np.asarray(along, dtype=bool)
+
         def at(scale: float) -> np.ndarray:
-            return np.clip(x * scale, self.low, self.high)
+            return np.clip(np.where(axes, x * scale, x), self.low, self.high)
 
         shrinking = flops > high
-        if shrinking:  # at(lo) is the low corner (min FLOPs): shrink towards it
-            lo, hi = float(np.min(self.low / x)), 1.0
-        else:  # at(hi) is the high corner (max FLOPs): grow towards it
-            lo, hi = 1.0, float(np.max(self.high / x))
+        if shrinking:  # at(lo) is the low corner (min FLOPs) of the axes scaled: shrink towards it
+            lo, hi = float(np.min((self.low / x)[axes])), 1.0
+        else:  # at(hi) is their high corner (max FLOPs): grow towards it
+            lo, hi = 1.0, float(np.max((self.high / x)[axes]))
+        if hi <= lo:
+            return x if self.contains(flops) else None
         for _ in range(_BISECTION_STEPS):
             if hi / lo < 1.0 + 1e-9:
                 break
@@ -249,7 +280,7 @@ class FlopsBand:
                 hi = mid
             else:
                 lo = mid
-        nearest = at(lo if shrinking else hi)
+        nearest = at(lo if shrinking or keep_below else hi)
         return nearest if self.contains(self.flops(nearest)) else None
 
     def sample_levels(self, rng: np.random.Generator, n: int, avoid: set | frozenset = frozenset()) -> np.ndarray:

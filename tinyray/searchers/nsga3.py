@@ -304,9 +304,10 @@ class NSGA3Core(SearchCore):
 
         The population is pymoo's survivors of the generations told so far (replayed exactly on restore). Its
         most accurate member (by the objective NSGA-III ranks: stopped trials are penalised) is scaled by one
-        common factor, as repair scales, to within ``REPAIR_TOLERANCE`` below the budget
-        (:meth:`FlopsBand.at_level`). Nothing changes if that member is already there, if the scaled network
-        was tried before or is among the offspring, or if no network of that shape lies there.
+        common factor, as repair scales, to within ``REPAIR_TOLERANCE`` below the budget, or to the largest network
+        of that shape below it where a whole block or channel step jumps over that window
+        (:meth:`FlopsBand.grow_to_budget`). Nothing changes if that member is already there, or if the scaled
+        network was tried before or is among the offspring.
         """
         population = self._algorithm.pop
         objectives = population.get("F") if population is not None else None
@@ -315,7 +316,7 @@ class NSGA3Core(SearchCore):
         best = np.asarray(population.get("X")[int(np.argmin(objectives[:, 0]))], dtype=float)
         if self.band.flops(best) >= (1.0 - REPAIR_TOLERANCE) * self.band.budget:
             return
-        edge = self.band.at_level(best, self.band.budget)
+        edge = self.band.grow_to_budget(best)
         if edge is None:
             return
         rows = offspring.get("X")
