@@ -110,6 +110,16 @@ def test_width_solve_meets_budgets_within_one_percent(space, mflops):
     assert analytic_cost(space, r, float(true_d(c)), w, 1000).params == params
 
 
+def test_network_solve_never_moves_an_r_inside_the_cube_out_of_it(space):
+    # A real search's answer (2026-12-06, seed 0, 40 classes): the GP gave r inside the cube, and the pixel search
+    # for a closer fit to 200M moved it to 227 px (r = 1.013), outside. It stays inside now.
+    for r in (0.97, 0.98, 0.99, 1.0):
+        r_solved, w, flops, _ = solve_network(space, r, 0.6775, 200e6, 40)
+        assert space.r.contains(r_solved) and flops <= 200e6
+    r_out, *_ = solve_network(space, 1.02, 0.6775, 200e6, 40)  # an r already outside may stay outside
+    assert r_out > 1.0
+
+
 def test_width_solve_is_the_widest_under_budget(space):
     w, flops, _ = solve_width(space, 0.6, 0.7, 80e6, 1000)
     assert flops <= 80e6

@@ -394,7 +394,8 @@ class Formula:
         c = budget / base_flops(self.space, classes)
         values = {key: float(value[0]) for key, value in self.curve_values(np.array([c])).items()}
         d = values["d"]
-        r, w, flops, params = solve_network(self.space, values["r"], d, budget, classes)
+        r, w, flops, params = solve_network(self.space, values["r"], d, budget, classes,
+                                            r_range=(values["r_lo"], values["r_hi"]))
         base = base_flops(self.space, classes)
         fitted = (int(round(self.c_range[0] * base)), int(round(self.c_range[1] * base)))
         return Answer(

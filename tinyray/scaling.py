@@ -58,11 +58,14 @@ def solve_width(space: SearchSpace, r: float, d: float, budget: float, num_class
 
 
 def solve_network(space: SearchSpace, r: float, d: float, budget: float, num_classes: int,
-                  tolerance: float = TOLERANCE, widths: tuple[float, float] = WIDTH_RANGE) -> tuple[float, float, int, int]:
+                  tolerance: float = TOLERANCE, widths: tuple[float, float] = WIDTH_RANGE,
+                  r_range: tuple[float, float] | None = None) -> tuple[float, float, int, int]:
     """Meet ``budget`` within ``tolerance``: solve the width (in ``widths``) at ``r``; if channel rounding leaves a
     larger gap (a stage's channels jump by 8 at once: at w = 1/0.9 the first stage goes from 16 to 24 channels, +17%
     FLOPs), try the nearest other input sides, up to +-6% of the side (+-12% of the FLOPs), and take the first that
-    meets it, or else the closest fit under the budget.
+    meets it, or else the closest fit under the budget. The other sides stay within ``r_range`` (the formula passes
+    its curve's 95% band) and, when ``r`` lies inside the space's bounds, within them: the solve never moves an answer
+    off its fitted curve's band or out of the cube.
 
     Returns:
         ``(r, w, flops, params)``.
@@ -71,7 +74,13 @@ def solve_network(space: SearchSpace, r: float, d: float, budget: float, num_cla
     best = (flops, r, w, params)
     side = space.resolution(r)
     reach = max(2, round(0.06 * side))
-    for pixels in sorted(range(max(8, side - reach), side + reach + 1), key=lambda px: (abs(px - side), px)):
+    low, high = max(8, side - reach), side + reach
+    if space.r.contains(r):  # an r inside the cube is never moved out of it
+        low, high = max(low, space.resolution(space.r.low)), min(high, space.resolution(space.r.high))
+    if r_range is not None:
+        low = max(low, math.ceil(space.base_resolution * r_range[0] - 1e-6))
+        high = min(high, space.resolution(r_range[1]))
+    for pixels in sorted(range(low, high + 1), key=lambda px: (abs(px - side), px)):
         if budget - best[0] <= tolerance * budget:
             break
         if pixels == side:
