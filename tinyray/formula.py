@@ -55,6 +55,7 @@ import numpy as np
 
 from tinyray.errors import UserError
 from tinyray.files import FORMULA_VERSION, write_json_atomic
+from tinyray.scaling import TOLERANCE as SOLVE_TOLERANCE
 from tinyray.scaling import solve_network, solve_width
 from tinyray.space import SearchSpace, load_space
 
@@ -394,8 +395,17 @@ class Formula:
         c = budget / base_flops(self.space, classes)
         values = {key: float(value[0]) for key, value in self.curve_values(np.array([c])).items()}
         d = values["d"]
-        r, w, flops, params = solve_network(self.space, values["r"], d, budget, classes,
-                                            r_range=(values["r_lo"], values["r_hi"]))
+        # The solve may move the side to meet the budget within 1%: preferably within the r curve's 95% band, else
+        # anywhere in the cube; never out of the cube when the curve's r is inside it.
+        cube = (self.space.r.low, self.space.r.high) if self.space.r.contains(values["r"]) else None
+        band = (values["r_lo"], values["r_hi"])
+        if cube:
+            band = (max(band[0], cube[0]), min(band[1], cube[1]))
+        r, w, flops, params = solve_network(self.space, values["r"], d, budget, classes, r_range=band)
+        if budget - flops > SOLVE_TOLERANCE * budget:
+            wider = solve_network(self.space, values["r"], d, budget, classes, r_range=cube)
+            if wider[2] > flops:
+                r, w, flops, params = wider
         base = base_flops(self.space, classes)
         fitted = (int(round(self.c_range[0] * base)), int(round(self.c_range[1] * base)))
         return Answer(

@@ -63,9 +63,8 @@ def solve_network(space: SearchSpace, r: float, d: float, budget: float, num_cla
     """Meet ``budget`` within ``tolerance``: solve the width (in ``widths``) at ``r``; if channel rounding leaves a
     larger gap (a stage's channels jump by 8 at once: at w = 1/0.9 the first stage goes from 16 to 24 channels, +17%
     FLOPs), try the nearest other input sides, up to +-6% of the side (+-12% of the FLOPs), and take the first that
-    meets it, or else the closest fit under the budget. The other sides stay within ``r_range`` (the formula passes
-    its curve's 95% band) and, when ``r`` lies inside the space's bounds, within them: the solve never moves an answer
-    off its fitted curve's band or out of the cube.
+    meets it, or else the closest fit under the budget. The other sides stay within ``r_range`` if given (the
+    formula passes its r curve's 95% band, within the cube when the curve's r lies inside it).
 
     Returns:
         ``(r, w, flops, params)``.
@@ -75,8 +74,6 @@ def solve_network(space: SearchSpace, r: float, d: float, budget: float, num_cla
     side = space.resolution(r)
     reach = max(2, round(0.06 * side))
     low, high = max(8, side - reach), side + reach
-    if space.r.contains(r):  # an r inside the cube is never moved out of it
-        low, high = max(low, space.resolution(space.r.low)), min(high, space.resolution(space.r.high))
     if r_range is not None:
         low = max(low, math.ceil(space.base_resolution * r_range[0] - 1e-6))
         high = min(high, space.resolution(r_range[1]))
