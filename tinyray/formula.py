@@ -881,7 +881,8 @@ def link_version(client: Any, model_id: str, model_name: str, version: str) -> b
     known = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
     versions = json.loads(known) if known else []
     entry = {"name": model_name, "version": str(version)}
-    if entry in versions:
+    # an `mlflow server` tags it itself when the version is created (with the version as a number)
+    if any(item.get("name") == model_name and str(item.get("version")) == str(version) for item in versions):
         return False
     client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*versions, entry])})
     return True
@@ -955,9 +956,14 @@ def register_model(client: Any, model_name: str, run_id: str, artifact_uri: str,
         client.get_registered_model(model_name)
     except MlflowException:
         client.create_registered_model(model_name, description=MODEL_DESCRIPTION)
-    # the source stays the run's artifact folder: a models:/<model id> source makes MLflow's sqlite registry look
-    # the logged model up through the global tracking URI, which tinyray leaves alone
-    version = client.create_model_version(model_name, source=f"{artifact_uri}/{MODEL_ARTIFACT}", run_id=run_id,
+    # The source is a folder, not models:/<model id> (which makes MLflow's sqlite registry look the logged model up
+    # through the global tracking URI, which tinyray leaves alone): the logged model's own artifact folder when
+    # there is one, since an `mlflow server` refuses a version whose source lies outside its model_id's artifacts
+    # (MLflow 3.x), else the run's copy.
+    source = f"{artifact_uri}/{MODEL_ARTIFACT}"
+    if model_id is not None:
+        source = client.get_logged_model(model_id).artifact_location
+    version = client.create_model_version(model_name, source=source, run_id=run_id,
                                           tags=tags or None, description=description or None, model_id=model_id)
     if model_id is not None:
         link_version(client, model_id, model_name, str(version.version))
