@@ -15,9 +15,9 @@ is shown.
 
 Where an answer stands, and the one policy for answers outside: an answer is *outside* when its budget lies
 outside the fitted range (the FLOPs of the front's lowest and highest points, give or take 3%: beyond them the
-GPs extrapolate; see :func:`in_fitted_range`) or its r, d or w lies outside the search space's bounds (the cube the front was searched in). Such an answer
-is refused: ``tinyray formula``, ``export`` and ``compare`` stop with one line that names what is outside and
-exit with status 2, unless ``--allow-outside`` is given, and then the answer carries its ``outside`` sentence
+GPs extrapolate; see :func:`in_fitted_range`) or its r, d or w lies outside the search space's bounds (the cube
+the front was searched in). Such an answer is refused: ``tinyray formula``, ``export`` and ``compare`` stop with
+one line that names what is outside and exit with status 2, unless ``--allow-outside`` is given, and then the answer carries its ``outside`` sentence
 in the text output and in ``--json`` alike (:func:`refuse_outside`). A search's closing lines state it for the
 search's own budget in the same words. Refusing was chosen over clamping to the cube and re-solving: clamping
 w to its bound and meeting the budget with r or d moves the network off both fitted curves, so it would be
@@ -716,7 +716,7 @@ def plot_formula(formula: Formula, path: Path, title: str = "") -> Path:
             tiny_c = [analytic_cost(formula.space, *point, 1000).flops / base_1000 for point in landmarks.values()]
             ax.scatter(tiny_c, [point["rdw".index(target)] for point in landmarks.values()], marker="x", c="gray",
                        s=30, label=f"{next(iter(landmarks))}..{list(landmarks)[-1]}")
-        if table["c"].max() > formula.c_range[1] * (1.0 + FITTED_RANGE_TOLERANCE):  # the table runs on to the search's budget
+        if not in_fitted_range(table["c"].max(), *formula.c_range):  # the table runs on to the search's budget
             ax.axvspan(formula.c_range[1], table["c"].max(), color="gray", alpha=0.15, label="extrapolated")
         ax.set_xscale("log")
         ax.set_xlabel(f"c = FLOPs / FLOPs({formula.space.name} at 1, 1, 1)")

@@ -291,8 +291,8 @@ class FlopsBand:
         Why (the default of the NSGA-III searcher's initial population): the front and the formula fitted on it
         need networks from the floor up to the budget, and uniform draws of the cube seldom land near the budget
         (measured for 200M on EfficientNet-B0 with 40 classes: 2.6% of uniform draws in the band lie within 10% of
-        it, 0.26% within 1%). A level
-        whose draws keep failing (a band that is a sliver of the cube) falls back to :meth:`sample`.
+        it, 0.26% within 1%). A level whose draws keep failing (a band that is a sliver of the cube) falls back to
+        :meth:`sample`.
 
         Returns:
             ``(n, 3)`` array of ``(r, d, w)`` rows, every network new to ``avoid`` and to the others if possible.

@@ -306,18 +306,17 @@ class NSGA3Core(SearchCore):
         most accurate member (by the objective NSGA-III ranks: stopped trials are penalised) is scaled by one
         common factor, as repair scales, to within ``REPAIR_TOLERANCE`` below the budget, or to the largest network
         of that shape below it where a whole block or channel step jumps over that window
-        (:meth:`FlopsBand.grow_to_budget`). Nothing changes if that member is already there, or if the scaled
-        network was tried before or is among the offspring.
+        (:meth:`FlopsBand.grow_to_budget`). Nothing changes if growing adds less than ``REPAIR_TOLERANCE`` of its
+        FLOPs (it is at the edge already), or if the grown network was tried before or is among the offspring.
         """
         population = self._algorithm.pop
         objectives = population.get("F") if population is not None else None
         if objectives is None or len(objectives) == 0 or len(offspring) < 2:
             return
         best = np.asarray(population.get("X")[int(np.argmin(objectives[:, 0]))], dtype=float)
-        if self.band.flops(best) >= (1.0 - REPAIR_TOLERANCE) * self.band.budget:
-            return
         edge = self.band.grow_to_budget(best)
-        if edge is None:
+        # a best network already at the edge (an earlier edge offspring, say) grows by a pixel at most: no slot for it
+        if edge is None or self.band.flops(edge) <= (1.0 + REPAIR_TOLERANCE) * self.band.flops(best):
             return
         rows = offspring.get("X")
         key = self.band.network_key(edge)
