@@ -73,6 +73,7 @@ EXAMPLES = {
   tinyray data verify ~/imagenet100            # every file still there, of its size, linked to its source""",
     "bench train": """examples:
   tinyray bench train --r 1 --d 1 --w 1 --device cuda     # EfficientNet-B0 at 224 px, the paper recipe's batch 128
+  tinyray bench train --r 0.5 --d 0.5 --w 0.5 --threads 1 --batch-size 16 --recipe proxy --repeats 9   # CPU
   tinyray bench train --r 0.5 --d 0.5 --w 0.5 --batch-size 32 --steps 10 --json""",
     "bench scale": """examples:
   tinyray bench scale --trials 500 --nodes 8 --gpus-per-node 4   # the issue's size: 128 slots, both MLflow backends
@@ -244,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--recipe", choices=("proxy", "paper"), default="paper", help="training recipe of tinyray's loop and of the optimizer of both (default paper)")
     add("--batch-size", type=_int_at_least("--batch-size", 1), default=None, help="batch size (default: the recipe's)")
     add("--num-classes", type=_int_at_least("--num-classes", 2), default=100, help="classifier outputs (default 100, ImageNet-100)")
-    add("--steps", type=_int_at_least("--steps", 1, 100_000), default=30, help="timed steps of each loop (default 30, after 5 untimed)")
+    add("--steps", type=_int_at_least("--steps", 1, 100_000), default=30, help="timed steps of each loop in a round (default 30, after 5 untimed)")
+    add("--repeats", type=_int_at_least("--repeats", 1, 1000), default=5, help="timed rounds of each loop, taking turns (ABBA), and of each loader with --data; medians are reported (default 5)")
     add("--device", default=None, help="torch device (default: cuda if there is one, else cpu)")
     add("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="as tinyray train --precision")
     add("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="channels-last memory format (default on)")
@@ -444,7 +446,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     speed = bench_train(space, args.r, args.d, args.w, num_classes=args.num_classes, recipe=args.recipe,
-                        batch_size=args.batch_size, steps=args.steps, device=device,
+                        batch_size=args.batch_size, steps=args.steps, repeats=args.repeats, device=device,
                         precision=None if args.precision == "auto" else args.precision,
                         channels_last=args.channels_last)
     loading = []
@@ -453,20 +455,22 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
         most = default_workers() if args.workers is None else args.workers
         loading = bench_loading(resolve_data(args.data).path, resolution=speed.resolution,
-                                batch_size=speed.batch_size, workers=tuple(range(most + 1)), batches=args.batches)
+                                batch_size=speed.batch_size, workers=tuple(range(most + 1)), batches=args.batches,
+                               repeats=args.repeats)
     if args.json:
         print(json.dumps({**speed.as_dict(), "loading": [asdict(line) for line in loading]}))
         return 0
     print(f"{speed.device} {speed.precision}{' channels-last' if speed.channels_last else ''}, batch "
-          f"{speed.batch_size} at {speed.resolution}px, {speed.steps} steps: tinyray {speed.tinyray:.1f} img/s, "
-          f"plain PyTorch {speed.plain:.1f} img/s ({speed.ratio:.1%})")
+          f"{speed.batch_size} at {speed.resolution}px, {speed.repeats} rounds of {speed.steps} steps, medians: tinyray "
+          f"{speed.tinyray:.1f} img/s, plain PyTorch {speed.plain:.1f} img/s; ratio {speed.ratio:.1%} (rounds "
+          f"{speed.ratio_low:.1%}-{speed.ratio_high:.1%})")
     files = {line.workers: line.images_per_second for line in loading if line.source == "files"}
     for line in loading:
         if line.source == "decoded":
             per_worker = f", {line.images_per_second / line.workers:.1f} a worker" if line.workers else ""
             speedup = line.images_per_second / files[line.workers] if files[line.workers] else float("nan")
-            print(f"loader, {line.workers} workers: files {files[line.workers]:.1f} img/s, decoded cache "
-                  f"{line.images_per_second:.1f} img/s ({speedup:.2f}x){per_worker}")
+            print(f"loader, {line.workers} worker{'' if line.workers == 1 else 's'}, median of {args.repeats} rounds: files {files[line.workers]:.1f} "
+                  f"img/s, decoded cache {line.images_per_second:.1f} img/s ({speedup:.2f}x){per_worker}")
     return 0
 
 

@@ -7,7 +7,10 @@ itself: the learning-rate schedule, the NaN check and loss sum (a host sync a st
 the recipe has them, the gradient scaler. The plain loop is forward, loss, ``zero_grad``, ``backward``, ``step``.
 The ratio is what tinyray's bookkeeping costs (the issue's target: at least 95%).
 
-Each loop runs ``warmup`` steps untimed, then ``steps`` timed steps; on CUDA the clock waits for the device.
+Each loop runs ``warmup`` steps untimed, then ``repeats`` rounds of ``steps`` timed steps, the two loops taking turns
+(in the order ABBA, so that a drift of the machine's speed during the run falls on both alike); on CUDA the clock
+waits for the device. The report gives each loop's median images per second over the rounds, and the median and
+range of the per-round ratios: these machines are noisy, so one timing of each is not a measurement.
 
 With ``--data DIR`` it also times the folder loader alone (:func:`bench_loading`): training images per second
 decoded from the files and read from the decode-once cache (:mod:`tinyray.decoded`), at each worker count; their
@@ -16,6 +19,8 @@ ratio is the cache's speed-up of an epoch's loading, and images/s over workers t
 
 from __future__ import annotations
 
+import gc
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,9 +34,11 @@ class TrainSpeed:
     """What ``tinyray bench train`` measured.
 
     Attributes:
-        tinyray: images per second of tinyray's training loop.
-        plain: images per second of the plain PyTorch loop.
-        ratio: ``tinyray / plain``.
+        tinyray: median images per second of tinyray's training loop over the rounds.
+        plain: median images per second of the plain PyTorch loop over the rounds.
+        ratio: median of the rounds' ``tinyray / plain``.
+        ratio_low, ratio_high: the smallest and largest round's ratio.
+        repeats: timed rounds of each loop.
         resolution: input side in pixels.
         batch_size: images per step.
         steps: timed steps of each loop.
@@ -41,6 +48,9 @@ class TrainSpeed:
     tinyray: float
     plain: float
     ratio: float
+    ratio_low: float
+    ratio_high: float
+    repeats: int
     resolution: int
     batch_size: int
     steps: int
@@ -64,6 +74,7 @@ def bench_train(
     batch_size: int | None = None,
     steps: int = 30,
     warmup: int = 5,
+    repeats: int = 1,
     device: str = "cpu",
     precision: str | None = None,
     channels_last: bool = True,
@@ -76,7 +87,8 @@ def bench_train(
         num_classes: classifier outputs.
         recipe: training recipe (its optimizer, clipping and EMA are part of tinyray's loop).
         batch_size: images per step; default the recipe's.
-        steps: timed steps of each loop.
+        steps: timed steps of each loop in a round.
+        repeats: timed rounds of each loop, taking turns.
         warmup: untimed steps first (kernel selection, allocator).
         device, precision, channels_last: as :func:`tinyray.train.train_candidate`.
     """
@@ -112,45 +124,52 @@ def bench_train(
 
     # tinyray's loop
     model, optimizer, criterion = fresh()
-    scheduler = train.make_scheduler(optimizer, recipe_, warmup + steps, 1)
+    scheduler = train.make_scheduler(optimizer, recipe_, warmup + steps * repeats, 1)
     ema = train.make_ema(model, recipe_)
     amp = train.MixedPrecision(precision, device)
+    step = 0
 
-    def tinyray_loop(count: int, step: int) -> int:
-        return train.train_epoch(model, cycle(count), criterion, optimizer, scheduler, ema, recipe_, 0, step,
-                                  device, amp, memory_format)[2]
+    def tinyray_loop(count: int) -> None:
+        nonlocal step
+        step = train.train_epoch(model, cycle(count), criterion, optimizer, scheduler, ema, recipe_, 0, step,
+                                 device, amp, memory_format)[2]
 
-    step = tinyray_loop(warmup, 0)
-    sync()
-    started = time.perf_counter()
-    tinyray_loop(steps, step)
-    sync()
-    tinyray_seconds = time.perf_counter() - started
-
-    # the plain loop
-    model, optimizer, criterion = fresh()
-    model.train()
+    # the plain loop, on its own copy of the network
+    plain_model, plain_optimizer, plain_criterion = fresh()
+    plain_model.train()
     autocast = train.MixedPrecision(precision, device)
 
     def plain_loop(count: int) -> None:
         for images, labels in cycle(count):
             with autocast.autocast():
-                loss = criterion(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
+                loss = plain_criterion(plain_model(images), labels)
+            plain_optimizer.zero_grad(set_to_none=True)
             autocast.scaler.scale(loss).backward()
-            autocast.scaler.step(optimizer)
+            autocast.scaler.step(plain_optimizer)
             autocast.scaler.update()
 
-    plain_loop(warmup)
-    sync()
-    started = time.perf_counter()
-    plain_loop(steps)
-    sync()
-    plain_seconds = time.perf_counter() - started
+    def timed(loop: Any) -> float:
+        sync()
+        started = time.perf_counter()
+        loop(steps)
+        sync()
+        return steps * batch_size / (time.perf_counter() - started)
 
-    tinyray_speed = steps * batch_size / tinyray_seconds
-    plain_speed = steps * batch_size / plain_seconds
-    return TrainSpeed(tinyray=tinyray_speed, plain=plain_speed, ratio=tinyray_speed / plain_speed,
+    tinyray_loop(warmup)
+    plain_loop(warmup)
+    rounds = []
+    for index in range(repeats):
+        if index % 2 == 0:
+            ours = timed(tinyray_loop)
+            theirs = timed(plain_loop)
+        else:
+            theirs = timed(plain_loop)
+            ours = timed(tinyray_loop)
+        rounds.append((ours, theirs))
+    ratios = [ours / theirs for ours, theirs in rounds]
+    return TrainSpeed(tinyray=statistics.median(ours for ours, _ in rounds),
+                      plain=statistics.median(theirs for _, theirs in rounds), ratio=statistics.median(ratios),
+                      ratio_low=min(ratios), ratio_high=max(ratios), repeats=repeats,
                       resolution=resolution, batch_size=batch_size, steps=steps, device=device, precision=precision,
                       channels_last=channels_last, recipe=recipe_.name)
 
@@ -162,14 +181,17 @@ class LoaderSpeed:
     Attributes:
         source: ``files`` (decoded in every epoch) or ``decoded`` (read from the decode-once cache).
         workers: loader worker processes (0: in this process).
-        images_per_second: images per second over the timed batches.
-        images: images timed.
+        images_per_second: median images per second over the rounds.
+        images: images timed in a round.
+        low, high: the slowest and fastest round's images per second.
     """
 
     source: str
     workers: int
     images_per_second: float
     images: int
+    low: float
+    high: float
 
 
 def bench_loading(
@@ -179,31 +201,42 @@ def bench_loading(
     batch_size: int = 128,
     workers: tuple[int, ...] = (0, 1, 2),
     batches: int = 20,
+    repeats: int = 1,
     cache_dir: Path | str | None = None,
 ) -> list[LoaderSpeed]:
     """Time the training loader of the ImageFolder at ``path``, from the files and from its decoded cache.
 
     The cache is built first if needed (not timed). Each loader is timed over up to ``batches`` batches of one
-    epoch after its first batch (worker start-up excluded).
+    epoch after its first batch (worker start-up excluded), in ``repeats`` rounds that take every loader in turn;
+    the median round is reported.
     """
     from tinyray.data import DECODED_PREFIX, load_data, resolve_data
 
-    results = []
-    for source, spec in (("files", str(path)), ("decoded", f"{DECODED_PREFIX}{path}")):
-        data = load_data(resolve_data(spec, cache_dir=cache_dir))
-        for count in workers:
-            train, _ = data.loaders(resolution, batch_size, seed=0, workers=count)
-            train.set_epoch(0)
-            iterator = iter(train)
-            next(iterator, None)
-            images = 0
-            started = time.perf_counter()
-            for _, (_, labels) in zip(range(batches), iterator):
-                images += len(labels)
-            seconds = time.perf_counter() - started
-            results.append(LoaderSpeed(source, count, images / seconds if seconds > 0 else 0.0, images))
-            del iterator, train  # stops its workers before the next count starts its own
-    return results
+    sources = [(source, load_data(resolve_data(spec, cache_dir=cache_dir)))
+               for source, spec in (("files", str(path)), ("decoded", f"{DECODED_PREFIX}{path}"))]
+    speeds: dict[tuple[str, int], list[float]] = {}
+    images_timed: dict[tuple[str, int], int] = {}
+    for _ in range(repeats):
+        for source, data in sources:
+            for count in workers:
+                train, _ = data.loaders(resolution, batch_size, seed=0, workers=count)
+                train.set_epoch(0)
+                iterator = iter(train)
+                next(iterator, None)
+                images = 0
+                started = time.perf_counter()
+                for _, (_, labels) in zip(range(batches), iterator):
+                    images += len(labels)
+                seconds = time.perf_counter() - started
+                speeds.setdefault((source, count), []).append(images / seconds if seconds > 0 else 0.0)
+                images_timed[source, count] = images
+                # Stop its workers before the next loader forks its own: the loader and its sampler hold each other,
+                # so only the cycle collector frees them, and a forked worker must not inherit them as garbage
+                # (its collector would shut down workers that are not its children: an ignored AssertionError).
+                del iterator, train
+                gc.collect()
+    return [LoaderSpeed(source, count, statistics.median(rounds), images_timed[source, count], min(rounds),
+                        max(rounds)) for (source, count), rounds in speeds.items()]
 
 
 __all__ = ["LoaderSpeed", "TrainSpeed", "bench_loading", "bench_train"]
