@@ -10,7 +10,9 @@ A variant patches the generator's module constants in the worker processes (neve
 ``radius`` the object radius range (fraction of the side, log-uniform), ``period`` the stripe period range (px at
 64 px, log-uniform), ``contrast`` the stripe amplitude range, ``cue`` the chance of the colour cue, ``noise`` the pixel
 noise sd range, ``stripes_on`` ``"background"`` or ``"object"``, ``orientations`` 4 (45 degrees apart) or 8 (22.5),
-``jitter`` the largest deviation of a stripe direction from its class's direction in degrees (default the same
+``second_order`` the share of images whose stripes modulate the contrast of a binary texture (second-order, seen
+only through two nonlinear stages) and ``grain`` that texture's grain range (px at 64 px), ``jitter`` the largest
+deviation of a stripe direction from its class's direction in degrees (default the same
 share of the spacing as the generator's, a sixth: 3.75 for 8 directions, 7.5 for 4; half the spacing, 11.25 for 8,
 fills the circle so that classes touch).
 Each network trains with the proxy recipe on TRAIN images (default 1800) for EPOCHS epochs, one CPU thread each,
@@ -36,7 +38,8 @@ import numpy as np
 
 #: Variant key -> the generator constant it sets in tinyray.data.
 CONSTANTS = {"radius": "OBJECT_RADIUS", "period": "STRIPE_PERIOD", "contrast": "STRIPE_CONTRAST", "cue": "COLOUR_CUE",
-             "noise": "PIXEL_NOISE", "stripes_on": "STRIPES_ON"}
+             "noise": "PIXEL_NOISE", "stripes_on": "STRIPES_ON", "second_order": "SECOND_ORDER",
+             "grain": "CARRIER_GRAIN"}
 
 
 def patch(variant: dict) -> None:

@@ -363,6 +363,13 @@ STRIPE_CONTRAST = (0.2, 0.35)
 STRIPES_ON = "background"
 #: Standard deviation of the pixel noise (per image, uniform in this range).
 PIXEL_NOISE = (0.02, 0.06)
+#: Share of the images whose stripes are second-order: a fine binary texture whose contrast the grating modulates,
+#: so that the mean brightness is the same on every stripe and only a filter-rectify-filter cascade (two nonlinear
+#: stages at one scale) sees the direction. 0 in version 6 (no extra random draw, so its images are unchanged); an
+#: experiment of ``benchmarks/data_variants.py`` (``{"second_order": 0.5}``) looking for a task on which depth matters.
+SECOND_ORDER = 0.0
+#: Grain of that texture in pixels at 64 px (log-uniform): a coarser grain survives a lower resolution.
+CARRIER_GRAIN = (1.0, 4.0)
 
 
 def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, side: int, scale: float) -> np.ndarray:
@@ -392,7 +399,7 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     direction = _WAVE_DIRECTIONS[orientation] + rng.uniform(-_DIRECTION_JITTER, _DIRECTION_JITTER)
     period = _log_uniform(rng, *STRIPE_PERIOD) * scale
     phase = rng.uniform(0.0, 2.0 * np.pi)
-    wave = np.sin(2.0 * np.pi * (x * np.cos(direction) + y * np.sin(direction)) / period + phase)
+    wave = _grating(rng, x, y, direction, period, phase, side, scale)
     if rng.uniform() < COLOUR_CUE:
         hue = SHAPE_COLOURS[shape_index] + rng.uniform(-0.1, 0.1, size=3)
     else:
@@ -415,6 +422,20 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
+def _grating(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, direction: float, period: float, phase: float,
+             side: int, scale: float) -> np.ndarray:
+    """The stripes' wave in [-1, 1]: a sine grating, or (a share ``SECOND_ORDER`` of the images) a binary texture
+    whose contrast the grating modulates, so that every stripe has the same mean brightness."""
+    wave = np.sin(2.0 * np.pi * (x * np.cos(direction) + y * np.sin(direction)) / period + phase)
+    if SECOND_ORDER and rng.uniform() < SECOND_ORDER:
+        grain = _log_uniform(rng, *CARRIER_GRAIN) * scale
+        cells = int(np.ceil(side / grain)) + 1
+        carrier = rng.choice(np.array([-1.0, 1.0]), size=(cells, cells))
+        index = np.minimum((np.arange(side) / grain).astype(int), cells - 1)
+        wave = carrier[np.ix_(index, index)] * (1.0 + wave) / 2.0
+    return wave
+
+
 def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     radial = np.sqrt(u * u + v * v)
     if shape == "disc":
@@ -433,7 +454,8 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def _generator_constants() -> dict[str, Any]:
     """The generator's module constants, read when called: part of the cache key, so that an edit of one (or a
     patch by ``benchmarks/data_variants.py``) never reuses images drawn before it, even without a version bump."""
-    return {"orientations": list(ORIENTATIONS), "jitter": float(_DIRECTION_JITTER), "radius": list(OBJECT_RADIUS),
+    extra = {"second_order": SECOND_ORDER, "grain": list(CARRIER_GRAIN)} if SECOND_ORDER else {}  # v6's keys unchanged
+    return {**extra, "orientations": list(ORIENTATIONS), "jitter": float(_DIRECTION_JITTER), "radius": list(OBJECT_RADIUS),
             "period": list(STRIPE_PERIOD), "contrast": list(STRIPE_CONTRAST), "stripes_on": STRIPES_ON,
             "noise": list(PIXEL_NOISE), "cue": COLOUR_CUE, "colours": SHAPE_COLOURS.tolist(), "shapes": list(SHAPES)}
 
