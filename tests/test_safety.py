@@ -63,3 +63,34 @@ def test_a_tracking_password_goes_to_mlflows_environment_not_into_the_uri(monkey
     # a database URI keeps its password (SQLAlchemy needs it); what tinyray writes down is redacted
     assert use_credentials("postgresql://bob:pw@db/mlflow") == "postgresql://bob:pw@db/mlflow"
     assert _redact("postgresql://bob:pw@db/mlflow") == "postgresql://db/mlflow"
+
+
+def _fresh_environment(**extra: str) -> dict[str, str]:
+    import os
+
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MLFLOW_DISABLE_TELEMETRY", "RAY_USAGE_STATS_ENABLED", "PYTEST_CURRENT_TEST")}
+    return {**env, **extra}
+
+
+def test_no_telemetry_leaves_a_tinyray_process_and_a_user_s_choice_is_kept():
+    """MLflow 3 would post usage telemetry from every process that logs, and Ray usage statistics from a head it
+    starts: importing tinyray turns both off (outside pytest, where MLflow turns its own off), unless the user set
+    them."""
+    import subprocess
+    import sys
+
+    probe = ("import tinyray, os; from mlflow.telemetry.utils import is_telemetry_disabled; "
+             "print(os.environ['MLFLOW_DISABLE_TELEMETRY'], os.environ['RAY_USAGE_STATS_ENABLED'], "
+             "is_telemetry_disabled())")
+    plain = subprocess.run([sys.executable, "-c", "from mlflow.telemetry.utils import is_telemetry_disabled; "
+                            "print(is_telemetry_disabled())"], env=_fresh_environment(), capture_output=True,
+                           text=True, check=True)
+    default = subprocess.run([sys.executable, "-c", probe], env=_fresh_environment(), capture_output=True, text=True,
+                             check=True)
+    chosen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            env=_fresh_environment(MLFLOW_DISABLE_TELEMETRY="false", RAY_USAGE_STATS_ENABLED="1"))
+    if plain.stdout.split() == ["False"]:  # MLflow would send it here (on a CI runner it turns itself off)
+        assert chosen.stdout.split()[2] == "False"
+    assert default.stdout.split() == ["true", "0", "True"]
+    assert chosen.stdout.split()[:2] == ["false", "1"]
