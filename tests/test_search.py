@@ -189,3 +189,19 @@ def test_a_search_on_an_image_folder_runs_to_its_end(folder_searches, name):
         # every trial trained in the precision the search was given (its checkpoint records the run)
         (checkpoint,) = (results / f"trial_{trial_id}").glob("checkpoint_*/state.pt")
         assert torch.load(checkpoint, weights_only=True)["run"]["precision"] == "bf16"
+
+
+def test_the_default_formula_model_is_one_per_base(tmp_path):
+    """A search's formula is registered under tinynet-formula for EfficientNet-B0's space and under
+    tinynet-formula-<space> for another base (one MLflow store's model versions never mix bases); a name given is
+    kept; the name is decided at the start and stored, so a resume keeps it."""
+    from tinyray.search import _admit
+
+    def admitted(**options):
+        config, _ = _admit(SearchConfig(**{"budget": 100_000_000, "name": "n", "storage": tmp_path, **options}),
+                           resume=False)
+        return config.formula_name
+
+    assert admitted() == "tinynet-formula"
+    assert admitted(space="resnet50", budget=1_000_000_000) == "tinynet-formula-resnet50"
+    assert admitted(space="ghostnet", formula_name="mine") == "mine"

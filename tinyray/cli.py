@@ -590,7 +590,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--workers", type=_int_at_least("--workers", 0), default=None, help="data-loading processes of every trial for folder data (default: one less than --cpus-per-trial, at most 8; 0: in the trial's process)")
     add("--channels-last", action=argparse.BooleanOptionalAction, default=defaults.channels_last, help="channels-last memory format in every trial (default on)")
     add("--resume", action="store_true", help="continue the search --name after its driver died; finished trials are kept")
-    add("--formula-name", default=defaults.formula_name, help=f"MLflow registered model the search's formula is published under (default {defaults.formula_name})")
+    add("--formula-name", default=None, help="MLflow registered model the search's formula is published under (default tinynet-formula; tinynet-formula-SPACE for a --space other than efficientnet_b0)")
     add("--trainer", choices=TRAINERS, default=defaults.trainer, help="train (default: train every trial) or replay: report recorded learning curves instead of training, to rehearse the machinery at scale (tinyray bench scale); every record of the search says replay")
     add("--replay-speed", type=_float_option("--replay-speed"), default=defaults.replay_speed, help=f"with --trainer replay: seconds slept per recorded second of training (default {defaults.replay_speed})")
     mode = parser.add_mutually_exclusive_group()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinyray.errors import Interrupted, UserError
 from tinyray.searchers import DEFAULT_SEARCHER
-from tinyray.formula import DEFAULT_MODEL_NAME
+from tinyray.formula import default_model_name
 from tinyray.files import SEARCH_INFO_VERSION, write_json_atomic, write_text_atomic
 from tinyray.replay import REPLAY, TRAINERS
 from tinyray.status import COMPLETED, STATUSES
@@ -75,7 +75,9 @@ class SearchConfig:
         address: an existing Ray cluster (``auto`` or ``host:port``); default ``RAY_ADDRESS`` or a local Ray.
         tracking_uri: MLflow server; default ``MLFLOW_TRACKING_URI`` or the local store in ``storage``.
         progress: ``live``, ``quiet`` or ``json``.
-        formula_name: MLflow registered-model name the search's tiny formula is published under.
+        formula_name: MLflow registered-model name the search's tiny formula is published under; default
+            (``None``) ``tinynet-formula`` for EfficientNet-B0's space, ``tinynet-formula-<space>`` for another
+            (:func:`tinyray.formula.default_model_name`), decided when the search starts and kept in ``search.json``.
         retries: times a failed trial (exception, NaN loss, out of memory) is retried from its last checkpoint
             before it counts as failed.
         trainer: ``train`` (default: train every trial) or ``replay`` (report recorded learning curves instead,
@@ -109,7 +111,7 @@ class SearchConfig:
     address: str | None = None
     tracking_uri: str | None = None
     progress: str = "live"
-    formula_name: str = DEFAULT_MODEL_NAME
+    formula_name: str | None = None
     retries: int = 1
     trainer: str = "train"
     replay_speed: float = 0.1
@@ -309,7 +311,7 @@ def validate(config: SearchConfig) -> None:
         raise UserError(f"--storage {str(config.storage)!r} is empty or holds control characters: give a folder, "
                         f"e.g. --storage tinyray-results")
     parse_faults(os.environ.get("TINYRAY_FAULTS"))  # a bad drill is refused now, not by every trial
-    if not _NAME_RE.fullmatch(config.formula_name):
+    if config.formula_name is not None and not _NAME_RE.fullmatch(config.formula_name):
         raise UserError(f"--formula-name {config.formula_name!r} must be letters, digits, '.', '_' or '-' (up to 64), "
                         f"e.g. --formula-name tinynet-formula")
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", str(config.storage)):
@@ -533,6 +535,10 @@ def _admit(config: SearchConfig, resume: bool) -> tuple[SearchConfig, Any]:
     from tinyray.tracking import use_credentials
 
     validate(config)
+    if config.formula_name is None:
+        from tinyray.space import load_space
+
+        config = replace(config, formula_name=default_model_name(load_space(config.space).name))
     # a password in --tracking-uri goes to MLflow's environment variables, never into the config Tune may pickle
     config = replace(config, tracking_uri=use_credentials(config.tracking_uri))
     if not resume:
