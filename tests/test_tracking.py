@@ -112,3 +112,25 @@ def test_experiment_page_opens_the_charts_unless_told_the_table():
                     "&compareRunsMode=CHART")
     assert experiment_page("http://h:1", "7", tinyray_view=False, mode="TABLE").endswith(
         "orderByKey=metrics.%60top1%60&orderByAsc=false&compareRunsMode=TABLE")
+
+
+def test_a_sqlite_store_s_artifacts_go_beside_it_not_into_the_working_folder(tmp_path, monkeypatch):
+    """MLflow's default artifact root for a new experiment is ./mlruns of whatever folder the process runs in: a
+    tracker on a sqlite file store puts them beside the database instead, unless told where."""
+    from mlflow import MlflowClient
+
+    from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    store = tmp_path / "store"
+    store.mkdir()
+    tracker = Tracker(local_tracking_uri(store), "beside")
+    parent = tracker.start_search("beside", {"budget": 5})
+    client = MlflowClient(tracking_uri=local_tracking_uri(store))
+    assert client.get_experiment_by_name("beside").artifact_location == local_artifact_root(store)
+    assert client.get_run(parent).info.artifact_uri.startswith(local_artifact_root(store))
+    told = Tracker(local_tracking_uri(store), "told", artifact_location=(tmp_path / "elsewhere").as_uri())
+    assert client.get_experiment(told.experiment_id).artifact_location == (tmp_path / "elsewhere").as_uri()
+    assert not any(work.iterdir())  # nothing in the working folder

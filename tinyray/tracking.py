@@ -205,6 +205,15 @@ def local_artifact_root(storage: Path) -> str:
     return (Path(storage) / "mlartifacts").resolve().as_uri()
 
 
+def _beside_sqlite(uri: str) -> str | None:
+    """The artifact folder beside a ``sqlite:///FILE`` store (:func:`local_artifact_root` of its folder); ``None``
+    for any other store (a server has its own default; an in-memory sqlite has no folder)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix):] in ("", ":memory:"):
+        return None
+    return local_artifact_root(Path(uri[len(prefix):].split("?", 1)[0]).parent)
+
+
 def trial_run_name(trial_id: str, r: float, d: float, w: float) -> str:
     """A trial's MLflow run name: its multipliers, readable, then its Tune trial id, which makes it unique.
 
@@ -377,7 +386,9 @@ class Tracker:
     Args:
         tracking_uri: ``sqlite:///...`` for the embedded store, or ``http://127.0.0.1:5000`` for a server.
         experiment: experiment name (the search name).
-        artifact_location: where a new experiment keeps artifacts (the embedded store's artifact folder).
+        artifact_location: where a new experiment keeps artifacts (the embedded store's artifact folder). Default:
+            for a sqlite file store, its ``mlartifacts`` folder beside the database (MLflow's own default,
+            ``./mlruns``, is relative to whichever folder the process runs in); else the server's default.
         journal: the results folder's ``tracking.json`` (read back if it exists, so a resumed search keeps its id).
         strict: raise MLflow errors instead of going offline (``tinyray publish`` wants to know).
     """
@@ -389,6 +400,8 @@ class Tracker:
         quiet_mlflow()
 
         connect = use_credentials(tracking_uri)
+        if artifact_location is None:
+            artifact_location = _beside_sqlite(connect)
         # what is journalled, printed and logged; only the client (never pickled, see __getstate__) has a secret
         tracking_uri = redact_uri(connect)
         self.tracking_uri = tracking_uri
