@@ -64,13 +64,6 @@ if TYPE_CHECKING:
 
 #: The registered MLflow model a search publishes its formula as (``--formula-name``), and what it says.
 DEFAULT_MODEL_NAME = "tinynet-formula"
-
-
-def default_model_name(space_name: str) -> str:
-    """The registered model a search's formula goes to by default: ``tinynet-formula`` for EfficientNet-B0's space,
-    ``tinynet-formula-<space>`` for another base, so that one MLflow store's versions of a model never mix bases
-    (``models:/tinynet-formula/latest`` stays an EfficientNet-B0 formula after a ResNet-50 search)."""
-    return DEFAULT_MODEL_NAME if space_name == "efficientnet_b0" else f"{DEFAULT_MODEL_NAME}-{space_name}"
 MODEL_DESCRIPTION = "tinyray's tiny formula: FLOPs budget -> (r, d, w, resolution) of the best network"
 #: The formula's pyfunc model: the name of the MLflow 3 logged model of the search's parent run (the experiment's
 #: *Models* tab; ``runs:/<run id>/formula_model`` resolves to it) and of the same files as an artifact folder of
@@ -84,6 +77,13 @@ VARIANTS: tuple[tuple[str, str], ...] = (("log_c", "matern52"), ("log_c", "rbf")
 BAND_Z = 1.96
 #: Fewest front points a formula is fitted on.
 MIN_POINTS = 3
+
+
+def default_model_name(space_name: str) -> str:
+    """The registered model a search's formula goes to by default: ``tinynet-formula`` for EfficientNet-B0's space,
+    ``tinynet-formula-<space>`` for another base, so that one MLflow store's versions of a model never mix bases
+    (``models:/tinynet-formula/latest`` stays an EfficientNet-B0 formula after a ResNet-50 search)."""
+    return DEFAULT_MODEL_NAME if space_name == "efficientnet_b0" else f"{DEFAULT_MODEL_NAME}-{space_name}"
 
 
 def _features(c: np.ndarray, inputs: str) -> np.ndarray:
