@@ -308,6 +308,9 @@ def test_pyfunc_model_round_trips_through_mlflow_registry(formula, tmp_path, mon
     from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
 
     uri = local_tracking_uri(tmp_path)
+    workdir = tmp_path / "workdir"  # the working folder: nothing may appear in it (MLflow's ./mlflow.db, ./mlruns)
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     tracker = Tracker(uri, "formula-test", artifact_location=local_artifact_root(tmp_path))
     run_id = tracker.start_search("formula-test", {"budget": 1})
     published = publish(formula, tracker, run_id, tmp_path, model_name="tinynet-formula-test")
@@ -352,7 +355,8 @@ def test_pyfunc_model_round_trips_through_mlflow_registry(formula, tmp_path, mon
     assert predicted.loc[0, "resolution"] == expected.resolution and predicted.loc[1, "flops"] <= 5e7
 
     # no pickle anywhere in the published model: the loader rebuilds from JSON
-    model_dir = Path(tracker.client.download_artifacts(run_id, "formula_model", str(tmp_path / "dl")))
+    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=client.get_logged_model(logged.model_id).artifact_location,
+                                                         dst_path=str(tmp_path / "dl")))
     assert not [p for p in model_dir.rglob("*") if p.suffix in (".pkl", ".pickle")]
     assert "loader_module: tinyray.formula" in (model_dir / "MLmodel").read_text()
 
@@ -360,6 +364,28 @@ def test_pyfunc_model_round_trips_through_mlflow_registry(formula, tmp_path, mon
     assert loaded.answer(1e8) == formula.answer(1e8)
     with pytest.raises(UserError, match="cannot load the formula"):
         load_from_uri("models:/no-such-model/1", uri)
+
+    # as `tinyray formula --model-uri ... --tracking-uri ...` runs, without MLflow variables: models:/ resolves in
+    # the store's own registry (before, in MLflow's default ./mlflow.db, which it created, and found nothing)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert load_from_uri(published["model_uri"], uri).answer(1e8) == formula.answer(1e8)
+    for other in (f"models:/{logged.model_id}", f"runs:/{run_id}/formula_model", f"runs:/{run_id}/formula.json"):
+        assert load_from_uri(other, uri).answer(1e8) == formula.answer(1e8), other
+    with pytest.raises(UserError, match="needs the MLflow store it was published to"):
+        load_from_uri(published["model_uri"])
+    # the README's command, in a fresh process: the answer on stdout, nothing on stderr (no progress bar)
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run([sys.executable, "-m", "tinyray", "formula", "--budget", "100M", "--model-uri",
+                           published["model_uri"], "--tracking-uri", uri], capture_output=True, text=True, env=env,
+                          cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    assert f"tiny formula from {published['model_uri']}" in done.stdout and "Downloading" not in done.stderr
+    assert sorted(p.name for p in workdir.iterdir()) == []
 
 
 @pytest.mark.integration

@@ -45,6 +45,7 @@ pyfunc model of :func:`save_pyfunc`, whose loader is this module's :func:`_load_
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -977,6 +978,33 @@ def register_model(client: Any, model_name: str, run_id: str, artifact_uri: str,
     return str(version.version)
 
 
+def _artifact_location(uri: str, tracking_uri: str | None) -> str:
+    """Where the files of a ``models:/`` or ``runs:/`` URI are, asked of the store at ``tracking_uri`` (and of its
+    own model registry, or ``MLFLOW_REGISTRY_URI``'s); any other URI as it is.
+
+    MLflow's ``download_artifacts`` resolves both through the process's global registry URI whatever
+    ``registry_uri`` it is given (MLflow 3.17: a run's artifact that is a logged model goes through ``models:/``),
+    and without ``MLFLOW_REGISTRY_URI`` that is ``./mlflow.db``: it created that file and found no model there.
+    """
+    import posixpath
+
+    from mlflow import MlflowClient
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    if not uri.startswith(("models:/", "runs:/")):
+        return uri
+    client = MlflowClient(tracking_uri=tracking_uri,
+                          registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri)
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri[len("runs:/"):].lstrip("/").partition("/")
+        return posixpath.join(client.get_run(run_id).info.artifact_uri, path)
+    found = get_model_name_and_version(client, uri)
+    if len(found) == 1:  # models:/<logged model id>
+        return client.get_logged_model(found[0]).artifact_location
+    name, version = found
+    return client.get_model_version_download_uri(name, version)
+
+
 def load_from_uri(uri: str, tracking_uri: str | None = None) -> Formula:
     """Load a published formula from an MLflow model URI (``models:/tinynet-formula/1``, ``runs:/<id>/formula_model``)
     by downloading its JSON: nothing is unpickled and no code from the artifact runs."""
@@ -985,15 +1013,23 @@ def load_from_uri(uri: str, tracking_uri: str | None = None) -> Formula:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    from tinyray.tracking import quiet_mlflow
+    from tinyray.tracking import quiet_mlflow, sqlite_file
 
     quiet_mlflow()
-    if tracking_uri and tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    database = sqlite_file(tracking_uri)
+    if database is not None and not database.is_file():
         raise UserError(f"there is no MLflow store at {tracking_uri}: give the --tracking-uri of the search that "
                         f"published {uri} (e.g. sqlite:///$PWD/tinyray-results/mlflow.db)")
+    if tracking_uri is None and uri.startswith(("models:/", "runs:/")):
+        # MLflow would look in (and create) ./mlflow.db of the working folder
+        raise UserError(f"{uri} needs the MLflow store it was published to: give --tracking-uri "
+                        "(e.g. sqlite:///$PWD/tinyray-results/mlflow.db) or set MLFLOW_TRACKING_URI")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri))
+            location = _artifact_location(uri, tracking_uri)
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp,
+                                                             tracking_uri=tracking_uri))
         except (MlflowException, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot load the formula {uri} ({first[:160]}): check the URI and --tracking-uri") from None

@@ -157,7 +157,8 @@ RUNS_VIEW = runs_view()
 
 
 def quiet_mlflow() -> None:
-    """Keep MLflow's INFO lines ("Creating initial MLflow database tables...") off the user's terminal.
+    """Keep MLflow's INFO lines ("Creating initial MLflow database tables...") and progress bars off the user's
+    terminal.
 
     ``import mlflow`` configures its logger at INFO, so the level is set after importing it.
     """
@@ -166,6 +167,8 @@ def quiet_mlflow() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # MLflow prints "View run NAME at: URL" on stdout when a run against a server ends: it would break --json
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # and a "Downloading artifacts" progress bar on stderr for each download (tinyray formula --model-uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def redact_uri(uri: str | None) -> str | None:
@@ -205,13 +208,21 @@ def local_artifact_root(storage: Path) -> str:
     return (Path(storage) / "mlartifacts").resolve().as_uri()
 
 
+def sqlite_file(uri: str | None) -> Path | None:
+    """The database file of a ``sqlite:///FILE`` tracking URI (its query string dropped); ``None`` for any other
+    URI and for an in-memory sqlite."""
+    prefix = "sqlite:///"
+    if not uri or not uri.startswith(prefix):
+        return None
+    path = uri[len(prefix):].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
 def _beside_sqlite(uri: str) -> str | None:
     """The artifact folder beside a ``sqlite:///FILE`` store (:func:`local_artifact_root` of its folder); ``None``
     for any other store (a server has its own default; an in-memory sqlite has no folder)."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix) or uri[len(prefix):] in ("", ":memory:"):
-        return None
-    return local_artifact_root(Path(uri[len(prefix):].split("?", 1)[0]).parent)
+    database = sqlite_file(uri)
+    return None if database is None else local_artifact_root(database.parent)
 
 
 def trial_run_name(trial_id: str, r: float, d: float, w: float) -> str:

@@ -65,10 +65,11 @@ def find_store(results_dir: str | Path | None = None, tracking_uri: str | None =
     Raises:
         UserError: the folder does not exist, or holds no store and no tracking URI was given.
     """
-    from tinyray.tracking import local_artifact_root, local_tracking_uri, use_credentials
+    from tinyray.tracking import local_artifact_root, local_tracking_uri, sqlite_file, use_credentials
 
     uri = use_credentials(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)  # no secret printed
-    if uri and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    database = sqlite_file(uri)
+    if database is not None and not database.is_file():
         # mlflow server would quietly make an empty store there
         raise UserError(f"no MLflow store at {uri}: fix --tracking-uri (or MLFLOW_TRACKING_URI)")
     if uri and results_dir is None:
