@@ -166,6 +166,8 @@ def test_record_is_real_training_and_resumable(tmp_path):
     frame = fidelity.record(protocol, nets, [0], out, processes=2, command="test")
     assert sorted(frame["net"]) == sorted(net.name for net in nets)
     assert (frame["epoch"] == 1).all() and frame["top1"].between(0, 1).all() and (frame["seconds"] > 0).all()
+    # the process's CPU seconds of each run, beside its wall seconds (on one thread, never much above them)
+    assert (frame["cpu_seconds"] > 0).all() and (frame["cpu_seconds"] <= frame["seconds"] * 1.5 + 1).all()
     assert json.loads(out.with_suffix(".json").read_text())["command"] == "test"
     before = out.read_text()
     again = fidelity.record(protocol, nets, [0], out, processes=2)

@@ -529,9 +529,10 @@ def test_tune_adapter_suggests_saves_and_restores(space, tmp_path):
         new_searcher().restore(str(tmp_path / "broken.json"))
 
 
-def test_optuna_searcher_stays_in_the_band_and_resumes_from_its_state(space):
-    core = make_core("optuna-nsga3", space, BUDGET, pop_size=4, seed=0)
-    assert core.strategy == "optuna-nsga3"
+@pytest.mark.parametrize("name", ["optuna-nsga3", "optuna-tpe"])
+def test_optuna_searcher_stays_in_the_band_and_resumes_from_its_state(space, name):
+    core = make_core(name, space, BUDGET, pop_size=4, seed=0)
+    assert core.strategy == name
     for i in range(10):
         candidate = core.ask(f"t{i}")
         assert core.band.contains(core.band.flops((candidate.r, candidate.d, candidate.w)))
@@ -541,7 +542,7 @@ def test_optuna_searcher_stays_in_the_band_and_resumes_from_its_state(space):
     state = json.loads(json.dumps(core.state_dict()))
     assert state["version"] == STATE_VERSION and len(state["records"]) == 10 and state["pending"][0]["trial_id"] == "p0"
 
-    restored = make_core("optuna-nsga3", space, BUDGET, pop_size=4, seed=0)
+    restored = make_core(name, space, BUDGET, pop_size=4, seed=0)
     restored.load_state_dict(state)
     assert restored.records == core.records and restored.pending == {"p0": pending}
     restored.tell("p0", 0.5, "completed")  # its Optuna trial is gone: added to the study as finished
@@ -554,7 +555,20 @@ def test_optuna_searcher_stays_in_the_band_and_resumes_from_its_state(space):
     statuses = [rec.status for rec in restored.records]
     assert statuses.count("failed") == 1 and statuses.count("early-stopped") == 3
     with pytest.raises(UserError, match="saved with seed=0"):
-        make_core("optuna-nsga3", space, BUDGET, pop_size=4, seed=1).load_state_dict(state)
+        make_core(name, space, BUDGET, pop_size=4, seed=1).load_state_dict(state)
+    other = "optuna-tpe" if name == "optuna-nsga3" else "optuna-nsga3"
+    with pytest.raises(UserError):  # one Optuna sampler's state is not the other's
+        make_core(other, space, BUDGET, pop_size=4, seed=0).load_state_dict(state)
+
+
+def test_optuna_tpe_is_optuna_s_multivariate_motpe_with_a_random_start_of_pop_size(space):
+    import optuna
+
+    core = make_core("optuna-tpe", space, BUDGET, pop_size=6, seed=0)
+    sampler = core._study.sampler
+    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == 6
+    assert sampler._multivariate and core._study.directions == [optuna.study.StudyDirection.MAXIMIZE,
+                                                                 optuna.study.StudyDirection.MINIMIZE]
 
 
 def test_a_state_saved_with_the_old_status_word_still_loads(space):

@@ -10,6 +10,7 @@ b     ``random`` under the FLOPs band (the paper's protocol)  FIFO: every trial 
 c     ``optuna-nsga3``: Optuna's ``NSGAIIISampler``           Ray's ASHA (``ASHAScheduler``, by top1)
 d     ``nsga3``                                               Ray's ASHA
 e     ``qnehvi``: BoTorch's qLogNEHVI                         multi-objective ASHA
+f     ``optuna-tpe``: Optuna's multi-objective ``TPESampler``   Ray's ASHA
 ====  ======================================================  ==========================================
 
 The searchers are the registered ones (:data:`tinyray.searchers.SEARCHERS`), the objects a real search uses.
@@ -17,10 +18,20 @@ The searchers are the registered ones (:data:`tinyray.searchers.SEARCHERS`), the
 ``ASHAScheduler`` (see :mod:`tinyray.searchers.optuna_nsga3`). Ray's ASHA is Ray's own code:
 ``ASHAScheduler.on_trial_result`` on stand-in trials.
 
-**The tabular simulator** (default). Real learning curves were recorded once on a grid of the cube
-(``benchdata/curves.csv``, by ``benchmarks/record_curves.py``: top1 and seconds after every epoch of a run whose
-learning-rate schedule spans ``max_t`` epochs). A candidate's curve is interpolated linearly between grid points
-(:func:`trilinear` over (r, d, w), per epoch); its FLOPs are the analytic count. A simulated
+**The simulator** (default) plays on recorded learning curves, from one of two tables:
+
+* the **landscape** (default when shipped; :mod:`tinyray.landscape`, ``tinyray bench landscape``): 64 networks
+  over the cube, each trained as a default search trial trains it but 3x longer, two seeds each. A candidate is
+  looked up through BoTorch GPs fitted on the recorded networks (the benchmark prints their leave-one-network-out
+  error), and every simulated trial adds the seed-to-seed difference of a nearby recorded network (real trial
+  noise, drawn per trial with the run's seed, so methods with equal seeds share the draws);
+* the older **grid** (``benchdata/curves.csv``, by ``benchmarks/record_curves.py``, the 8 corners of the cube on
+  data version 2, one seed): a candidate's curve is interpolated linearly between grid points (:func:`trilinear`
+  over (r, d, w), per epoch), without noise.
+
+Both record top-1 and seconds after every epoch of runs whose learning-rate schedule spans all the recorded
+epochs, so ``--max-epochs`` should be the recorded epochs (the default). A candidate's FLOPs are the analytic
+count. A simulated
 clock with ``workers`` workers and an event queue plays the search: a free worker asks the searcher for a
 candidate (or idles until the next event while NSGA-III waits for its generation), every epoch end is an event
 that the scheduler decides on, and a finished or stopped trial is told to the searcher. No Ray actors run; the
@@ -43,7 +54,7 @@ import heapq
 import itertools
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -64,6 +75,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "c": ("optuna-nsga3", "asha"),
     "d": ("nsga3", "asha"),
     "e": ("qnehvi", "moasha"),
+    "f": ("optuna-tpe", "asha"),
 }
 METHOD_LABELS = {
     "a": "tinyray: NSGA-III + MOASHA",
@@ -71,6 +83,7 @@ METHOD_LABELS = {
     "c": "Optuna NSGA-III + ASHA",
     "d": "NSGA-III + ASHA",
     "e": "qNEHVI + MOASHA",
+    "f": "Optuna MOTPE + ASHA",
 }
 CURVES_FILE = Path(__file__).parent / "benchdata" / "curves.csv"
 #: fraction of the best final hypervolume a method must reach
@@ -85,7 +98,7 @@ class BenchConfig:
         budget: FLOPs budget, multiply-accumulates of one image.
         seeds: number of seeds (runs per method), seeds ``0..seeds-1``.
         trials: compute of each run, in fully trained trials: a run stops after ``trials * max_epochs`` epochs.
-        max_epochs: full fidelity; at most the epochs recorded in the curves.
+        max_epochs: full fidelity; at most the epochs recorded in the curves; ``None`` for all of them.
         grace_period: first rung of the ASHA schedulers, in epochs.
         reduction_factor: eta of the ASHA schedulers.
         pop_size: NSGA-III population (tinyray's core and Optuna's sampler).
@@ -94,13 +107,14 @@ class BenchConfig:
         workers: simulated workers (trials at once).
         levels: compute levels at which the hypervolume is measured.
         methods: which of :data:`METHODS` to run.
-        curves: the learning-curve table; default the shipped ``benchdata/curves.csv``.
+        curves: the learning-curve table: a landscape recording (:mod:`tinyray.landscape`) or a grid
+            (:class:`Curves`); default the shipped landscape, else the shipped grid.
     """
 
     budget: int = 200_000_000
     seeds: int = 5
     trials: int = 120
-    max_epochs: int = 9
+    max_epochs: int | None = None
     grace_period: int = 1
     reduction_factor: int = 3
     pop_size: int = 10
@@ -112,7 +126,7 @@ class BenchConfig:
 
 
 def validate(config: BenchConfig, recorded_epochs: int | None = None) -> None:
-    """Raise :class:`UserError` for options the benchmark cannot run."""
+    """Raise :class:`UserError` for options the benchmark cannot run (``max_epochs`` must be resolved)."""
     for option, value, low in (("--seeds", config.seeds, 1), ("--trials", config.trials, 1),
                                ("--max-epochs", config.max_epochs, 1), ("--grace-period", config.grace_period, 1),
                                ("--reduction-factor", config.reduction_factor, 2), ("--pop-size", config.pop_size, 4),
@@ -127,7 +141,7 @@ def validate(config: BenchConfig, recorded_epochs: int | None = None) -> None:
     if recorded_epochs is not None and config.max_epochs > recorded_epochs:
         raise UserError(
             f"--max-epochs {config.max_epochs} exceeds the {recorded_epochs} epochs recorded in the curves:"
-            " lower it, or record longer curves with benchmarks/record_curves.py --epochs"
+            " lower it, or record longer curves (tinyray bench landscape --record)"
         )
 
 
@@ -236,6 +250,31 @@ class Curves:
             raise ValueError(f"no recorded curve around r={r} d={d} w={w}: the grid cell lacks a corner")
         return np.clip(top1, 0.0, 1.0), np.maximum(seconds, 1e-6)
 
+    def sample(self, r: float, d: float, w: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One simulated run: the grid has one seed and no noise, so :meth:`curve` itself."""
+        return self.curve(r, d, w)
+
+
+def load_curves(path: str | Path | None = None) -> "Curves | Any":
+    """The table at ``path``: a landscape recording (it has a ``net`` column) as a
+    :class:`tinyray.landscape.Landscape`, else a grid as :class:`Curves`. Default: the shipped landscape if
+    there is one, else the shipped grid."""
+    import pandas as pd
+
+    from tinyray.landscape import LANDSCAPE_FILE, Landscape
+
+    if path is None:
+        path = LANDSCAPE_FILE if LANDSCAPE_FILE.exists() else CURVES_FILE
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"learning-curve table {path} does not exist: give --curves, or record it with tinyray "
+                        "bench landscape --record")
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the learning-curve table {path} ({exc}): give another --curves")
+    return Landscape.load(path) if "net" in header else Curves.load(path)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Searchers and schedulers behind one small interface
@@ -278,6 +317,8 @@ class RunResult:
         epochs: epochs used in all.
         seconds: simulated wall clock at the end.
         slot_seconds: seconds of all epochs (``slot_seconds / (workers * seconds)``: the workers' busy share).
+        first_generation: epochs used when ``pop_size`` trials had ended (NSGA-III's first
+            generation, as it waits for them; for the others their first ``pop_size`` ends); ``nan`` if fewer ended.
     """
 
     completed: list[tuple[int, float, float, int]] = field(default_factory=list)
@@ -286,6 +327,7 @@ class RunResult:
     epochs: int = 0
     slot_seconds: float = 0.0
     seconds: float = 0.0
+    first_generation: float = math.nan
 
 
 def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space: Any, num_classes: int = 10) -> RunResult:
@@ -297,7 +339,10 @@ def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space:
         config: benchmark options.
         curves: the learning curves.
         space: the search space (bounds, analytic FLOPs).
-        num_classes: classifier outputs counted in FLOPs (the recorded data has 10 classes).
+        num_classes: classifier outputs counted in FLOPs (those of the recorded task).
+
+    Each trial's curve is ``curves.sample`` with a generator seeded by ``seed`` alone, so that the methods of
+    one seed draw the same noise sequence (common random numbers).
     """
     from tinyray.cost import analytic_cost
 
@@ -308,6 +353,7 @@ def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space:
     searcher = make_searcher(searcher_name, space, config.budget, seed=seed, pop_size=config.pop_size, ahead=ahead,
                              num_classes=num_classes)
     decide = make_scheduler(scheduler_name, config)
+    rng = np.random.default_rng(seed)
     cap = config.trials * config.max_epochs
     run = RunResult()
     events: list[tuple[float, int, str, int]] = []  # (time, sequence, trial id, epoch just finished)
@@ -324,7 +370,7 @@ def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space:
             if candidate is None:
                 return  # NSGA-III waits for its generation: the worker idles until the next event
             point = (candidate.r, candidate.d, candidate.w)
-            top1, seconds = curves.curve(*point)
+            top1, seconds = curves.sample(*point, rng)
             flops = analytic_cost(space, *point, num_classes).flops
             live[trial_id] = (top1, seconds, flops, now)
             run.trials += 1
@@ -351,6 +397,8 @@ def simulate(method: str, seed: int, config: BenchConfig, curves: Curves, space:
         else:
             run.stopped += 1
             searcher.tell(trial_id, accuracy, EARLY_STOPPED)
+        if len(run.completed) + run.stopped == config.pop_size:
+            run.first_generation = float(run.epochs)
         idle += 1
         launch()
     run.seconds = now
@@ -399,10 +447,14 @@ class BenchResult:
     Attributes:
         curves: one row per (method, seed, axis, level): ``method, seed, axis`` (``epochs``/``seconds``),
             ``compute`` and ``hypervolume``.
-        summary: one row per method: final hypervolume mean and sd, trials run, and for each axis the compute
-            at which the mean curve first reaches 95% of the best final mean hypervolume, and its ratio to (b).
-        wins: for (a) against each other method and axis, the fraction of compute levels past the first rung at
-            which (a)'s mean hypervolume is higher.
+        summary: one row per method: final hypervolume mean, sd and the half-width of its 95% interval
+            (Student's t over seeds), trials run, and for each axis the compute at which the mean curve first
+            reaches 95% of the best final mean hypervolume, and its ratio to (b).
+        wins: for (a) against each other method and axis, the fraction of compute levels after (a)'s first
+            generation (the epochs by which ``pop_size`` of its trials had ended, mean over seeds) at which (a)'s
+            mean hypervolume is higher.
+        surrogate: the landscape surrogate's leave-one-network-out error
+            (:meth:`tinyray.landscape.Landscape.held_out`), or ``None`` on the grid or ``--real``.
     """
 
     config: BenchConfig
@@ -410,17 +462,33 @@ class BenchResult:
     summary: "pd.DataFrame"
     wins: dict[str, float]
     mode: str = "simulated"
+    surrogate: "pd.DataFrame | None" = None
 
     def to_json(self) -> dict[str, Any]:
         config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.config).items()}
+        surrogate = None if self.surrogate is None else _records(self.surrogate)
         return {"mode": self.mode, "config": config, "summary": _records(self.summary), "wins": self.wins,
-                "curves": _records(self.curves)}
+                "surrogate": surrogate, "curves": _records(self.curves)}
 
     def table(self) -> str:
-        """The summary as a text table."""
+        """The summary as a text table (after the surrogate's held-out error, when there is one)."""
         frame = self.summary.copy()
         frame.insert(0, "method", [f"({m}) {METHOD_LABELS[m]}" for m in frame.pop("method")])
-        return frame.to_string(index=False, float_format=lambda x: f"{x:.3f}")
+        text = frame.to_string(index=False, float_format=lambda x: f"{x:.3f}")
+        if self.surrogate is None:
+            return text
+        return surrogate_text(self.surrogate) + "\n" + text
+
+
+def surrogate_text(held_out: "pd.DataFrame") -> str:
+    """The surrogate's held-out error in one line per epoch (epoch 0 is the seconds GP)."""
+    lines = [f"landscape surrogate, leave-one-network-out over {int(held_out['networks'].iloc[0])} networks:"]
+    for row in held_out.itertuples():
+        if row.epoch:
+            lines.append(f"  epoch {row.epoch}: top-1 RMSE {row.rmse:.3f}, Spearman rho {row.rho:.2f}")
+        else:
+            lines.append(f"  seconds of an epoch: RMSE of log seconds {row.rmse:.3f}, Spearman rho {row.rho:.2f}")
+    return "\n".join(lines)
 
 
 def _records(frame: "pd.DataFrame") -> list[dict[str, Any]]:
@@ -432,23 +500,28 @@ def run_bench(config: BenchConfig) -> BenchResult:
     """Run the simulated comparison of :data:`METHODS` over ``config.seeds`` seeds."""
     from tinyray.space import load_space
 
-    curves = Curves.load(config.curves)
+    curves = load_curves(config.curves)
+    if config.max_epochs is None:
+        config = replace(config, max_epochs=curves.epochs)
     validate(config, curves.epochs)
     space = load_space()
     from tinyray.searchers import FlopsBand
 
-    FlopsBand(space, config.budget, num_classes=10)  # a budget outside the space fails here, before any run
+    classes = getattr(curves, "num_classes", 10)  # the grid was recorded on 10 classes
+    FlopsBand(space, config.budget, num_classes=classes)  # a budget outside the space fails here, before any run
     covered = curves.max_budget(space)
     if config.budget > covered:
         from tinyray.cost import format_flops
 
         raise UserError(
-            f"the recorded curves cover budgets up to {format_flops(int(covered))} (their grid lacks larger"
-            f" networks): lower --budget, or record the rest with benchmarks/record_curves.py"
+            f"the recorded curves cover budgets up to {format_flops(int(covered))} (they lack larger"
+            f" networks): lower --budget, or record the rest with tinyray bench landscape --record"
         )
-    runs = {(m, s): simulate(m, s, config, curves, space) for m in config.methods for s in range(config.seeds)}
+    surrogate = curves.held_out() if hasattr(curves, "held_out") else None
+    runs = {(m, s): simulate(m, s, config, curves, space, classes) for m in config.methods for s in range(config.seeds)}
     table = _curves(runs, config, config.trials * config.max_epochs, min(run.seconds for run in runs.values()))
-    return BenchResult(config=config, curves=table, summary=_summarise(table, runs, config), wins=_wins(table, config))
+    return BenchResult(config=config, curves=table, summary=_summarise(table, runs, config),
+                       wins=_wins(table, config, runs), surrogate=surrogate)
 
 
 def _mean_curves(table: "pd.DataFrame", axis: str) -> "pd.DataFrame":
@@ -476,6 +549,7 @@ def _summarise(table: "pd.DataFrame", runs: dict[tuple[str, int], RunResult], co
             "method": method,
             "hv_final_mean": float(final.mean()),
             "hv_final_sd": float(final.std(ddof=1)) if len(final) > 1 else 0.0,
+            "hv_final_ci95": _half_width(final.to_numpy()),
             "trials": float(np.mean([run.trials for run in method_runs])),
             "completed": float(np.mean([len(run.completed) for run in method_runs])),
         }
@@ -487,17 +561,31 @@ def _summarise(table: "pd.DataFrame", runs: dict[tuple[str, int], RunResult], co
     return pd.DataFrame(rows)
 
 
-def _wins(table: "pd.DataFrame", config: BenchConfig) -> dict[str, float]:
-    """Fraction of compute levels past the first rung's compute at which (a) beats each other method."""
+def _half_width(values: np.ndarray, level: float = 0.95) -> float:
+    """Half-width of the ``level`` confidence interval of the mean of ``values`` (Student's t); 0 for one value."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return 0.0
+    return float(t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def _wins(table: "pd.DataFrame", config: BenchConfig,
+          runs: dict[tuple[str, int], RunResult] | None = None) -> dict[str, float]:
+    """Fraction of compute levels after (a)'s first generation at which (a) beats each other method (on the
+    epochs axis; on the seconds axis, every level)."""
     wins: dict[str, float] = {}
     if "a" not in config.methods:
         return wins
-    # the first rung has been passed by every worker's first trial after grace_period epochs each
-    first_rung = config.grace_period * config.workers
+    firsts = [run.first_generation for (m, _), run in (runs or {}).items() if m == "a"]
+    firsts = [value for value in firsts if math.isfinite(value)]
+    # without runs (or if no first generation ended), the first rung of every worker's first trial
+    first = float(np.mean(firsts)) if firsts else float(config.grace_period * config.workers)
     for axis in ("epochs", "seconds"):
         mean = _mean_curves(table, axis)
         if axis == "epochs":
-            mean = mean[mean.index > first_rung]
+            mean = mean[mean.index > first]
         for other in config.methods:
             if other != "a" and len(mean):
                 wins[f"a_beats_{other}_{axis}"] = float((mean["a"] > mean[other]).mean())
@@ -519,14 +607,15 @@ def write_outputs(result: BenchResult, out: Path) -> dict[str, Path]:
     for ax, axis in zip(axes, ("epochs", "seconds")):
         rows = result.curves[result.curves["axis"] == axis]
         for method, group in rows.groupby("method"):
-            stats = group.groupby("compute")["hypervolume"].agg(["mean", "std"]).fillna(0.0)
+            stats = group.groupby("compute")["hypervolume"].agg(["mean", _half_width])
             ax.plot(stats.index, stats["mean"], label=f"({method}) {METHOD_LABELS[method]}")
-            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.15)
+            ax.fill_between(stats.index, stats["mean"] - stats["_half_width"], stats["mean"] + stats["_half_width"],
+                            alpha=0.15)
         ax.set_xlabel("training epochs, all trials" if axis == "epochs" else "simulated seconds")
         ax.set_ylabel("hypervolume")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"{result.mode}: mean +- sd over {result.config.seeds} seeds")
+    fig.suptitle(f"{result.mode}: mean and 95% interval over {result.config.seeds} seeds")
     fig.tight_layout()
     fig.savefig(files["plot"])
     plt.close(fig)
@@ -572,4 +661,4 @@ def run_real(config: BenchConfig, storage: Path, data: str | None = None) -> Ben
     table = _curves(runs, config, max(run.epochs for run in runs.values()), max(run.seconds for run in runs.values()))
     real_config = BenchConfig(**{**asdict(config), "methods": methods})
     return BenchResult(config=real_config, curves=table, summary=_summarise(table, runs, real_config),
-                       wins=_wins(table, real_config), mode="real")
+                       wins=_wins(table, real_config, runs), mode="real")

@@ -75,6 +75,10 @@ EXAMPLES = {
   tinyray bench train --r 1 --d 1 --w 1 --device cuda     # EfficientNet-B0 at 224 px, the paper recipe's batch 128
   tinyray bench train --r 0.5 --d 0.5 --w 0.5 --threads 1 --batch-size 16 --recipe proxy --repeats 9   # CPU
   tinyray bench train --r 0.5 --d 0.5 --w 0.5 --batch-size 32 --steps 10 --json""",
+    "bench landscape": """examples:
+  tinyray bench landscape                      # the shipped recording: what it holds, the surrogate's held-out error
+  tinyray bench landscape --record --out landscape.csv   # re-record it (about 50 minutes on two idle cores)
+  tinyray bench search --curves landscape.csv  # and play the search benchmark on it""",
     "bench scale": """examples:
   tinyray bench scale --trials 500 --nodes 8 --gpus-per-node 4   # the issue's size: 128 slots, both MLflow backends
   tinyray bench scale --trials 100 --nodes 3 --tracking sqlite   # smaller: 48 slots, the sqlite store only""",
@@ -269,6 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out", default="proxy-bench", help="folder for the recordings and proxy_fidelity.{csv,json,png} (default ./proxy-bench)")
     add("--json", action="store_true", help="print one JSON object")
     bench_proxy.set_defaults(func=cmd_bench_proxy)
+    bench_landscape = bench_sub.add_parser(
+        "landscape", help="the learning curves bench search plays on: 64 networks, 3x a default trial, 2 seeds; the GP surrogate's held-out error",
+        epilog=EXAMPLES["bench landscape"], formatter_class=fmt)
+    add = bench_landscape.add_argument
+    add("--curves", default=None, help="a landscape recording to analyse (default: the shipped benchdata/landscape.csv)")
+    add("--record", action="store_true", help="record the landscape into --out (about 1.5 hours of one CPU core; resumable: a rerun trains only what is missing)")
+    add("--out", default="landscape.csv", help="with --record: the recording to write or continue (default ./landscape.csv)")
+    add("--processes", type=_int_at_least("--processes", 1), default=2, help="with --record: networks trained at once, one CPU thread each (default 2)")
+    add("--json", action="store_true", help="print one JSON object")
+    bench_landscape.set_defaults(func=cmd_bench_landscape)
     bench_scale = bench_sub.add_parser(
         "scale", help="driver cost of a search of hundreds of replayed trials on a simulated multi-node GPU cluster",
         epilog=EXAMPLES["bench scale"], formatter_class=fmt)
@@ -334,14 +348,14 @@ def _add_bench_options(parser: argparse.ArgumentParser) -> None:
     add("--budget", default="200M", help="FLOPs budget (default 200M)")
     add("--seeds", type=_int_at_least("--seeds", 1), default=defaults.seeds, help=f"runs per method, seeds 0..n-1 (default {defaults.seeds})")
     add("--trials", type=_int_at_least("--trials", 1), default=defaults.trials, help=f"compute of a run, in fully trained trials (default {defaults.trials}; with --real: trials per search)")
-    add("--max-epochs", type=_int_at_least("--max-epochs", 1), default=defaults.max_epochs, help=f"full fidelity in epochs (default {defaults.max_epochs}, as recorded)")
+    add("--max-epochs", type=_int_at_least("--max-epochs", 1), default=defaults.max_epochs, help="full fidelity in epochs (default: all the recorded epochs, over which the recorded runs' schedules span; with --real, a default search's)")
     add("--grace-period", type=_int_at_least("--grace-period", 1), default=defaults.grace_period, help=f"first ASHA rung in epochs (default {defaults.grace_period})")
     add("--reduction-factor", type=_int_at_least("--reduction-factor", 2), default=defaults.reduction_factor, help=f"ASHA's eta (default {defaults.reduction_factor})")
     add("--pop-size", type=_int_at_least("--pop-size", 4), default=defaults.pop_size, help=f"NSGA-III population (default {defaults.pop_size})")
     add("--workers", type=_int_at_least("--workers", 1), default=defaults.workers, help=f"simulated workers (default {defaults.workers})")
     add("--levels", type=_int_at_least("--levels", 2), default=defaults.levels, help=f"compute levels at which the hypervolume is measured (default {defaults.levels})")
     add("--methods", type=_methods, default=defaults.methods, help="which methods, e.g. a,b or a,e (e: qNEHVI + MOASHA; default a,b,c,d)")
-    add("--curves", default=None, help="learning-curve table (default: the shipped benchdata/curves.csv)")
+    add("--curves", default=None, help="learning curves: a landscape recording (tinyray bench landscape) or a grid table (benchmarks/record_curves.py); default the shipped benchdata/landscape.csv")
     add("--real", action="store_true", help="run the methods through Ray on the real trainer instead of the simulator")
     add("--storage", default="tinyray-bench", help="results root of the --real searches (default ./tinyray-bench)")
     add("--data", default=None, help="--real: 'synthetic' (default) or a folder with train/ and val/")
@@ -361,8 +375,13 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
         workers=args.workers, levels=args.levels, methods=args.methods, curves=Path(args.curves) if args.curves else None,
     )
     if args.real:
-        from tinyray.bench import validate
+        from dataclasses import replace
 
+        from tinyray.bench import validate
+        from tinyray.search import SearchConfig
+
+        if config.max_epochs is None:
+            config = replace(config, max_epochs=SearchConfig(budget=1).max_epochs)
         validate(config)
         result = run_real(config, Path(args.storage), args.data)
     else:
@@ -510,6 +529,32 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
         print(result.table())
         for path in files.values():
             print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench_landscape(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tinyray import landscape
+    from tinyray.bench import surrogate_text
+
+    if args.record:
+        if args.curves:
+            raise UserError("--record writes --out: drop --curves (or analyse that file without --record)")
+        command = "tinyray " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "tinyray bench landscape --record"
+        landscape.record_landscape(Path(args.out), processes=args.processes, command=command,
+                                   log=open(os.devnull, "w") if args.json else sys.stderr)
+        path = Path(args.out)
+    else:
+        path = Path(args.curves) if args.curves else landscape.LANDSCAPE_FILE
+    fitted = landscape.Landscape.load(path)
+    summary = fitted.summary()
+    held_out = fitted.held_out()
+    if args.json:
+        print(json.dumps({"file": str(path), **summary, "held_out": held_out.to_dict(orient="records")}))
+    else:
+        print(landscape.summary_text(summary))
+        print(surrogate_text(held_out))
     return 0
 
 

@@ -56,6 +56,7 @@ import json
 import math
 import os
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,7 @@ TARGET_EPOCH1_RHO = 0.6
 TARGET_EFFECT = 0.03
 COLUMNS = ["net", "kind", "r", "d", "w", "flops", "params", "resolution", "train_resolution", "protocol", "seed",
            "epoch", "epochs", "top1", "val_loss", "train_loss", "seconds", "train_size", "val_size", "batch_size",
-           "recipe", "data_version", "panel_version"]
+           "recipe", "data_version", "panel_version", "cpu_seconds"]
 
 
 @dataclass(frozen=True)
@@ -242,10 +243,14 @@ def train_net(net: PanelNet, protocol: Protocol, seed: int, space: "str | None" 
     space = load_space(space)
     data = load_data(protocol.data)
     cost = analytic_cost(space, net.r, net.d, net.w, data.num_classes)
+    # the process's CPU seconds at each epoch's end: on one thread, what the epoch costs on an idle core, whatever
+    # else the machine was doing while it was recorded (``seconds`` is wall time)
+    started, cpu = time.process_time(), []
     result = train_candidate(space, net.r, net.d, net.w, data, epochs=protocol.epochs, recipe=protocol.recipe,
-                             seed=seed, threads=protocol.threads, batch_size=protocol.batch_size)
+                             seed=seed, threads=protocol.threads, batch_size=protocol.batch_size,
+                             callback=lambda epoch, checkpoint: cpu.append(time.process_time() - started))
     rows, total = [], 0.0
-    for epoch in result.history:
+    for index, epoch in enumerate(result.history):
         total += epoch.seconds
         rows.append({
             "net": net.name, "kind": net.kind, "r": net.r, "d": net.d, "w": net.w, "flops": cost.flops, "params": cost.params, "resolution": cost.resolution,
@@ -254,6 +259,7 @@ def train_net(net: PanelNet, protocol: Protocol, seed: int, space: "str | None" 
             "train_loss": epoch.train_loss, "seconds": round(total, 3), "train_size": protocol.data.train_size,
             "val_size": protocol.data.val_size, "batch_size": result.batch_size, "recipe": _recipe_name(protocol),
             "data_version": SYNTHETIC_VERSION, "panel_version": PANEL_VERSION,
+            "cpu_seconds": round(cpu[index], 3) if index < len(cpu) else math.nan,
         })
     return rows
 

@@ -45,6 +45,8 @@ SEARCHERS: dict[str, SearcherEntry] = {
                             "uniform sampling under the FLOPs band (the paper's protocol)"),
     "optuna-nsga3": SearcherEntry("tinyray.searchers.optuna_nsga3:OptunaNSGA3Core",
                                   "Optuna's NSGAIIISampler, as Ray's OptunaSearch drives it"),
+    "optuna-tpe": SearcherEntry("tinyray.searchers.optuna_tpe:OptunaTPECore",
+                                "Optuna's multi-objective TPESampler, as Ray's OptunaSearch drives it"),
     "qnehvi": SearcherEntry("tinyray.searchers.qnehvi:QNEHVICore",
                             "BoTorch's qLogNEHVI: multi-objective Bayesian optimisation, Sobol start of --pop-size"),
 }
