@@ -148,3 +148,20 @@ def test_a_budget_beyond_the_largest_recorded_network_is_refused(tmp_path):
     assert covered == max(analytic_cost(fitted.space, r, d, w, fitted.num_classes).flops for r, d, w in fitted.points)
     with pytest.raises(UserError, match="cover budgets up to"):
         run_bench(BenchConfig(seeds=1, trials=2, budget=int(covered) + 1_000_000, curves=tmp_path / "landscape.csv"))
+
+
+def test_bench_landscape_command_analyses_a_recording_and_refuses_mixed_options(tmp_path, capsys):
+    from tinyray.cli import main
+
+    recording(nets=12).to_csv(tmp_path / "landscape.csv", index=False)
+    assert main(["bench", "landscape", "--curves", str(tmp_path / "landscape.csv"), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["summary"]["networks"] == 12 and payload["summary"]["seeds"] == 2
+    assert [row["epoch"] for row in payload["held_out"]] == [1, 2, 3, 0]
+    assert main(["bench", "landscape", "--curves", str(tmp_path / "landscape.csv")]) == 0
+    text = capsys.readouterr().out
+    assert "landscape: 12 networks, 2 seeds" in text and "leave-one-network-out over 12 networks" in text
+    assert main(["bench", "landscape", "--record", "--curves", str(tmp_path / "landscape.csv")]) == 2
+    assert "drop --curves" in capsys.readouterr().err
+    assert main(["bench", "landscape", "--curves", str(tmp_path / "none.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -63,7 +63,8 @@ def test_sigkill_then_resume_keepsfinished_trials(tmp_path):
 
     trials = pd.read_csv(results / "trials.csv")
     assert len(trials) == 6 and trials["trial_id"].is_unique
-    assert (trials["status"] == "completed").all(), trials[["trial_id", "status", "failure"]]
+    assert (trials["status"] == "completed").all(), (trials[["trial_id", "status", "failure"]].to_dict("records"),
+                                                     again.stderr[-3000:])
     after = finished_trials(results, 3)
     for name, lines in before.items():
         assert after[name] == lines, f"{name} was trained again"  # no epoch of a finished trial ran twice

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 #: The shipped recording.
 LANDSCAPE_FILE = Path(__file__).parent / "benchdata" / "landscape.csv"
+#: Its analysis as the README quotes it (``tinyray bench landscape --json``): summary and held-out error.
+SURROGATE_FILE = LANDSCAPE_FILE.with_name("landscape_surrogate.json")
 #: Sobol points of the landscape, the panel's 4 included: with the panel's 20 other networks, 64 networks.
 SOBOL = 44
 #: The landscape's runs last this many times a default trial's epochs.
