@@ -165,3 +165,11 @@ def test_bench_landscape_command_analyses_a_recording_and_refuses_mixed_options(
     assert "drop --curves" in capsys.readouterr().err
     assert main(["bench", "landscape", "--curves", str(tmp_path / "none.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_benchmark_gives_the_same_result_in_worker_processes(tmp_path):
+    recording().to_csv(tmp_path / "landscape.csv", index=False)
+    config = BenchConfig(seeds=2, trials=5, pop_size=4, levels=4, methods=("a", "b"), curves=tmp_path / "landscape.csv")
+    alone, pooled = run_bench(config), run_bench(config, processes=2)
+    pd.testing.assert_frame_equal(alone.curves, pooled.curves)
+    pd.testing.assert_frame_equal(alone.summary, pooled.summary)

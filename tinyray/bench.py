@@ -496,8 +496,28 @@ def _records(frame: "pd.DataFrame") -> list[dict[str, Any]]:
     return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()} for row in rows]
 
 
-def run_bench(config: BenchConfig) -> BenchResult:
-    """Run the simulated comparison of :data:`METHODS` over ``config.seeds`` seeds."""
+_PROCESS_CURVES: dict[str, Any] = {}
+
+
+def _simulate_job(config: BenchConfig, method: str, seed: int) -> RunResult:
+    """One (method, seed) in a worker process, which loads (and fits) the curves once."""
+    from tinyray.space import load_space
+
+    key = str(config.curves)
+    if key not in _PROCESS_CURVES:
+        _PROCESS_CURVES[key] = load_curves(config.curves)
+    curves = _PROCESS_CURVES[key]
+    return simulate(method, seed, config, curves, load_space(), getattr(curves, "num_classes", 10))
+
+
+def run_bench(config: BenchConfig, processes: int = 1) -> BenchResult:
+    """Run the simulated comparison of :data:`METHODS` over ``config.seeds`` seeds.
+
+    Args:
+        config: the benchmark's options.
+        processes: simulate this many (method, seed) runs at once, in worker processes; the runs, and so the
+            result, are the same for any number (each run's searcher and noise are seeded by its seed alone).
+    """
     from tinyray.space import load_space
 
     curves = load_curves(config.curves)
@@ -518,7 +538,16 @@ def run_bench(config: BenchConfig) -> BenchResult:
             f" networks): lower --budget, or record the rest with tinyray bench landscape --record"
         )
     surrogate = curves.held_out() if hasattr(curves, "held_out") else None
-    runs = {(m, s): simulate(m, s, config, curves, space, classes) for m in config.methods for s in range(config.seeds)}
+    jobs = [(m, s) for m in config.methods for s in range(config.seeds)]
+    if processes > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {job: pool.submit(_simulate_job, config, *job) for job in jobs}
+            runs = {job: future.result() for job, future in futures.items()}
+    else:
+        runs = {(m, s): simulate(m, s, config, curves, space, classes) for m, s in jobs}
     table = _curves(runs, config, config.trials * config.max_epochs, min(run.seconds for run in runs.values()))
     return BenchResult(config=config, curves=table, summary=_summarise(table, runs, config),
                        wins=_wins(table, config, runs), surrogate=surrogate)

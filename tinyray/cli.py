@@ -356,6 +356,7 @@ def _add_bench_options(parser: argparse.ArgumentParser) -> None:
     add("--levels", type=_int_at_least("--levels", 2), default=defaults.levels, help=f"compute levels at which the hypervolume is measured (default {defaults.levels})")
     add("--methods", type=_methods, default=defaults.methods, help="which methods, e.g. a,b or a,e (e: qNEHVI + MOASHA; default a,b,c,d)")
     add("--curves", default=None, help="learning curves: a landscape recording (tinyray bench landscape) or a grid table (benchmarks/record_curves.py); default the shipped benchdata/landscape.csv")
+    add("--processes", type=_int_at_least("--processes", 1), default=1, help="simulated runs at once, in worker processes (default 1; the result is the same for any number)")
     add("--real", action="store_true", help="run the methods through Ray on the real trainer instead of the simulator")
     add("--storage", default="tinyray-bench", help="results root of the --real searches (default ./tinyray-bench)")
     add("--data", default=None, help="--real: 'synthetic' (default) or a folder with train/ and val/")
@@ -385,7 +386,7 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
         validate(config)
         result = run_real(config, Path(args.storage), args.data)
     else:
-        result = run_bench(config)
+        result = run_bench(config, processes=args.processes)
     files = write_outputs(result, Path(args.out)) if args.out else {}
     if args.json:
         print(json.dumps({**result.to_json(), "files": {k: str(v) for k, v in files.items()}}))
