@@ -481,13 +481,16 @@ class BenchResult:
 
 
 def surrogate_text(held_out: "pd.DataFrame") -> str:
-    """The surrogate's held-out error in one line per epoch (epoch 0 is the seconds GP)."""
+    """The surrogate's held-out error in one line per epoch (epoch 0 is the seconds GP), beside the nearest
+    recorded network's."""
     lines = [f"landscape surrogate, leave-one-network-out over {int(held_out['networks'].iloc[0])} networks:"]
     for row in held_out.itertuples():
+        nearest = f" (nearest recorded network: {row.nearest_rmse:.3f}, {row.nearest_rho:.2f})"
         if row.epoch:
-            lines.append(f"  epoch {row.epoch}: top-1 RMSE {row.rmse:.3f}, Spearman rho {row.rho:.2f}")
+            lines.append(f"  epoch {row.epoch}: top-1 RMSE {row.rmse:.3f}, Spearman rho {row.rho:.2f}" + nearest)
         else:
-            lines.append(f"  seconds of an epoch: RMSE of log seconds {row.rmse:.3f}, Spearman rho {row.rho:.2f}")
+            lines.append(f"  seconds of an epoch: RMSE of log seconds {row.rmse:.3f}, Spearman rho {row.rho:.2f}"
+                         + nearest)
     return "\n".join(lines)
 
 
