@@ -152,6 +152,32 @@ def test_a_budget_beyond_the_largest_recorded_network_is_refused(tmp_path):
         run_bench(BenchConfig(seeds=1, trials=2, budget=int(covered) + 1_000_000, curves=tmp_path / "landscape.csv"))
 
 
+def test_the_shipped_landscape_is_today_s_protocol_complete_and_gives_the_published_numbers():
+    """``benchdata/landscape.csv`` is every network and seed of the landscape, trained as today's default trial
+    (3x longer), and its analysis is the one the README quotes (``benchdata/landscape_surrogate.json``, a stored
+    golden result: it changes only when the recording does)."""
+    from tinyray.fidelity import check_proxy_runs, read_runs
+
+    table = read_runs(landscape.LANDSCAPE_FILE)
+    protocol = landscape.landscape_protocol()
+    check_proxy_runs(protocol, table)  # data version, sizes, recipe, batch, epochs (3x the default) and panel
+    assert set(table["protocol"]) == {"landscape"}
+    wanted = {(net.name, seed) for net in landscape.landscape_nets() for seed in landscape.SEEDS}
+    runs = table.groupby(["net", "seed"])["epoch"].apply(sorted)
+    assert set(runs.index) == wanted and all(epochs == list(range(1, protocol.epochs + 1)) for epochs in runs)
+    assert table["cpu_seconds"].notna().all()
+    meta = json.loads(landscape.LANDSCAPE_FILE.with_suffix(".json").read_text())
+    assert meta["command"].startswith("tinyray bench landscape --record")
+
+    fitted = Landscape(table)
+    published = json.loads(landscape.SURROGATE_FILE.read_text())
+    assert fitted.summary() == pytest.approx(published["summary"])
+    held = fitted.held_out().to_dict(orient="records")
+    assert [row["epoch"] for row in held] == [row["epoch"] for row in published["held_out"]]
+    for row, stored in zip(held, published["held_out"]):
+        assert row == pytest.approx(stored, abs=0.005)
+
+
 def test_bench_landscape_command_analyses_a_recording_and_refuses_mixed_options(tmp_path, capsys):
     from tinyray.cli import main
 
