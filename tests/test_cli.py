@@ -89,7 +89,7 @@ BAD_INPUTS = [
     (["search", "--budget", "200M", "--scheduler", "hyperband"], "invalid choice"),
     (["bench", "search", "--methods", "a,x"], "--methods must be a comma-separated subset of a,b,c,d,e"),
     (["bench", "search", "--seeds", "0"], "--seeds must be at least 1"),
-    (["bench", "search", "--max-epochs", "99"], "exceeds the 9 epochs recorded"),
+    (["bench", "search", "--max-epochs", "99"], "exceeds the 6 epochs recorded in the curves"),
     (["bench", "search", "--curves", "/no/such.csv"], "does not exist"),
     (["bench", "search", "--budget", "1k"], "below the smallest network"),
     (["bench"], "required: BENCHMARK"),
