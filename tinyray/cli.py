@@ -63,7 +63,7 @@ EXAMPLES = {
   tinyray train --r 0.5 --d 0.6 --w 0.5 --epochs 3              # built-in data, proxy recipe
   tinyray train --r 0.86 --d 1.2 --w 1.0 --data ~/imagenet --recipe paper --epochs 350""",
     "bench search": """examples:
-  tinyray bench search --seeds 5 --out bench-results     # tabular benchmark of recorded learning curves, ~35 s
+  tinyray bench search --seeds 10 --methods a,b,c,d,f --processes 2 --out bench-results   # on the recorded landscape, ~3 min
   tinyray bench search --real --seeds 1 --trials 8 --max-epochs 3 --methods a,b   # through Ray on the real trainer""",
     "data imagenet100": """examples:
   tinyray data imagenet100 --src /datasets/imagenet --out ~/imagenet100         # the paper's protocol, seed 0
