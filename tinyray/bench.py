@@ -185,6 +185,9 @@ class Curves:
             every recorded point has every epoch ``1..epochs``.
     """
 
+    #: classes of the task the grid was recorded on (data version 2), for the FLOPs count's classifier
+    num_classes = 10
+
     def __init__(self, table: "pd.DataFrame") -> None:
         missing = {"r", "d", "w", "epoch", "top1", "seconds"} - set(table.columns)
         if missing:
@@ -253,6 +256,10 @@ class Curves:
     def sample(self, r: float, d: float, w: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One simulated run: the grid has one seed and no noise, so :meth:`curve` itself."""
         return self.curve(r, d, w)
+
+    def held_out(self) -> None:
+        """The grid has no surrogate to hold out (it interpolates): ``None``."""
+        return None
 
 
 def load_curves(path: str | Path | None = None) -> "Curves | Any":
@@ -510,7 +517,7 @@ def _simulate_job(config: BenchConfig, method: str, seed: int) -> RunResult:
     if key not in _PROCESS_CURVES:
         _PROCESS_CURVES[key] = load_curves(config.curves)
     curves = _PROCESS_CURVES[key]
-    return simulate(method, seed, config, curves, load_space(), getattr(curves, "num_classes", 10))
+    return simulate(method, seed, config, curves, load_space(), curves.num_classes)
 
 
 def run_bench(config: BenchConfig, processes: int = 1) -> BenchResult:
@@ -530,7 +537,7 @@ def run_bench(config: BenchConfig, processes: int = 1) -> BenchResult:
     space = load_space()
     from tinyray.searchers import FlopsBand
 
-    classes = getattr(curves, "num_classes", 10)  # the grid was recorded on 10 classes
+    classes = curves.num_classes
     FlopsBand(space, config.budget, num_classes=classes)  # a budget outside the space fails here, before any run
     covered = curves.max_budget(space)
     if config.budget > covered:
@@ -540,7 +547,7 @@ def run_bench(config: BenchConfig, processes: int = 1) -> BenchResult:
             f"the recorded curves cover budgets up to {format_flops(int(covered))} (they lack larger"
             f" networks): lower --budget, or record the rest with tinyray bench landscape --record"
         )
-    surrogate = curves.held_out() if hasattr(curves, "held_out") else None
+    surrogate = curves.held_out()
     jobs = [(m, s) for m in config.methods for s in range(config.seeds)]
     if processes > 1:
         import multiprocessing
