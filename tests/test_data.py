@@ -230,6 +230,23 @@ def test_synthetic_loaders_shapes_order_and_normalization(tmp_path):
     assert not torch.equal(next(iter(train))[1], labels)
 
 
+def test_synthetic_images_are_resized_as_8_bit_images(tmp_path):
+    import torch.nn.functional as F
+
+    data = load_data(small_spec(tmp_path))
+    images, _ = data.tensors("train", 24)
+    mean, std = torch.tensor(data.mean).view(1, 3, 1, 1), torch.tensor(data.std).view(1, 3, 1, 1)
+    levels = (images * std + mean) * 255.0
+    # whole 8-bit levels, as an image pipeline stores a resized image (torch's uint8 path), antialiased
+    assert torch.allclose(levels, levels.round(), atol=1e-3)
+    expected = F.interpolate(torch.from_numpy(data.arrays["train_images"]), size=(24, 24), mode="bilinear",
+                             antialias=True, align_corners=False)
+    assert torch.equal(levels.round().to(torch.uint8), expected)
+    # at the native side nothing is resized
+    native, _ = data.tensors("train", 64)
+    assert torch.equal(((native * std + mean) * 255.0).round().to(torch.uint8), torch.from_numpy(data.arrays["train_images"]))
+
+
 def test_proxy_and_deployment_resolution(tmp_path):
     space = load_space()
     data = load_data(small_spec(tmp_path))

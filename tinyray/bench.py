@@ -118,7 +118,7 @@ class BenchConfig:
     grace_period: int = 1
     reduction_factor: int = 3
     pop_size: int = 10
-    generations_ahead: int = 0
+    generations_ahead: int = 1
     workers: int = 2
     levels: int = 40
     methods: tuple[str, ...] = ("a", "b", "c", "d")
@@ -684,6 +684,7 @@ def run_real(config: BenchConfig, storage: Path, data: str | None = None) -> Ben
                 trials=config.trials, max_epochs=config.max_epochs, grace_period=config.grace_period,
                 reduction_factor=config.reduction_factor, searcher=searcher, scheduler=scheduler, seed=seed,
                 pop_size=config.pop_size, progress="quiet",
+                generations_ahead=config.generations_ahead if searcher == "nsga3" else 0,
             ))
             trials = result.trials
             run = RunResult(trials=len(trials), stopped=int((trials["status"] == EARLY_STOPPED).sum()),

@@ -79,6 +79,9 @@ EXAMPLES = {
   tinyray bench landscape                      # the shipped recording: what it holds, the surrogate's held-out error
   tinyray bench landscape --record --out landscape.csv   # re-record it (about 50 minutes on two idle cores)
   tinyray bench search --curves landscape.csv  # and play the search benchmark on it""",
+    "bench overhead": """examples:
+  tinyray bench overhead                        # the default search (200M, 30 trials) on this machine, broken down
+  tinyray bench overhead --search-args '--pop-size 8' --out overhead-pop8""",
     "bench scale": """examples:
   tinyray bench scale --trials 500 --nodes 8 --gpus-per-node 4   # the issue's size: 128 slots, both MLflow backends
   tinyray bench scale --trials 100 --nodes 3 --tracking sqlite   # smaller: 48 slots, the sqlite store only""",
@@ -288,6 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["bench scale"], formatter_class=fmt)
     _add_scale_options(bench_scale)
     bench_scale.set_defaults(func=cmd_bench_scale)
+    bench_overhead = bench_sub.add_parser(
+        "overhead", help="where a real search's wall clock goes beside its trials' training: start-up, idle slots, finish; utilisation",
+        epilog=EXAMPLES["bench overhead"], formatter_class=fmt)
+    add = bench_overhead.add_argument
+    add("--budget", default="200M", help="FLOPs budget of the search (default 200M)")
+    add("--trials", type=_int_at_least("--trials", 1, LIMITS["--trials"]), default=30, help="trials of the search (default 30)")
+    add("--seed", type=_int_at_least("--seed", 0), default=0, help="the search's seed (default 0)")
+    add("--search-args", default="", help="further tinyray search options, quoted, e.g. '--max-epochs 3 --pop-size 8'")
+    add("--out", default="overhead-bench", help="folder of the search, its MLflow store and overhead.json (default ./overhead-bench)")
+    add("--json", action="store_true", help="print one JSON object")
+    bench_overhead.set_defaults(func=cmd_bench_overhead)
 
     data = sub.add_parser("data", help="datasets on disk: the paper's ImageNet-100 subset of ImageNet-1k, and its check")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", parser_class=_Parser, required=True)
@@ -352,6 +366,7 @@ def _add_bench_options(parser: argparse.ArgumentParser) -> None:
     add("--grace-period", type=_int_at_least("--grace-period", 1), default=defaults.grace_period, help=f"first ASHA rung in epochs (default {defaults.grace_period})")
     add("--reduction-factor", type=_int_at_least("--reduction-factor", 2), default=defaults.reduction_factor, help=f"ASHA's eta (default {defaults.reduction_factor})")
     add("--pop-size", type=_int_at_least("--pop-size", 4), default=defaults.pop_size, help=f"NSGA-III population (default {defaults.pop_size})")
+    add("--generations-ahead", type=_int_at_least("--generations-ahead", 0), default=defaults.generations_ahead, help=f"NSGA-III generations bred ahead, as tinyray search --generations-ahead (methods a and d; default {defaults.generations_ahead})")
     add("--workers", type=_int_at_least("--workers", 1), default=defaults.workers, help=f"simulated workers (default {defaults.workers})")
     add("--levels", type=_int_at_least("--levels", 2), default=defaults.levels, help=f"compute levels at which the hypervolume is measured (default {defaults.levels})")
     add("--methods", type=_methods, default=defaults.methods, help="which methods, e.g. a,b or a,e (e: qNEHVI + MOASHA; default a,b,c,d)")
@@ -373,7 +388,7 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
     config = BenchConfig(
         budget=parse_budget(args.budget), seeds=args.seeds, trials=args.trials, max_epochs=args.max_epochs,
         grace_period=args.grace_period, reduction_factor=args.reduction_factor, pop_size=args.pop_size,
-        workers=args.workers, levels=args.levels, methods=args.methods, curves=Path(args.curves) if args.curves else None,
+        generations_ahead=args.generations_ahead, workers=args.workers, levels=args.levels, methods=args.methods, curves=Path(args.curves) if args.curves else None,
     )
     if args.real:
         from dataclasses import replace
@@ -445,6 +460,25 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
         generations_ahead=args.generations_ahead, tracking=args.tracking, resume_at=args.resume_at, seed=args.seed, out=Path(args.out),
     )
     result = run_scale(config)
+    print(json.dumps(result, default=float) if args.json else report(result))
+    return 0
+
+
+def cmd_bench_overhead(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from tinyray.cost import parse_budget
+    from tinyray.overhead import OverheadConfig, report, run_overhead
+
+    extra = tuple(shlex.split(args.search_args))
+    taken = {"--budget", "--trials", "--seed", "--name", "--storage", "--tracking-uri", "--json", "--quiet", "--resume"}
+    clash = sorted({part.split("=")[0] for part in extra} & taken)
+    if clash:
+        raise UserError(f"--search-args may not set {', '.join(clash)}: bench overhead sets it (use its own options)")
+    config = OverheadConfig(budget=parse_budget(args.budget), trials=args.trials, seed=args.seed, out=Path(args.out),
+                            args=extra)
+    result = run_overhead(config)
     print(json.dumps(result, default=float) if args.json else report(result))
     return 0
 
@@ -626,7 +660,7 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=_int_at_least("--seed", 0), default=defaults.seed, help="seed of the searcher and the trials (default 0)")
     add("--floor", default=None, help="lowest FLOPs of a candidate (default budget/16), e.g. 12M")
     add("--pop-size", type=_int_at_least("--pop-size", 4), default=defaults.pop_size, help=f"NSGA-III population (default {defaults.pop_size})")
-    add("--generations-ahead", type=_int_at_least("--generations-ahead", 0), default=defaults.generations_ahead, help="NSGA-III generations bred before the oldest one's results are in (default 0: freed slots wait for a generation's last trial; 1 keeps a cluster's slots busy, a different but as reproducible search)")
+    add("--generations-ahead", type=_int_at_least("--generations-ahead", 0), default=None, help="NSGA-III generations bred before the oldest one's results are in (default 1 for nsga3, 0 for the other searchers; 1: a slot freed near a generation's end takes a member of the next one; 0 makes it wait for the generation's last trial; a cluster with more slots than a generation wants 2)")
     add("--cpus-per-trial", type=_positive_float("--cpus-per-trial"), default=defaults.cpus_per_trial, help="CPUs of one trial (default 1)")
     add("--gpus-per-trial", type=_float_option("--gpus-per-trial", allow_zero=True), default=defaults.gpus_per_trial, help="GPUs of one trial, fractions share a GPU (default 0)")
     add("--recipe", choices=("proxy", "paper"), default=None, help="training recipe (default: proxy on built-in data, paper on folders)")

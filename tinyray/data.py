@@ -578,9 +578,13 @@ class SyntheticData(Data):
         if key not in self._resized:
             # Keep only the current resolution: a trial trains at one resolution, and 64 px floats take ~50 MB.
             self._resized = {k: v for k, v in self._resized.items() if k[1] == resolution}
-            images = torch.from_numpy(self.arrays[f"{split}_images"]).float().div_(255.0)
+            images = torch.from_numpy(self.arrays[f"{split}_images"])
             if resolution != self.spec.side:
-                images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+                # resized as 8-bit images, as an image pipeline stores them (torch's uint8 path, 6-10x faster on
+                # one thread than resizing floats: 0.02-0.05 s for 1800 images, against 0.35-0.56 s)
+                images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True,
+                                       align_corners=False)
+            images = images.float().div_(255.0)
             mean = torch.tensor(self.mean).view(1, 3, 1, 1)
             std = torch.tensor(self.std).view(1, 3, 1, 1)
             self._resized[key] = ((images - mean) / std).contiguous()

@@ -46,6 +46,11 @@ REPLAY_NOTE = "REPLAY: recorded learning curves were replayed (--trainer replay)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+#: NSGA-III generations bred ahead by default: with 0, a slot freed near a generation's end waits for its last
+#: trial (and Tune stops its idle trial process); measured in docs/benchmarks.md (2026-12-07).
+DEFAULT_AHEAD = 1
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Everything that defines a search (the CLI's options, one to one).
@@ -67,8 +72,10 @@ class SearchConfig:
         seed: seed of the searcher and of every trial.
         floor: lowest FLOPs a candidate may have (default budget / 16).
         pop_size: NSGA-III population per generation (the ``qnehvi`` searcher's Sobol start).
-        generations_ahead: NSGA-III generations bred ahead of the oldest one in flight (default 0: a generation's
-            freed slots wait for its last trial; 1 or more keep them busy, a different search but as reproducible:
+        generations_ahead: NSGA-III generations bred ahead of the oldest one in flight (``None``: 1 for ``nsga3``,
+            0 for the searchers without generations, which refuse another value; 1: a slot freed
+            near a generation's end takes a member of the next one; 0 makes it wait for the generation's last trial,
+            and Tune stops its idle trial process meanwhile; a cluster with more slots than a generation wants 2:
             :class:`tinyray.searchers.nsga3.NSGA3Core`'s ``ahead``).
         cpus_per_trial, gpus_per_trial: resources of one trial (fractional GPUs share a device).
         recipe: training recipe (default: ``proxy`` on built-in data, ``paper`` on folders).
@@ -104,7 +111,7 @@ class SearchConfig:
     seed: int = 0
     floor: int | None = None
     pop_size: int = 10
-    generations_ahead: int = 0
+    generations_ahead: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     recipe: str | None = None
@@ -118,6 +125,10 @@ class SearchConfig:
     precision: str | None = None
     workers: int | None = None
     channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.generations_ahead is None:  # the searcher's default (see generations_ahead above)
+            object.__setattr__(self, "generations_ahead", DEFAULT_AHEAD if self.searcher == "nsga3" else 0)
 
     @property
     def results_dir(self) -> Path:
@@ -374,6 +385,7 @@ def resume_config(storage: Path, name: str, given: dict[str, Any]) -> SearchConf
         spec = stored["data"]
         stored["data"] = DataSpec(**{**spec, **{k: Path(spec[k]) for k in ("path", "cache_dir") if spec.get(k)}})
     stored["storage"] = Path(storage)
+    stored.setdefault("generations_ahead", 0)  # searches saved before the option existed bred none ahead
     for key, value in given.items():
         if key in DEFINING and value is not None and value != stored.get(key):
             option = "--" + key.replace("_", "-")

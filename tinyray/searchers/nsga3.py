@@ -120,11 +120,18 @@ class _Generation:
     told: dict[int, TrialRecord] = field(default_factory=dict)
 
 
+def _longest_first(flops: list[int]) -> list[int]:
+    """A generation's members in the order they are handed out: most FLOPs (the longest trials) first, ties in
+    pymoo's order. The last trials of a search then are short ones, so fewer slots idle at its end."""
+    return sorted(range(len(flops)), key=lambda index: -flops[index])
+
+
 class NSGA3Core(SearchCore):
     """pymoo's NSGA-III over (r, d, w), one generation of trials at a time, or with generations bred ahead.
 
     Generations go through pymoo's ask/tell: the algorithm asks for a population, its members are handed
-    out one per :meth:`ask`, and when every member has been told the population is evaluated with the told
+    out one per :meth:`ask`, most FLOPs first (longest first: the members handed out last, which may run while
+    nothing else is left to start, are the cheapest), and when every member has been told the population is evaluated with the told
     objectives and given back with ``algorithm.tell``. With ``ahead=0`` (the default), while a generation waits
     for its results :meth:`ask` returns ``None`` (Ray Tune then waits, and the freed slots idle until the
     generation's last trial ends). With ``ahead=k``, ``k`` more generations are asked from pymoo before the
@@ -295,7 +302,7 @@ class NSGA3Core(SearchCore):
             self._seen.add(self.band.network_key(x))
             generation.candidates.append(Candidate(float(x[0]), float(x[1]), float(x[2])))
             generation.flops.append(flops)
-        generation.queue = list(range(len(generation.candidates)))
+        generation.queue = _longest_first(generation.flops)
         self._flight[generation.number] = generation
         self._asked += 1
 
@@ -413,7 +420,7 @@ class NSGA3Core(SearchCore):
             self._check_replay(flight, {i: c for (n, i), c in handed.items() if n == number}, saved_with)
             flight.told = dict(current)
             taken = set(current) | {i for (n, i) in handed if n == number}
-            flight.queue = [i for i in range(len(flight.candidates)) if i not in taken]
+            flight.queue = [i for i in _longest_first(flight.flops) if i not in taken]
         if any(number not in self._flight for number in in_flight):
             raise _damaged(ValueError(f"trials of generations {in_flight} but {sorted(self._flight)} in flight"))
         self._pending = {trial_id: (number, index) for trial_id, number, index, _ in pending}
