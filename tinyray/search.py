@@ -19,6 +19,7 @@ import errno
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -515,6 +516,7 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     except BaseException:
         driver.release()
         raise
+    stopping = None
     try:
         check_resources(config)  # before anything is written: a trial Ray cannot place would wait for ever
         params = search_params(config, inputs.space, inputs.data, inputs.data_spec, inputs.recipe,
@@ -523,6 +525,11 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
             driver.create(config, inputs, params)
         tracking_uri = _open_tracking(config, driver, params, resume)
         trials = _run_trials(config, inputs, driver, resume)
+        if started_ray:
+            # the trials are over and the rest needs no Ray: stop it (about 5 s, mostly waiting for its processes)
+            # while the front, the formula and the report are made
+            stopping = threading.Thread(target=stop_ray, name="tinyray-stop-ray", daemon=True)
+            stopping.start()
         return _finish(config, trials, driver.tracker, driver.parent_run_id, tracking_uri, started, inputs.space,
                        inputs.data.num_classes)
     except (DiskFull, OSError) as exc:
@@ -530,7 +537,9 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
             raise
         raise _disk_full(config, driver, exc) from None
     finally:
-        if started_ray:
+        if stopping is not None:
+            stopping.join()
+        elif started_ray:
             stop_ray()
         driver.release()  # releases the folder (the kernel does so too if this process dies)
 
