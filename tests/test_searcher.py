@@ -285,9 +285,7 @@ def test_repair_moves_offspring_into_a_narrow_band(space):
 def test_initial_population_spreads_over_log_flops_from_the_floor_to_the_budget(space):
     core = make_core("nsga3", space, BUDGET, pop_size=POP, seed=3)
     handed = [c for _, c in run_generation(core, "g0")]
-    handed_flops = [core.band.flops((c.r, c.d, c.w)) for c in handed]
-    assert handed_flops == sorted(handed_flops, reverse=True)  # handed out longest (most FLOPs) first
-    flops = np.array(sorted(handed_flops))
+    flops = np.array([core.band.flops((c.r, c.d, c.w)) for c in handed])
     targets = np.geomspace(BUDGET // 16, BUDGET, POP)
     assert np.all(np.abs(flops / targets - 1) <= 0.01)  # one network a level, the floor and the budget included
     assert flops[-1] <= BUDGET and flops[0] >= BUDGET // 16
@@ -310,15 +308,14 @@ def test_from_the_second_generation_one_offspring_is_the_best_network_scaled_ont
     first = run_generation(core, "g0", peaked)
     best = max(first, key=lambda handed: peaked(0, handed[1])[0])[1]
     assert core.band.flops((best.r, best.d, best.w)) < 0.5 * BUDGET
-    second = [(c.r, c.d, c.w) for _, c in run_generation(core, "g1")]
+    second = [c for _, c in run_generation(core, "g1")]
+    edge = second[-1]
     grown = core.band.grow_to_budget(np.array([best.r, best.d, best.w]))
-    edge = [x for x in second if np.allclose(x, grown, rtol=1e-12, atol=0)]
-    assert len(edge) == 1
+    assert np.allclose([edge.r, edge.d, edge.w], grown, rtol=1e-12, atol=0)
     assert 0.97 * BUDGET <= core.band.flops(grown) <= BUDGET
     bred = NSGA3Core(core.band, pop_size=POP, seed=5, edge=False)
     run_generation(bred, "g0", peaked)
-    bred_second = {(c.r, c.d, c.w) for _, c in run_generation(bred, "g1")}
-    assert len(bred_second - set(second)) == 1 and set(second) - bred_second == set(edge)  # only that one differs
+    assert [c for _, c in run_generation(bred, "g1")][:-1] == second[:-1]  # only the last offspring differs
     assert core.config()["edge"] and not bred.config()["edge"]
 
 
@@ -700,3 +697,18 @@ def test_a_search_breeds_one_generation_ahead_by_default_and_an_older_search_res
     assert resume_config(tmp_path, "old", {}).generations_ahead == 0
     with pytest.raises(UserError, match="--generations-ahead 1 differs from the search's 0"):
         resume_config(tmp_path, "old", {"generations_ahead": 1})
+
+
+def test_the_last_generation_of_a_search_is_handed_out_longest_first(space):
+    """Knowing the search's trial count, NSGA-III hands its last pop_size trials out most FLOPs first, so the
+    trials still running when nothing is left to start are short; the earlier ones keep pymoo's order."""
+    told = make_core("nsga3", space, BUDGET, pop_size=POP, seed=3)
+    known = make_core("nsga3", space, BUDGET, pop_size=POP, seed=3, trials=2 * POP)
+    assert "trials" not in known.config()  # the order is not part of a saved state: old states still load
+    first = [c for _, c in run_generation(told, "g0")]
+    assert [c for _, c in run_generation(known, "g0")] == first  # the first generation: pymoo's order
+    second_told = [c for _, c in run_generation(told, "g1")]
+    second = [c for _, c in run_generation(known, "g1")]
+    assert sorted(second, key=lambda c: (c.r, c.d, c.w)) == sorted(second_told, key=lambda c: (c.r, c.d, c.w))
+    flops = [known.band.flops((c.r, c.d, c.w)) for c in second]
+    assert flops == sorted(flops, reverse=True) and second != second_told

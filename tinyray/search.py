@@ -594,7 +594,7 @@ def _load_inputs(config: SearchConfig) -> _Inputs:
     data = load_data(data_spec)  # generates and caches the built-in data once, before any trial
     core = make_searcher(
         config.searcher, space, config.budget, floor=config.floor, seed=config.seed,
-        pop_size=config.pop_size, ahead=config.generations_ahead, num_classes=data.num_classes,
+        pop_size=config.pop_size, ahead=config.generations_ahead, trials=config.trials, num_classes=data.num_classes,
     )
     core.band.sample(np.random.default_rng(config.seed))  # a band without networks is refused now, not in Tune
     return _Inputs(space, data_spec, data, config.recipe or default_recipe(data), core)

@@ -80,6 +80,7 @@ def make_searcher(
     pop_size: int = 16,
     ahead: int = 0,
     initial: str | None = None,
+    trials: int | None = None,
     num_classes: int = 1000,
     flops_fn: FlopsFn | None = None,
 ) -> "SearchCore":
@@ -95,6 +96,7 @@ def make_searcher(
         ahead: generations bred ahead of the oldest one in flight (``nsga3`` only; others refuse a non-zero one).
         initial: how the first candidates are drawn (``nsga3`` only: ``"log-flops"``, its default, or
             ``"uniform"``); None for the searcher's default.
+        trials: the search's trial count, for the searchers that order their last trials by it (``nsga3``).
         num_classes: classifier outputs counted in FLOPs.
         flops_fn: ``flops_fn(r, d, w) -> int``; default the analytic count.
 
@@ -104,7 +106,7 @@ def make_searcher(
     cls = SEARCHERS[check_searcher(name)].load()
     band = FlopsBand(space, budget, floor, num_classes=num_classes, flops_fn=flops_fn)
     offered = {"seed": seed, "pop_size": pop_size, "ahead": ahead,
-               **({"initial": initial} if initial is not None else {})}
+               **({"initial": initial} if initial is not None else {}), **({"trials": trials} if trials else {})}
     accepted = inspect.signature(cls).parameters
     if ahead and "ahead" not in accepted:
         raise UserError(f"searcher {name!r} has no generations to breed ahead: drop --generations-ahead or use nsga3")

@@ -120,18 +120,11 @@ class _Generation:
     told: dict[int, TrialRecord] = field(default_factory=dict)
 
 
-def _longest_first(flops: list[int]) -> list[int]:
-    """A generation's members in the order they are handed out: most FLOPs (the longest trials) first, ties in
-    pymoo's order. The last trials of a search then are short ones, so fewer slots idle at its end."""
-    return sorted(range(len(flops)), key=lambda index: -flops[index])
-
-
 class NSGA3Core(SearchCore):
     """pymoo's NSGA-III over (r, d, w), one generation of trials at a time, or with generations bred ahead.
 
     Generations go through pymoo's ask/tell: the algorithm asks for a population, its members are handed
-    out one per :meth:`ask`, most FLOPs first (longest first: the members handed out last, which may run while
-    nothing else is left to start, are the cheapest), and when every member has been told the population is evaluated with the told
+    out one per :meth:`ask` in pymoo's order (the search's last ``pop_size`` most FLOPs first, see ``trials``), and when every member has been told the population is evaluated with the told
     objectives and given back with ``algorithm.tell``. With ``ahead=0`` (the default), while a generation waits
     for its results :meth:`ask` returns ``None`` (Ray Tune then waits, and the freed slots idle until the
     generation's last trial ends). With ``ahead=k``, ``k`` more generations are asked from pymoo before the
@@ -177,8 +170,11 @@ class NSGA3Core(SearchCore):
     strategy = "nsga3"
 
     def __init__(self, band: FlopsBand, *, seed: int = 0, pop_size: int = 16, ahead: int = 0,
-                 initial: str = "log-flops", edge: bool = True) -> None:
+                 initial: str = "log-flops", edge: bool = True, trials: int | None = None) -> None:
         super().__init__(band, seed)
+        # the search's trial count, if known: its last pop_size trials are handed out most FLOPs first (longest
+        # processing time first), so that the trials still running when nothing is left to start are short ones
+        self.trials = trials
         if initial not in INITIAL_SAMPLINGS:
             raise UserError(f"initial population {initial!r} is not one of {', '.join(INITIAL_SAMPLINGS)}")
         self.initial = initial
@@ -237,10 +233,13 @@ class NSGA3Core(SearchCore):
             number, index = self._pending[trial_id]
             return self._flight[number].candidates[index]
         self._fill_flight()
+        last = self.trials is not None and len(self._records) + len(self._pending) >= self.trials - self.pop_size
         for number in sorted(self._flight):
             generation = self._flight[number]
             if generation.queue:
-                index = generation.queue.pop(0)
+                position = max(range(len(generation.queue)),
+                               key=lambda k: generation.flops[generation.queue[k]]) if last else 0
+                index = generation.queue.pop(position)
                 self._pending[trial_id] = (number, index)
                 return generation.candidates[index]
         return None
@@ -302,7 +301,7 @@ class NSGA3Core(SearchCore):
             self._seen.add(self.band.network_key(x))
             generation.candidates.append(Candidate(float(x[0]), float(x[1]), float(x[2])))
             generation.flops.append(flops)
-        generation.queue = _longest_first(generation.flops)
+        generation.queue = list(range(len(generation.candidates)))
         self._flight[generation.number] = generation
         self._asked += 1
 
@@ -420,7 +419,7 @@ class NSGA3Core(SearchCore):
             self._check_replay(flight, {i: c for (n, i), c in handed.items() if n == number}, saved_with)
             flight.told = dict(current)
             taken = set(current) | {i for (n, i) in handed if n == number}
-            flight.queue = [i for i in _longest_first(flight.flops) if i not in taken]
+            flight.queue = [i for i in range(len(flight.candidates)) if i not in taken]
         if any(number not in self._flight for number in in_flight):
             raise _damaged(ValueError(f"trials of generations {in_flight} but {sorted(self._flight)} in flight"))
         self._pending = {trial_id: (number, index) for trial_id, number, index, _ in pending}
