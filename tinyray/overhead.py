@@ -158,16 +158,11 @@ def trial_times(results: Path) -> "Any":
     epochs' seconds and number of epochs."""
     import pandas as pd
 
+    from tinyray.scale import reported_epochs
+
     rows = []
     for path in sorted(results.glob("trial_*/result.json")):
-        epochs = []
-        for line in path.read_text().splitlines():
-            try:
-                result = json.loads(line)
-            except ValueError:
-                continue
-            if "epoch_end" in result:
-                epochs.append(result)
+        epochs = reported_epochs(path)
         if not epochs:
             continue
         epochs = list({int(e["training_iteration"]): e for e in epochs}.values())  # a restored trial repeats none

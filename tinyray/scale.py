@@ -383,20 +383,29 @@ def _driver_phases(drivers: list[Driver], samples: list[dict[str, Any]]) -> dict
     }
 
 
+def reported_epochs(path: Path) -> list[dict[str, Any]]:
+    """The results of a trial's ``result.json`` (one JSON line a report) that report an epoch (``epoch_end``);
+    a line that is not JSON (cut short by a kill) is skipped."""
+    results = []
+    for line in path.read_text().splitlines():
+        try:
+            result = json.loads(line)
+        except ValueError:
+            continue
+        if "epoch_end" in result:
+            results.append(result)
+    return results
+
+
 def _epochs(results: Path) -> "Any":
     """Every reported epoch of every trial, from the trials' ``result.json``: trial, epoch, start, end (unix s)."""
     import pandas as pd
 
     rows = []
     for path in results.glob("trial_*/result.json"):
-        for line in path.read_text().splitlines():
-            try:
-                result = json.loads(line)
-            except ValueError:
-                continue
-            if "epoch_end" in result:
-                rows.append({"trial_id": result.get("trial_id"), "epoch": result.get("training_iteration"),
-                             "end": float(result["epoch_end"]), "seconds": float(result["epoch_seconds"])})
+        for result in reported_epochs(path):
+            rows.append({"trial_id": result.get("trial_id"), "epoch": result.get("training_iteration"),
+                         "end": float(result["epoch_end"]), "seconds": float(result["epoch_seconds"])})
     frame = pd.DataFrame(rows, columns=["trial_id", "epoch", "end", "seconds"])
     frame["start"] = frame["end"] - frame["seconds"]
     return frame.drop_duplicates(["trial_id", "epoch"], keep="last")
