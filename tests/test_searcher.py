@@ -712,3 +712,6 @@ def test_the_last_generation_of_a_search_is_handed_out_longest_first(space):
     assert sorted(second, key=lambda c: (c.r, c.d, c.w)) == sorted(second_told, key=lambda c: (c.r, c.d, c.w))
     flops = [known.band.flops((c.r, c.d, c.w)) for c in second]
     assert flops == sorted(flops, reverse=True) and second != second_told
+    # a search of no more trials than a generation keeps the first generation's order (floor to budget)
+    small = make_core("nsga3", space, BUDGET, pop_size=POP, seed=3, trials=2)
+    assert [c for _, c in run_generation(small, "g0")] == first

@@ -173,7 +173,8 @@ class NSGA3Core(SearchCore):
                  initial: str = "log-flops", edge: bool = True, trials: int | None = None) -> None:
         super().__init__(band, seed)
         # the search's trial count, if known: its last pop_size trials are handed out most FLOPs first (longest
-        # processing time first), so that the trials still running when nothing is left to start are short ones
+        # processing time first), so that the trials still running when nothing is left to start are short ones;
+        # members of the first generation never are (a search of pop_size trials or fewer keeps pymoo's order)
         self.trials = trials
         if initial not in INITIAL_SAMPLINGS:
             raise UserError(f"initial population {initial!r} is not one of {', '.join(INITIAL_SAMPLINGS)}")
@@ -237,8 +238,9 @@ class NSGA3Core(SearchCore):
         for number in sorted(self._flight):
             generation = self._flight[number]
             if generation.queue:
+                # the first generation keeps its order (floor to budget) whatever the trial count
                 position = max(range(len(generation.queue)),
-                               key=lambda k: generation.flops[generation.queue[k]]) if last else 0
+                               key=lambda k: generation.flops[generation.queue[k]]) if last and number > 0 else 0
                 index = generation.queue.pop(position)
                 self._pending[trial_id] = (number, index)
                 return generation.candidates[index]
