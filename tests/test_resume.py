@@ -151,7 +151,7 @@ def test_failed_trials_are_recorded_retried_and_do_not_stop_the_search(tmp_path)
     from tinyray.tune.searcher import TinySearcher
 
     core = make_searcher(config.searcher, load_space(config.space), config.budget, floor=config.floor, seed=config.seed,
-                     pop_size=config.pop_size, num_classes=config.data.num_classes)
+                     pop_size=config.pop_size, ahead=config.generations_ahead, num_classes=config.data.num_classes)
     searcher = TinySearcher(core, max_epochs=config.max_epochs)
     searcher.restore_from_dir(str(result.results_dir))  # Ray's public Searcher API: the newest saved state
     statuses = {record.trial_id: record.status for record in searcher.core.records}
