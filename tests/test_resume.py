@@ -183,7 +183,15 @@ def test_resume_of_an_experiment_saved_before_issue_14(tmp_path):
 
     again = subprocess.run([sys.executable, "-m", "tinyray", "search", *args, "--resume"], env=_env(tmp_path),
                            capture_output=True, text=True, timeout=1500)  # ... today's resumes it
-    assert again.returncode == 0, again.stderr[-3000:]
+    if again.returncode != 0:
+        # Tune's pickles of the old classes loaded (tinyray/tune/legacy.py); but when the old driver had saved its
+        # searcher's state before the kill (timing decides), that state predates the initial population and
+        # budget-edge rules (session 9) and would replay other candidates: refused, in one line, nothing lost
+        assert again.returncode == 2 and "searcher state was saved with initial=None" in again.stderr, again.stderr[-3000:]
+        assert len(again.stderr.strip().splitlines()) == 1 and "Traceback" not in again.stderr
+        after = finished_trials(results, 2)
+        assert all(after[name] == lines for name, lines in before.items())
+        return
     trials = pd.read_csv(results / "trials.csv")
     assert len(trials) == 6 and trials["trial_id"].is_unique
     assert set(trials["status"]) <= {"completed", "early-stopped"}
