@@ -219,6 +219,11 @@ class SearchCore:
         saved = state.get("config", {})
         mine = self.config()
         for key, value in mine.items():
+            if key not in saved and key in ("initial", "edge"):
+                raise UserError(
+                    f"searcher state was saved by a tinyray older than its {key!r} rule, whose candidates this tinyray"
+                    " would not replay: finish the search with the tinyray that started it, or start a new experiment"
+                )
             if saved.get(key) != value:
                 raise UserError(
                     f"searcher state was saved with {key}={saved.get(key)!r} but this run has {key}={value!r}:"
