@@ -352,7 +352,7 @@ def test_a_state_saved_before_the_log_flops_start_is_refused_in_one_line(space):
     run_generation(core, "g0")
     state = core.state_dict()
     del state["config"]["initial"]  # what tinyray wrote before 2026-12-06
-    with pytest.raises(UserError, match="initial=None but this run has initial='log-flops'"):
+    with pytest.raises(UserError, match="saved by a tinyray older than its 'initial' rule"):
         make_core("nsga3", space, BUDGET, pop_size=POP, seed=0).load_state_dict(state)
     uniform = make_core("nsga3", space, BUDGET, pop_size=POP, seed=0, initial="uniform")
     run_generation(uniform, "g0")
