@@ -98,3 +98,60 @@ def test_a_real_search_is_broken_down(tmp_path, capfd):
     assert len(pd.read_csv(out / "overhead_trials.csv")) == 4
     # a second run into the same folder would mix two searches: refused
     assert main(["bench", "overhead", "--trials", "4", "--out", str(out)]) == 2
+
+
+# -- the start-up: the inputs load in a thread while Ray starts in the driver's main thread (session 13) ----------
+def _start_with(monkeypatch, load, ray_error=None):
+    """run search._start with ``load`` as the input loader and a stand-in Ray (the ordering is what is tested;
+    the real Ray start is exercised by every search test); the calls made, in order."""
+    import threading
+
+    from tinyray import search
+
+    calls = []
+    monkeypatch.setattr(search, "_check_inputs", lambda config: calls.append("check"))
+    monkeypatch.setattr(search, "_load_inputs", load)
+
+    def start_ray(address):
+        calls.append(("start_ray", threading.current_thread() is threading.main_thread()))
+        if ray_error is not None:
+            raise ray_error
+        return True
+
+    config = search.SearchConfig(budget=60e6, name="x")
+    try:
+        return search._start(config, start_ray, lambda: calls.append("stop_ray")), calls
+    except Exception as exc:  # noqa: BLE001 - the test looks at which error came out
+        return exc, calls
+
+
+def test_the_inputs_load_beside_ray_and_ray_starts_on_the_main_thread(monkeypatch):
+    import threading
+
+    seen = []
+
+    def load(config):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return "inputs"
+
+    (inputs, started), calls = _start_with(monkeypatch, load)
+    assert (inputs, started) == ("inputs", True)
+    assert calls == ["check", ("start_ray", True)]  # ray.init sets its SIGTERM handler only on the main thread
+    assert seen == [False]
+
+
+def test_a_failing_input_stops_the_ray_it_started_and_its_error_comes_first(monkeypatch):
+    from tinyray.errors import UserError
+
+    def load(config):
+        raise UserError("the band holds no network")
+
+    error, calls = _start_with(monkeypatch, load)
+    assert isinstance(error, UserError) and "holds no network" in str(error)
+    assert calls == ["check", ("start_ray", True), "stop_ray"]
+    # both fail: the inputs' error, as when they ran one after the other
+    error, calls = _start_with(monkeypatch, load, ray_error=UserError("cannot connect to Ray"))
+    assert "holds no network" in str(error) and "stop_ray" not in calls
+    # only Ray fails: its error
+    error, calls = _start_with(monkeypatch, lambda config: "inputs", ray_error=UserError("cannot connect to Ray"))
+    assert "cannot connect to Ray" in str(error)

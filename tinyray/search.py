@@ -508,11 +508,14 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
     from tinyray.tune.callbacks import DiskFull
     from tinyray.tune.runtime import check_resources, start_ray, stop_ray
 
-    inputs = _load_inputs(config)
-    driver = _Driver(config.results_dir, lock, _read_info(config.results_dir) if resume else {})
-    _quiet_tune_output()
     try:
-        started_ray = start_ray(config.address)
+        driver = _Driver(config.results_dir, lock, _read_info(config.results_dir) if resume else {})
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    try:
+        inputs, started_ray = _start(config, start_ray, stop_ray)
     except BaseException:
         driver.release()
         raise
@@ -542,6 +545,59 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
         elif started_ray:
             stop_ray()
         driver.release()  # releases the folder (the kernel does so too if this process dies)
+
+
+def _start(config: SearchConfig, start_ray: Any, stop_ray: Any) -> tuple["_Inputs", bool]:
+    """Load the search's inputs (:func:`_load_inputs`) in a thread while Ray starts in this one; the inputs, and
+    whether this driver started Ray.
+
+    Starting a local Ray is mostly waiting for its processes (5-6 s on 2 cores), and loading the inputs is mostly
+    importing torch and timm and reading the data (about 5 s), so side by side they take the longer of the two
+    (``tinyray bench overhead``, docs/benchmarks.md, session 13). ``ray.init`` stays on the main thread, where it
+    sets its SIGTERM handler. If both fail, the inputs' error is the one raised (it was first when they ran one
+    after the other); if the inputs fail, a Ray this driver started is stopped.
+    """
+    _check_inputs(config)  # a wrong space or data folder is said at once, not after Ray's start
+    loading = _Background(_load_inputs, config)
+    _quiet_tune_output()
+    try:
+        started_ray = start_ray(config.address)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        loading.result()  # the inputs' error first, as before
+        raise
+    try:
+        return loading.result(), started_ray
+    except BaseException:
+        if started_ray:
+            stop_ray()
+        raise
+
+
+class _Background:
+    """``function(*args)`` in a daemon thread; :meth:`result` waits for it and returns its value or raises its
+    exception in the caller's thread."""
+
+    def __init__(self, function: Any, *args: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = function(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name=f"tinyray-{getattr(function, '__name__', 'background')}",
+                                        daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _admit(config: SearchConfig, resume: bool) -> tuple[SearchConfig, Any]:
@@ -582,6 +638,18 @@ class _Inputs:
     core: Any
 
 
+def _check_inputs(config: SearchConfig) -> None:
+    """The quick checks of :func:`_load_inputs`: the space file and the data spec, and a data folder's tree
+    (:func:`tinyray.data.check_image_folder`, which :func:`tinyray.data.load_data` repeats)."""
+    from tinyray.data import FOLDER, check_image_folder, resolve_data
+    from tinyray.space import load_space
+
+    load_space(config.space)
+    spec = resolve_data(config.data)
+    if spec.kind == FOLDER and spec.path is not None:
+        check_image_folder(Path(spec.path))
+
+
 def _load_inputs(config: SearchConfig) -> _Inputs:
     import numpy as np
 
@@ -597,7 +665,18 @@ def _load_inputs(config: SearchConfig) -> _Inputs:
         pop_size=config.pop_size, ahead=config.generations_ahead, trials=config.trials, num_classes=data.num_classes,
     )
     core.band.sample(np.random.default_rng(config.seed))  # a band without networks is refused now, not in Tune
+    _import_tracking(config)
     return _Inputs(space, data_spec, data, config.recipe or default_recipe(data), core)
+
+
+def _import_tracking(config: SearchConfig) -> None:
+    """Import what the search's MLflow client will need (about 2.5 s, while Ray starts: :func:`_start`); nothing
+    is written (the store is made after Ray has said it can place the trials)."""
+    import mlflow  # noqa: F401
+
+    uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:"
+    if uri.startswith(("sqlite:", "postgresql", "mysql", "mssql")):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 def _quiet_tune_output() -> None:
