@@ -128,7 +128,7 @@ def test_real_mode_turns_each_search_into_a_hypervolume_curve(monkeypatch, tmp_p
             "top1": [0.4, 0.5, 0.6], "flops": [50_000_000, 100_000_000, 150_000_000],
             "train_seconds": [10.0, 10.0 if fifo else 3.0, 10.0],
         })
-        return type("Result", (), {"trials": trials})()
+        return type("Result", (), {"trials": trials, "config": config})()
 
     monkeypatch.setattr(tinyray.search, "run_search", fake_search)
     config = BenchConfig(seeds=1, trials=3, max_epochs=3, levels=4, methods=("a", "b", "c", "d"))
@@ -140,6 +140,23 @@ def test_real_mode_turns_each_search_into_a_hypervolume_curve(monkeypatch, tmp_p
     assert final["a"] < final["b"]  # the stopped middle trial is not on a's front
     epochs = result.curves[result.curves["axis"] == "epochs"]
     assert epochs["compute"].max() == 9.0  # the FIFO search's compute; a, c and d used 7
+
+
+def test_real_compute_counts_trials_in_the_order_they_finished(tmp_path):
+    """Tune's trial ids are random: the compute curve follows each trial's last epoch's end in its result.json."""
+    import json
+
+    from tinyray.bench import finish_order
+
+    trials = pd.DataFrame({"trial_id": ["a1", "b2", "c3", "d4"], "epochs": [2, 1, 2, 0]})
+    ends = {"a1": [100.0, 190.0], "b2": [40.0], "c3": [20.0, 60.0]}  # d4 failed before its first epoch
+    for trial_id, epoch_ends in ends.items():
+        folder = tmp_path / f"trial_{trial_id}"
+        folder.mkdir()
+        lines = [json.dumps({"trial_id": trial_id, "training_iteration": i + 1, "epoch_end": end, "epoch_seconds": 10})
+                 for i, end in enumerate(epoch_ends)]
+        (folder / "result.json").write_text("\n".join(lines) + "\n{cut short by a ki")
+    assert finish_order(tmp_path, trials)["trial_id"].tolist() == ["b2", "c3", "a1", "d4"]
 
 
 def test_every_method_uses_a_registered_searcher():

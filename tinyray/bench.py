@@ -665,12 +665,29 @@ def write_outputs(result: BenchResult, out: Path) -> dict[str, Path]:
 # --real: the same comparison through Ray on the real trainer
 # ---------------------------------------------------------------------------------------------------------------
 
+def finish_order(results: Path, trials: "pd.DataFrame") -> "pd.DataFrame":
+    """``trials`` (a search's trials table) in the order they finished: by the end of each trial's last reported
+    epoch (``epoch_end`` in its ``result.json``). A trial without one (it failed before its first epoch) goes by
+    its trial id after the others."""
+    from tinyray.scale import reported_epochs
+
+    ends = {}
+    for path in Path(results).glob("trial_*/result.json"):
+        reported = reported_epochs(path)
+        if reported:
+            ends[str(reported[-1].get("trial_id", path.parent.name.removeprefix("trial_")))] = float(
+                reported[-1]["epoch_end"])
+    order = trials.assign(_end=[ends.get(str(tid), float("inf")) for tid in trials["trial_id"]])
+    return order.sort_values(["_end", "trial_id"], kind="stable").drop(columns="_end")
+
+
 def run_real(config: BenchConfig, storage: Path, data: str | None = None) -> BenchResult:
     """Run the methods through :func:`tinyray.search.run_search` (one search per method and seed).
 
     Each search gets ``config.trials`` trials (so methods with early stopping use less compute); compute is the
-    sum of the trials' epochs and of their training seconds, counted in trial order, and a search that used less
-    than another keeps its final front at the higher compute levels.
+    sum of the trials' epochs and of their training seconds, counted in the order the trials finished
+    (:func:`finish_order`), and a search that used less than another keeps its final front at the higher compute
+    levels.
     """
     from tinyray.search import SearchConfig, run_search
 
@@ -689,9 +706,10 @@ def run_real(config: BenchConfig, storage: Path, data: str | None = None) -> Ben
             trials = result.trials
             run = RunResult(trials=len(trials), stopped=int((trials["status"] == EARLY_STOPPED).sum()),
                             epochs=int(trials["epochs"].sum()), seconds=float(trials["train_seconds"].fillna(0).sum()))
-            # trials finish in an order Tune does not record: count each one's compute in trial-id order
+            # each trial's compute counts when it finished (its last epoch's end in its result.json): Tune's trial
+            # ids are random, so their order is not the search's (it was used until session 13)
             used_epochs, used_seconds = 0, 0.0
-            for row in trials.sort_values("trial_id").itertuples():
+            for row in finish_order(result.config.results_dir, trials).itertuples():
                 used_epochs += int(row.epochs)
                 used_seconds += float(row.train_seconds or 0.0)
                 if row.status == COMPLETED:
