@@ -393,7 +393,7 @@ def test_search_end_publishes_formula_and_reports_it(space, tmp_path):
     """What every search does after its trials: fit on the front, publish, answer the search's budget."""
     from mlflow import MlflowClient
 
-    from tinyray.search import SearchConfig, SearchResult, _publish_formula
+    from tinyray.search import SearchConfig, SearchResult, _fit_in_background, _publish_formula
     from tinyray.tracking import Tracker, local_artifact_root, local_tracking_uri
 
     config = SearchConfig(budget=100_000_000, name="pub", storage=tmp_path, formula_name="tinynet-formula-pub")
@@ -402,7 +402,9 @@ def test_search_end_publishes_formula_and_reports_it(space, tmp_path):
     front["flops"] = (front["c"] * base_flops(space, NUM_CLASSES)).round().astype(int)
     tracker = Tracker(local_tracking_uri(tmp_path), "pub", artifact_location=local_artifact_root(tmp_path))
     run_id = tracker.start_search("pub", {"budget": config.budget})
-    formula, note = _publish_formula(config, front.drop(columns=["c"]), space, NUM_CLASSES, tracker, run_id)
+    points = front.drop(columns=["c"])
+    fitting = _fit_in_background(config, points, space, NUM_CLASSES)  # in a thread, beside the front's files
+    formula, note = _publish_formula(config, points, fitting, tracker, run_id)
     assert note == "" and formula["model_uri"] == "models:/tinynet-formula-pub/1"
     assert formula["answer"]["flops"] <= 100_000_000 and not formula["answer"]["extrapolates"]
     client = MlflowClient(tracking_uri=tracker.tracking_uri)
@@ -423,7 +425,8 @@ def test_search_end_publishes_formula_and_reports_it(space, tmp_path):
     report = result.report()
     assert "formula for 100M: r=" in report and "models:/tinynet-formula-pub/1" in report
     assert "best under 100M" in report
-    small, why = _publish_formula(config, front.head(2).drop(columns=["c"]), space, NUM_CLASSES, tracker, run_id)
+    two = front.head(2).drop(columns=["c"])
+    small, why = _publish_formula(config, two, _fit_in_background(config, two, space, NUM_CLASSES), tracker, run_id)
     assert small is None and "needs 3" in why
 
 

@@ -855,15 +855,26 @@ def _write_csv(frame: "pd.DataFrame", path: Path) -> Path:
     return write_text_atomic(path, frame.to_csv(index=False))
 
 
-def _publish_formula(config: SearchConfig, front: "pd.DataFrame", space: Any, num_classes: int, tracker: Any,
-                     parent_run_id: str) -> tuple[dict[str, Any] | None, str]:
-    """Fit the tiny formula on the front, publish it, and answer the search's budget (None and why if it cannot)."""
-    from tinyray.formula import MIN_POINTS, fit_formula, publish
+def _fit_in_background(config: SearchConfig, front: "pd.DataFrame", space: Any, num_classes: int) -> "_Background | None":
+    """Start fitting the tiny formula on the front (GP fits and their leave-one-out, about 2.5 s) in a thread, while
+    the driver writes the front's files; None if the front is too small to fit."""
+    from tinyray.formula import MIN_POINTS, fit_formula
 
     if len(front) < MIN_POINTS:
+        return None
+    return _Background(lambda: fit_formula(front, space, num_classes, seed=config.seed,
+                                           source=str(config.results_dir), budget=config.budget))
+
+
+def _publish_formula(config: SearchConfig, front: "pd.DataFrame", fitting: "_Background | None", tracker: Any,
+                     parent_run_id: str) -> tuple[dict[str, Any] | None, str]:
+    """Publish the tiny formula fitted on the front (:func:`_fit_in_background`), and answer the search's budget
+    (None and why if it cannot)."""
+    from tinyray.formula import MIN_POINTS, publish
+
+    if fitting is None:
         return None, f"not fitted: the front has {len(front)} point(s), the formula needs {MIN_POINTS} (run more --trials)"
-    formula = fit_formula(front, space, num_classes, seed=config.seed, source=str(config.results_dir),
-                          budget=config.budget)
+    formula = fitting.result()
     title = f"{config.name}: tiny formula fitted on {formula.points_note()}"
     if config.trainer == REPLAY:
         title = f"{title} (REPLAY of recorded curves, --trainer replay: not a real search)"
@@ -902,6 +913,7 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
     front = front_table(trials)
     volume = hypervolume(front["top1"].to_numpy(), front["flops"].to_numpy(), config.budget) if not front.empty else 0.0
     trials = trials.assign(on_front=trials["trial_id"].isin(set(front["trial_id"])))
+    fitting = _fit_in_background(config, front, space, num_classes)  # beside the files and plot below
     files = {
         "trials": _write_csv(trials, results / "trials.csv"),
         "front": _write_csv(front, results / "front.csv"),
@@ -909,7 +921,7 @@ def _finish(config: SearchConfig, trials: "pd.DataFrame", tracker: Any, parent_r
                            title=f"{config.name}: {len(trials)} trials, budget {config.budget / 1e6:g}M FLOPs"),
     }
     tracker.log_artifacts(parent_run_id, files.values())
-    formula, formula_note = _publish_formula(config, front, space, num_classes, tracker, parent_run_id)
+    formula, formula_note = _publish_formula(config, front, fitting, tracker, parent_run_id)
     if formula is not None:
         files.update(formula_json=results / "formula.json", formula_plot=results / "formula.png")
     known = set(trials["trial_id"])
