@@ -3,12 +3,14 @@
 ``run_search(SearchConfig(...))`` (and :func:`search`, its keyword-argument twin) does, in order:
 
 1. validate everything a user gave (budget, space, data, sizes, results folder) before anything is started;
-2. start or join Ray, prepare the dataset once (cached on disk; each trial process loads it once);
+2. start or join Ray, and meanwhile (in a thread: :func:`_start`) prepare the dataset once (cached on disk; each
+   trial process loads it once) and the searcher;
 3. run the Tune experiment (:mod:`tinyray.tune`): a searcher of :mod:`tinyray.searchers` proposes (r, d, w)
    under the budget, the multi-objective ASHA of :mod:`tinyray.scheduler` (or Ray's ASHA, or FIFO) stops trials
    early, :mod:`tinyray.train` trains them, :mod:`tinyray.tracking` mirrors them into MLflow;
 4. write ``trials.csv``, ``front.csv`` and ``front.png`` into the results folder and onto the parent run;
-5. fit the tiny formula on the front (:mod:`tinyray.formula`), write ``formula.json`` and ``formula.png``, log them
+5. fit the tiny formula on the front (:mod:`tinyray.formula`; in a thread, beside step 4), write ``formula.json``
+   and ``formula.png``, log them
    and the formula's pyfunc model on the parent run (an MLflow 3 logged model of it), register the model, and
    answer the search's own budget.
 """
