@@ -10,9 +10,8 @@
    early, :mod:`tinyray.train` trains them, :mod:`tinyray.tracking` mirrors them into MLflow;
 4. write ``trials.csv``, ``front.csv`` and ``front.png`` into the results folder and onto the parent run;
 5. fit the tiny formula on the front (:mod:`tinyray.formula`; in a thread, beside step 4), write ``formula.json``
-   and ``formula.png``, log them
-   and the formula's pyfunc model on the parent run (an MLflow 3 logged model of it), register the model, and
-   answer the search's own budget.
+   and ``formula.png``, log them and the formula's pyfunc model on the parent run (an MLflow 3 logged model of it),
+   register the model, and answer the search's own budget.
 """
 
 from __future__ import annotations
