@@ -129,9 +129,12 @@ class SearchCore:
         band: the feasible FLOPs band every candidate lies in.
         seed: seed of the strategy's random generator.
         strategy: the searcher's name in the registry (:data:`tinyray.searchers.SEARCHERS`).
+        rules: keys of :meth:`config` that older tinyrays did not save and whose absence means other candidates
+            would be replayed: a state without one is refused as saved by an older tinyray.
     """
 
     strategy = ""
+    rules: tuple[str, ...] = ()
 
     def __init__(self, band: FlopsBand, seed: int) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -219,7 +222,7 @@ class SearchCore:
         saved = state.get("config", {})
         mine = self.config()
         for key, value in mine.items():
-            if key not in saved and key in ("initial", "edge"):
+            if key not in saved and key in self.rules:
                 raise UserError(
                     f"searcher state was saved by a tinyray older than its {key!r} rule, whose candidates this tinyray"
                     " would not replay: finish the search with the tinyray that started it, or start a new experiment"

@@ -168,6 +168,7 @@ class NSGA3Core(SearchCore):
     """
 
     strategy = "nsga3"
+    rules = ("initial", "edge")  # session 9's initial population and budget-edge offspring
 
     def __init__(self, band: FlopsBand, *, seed: int = 0, pop_size: int = 16, ahead: int = 0,
                  initial: str = "log-flops", edge: bool = True, trials: int | None = None) -> None:
