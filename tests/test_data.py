@@ -297,6 +297,18 @@ def test_folder_data_loads_and_batches(tmp_path):
     assert sorted(seen.tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
+def test_folder_data_given_its_checked_classes_does_not_walk_the_tree_again(tmp_path, monkeypatch):
+    from tinyray import data as data_module
+
+    root = make_folder(tmp_path / "pets")
+    classes = data_module.check_image_folder(root)
+    walks = []
+    monkeypatch.setattr(data_module, "check_image_folder", lambda path: walks.append(path) or ())
+    data = load_data(resolve_data(str(root)), classes=classes)
+    assert walks == [] and data.classes == ("cat", "dog", "fox")
+    assert load_data(resolve_data(str(root))).classes == () and len(walks) == 1  # without them, it checks
+
+
 def test_folder_transforms_are_timms_imagenet_recipe():
     """Issue 14: timm's create_transform, like the hand-built pipeline before it (bicubic, 0.875 crop, no jitter)."""
     import numpy as np

@@ -109,7 +109,11 @@ def _start_with(monkeypatch, load, ray_error=None):
     from tinyray import search
 
     calls = []
-    monkeypatch.setattr(search, "_check_inputs", lambda config: calls.append("check"))
+    def check(config):
+        calls.append("check")
+        return ("cat", "dog")  # a folder's checked classes, handed to the loader
+
+    monkeypatch.setattr(search, "_check_inputs", check)
     monkeypatch.setattr(search, "_load_inputs", load)
 
     def start_ray(address):
@@ -130,20 +134,20 @@ def test_the_inputs_load_beside_ray_and_ray_starts_on_the_main_thread(monkeypatc
 
     seen = []
 
-    def load(config):
-        seen.append(threading.current_thread() is threading.main_thread())
+    def load(config, classes):
+        seen.append((threading.current_thread() is threading.main_thread(), classes))
         return "inputs"
 
     (inputs, started), calls = _start_with(monkeypatch, load)
     assert (inputs, started) == ("inputs", True)
     assert calls == ["check", ("start_ray", True)]  # ray.init sets its SIGTERM handler only on the main thread
-    assert seen == [False]
+    assert seen == [(False, ("cat", "dog"))]  # the folder is walked once, by the check, not again by the loader
 
 
 def test_a_failing_input_stops_the_ray_it_started_and_its_error_comes_first(monkeypatch):
     from tinyray.errors import UserError
 
-    def load(config):
+    def load(config, classes):
         raise UserError("the band holds no network")
 
     error, calls = _start_with(monkeypatch, load)
@@ -153,5 +157,5 @@ def test_a_failing_input_stops_the_ray_it_started_and_its_error_comes_first(monk
     error, calls = _start_with(monkeypatch, load, ray_error=UserError("cannot connect to Ray"))
     assert "holds no network" in str(error) and "stop_ray" not in calls
     # only Ray fails: its error
-    error, calls = _start_with(monkeypatch, lambda config: "inputs", ray_error=UserError("cannot connect to Ray"))
+    error, calls = _start_with(monkeypatch, lambda config, classes: "inputs", ray_error=UserError("cannot connect to Ray"))
     assert "cannot connect to Ray" in str(error)

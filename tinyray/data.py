@@ -272,8 +272,14 @@ class Batches(abc.ABC):
         """``(images, labels)`` batches: ``B x 3 x H x W`` float32 and ``B`` int64."""
 
 
-def load_data(spec: DataSpec | str | Path | None = None) -> Data:
+def load_data(spec: DataSpec | str | Path | None = None, *, classes: tuple[str, ...] | None = None) -> Data:
     """Load the dataset ``spec`` describes (see :func:`resolve_data`); cheap after the first call.
+
+    Args:
+        spec: what to load.
+        classes: for folder data, the class names :func:`check_image_folder` returned for this folder a moment ago
+            (a search checks the folder before Ray starts and loads it beside Ray's start); the tree is not walked
+            and probed again. ``None`` checks it.
 
     Raises:
         UserError: for a folder that is not a readable ImageFolder tree.
@@ -282,7 +288,7 @@ def load_data(spec: DataSpec | str | Path | None = None) -> Data:
     if spec.kind == SYNTHETIC:
         return SyntheticData(spec)
     if spec.kind == FOLDER:
-        return FolderData(spec)
+        return FolderData(spec, classes=classes)
     raise UserError(f"unknown data kind {spec.kind!r}: use {SYNTHETIC!r} or {FOLDER!r}")
 
 
@@ -665,12 +671,12 @@ class FolderData(Data):
     (``skipped_images``). Grayscale, palette and CMYK images are converted to RGB.
     """
 
-    def __init__(self, spec: DataSpec) -> None:
+    def __init__(self, spec: DataSpec, *, classes: tuple[str, ...] | None = None) -> None:
         assert spec.path is not None
         self.spec = spec
         root = Path(spec.path)
         self.root = root
-        self.classes = check_image_folder(root)
+        self.classes = check_image_folder(root) if classes is None else tuple(classes)
         self.name = root.name
         self.description = f"ImageFolder {root} ({len(self.classes)} classes)"
         self.decoded: Path | None = None

@@ -558,8 +558,8 @@ def _start(config: SearchConfig, start_ray: Any, stop_ray: Any) -> tuple["_Input
     sets its SIGTERM handler. If both fail, the inputs' error is the one raised (it was first when they ran one
     after the other); if the inputs fail, a Ray this driver started is stopped.
     """
-    _check_inputs(config)  # a wrong space or data folder is said at once, not after Ray's start
-    loading = _Background(_load_inputs, config)
+    classes = _check_inputs(config)  # a wrong space or data folder is said at once, not after Ray's start
+    loading = _Background(_load_inputs, config, classes)
     _quiet_tune_output()
     try:
         started_ray = start_ray(config.address)
@@ -639,19 +639,21 @@ class _Inputs:
     core: Any
 
 
-def _check_inputs(config: SearchConfig) -> None:
+def _check_inputs(config: SearchConfig) -> tuple[str, ...] | None:
     """The quick checks of :func:`_load_inputs`: the space file and the data spec, and a data folder's tree
-    (:func:`tinyray.data.check_image_folder`, which :func:`tinyray.data.load_data` repeats)."""
+    (:func:`tinyray.data.check_image_folder`); the folder's class names, which :func:`_load_inputs` hands on so that
+    the tree is walked once, or ``None`` for synthetic data."""
     from tinyray.data import FOLDER, check_image_folder, resolve_data
     from tinyray.space import load_space
 
     load_space(config.space)
     spec = resolve_data(config.data)
     if spec.kind == FOLDER and spec.path is not None:
-        check_image_folder(Path(spec.path))
+        return check_image_folder(Path(spec.path))
+    return None
 
 
-def _load_inputs(config: SearchConfig) -> _Inputs:
+def _load_inputs(config: SearchConfig, classes: tuple[str, ...] | None = None) -> _Inputs:
     import numpy as np
 
     from tinyray.data import load_data, resolve_data
@@ -660,7 +662,7 @@ def _load_inputs(config: SearchConfig) -> _Inputs:
 
     space = load_space(config.space)
     data_spec = resolve_data(config.data)
-    data = load_data(data_spec)  # generates and caches the built-in data once, before any trial
+    data = load_data(data_spec, classes=classes)  # generates and caches the built-in data once, before any trial
     core = make_searcher(
         config.searcher, space, config.budget, floor=config.floor, seed=config.seed,
         pop_size=config.pop_size, ahead=config.generations_ahead, trials=config.trials, num_classes=data.num_classes,
