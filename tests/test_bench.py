@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -103,6 +104,17 @@ def test_a_small_benchmark_reports_every_method(curves_path, tmp_path):
     files = write_outputs(result, tmp_path / "out")
     assert all(path.exists() for path in files.values())
     assert "(a) tinyray" in result.table()
+
+
+def test_first_seed_runs_other_seeds_and_each_seed_is_the_same_run_whatever_comes_before(curves_path):
+    """Settings are tuned on seeds 10-19 and reported on 0-9: seed s must be one run, not a position in a list."""
+    config = BenchConfig(seeds=2, trials=4, max_epochs=3, pop_size=4, levels=4, methods=("a",), curves=curves_path)
+    both = run_bench(config).curves
+    later = run_bench(replace(config, seeds=1, first_seed=1)).curves
+    assert set(both["seed"]) == {0, 1} and set(later["seed"]) == {1}
+    columns = ["method", "seed", "axis", "compute", "hypervolume"]
+    pd.testing.assert_frame_equal(both.loc[both["seed"] == 1, columns].reset_index(drop=True),
+                                  later[columns].reset_index(drop=True))
 
 
 def test_the_shipped_curves_are_a_full_grid_over_the_cube(space):

@@ -96,7 +96,7 @@ EXAMPLES = {
 LIMITS = {
     "--trials": 100_000, "--max-epochs": 10_000, "--grace-period": 10_000, "--reduction-factor": 100,
     "--pop-size": 10_000, "--generations-ahead": 100, "--retries": 100, "--epochs": 100_000, "--train-epochs": 100_000, "--batch-size": 65_536,
-    "--num-classes": 100_000, "--threads": 1024, "--seeds": 1000, "--workers": 1024, "--levels": 1000,
+    "--num-classes": 100_000, "--threads": 1024, "--seeds": 1000, "--first-seed": 1_000_000, "--workers": 1024, "--levels": 1000,
     "--port": 65535,
 }
 
@@ -361,6 +361,7 @@ def _add_bench_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--budget", default="200M", help="FLOPs budget (default 200M)")
     add("--seeds", type=_int_at_least("--seeds", 1), default=defaults.seeds, help=f"runs per method, seeds 0..n-1 (default {defaults.seeds})")
+    add("--first-seed", type=_int_at_least("--first-seed", 0), default=0, help="the first seed (default 0; e.g. 10 to tune settings on seeds other than the reported 0-9)")
     add("--trials", type=_int_at_least("--trials", 1), default=defaults.trials, help=f"compute of a run, in fully trained trials (default {defaults.trials}; with --real: trials per search)")
     add("--max-epochs", type=_int_at_least("--max-epochs", 1), default=defaults.max_epochs, help="full fidelity in epochs (default: all the recorded epochs, over which the recorded runs' schedules span; with --real, a default search's)")
     add("--grace-period", type=_int_at_least("--grace-period", 1), default=defaults.grace_period, help=f"first ASHA rung in epochs (default {defaults.grace_period})")
@@ -386,7 +387,7 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
     from tinyray.cost import parse_budget
 
     config = BenchConfig(
-        budget=parse_budget(args.budget), seeds=args.seeds, trials=args.trials, max_epochs=args.max_epochs,
+        budget=parse_budget(args.budget), seeds=args.seeds, first_seed=args.first_seed, trials=args.trials, max_epochs=args.max_epochs,
         grace_period=args.grace_period, reduction_factor=args.reduction_factor, pop_size=args.pop_size,
         generations_ahead=args.generations_ahead, workers=args.workers, levels=args.levels, methods=args.methods, curves=Path(args.curves) if args.curves else None,
     )
