@@ -67,7 +67,7 @@ def test_overlap_counts_only_the_window():
     (dict(resume_at=40, trials=40), "--resume-at 40 must be below --trials 40"),
     (dict(gpus_per_trial=2.0, gpus_per_node=1.0), "more than a node's 1 GPUs"),
     (dict(tracking=("postgres",)), "subset of sqlite,server"),
-    (dict(max_epochs=20), "exceeds the 9 epochs recorded"),
+    (dict(max_epochs=20), "exceeds the 6 epochs recorded"),
 ])
 def test_bad_options_are_refused_before_anything_starts(tmp_path, options, message):
     with pytest.raises(UserError, match=message):

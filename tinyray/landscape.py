@@ -155,10 +155,7 @@ class Landscape:
         self._x = _scale(self.points, self._low, self._high)
         self._y = np.column_stack([self.top1, np.log(self.epoch_seconds)])
         self._model = _fit(self._x, self._y)
-        # the noise of one run, from the repeats: (seed 0 - seed 1) / sqrt 2 per epoch, for networks with both
-        paired = ~np.isnan(self.runs[:, :2]).any(axis=(1, 2)) if self.runs.shape[1] >= 2 else np.zeros(len(names), bool)
-        self._noisy = np.flatnonzero(paired)
-        self._noise = (self.runs[paired, 0] - self.runs[paired, 1]) / math.sqrt(2.0)
+        self.repeats = Repeats(self._x, self.runs)
         self._cache: dict[tuple[float, float, float], tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
@@ -186,12 +183,9 @@ class Landscape:
         return top1.copy(), seconds.copy()
 
     def noise(self, r: float, d: float, w: float, rng: np.random.Generator) -> np.ndarray:
-        """One run's deviation from the mean curve, per epoch: a repeat difference of a nearby recorded network."""
-        if not len(self._noisy):
-            return np.zeros(self.epochs)
-        distance = np.linalg.norm(self._x[self._noisy] - _scale([(r, d, w)], self._low, self._high), axis=1)
-        nearest = np.argsort(distance)[:NOISE_NEIGHBOURS]
-        return float(rng.choice((-1.0, 1.0))) * self._noise[int(rng.choice(nearest))]
+        """One run's deviation from the mean curve, per epoch: a repeat difference of a nearby recorded network
+        (:class:`Repeats`)."""
+        return self.repeats.draw(_scale([(r, d, w)], self._low, self._high)[0], rng)
 
     def sample(self, r: float, d: float, w: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One simulated run at (r, d, w): the mean curve plus :meth:`noise`, and the seconds of each epoch."""
@@ -209,9 +203,9 @@ class Landscape:
     def summary(self) -> dict[str, Any]:
         """What the recording holds: networks, seeds, epochs, the final top-1's range and one run's spread."""
         final = self.top1[:, -1]
-        spread = np.abs(self._noise[:, -1]) if len(self._noisy) else np.array([])
+        spread = np.abs(self.repeats.differences[:, -1])
         return {"networks": len(self.names), "seeds": int(self.runs.shape[1]), "epochs": self.epochs,
-                "paired": int(len(self._noisy)), "final_top1_min": float(final.min()),
+                "paired": len(self.repeats), "final_top1_min": float(final.min()),
                 "final_top1_median": float(np.median(final)), "final_top1_max": float(final.max()),
                 "final_seed_sd_median": float(np.median(spread)) if len(spread) else math.nan,
                 "epoch_seconds_min": float(self.epoch_seconds.min()),
@@ -255,6 +249,73 @@ class Landscape:
                          "nearest_rmse": float(np.sqrt(np.mean((nearest[:, column] - truth) ** 2))),
                          "nearest_rho": float(spearmanr(nearest[:, column], truth).statistic)})
         return pd.DataFrame(rows)
+
+
+class Repeats:
+    """One run's luck, from the recorded repeats: numpy only (a replay trial's process imports no torch).
+
+    A draw is the difference of the two seeds' curves of one of the :data:`NOISE_NEIGHBOURS` recorded networks
+    nearest to the point (a random one, with a random sign, divided by sqrt 2 so that its variance is one run's):
+    one vector for all epochs, as a real trial's luck persists from epoch to epoch.
+
+    Args:
+        points: ``(n, 3)`` recorded networks in the cube scaled to [0, 1]^3.
+        runs: ``(n, seeds, epochs)`` their top-1 per seed (NaN where a seed is missing); networks without two
+            seeds are left out.
+    """
+
+    def __init__(self, points: np.ndarray, runs: np.ndarray) -> None:
+        runs = np.asarray(runs, dtype=float)
+        paired = ~np.isnan(runs[:, :2]).any(axis=(1, 2)) if runs.shape[1] >= 2 else np.zeros(len(runs), bool)
+        self.epochs = int(runs.shape[2])
+        self.points = np.asarray(points, dtype=float)[paired]
+        #: ``(paired, epochs)``: (seed 0 - seed 1) / sqrt 2 of every network with both
+        self.differences = (runs[paired, 0] - runs[paired, 1]) / math.sqrt(2.0)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def draw(self, point: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One run's deviation from the mean curve at ``point`` (scaled to [0, 1]^3), per epoch."""
+        if not len(self.points):
+            return np.zeros(self.epochs)
+        distance = np.linalg.norm(self.points - np.asarray(point, dtype=float), axis=1)
+        nearest = np.argsort(distance)[:NOISE_NEIGHBOURS]
+        return float(rng.choice((-1.0, 1.0))) * self.differences[int(rng.choice(nearest))]
+
+    @classmethod
+    def from_table(cls, table: "pd.DataFrame", low: np.ndarray, high: np.ndarray) -> "Repeats":
+        """The repeats of a landscape recording (its ``net, r, d, w, seed, epoch, top1`` columns), the cube scaled
+        by ``low`` and ``high``: what :class:`Landscape` draws, without fitting its GPs."""
+        seeds = sorted(int(s) for s in table["seed"].unique())
+        epochs = int(table["epoch"].max())
+        points, runs = [], []
+        for _, rows in table.groupby("net", sort=True):
+            curves = np.full((len(seeds), epochs), np.nan)
+            for seed, run in rows.groupby("seed"):
+                curves[seeds.index(int(seed)), :] = run.sort_values("epoch")["top1"].to_numpy(dtype=float)
+            first = rows.iloc[0]
+            points.append((float(first["r"]), float(first["d"]), float(first["w"])))
+            runs.append(curves)
+        return cls(_scale(points, np.asarray(low, dtype=float), np.asarray(high, dtype=float)), np.array(runs))
+
+
+def replay_grid(landscape: Landscape, points: int = 9) -> "pd.DataFrame":
+    """The surrogate's mean curves on a regular ``points``^3 grid over the cube, as the replay trainer reads them
+    (:class:`tinyray.bench.Curves`: rows ``r, d, w, epoch, top1, seconds``, seconds cumulative): interpolating the
+    grid linearly is numpy only, so a replay trial's process needs neither torch nor the GPs."""
+    import itertools
+
+    import pandas as pd
+
+    axes = [np.linspace(low, high, points) for low, high in zip(landscape._low, landscape._high)]
+    rows = []
+    for r, d, w in itertools.product(*axes):
+        top1, seconds = landscape.curve(float(r), float(d), float(w))
+        for epoch in range(landscape.epochs):
+            rows.append({"r": round(float(r), 6), "d": round(float(d), 6), "w": round(float(w), 6), "epoch": epoch + 1,
+                         "top1": round(float(top1[epoch]), 6), "seconds": round(float(seconds[:epoch + 1].sum()), 4)})
+    return pd.DataFrame(rows)
 
 
 def _built_in_classes() -> int:

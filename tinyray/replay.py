@@ -8,15 +8,20 @@ the search run's ``trainer`` tags, the ``trainer`` column of ``trials.csv``, ``s
 
 What a replayed candidate (r, d, w) reports, epoch by epoch:
 
-* **top-1**: the recorded learning curves of ``benchdata/curves.csv`` (8 corners of the cube, 9 epochs of the
-  proxy recipe), interpolated linearly between grid points exactly as ``tinyray bench search`` does
-  (:class:`tinyray.bench.Curves`), plus the recorded noise: a normal draw whose standard deviation is the
-  seed-to-seed spread of the shipped proxy recordings at that epoch (``benchdata/proxy_runs.csv``, two seeds of
-  24 networks: 0.024 after epoch 1, 0.048 after epoch 2 on data version 6, the last one for later epochs; the
-  curves were recorded on an older version of the task, so the two come from different tasks). The draw is seeded by the
-  search's seed and the candidate, so equal searches replay equal curves.
-* **time**: the trial sleeps ``speed`` times the recorded seconds of the epoch (``--replay-speed``; 0.1 turns the
-  recorded 16-40 s CPU epochs into 1.6-4 s).
+* **top-1**: the landscape of ``tinyray bench search`` (:mod:`tinyray.landscape`: 64 networks of the cube, each
+  trained as a default search trial trains it on today's built-in data but for 6 epochs, two seeds each). Its GP
+  surrogate's mean curves are shipped on a regular 9 x 9 x 9 grid over the cube (``benchdata/replay_grid.csv``,
+  written by ``python benchmarks/replay_grid.py``) and interpolated linearly between grid points
+  (:class:`tinyray.bench.Curves`), plus one run's recorded luck: the seed-to-seed difference of one of the three
+  recorded networks nearest to the candidate (:class:`tinyray.landscape.Repeats`, from ``benchdata/landscape.csv``),
+  the same vector for all its epochs. The draw is seeded by the search's seed and the candidate, so equal
+  searches replay equal curves. As in ``tinyray bench search``, epoch k is the k-th epoch of a 6-epoch schedule.
+* **time**: the trial sleeps ``speed`` times the recorded seconds of the epoch (``--replay-speed``; the landscape's
+  epochs took 5-40 s of one CPU thread, so 0.1 turns them into 0.5-4 s).
+
+Curves and noise come from one recording, of the task a search runs on by default. Before 2026-12-07 the replay
+played the 8 corners of an older task's grid (``benchdata/curves.csv``, data version 2) with the noise of another
+recording; ``ReplayCurves(curves=CURVES_FILE)`` still plays that grid.
 
 Its checkpoint is the same Tune checkpoint as a real trial's, holding ``state.json`` (the epochs done) instead of
 ``state.pt``; a retried or resumed replay continues after its last finished epoch.
@@ -42,7 +47,8 @@ TRAINERS = (TRAIN, REPLAY)
 #: format of a replay's checkpoint (``state.json``)
 REPLAY_STATE_VERSION = 1
 REPLAY_STATE_FILE = "state.json"
-NOISE_FILE = Path(__file__).parent / "benchdata" / "proxy_runs.csv"
+#: the landscape's GP mean curves on a grid over the cube (``python benchmarks/replay_grid.py`` writes it)
+REPLAY_GRID = Path(__file__).parent / "benchdata" / "replay_grid.csv"
 #: bounds of ``--replay-speed``
 MIN_SPEED, MAX_SPEED = 0.0, 100.0
 
@@ -64,28 +70,29 @@ class ReplayEpoch:
 
 
 class ReplayCurves:
-    """The recorded curves (:class:`tinyray.bench.Curves`) and the recorded noise of every epoch.
+    """Mean curves on a grid of the cube (:class:`tinyray.bench.Curves`) and a recording's repeats for the noise.
 
     Args:
-        curves: the learning-curve table (default the shipped ``benchdata/curves.csv``).
-        noise: a proxy recording with two or more seeds per network (default ``benchdata/proxy_runs.csv``).
+        curves: the grid of mean curves (default the shipped ``benchdata/replay_grid.csv``).
+        repeats: a landscape recording with two seeds per network, whose seed-to-seed differences are the noise
+            (default the shipped ``benchdata/landscape.csv``).
     """
 
-    def __init__(self, curves: str | Path | None = None, noise: str | Path | None = None) -> None:
+    def __init__(self, curves: str | Path | None = None, repeats: str | Path | None = None) -> None:
         import pandas as pd
 
         from tinyray.bench import Curves
+        from tinyray.landscape import LANDSCAPE_FILE, Repeats
 
-        self.curves = Curves.load(curves)
-        runs = pd.read_csv(noise or NOISE_FILE)
-        spread = runs.groupby(["net", "epoch"])["top1"].std(ddof=1)  # two seeds: |a - b| / sqrt(2)
-        #: standard deviation of top-1 between seeds, after epoch 1, 2, ... (root mean square over networks)
-        self.noise_sd = np.sqrt((spread**2).groupby(level="epoch").mean()).to_numpy(dtype=float)
+        self.curves = Curves.load(curves or REPLAY_GRID)
+        self._low = np.array([axis[0] for axis in self.curves.axes])
+        self._high = np.array([axis[-1] for axis in self.curves.axes])
+        self.repeats = Repeats.from_table(pd.read_csv(repeats or LANDSCAPE_FILE), self._low, self._high)
 
     @property
     def epochs(self) -> int:
         """Epochs recorded: the most a replayed trial can report."""
-        return self.curves.epochs
+        return min(self.curves.epochs, self.repeats.epochs)
 
     def replay(self, r: float, d: float, w: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``(top1, seconds)`` of every recorded epoch at (r, d, w): two ``(epochs,)`` arrays, noise included.
@@ -93,10 +100,12 @@ class ReplayCurves:
         The noise is drawn from a generator seeded by ``seed`` and the candidate's multipliers (to 6 decimals).
         """
         top1, seconds = self.curves.curve(r, d, w)
+        top1, seconds = top1[:self.epochs], seconds[:self.epochs]
         key = zlib.crc32(f"{r:.6f},{d:.6f},{w:.6f}".encode())
         rng = np.random.default_rng([int(seed), key])
-        sd = self.noise_sd[np.minimum(np.arange(len(top1)), len(self.noise_sd) - 1)]
-        return np.clip(top1 + rng.normal(0.0, sd), 0.0, 1.0), seconds
+        point = (np.array([r, d, w], dtype=float) - self._low) / (self._high - self._low)
+        noise = self.repeats.draw(point, rng)[:self.epochs]
+        return np.clip(top1 + noise, 0.0, 1.0), seconds
 
 
 @lru_cache(maxsize=1)
