@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tinyray.data import DataSpec
@@ -134,3 +136,41 @@ def test_a_sqlite_store_s_artifacts_go_beside_it_not_into_the_working_folder(tmp
     told = Tracker(local_tracking_uri(store), "told", artifact_location=(tmp_path / "elsewhere").as_uri())
     assert client.get_experiment(told.experiment_id).artifact_location == (tmp_path / "elsewhere").as_uri()
     assert not any(work.iterdir())  # nothing in the working folder
+
+
+def test_the_search_s_sqlite_store_keeps_a_write_ahead_log(finished):
+    """The embedded store commits into a write-ahead log (fewer syncs and files a call: docs/benchmarks.md, session
+    14); the mode stays with the file, so the UI's server and a resumed search read it the same way."""
+    import sqlite3
+
+    from tinyray.tracking import sqlite_file
+
+    database = sqlite_file(finished.tracking_uri)
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3  # the search's run and 2 trials'
+
+
+def test_a_store_on_a_network_filesystem_keeps_mlflows_journal_mode(tmp_path, monkeypatch):
+    import sqlite3
+
+    from tinyray import tracking
+
+    monkeypatch.setattr(tracking, "filesystem_type", lambda path: "nfs4")
+    assert tracking.write_ahead_log(tmp_path / "remote.db") is False
+    assert not (tmp_path / "remote.db").exists()  # not even made: MLflow makes it, in its own mode
+    monkeypatch.setattr(tracking, "filesystem_type", lambda path: "ext4")
+    assert tracking.write_ahead_log(tmp_path / "local.db") is True
+    with sqlite3.connect(tmp_path / "local.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # a store that cannot be switched (here a folder where the file should be) keeps going, in its mode
+    (tmp_path / "odd.db").mkdir()
+    assert tracking.write_ahead_log(tmp_path / "odd.db") is False
+
+
+def test_the_filesystem_of_a_path_is_its_longest_mount():
+    from tinyray.tracking import filesystem_type
+
+    assert filesystem_type(Path("/proc/self")) == "proc"
+    assert filesystem_type(Path("/proc/self/no/such/file")) == "proc"  # the nearest existing ancestor's
+    assert filesystem_type(Path("/")) != ""
