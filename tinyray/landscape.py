@@ -95,6 +95,36 @@ def _fit(x: np.ndarray, y: np.ndarray) -> Any:
     return model
 
 
+def _parse(table: "pd.DataFrame") -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """A landscape recording's networks (sorted by name): names, ``(n, 3)`` points (r, d, w), ``(n, seeds, epochs)``
+    top-1 of every seed (NaN where a seed is missing) and ``(n,)`` seconds of one epoch (mean over seeds and epochs:
+    CPU seconds when recorded, else wall seconds).
+
+    Raises:
+        UserError: a run that lacks an epoch ``1..epochs``.
+    """
+    epochs = int(table["epoch"].max())
+    seeds = sorted(int(s) for s in table["seed"].unique())
+    names, points, runs, seconds = [], [], [], []
+    for name, rows in table.groupby("net", sort=True):
+        curves = np.full((len(seeds), epochs), np.nan)
+        per_epoch = []
+        for seed, run in rows.groupby("seed"):
+            run = run.sort_values("epoch")
+            if run["epoch"].tolist() != list(range(1, epochs + 1)):
+                raise UserError(f"the landscape's run of {name} seed {seed} does not have every epoch "
+                                f"1..{epochs}: re-record it with tinyray bench landscape --record")
+            curves[seeds.index(int(seed))] = run["top1"].to_numpy(dtype=float)
+            column = "cpu_seconds" if "cpu_seconds" in run and run["cpu_seconds"].notna().all() else "seconds"
+            per_epoch.append(float(run[column].iloc[-1]) / epochs)
+        first = rows.iloc[0]
+        names.append(str(name))
+        points.append((float(first["r"]), float(first["d"]), float(first["w"])))
+        runs.append(curves)
+        seconds.append(float(np.mean(per_epoch)))
+    return names, np.array(points), np.array(runs), np.array(seconds)
+
+
 class Landscape:
     """The recorded landscape and its GP surrogate (module docstring).
 
@@ -124,30 +154,13 @@ class Landscape:
         if not len(table):
             raise UserError("the landscape has no runs: record it with tinyray bench landscape --record")
         self.space = space or load_space()
-        self.epochs = int(table["epoch"].max())
-        seeds = sorted(int(s) for s in table["seed"].unique())
-        names, points, runs, seconds = [], [], [], []
-        for name, rows in table.groupby("net", sort=True):
-            curves = np.full((len(seeds), self.epochs), np.nan)
-            per_epoch = []
-            for seed, run in rows.groupby("seed"):
-                run = run.sort_values("epoch")
-                if run["epoch"].tolist() != list(range(1, self.epochs + 1)):
-                    raise UserError(f"the landscape's run of {name} seed {seed} does not have every epoch "
-                                    f"1..{self.epochs}: re-record it with tinyray bench landscape --record")
-                curves[seeds.index(int(seed))] = run["top1"].to_numpy(dtype=float)
-                column = "cpu_seconds" if "cpu_seconds" in run and run["cpu_seconds"].notna().all() else "seconds"
-                per_epoch.append(float(run[column].iloc[-1]) / self.epochs)
-            first = rows.iloc[0]
-            names.append(str(name))
-            points.append((float(first["r"]), float(first["d"]), float(first["w"])))
-            runs.append(curves)
-            seconds.append(float(np.mean(per_epoch)))
+        names, points, runs, seconds = _parse(table)
+        self.epochs = runs.shape[2]
         self.names = names
-        self.points = np.array(points)
-        self.runs = np.array(runs)
+        self.points = points
+        self.runs = runs
         self.top1 = np.nanmean(self.runs, axis=1)
-        self.epoch_seconds = np.array(seconds)
+        self.epoch_seconds = seconds
         self.num_classes = _built_in_classes()
         bounds = self.space.bounds()
         self._low = np.array([bounds[f].low for f in "rdw"])
@@ -287,18 +300,8 @@ class Repeats:
     def from_table(cls, table: "pd.DataFrame", low: np.ndarray, high: np.ndarray) -> "Repeats":
         """The repeats of a landscape recording (its ``net, r, d, w, seed, epoch, top1`` columns), the cube scaled
         by ``low`` and ``high``: what :class:`Landscape` draws, without fitting its GPs."""
-        seeds = sorted(int(s) for s in table["seed"].unique())
-        epochs = int(table["epoch"].max())
-        points, runs = [], []
-        for _, rows in table.groupby("net", sort=True):
-            curves = np.full((len(seeds), epochs), np.nan)
-            for seed, run in rows.groupby("seed"):
-                curves[seeds.index(int(seed)), :] = run.sort_values("epoch")["top1"].to_numpy(dtype=float)
-            first = rows.iloc[0]
-            points.append((float(first["r"]), float(first["d"]), float(first["w"])))
-            runs.append(curves)
-        return cls(_scale(points, np.asarray(low, dtype=float), np.asarray(high, dtype=float)), np.array(runs))
-
+        _, points, runs, _ = _parse(table)
+        return cls(_scale(points, np.asarray(low, dtype=float), np.asarray(high, dtype=float)), runs)
 
 def replay_grid(landscape: Landscape, points: int = 9) -> "pd.DataFrame":
     """The surrogate's mean curves on a regular ``points``^3 grid over the cube, as the replay trainer reads them

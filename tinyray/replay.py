@@ -99,11 +99,13 @@ class ReplayCurves:
 
         The noise is drawn from a generator seeded by ``seed`` and the candidate's multipliers (to 6 decimals).
         """
+        from tinyray.landscape import _scale
+
         top1, seconds = self.curves.curve(r, d, w)
         top1, seconds = top1[:self.epochs], seconds[:self.epochs]
         key = zlib.crc32(f"{r:.6f},{d:.6f},{w:.6f}".encode())
         rng = np.random.default_rng([int(seed), key])
-        point = (np.array([r, d, w], dtype=float) - self._low) / (self._high - self._low)
+        point = _scale([r, d, w], self._low, self._high)
         noise = self.repeats.draw(point, rng)[:self.epochs]
         return np.clip(top1 + noise, 0.0, 1.0), seconds
 
