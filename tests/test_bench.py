@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 from dataclasses import replace
@@ -115,6 +116,55 @@ def test_first_seed_runs_other_seeds_and_each_seed_is_the_same_run_whatever_come
     columns = ["method", "seed", "axis", "compute", "hypervolume"]
     pd.testing.assert_frame_equal(both.loc[both["seed"] == 1, columns].reset_index(drop=True),
                                   later[columns].reset_index(drop=True))
+
+
+def test_runs_are_recorded_as_they_end_and_a_rerun_simulates_only_the_missing_ones(curves_path, tmp_path):
+    """A long comparison survives a stopped session: --out keeps each (method, seed) run, a rerun reuses it."""
+    config = BenchConfig(seeds=2, trials=4, max_epochs=3, pop_size=4, levels=4, methods=("a", "b"), curves=curves_path)
+    out = tmp_path / "bench"
+    first = run_bench(replace(config, seeds=1), out=out)  # a session that got through seed 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["a-0.json", "b-0.json"]
+    record = json.loads((out / "runs" / "a-0.json").read_text())
+    assert record["version"] == 1 and record["key"]["trials"] == 4 and len(record["key"]["curves_sha256"]) == 64
+    assert record["simulated_in_seconds"] >= 0 and record["run"]["epochs"] == 12
+
+    log = io.StringIO()
+    resumed = run_bench(config, out=out, log=log)
+    lines = log.getvalue().splitlines()
+    assert lines[0] == f"reusing 2 of 4 runs recorded in {out / 'runs'}" and len(lines) == 3  # two simulated
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["a-0.json", "a-1.json", "b-0.json", "b-1.json"]
+    fresh = run_bench(config)  # the same numbers as one uninterrupted run
+    pd.testing.assert_frame_equal(resumed.curves, fresh.curves)
+    pd.testing.assert_frame_equal(resumed.summary, fresh.summary)
+    pd.testing.assert_frame_equal(first.curves, run_bench(replace(config, seeds=1)).curves)
+
+    before = {p.name: p.read_bytes() for p in (out / "runs").iterdir()}
+    with pytest.raises(UserError, match=r"made with other settings \(they differ in reduction_factor, trials\)"):
+        run_bench(replace(config, trials=5, reduction_factor=2), out=out)
+    other = tmp_path / "other.csv"
+    small_table().assign(seconds=lambda t: 2 * t["seconds"]).to_csv(other, index=False)
+    with pytest.raises(UserError, match="differ in curves_sha256"):
+        run_bench(replace(config, curves=other), out=out)
+    assert {p.name: p.read_bytes() for p in (out / "runs").iterdir()} == before  # refused runs change nothing
+    (out / "runs" / "b-1.json").write_text("{not json")
+    with pytest.raises(UserError, match="b-1.json"):
+        run_bench(config, out=out)
+    record["run"]["no_such_field"] = 1
+    (out / "runs" / "b-1.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="b-1.json is damaged"):
+        run_bench(config, out=out)
+
+
+def test_bench_search_out_that_is_a_file_is_one_line(curves_path, tmp_path, capsys):
+    from tinyray.cli import main
+
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    code = main(["bench", "search", "--seeds", "1", "--trials", "2", "--max-epochs", "3", "--pop-size", "4",
+                 "--methods", "b", "--curves", str(curves_path), "--out", str(taken)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--out" in err and "Traceback" not in err
+    assert taken.read_text() == "x"
 
 
 def test_the_shipped_curves_are_a_full_grid_over_the_cube(space):

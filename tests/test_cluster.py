@@ -22,11 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
 from tinyray.cli import main
+from tinyray.files import read_results_csv
 from tinyray.simcluster import stop_cluster_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def test_search_runs_trials_on_both_nodes_and_tracks_them_in_one_store(two_nodes
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
 
-    trials = pd.read_csv(storage / "multi" / "trials.csv")
+    trials = read_results_csv(storage / "multi" / "trials.csv")
     assert len(trials) == 4 and (trials["status"] == "completed").all()
     # one CPU per node and per trial: the first two trials cannot share a node
     assert set(trials["node_id"]) == set(nodes)

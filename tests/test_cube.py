@@ -20,6 +20,28 @@ def test_builder_matches_timm_tinynets(space, name):
     assert ours.pretrained_cfg["input_size"] == theirs.pretrained_cfg["input_size"]
 
 
+def test_cached_decoding_is_timm_s_at_every_depth():
+    """The decoding is cached on each stage's scaled block count (tinyray.families.efficientnet._decode): it must
+    be timm's decoding at the depth itself, for every shipped timm-block space, at depths on and off the
+    rounding edges, including a stage of two block strings that timm allots more blocks than its total."""
+    import numpy as np
+
+    from tinyray.cube import timm_builder
+    from tinyray.families.efficientnet import EfficientNetNetwork, _decode
+    from tinyray.space import available_spaces, load_space
+
+    networks = [load_space(name).network for name in available_spaces()]
+    networks = [network.blocks for network in networks if isinstance(network, EfficientNetNetwork)]
+    networks.append((("ds_r1_k3_s1_e1_c16",), ("ir_r1_k3_s2_e6_c24", "ir_r1_k5_s1_e6_c24"), ("ir_r3_k3_s2_e6_c40",)))
+    assert len(networks) >= 3
+    depths = np.concatenate([np.random.default_rng(0).uniform(0.05, 2.5, 400), np.arange(0.05, 2.5, 1 / 24),
+                             [0.25, 0.5, 1 / 3, 2 / 3, 1.0, 1.5, 1.2, 1.25]])
+    for blocks in networks:
+        for d in depths:
+            theirs = timm_builder().decode_arch_def([list(stage) for stage in blocks], float(d), depth_trunc="round")
+            assert repr(_decode(blocks, float(d))) == repr(tuple(tuple(stage) for stage in theirs)), (blocks, d)
+
+
 def test_depth_rounds_per_stage_with_at_least_one_block(space):
     assert stage_depths(space, 1.0) == (1, 2, 2, 3, 3, 4, 1)
     assert stage_depths(space, 0.25) == (1, 1, 1, 1, 1, 1, 1)

@@ -18,6 +18,7 @@ import yaml
 from tinyray.cost import analytic_cost, base_flops, measured_cost
 from tinyray.cube import build_model
 from tinyray.errors import UserError
+from tinyray.files import read_results_csv
 from tinyray.families import FAMILIES, network_class
 from tinyray.families.base import Network
 from tinyray.space import SPACES_DIR, available_spaces, load_space, parse_space
@@ -293,7 +294,7 @@ def test_search_end_to_end(tmp_path, name, budget):
                           trials=3, max_epochs=1, grace_period=1, pop_size=4, seed=1, progress="quiet")
     result = run_search(config)
     space = load_space(name)
-    trials = pd.read_csv(result.results_dir / "trials.csv")
+    trials = read_results_csv(result.results_dir / "trials.csv")
     assert len(trials) == 3 and (trials["status"] == "completed").all()
     for row in trials.itertuples():
         assert row.flops == analytic_cost(space, row.r, row.d, row.w, data.num_classes).flops <= budget

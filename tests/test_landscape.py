@@ -201,3 +201,19 @@ def test_the_benchmark_gives_the_same_result_in_worker_processes(tmp_path):
     alone, pooled = run_bench(config), run_bench(config, processes=2)
     pd.testing.assert_frame_equal(alone.curves, pooled.curves)
     pd.testing.assert_frame_equal(alone.summary, pooled.summary)
+
+
+def test_bench_search_on_a_landscape_prints_no_torch_jit_future_warning(tmp_path):
+    # linear_operator scripts a function with @torch.jit.script when a fit first imports its linear_cg module
+    import os
+    import subprocess
+    import sys
+
+    recording().to_csv(tmp_path / "landscape.csv", index=False)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+    done = subprocess.run([sys.executable, "-m", "tinyray", "bench", "search", "--seeds", "1", "--trials", "2",
+                           "--pop-size", "4", "--methods", "b", "--curves", "landscape.csv"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "leave-one-network-out over 20 networks" in done.stdout
+    assert "FutureWarning" not in done.stderr and "torch.jit" not in done.stderr

@@ -10,6 +10,7 @@ import pytest
 
 from tinyray.cli import main
 from tinyray.errors import UserError
+from tinyray.files import read_results_csv
 from tinyray.overhead import breakdown, process_kind, trial_times
 
 
@@ -95,7 +96,7 @@ def test_a_real_search_is_broken_down(tmp_path, capfd):
     assert sum(result["slot_seconds"].values()) == pytest.approx(result["slots"] * result["trial_phase_seconds"])
     assert result["slot_seconds"]["epochs"] > 0 and result["startup_seconds"] > 0 and result["finish_seconds"] > 0
     assert 0 < result["utilisation"] <= 1 and result["cpu_seconds"]["trials"] > 0 and result["cpu_seconds"]["driver"] > 0
-    assert len(pd.read_csv(out / "overhead_trials.csv")) == 4
+    assert len(read_results_csv(out / "overhead_trials.csv")) == 4
     # a second run into the same folder would mix two searches: refused
     assert main(["bench", "overhead", "--trials", "4", "--out", str(out)]) == 2
 

@@ -23,6 +23,7 @@ import pytest
 
 from tinyray.cli import main
 from tinyray.errors import UserError
+from tinyray.files import read_results_csv
 from tinyray.formula import Formula, fit_metrics
 from tinyray.publish import publish
 from tinyray.tracking import (EPOCH_METRICS, FRONT_COLOR, OFF_FRONT_COLOR, SEARCH_COLOR, Tracker, local_tracking_uri,
@@ -125,7 +126,7 @@ def check_published(client, results: Path) -> dict:
     trainer = json.loads((results / "search.json").read_text())["config"].get("trainer", "train")
     children = {run["tags"]["trial_id"]: run for run in state.values() if run["tags"]["tinyray.kind"] == "trial"}
     assert len(children) == len(state) - 1  # no trial has two runs
-    trials = pd.read_csv(results / "trials.csv", dtype={"trial_id": str})
+    trials = read_results_csv(results / "trials.csv")
     assert set(children) == set(trials["trial_id"])
     for row in trials.itertuples():
         child = children[row.trial_id]
@@ -261,7 +262,7 @@ def test_publish_onto_an_empty_local_store_then_nothing_twice(space, tmp_path, c
     state = check_published(client, results)
     names = {run["tags"]["trial_id"]: run["tags"]["mlflow.runName"] for run in state.values()
              if run["tags"]["tinyray.kind"] == "trial"}
-    trials = pd.read_csv(results / "trials.csv", dtype={"trial_id": str})
+    trials = read_results_csv(results / "trials.csv")
     assert names == {row.trial_id: trial_run_name(row.trial_id, row.r, row.d, row.w) for row in trials.itertuples()}
     assert names["hand00001"] == "r0.50-d0.50-w0.45-hand00001"
     early = [run for run in state.values() if run["tags"].get("status") == "early-stopped"]
@@ -468,7 +469,7 @@ def test_server_stopped_mid_search_then_published_once(server, tmp_path, caplog,
     # the search went on: every trial is in the results folder, and it said so once
     [warning] = offline_warnings(caplog)
     assert f"tinyray publish {results}" in warning
-    trials = pd.read_csv(results / "trials.csv")
+    trials = read_results_csv(results / "trials.csv")
     assert len(trials) == 4 and (trials["status"] != "failed").all()
     assert result.tracking_offline and f"tinyray publish {results}" in result.report()
     assert result.summary()["publish_command"] == f"tinyray publish {results}"
@@ -504,7 +505,7 @@ def test_server_down_from_the_start_then_published(server, tmp_path, caplog, cap
         result = run_search(config)
     assert len(offline_warnings(caplog)) == 1
     results = config.results_dir
-    assert len(pd.read_csv(results / "trials.csv")) == 4
+    assert len(read_results_csv(results / "trials.csv")) == 4
     journal = read_journal(results)
     assert journal["status"] == "offline" and journal["parent_run_id"] is None and len(journal["trials"]) == 4
     assert result.parent_run_id is None and "tracking: offline" in result.report()

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import finished_trials
 
+from tinyray.files import read_results_csv
+
 
 SECRET = "pa55-Zq7-not-for-files"
 
@@ -116,7 +118,6 @@ def _runs(storage: Path, name: str) -> list:
 def test_ctrl_c_marks_the_search_interrupted_everywhere_and_says_how_to_resume(tmp_path):
     import shlex
 
-    import pandas as pd
 
     storage = tmp_path / "results"
     results = storage / "ctrlc"
@@ -155,7 +156,7 @@ def test_ctrl_c_marks_the_search_interrupted_everywhere_and_says_how_to_resume(t
     resumed = subprocess.run([sys.executable, "-m", "tinyray", *shlex.split(command)[1:], "--quiet"], env=env,
                              capture_output=True, text=True, timeout=2400)  # generous: the machine may be shared
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    trials = pd.read_csv(results / "trials.csv")
+    trials = read_results_csv(results / "trials.csv")
     assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
     after = finished_trials(results, 2)
     assert all(after[name] == lines for name, lines in before.items())  # nothing trained twice
@@ -232,6 +233,16 @@ def test_the_lock_dies_with_its_driver(tmp_path):
     _own(folder).close()
 
 
+def test_results_tables_keep_trial_ids_that_look_like_numbers_as_text(tmp_path):
+    # Tune's ids are 8 hex digits: about 2% are all decimal digits, some are digits around one "e" (a float)
+    ids = ["00123456", "12345678", "1234e567"]
+    path = tmp_path / "front.csv"
+    path.write_text("trial_id,top1,flops\n" + "".join(f"{trial_id},0.5,1000\n" for trial_id in ids))
+    for table in (read_results_csv(path), read_results_csv(path).head(1)):
+        assert list(table["trial_id"]) == ids[:len(table)]
+    assert read_results_csv(path)["flops"].dtype.kind == "i"  # the other columns keep their types
+
+
 @pytest.mark.parametrize("marker", ["status", "summary"])
 def test_resume_of_a_finished_search_says_so_and_changes_nothing(tmp_path, capsys, marker):
     from tinyray.cli import main
@@ -254,7 +265,6 @@ def test_resume_of_a_finished_search_says_so_and_changes_nothing(tmp_path, capsy
 def test_disk_full_stops_in_one_line_keeps_finished_trials_and_resumes(tmp_path):
     import shlex
 
-    import pandas as pd
 
     storage = tmp_path / "results"
     results = storage / "full"
@@ -280,7 +290,7 @@ def test_disk_full_stops_in_one_line_keeps_finished_trials_and_resumes(tmp_path)
     resumed = subprocess.run([sys.executable, "-m", "tinyray", *shlex.split(command)[1:], "--quiet"], env=env,
                              capture_output=True, text=True, timeout=2400)  # generous: the machine may be shared
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    trials = pd.read_csv(results / "trials.csv")
+    trials = read_results_csv(results / "trials.csv")
     assert len(trials) == 3 and trials["trial_id"].is_unique and (trials["status"] == "completed").all()
     after = finished_trials(results, 1)
     assert all(after[name] == lines for name, lines in before.items())  # kept, not trained again

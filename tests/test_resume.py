@@ -11,9 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from conftest import finished_trials
+
+from tinyray.files import read_results_csv
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -66,7 +67,7 @@ def test_sigkill_then_resume_keepsfinished_trials(tmp_path):
                            timeout=1500)
     assert again.returncode == 0, again.stderr[-3000:]
 
-    trials = pd.read_csv(results / "trials.csv")
+    trials = read_results_csv(results / "trials.csv")
     assert len(trials) == 6 and trials["trial_id"].is_unique
     assert (trials["status"] == "completed").all(), (trials[["trial_id", "status", "failure"]].to_dict("records"),
                                                      again.stderr[-3000:])
@@ -215,7 +216,7 @@ def test_resume_of_an_experiment_saved_before_issue_14(tmp_path):
         assert all(after[name] == lines for name, lines in before.items())
         return
     assert again.returncode == 0, (listing, again.stderr[-3000:])
-    trials = pd.read_csv(results / "trials.csv")
+    trials = read_results_csv(results / "trials.csv")
     assert len(trials) == 6 and trials["trial_id"].is_unique
     assert set(trials["status"]) <= {"completed", "early-stopped"}
     after = finished_trials(results, 2)

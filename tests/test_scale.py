@@ -9,6 +9,7 @@ import pytest
 
 from tinyray.cli import main
 from tinyray.errors import UserError
+from tinyray.files import read_results_csv
 from tinyray.scale import Driver, ScaleConfig, _driver_phases, _overlap, growth, validate
 
 
@@ -102,10 +103,13 @@ def test_forty_replayed_trials_on_three_raylets_are_all_accounted_for(tmp_path):
     # the front and the registered formula
     assert run["front_size"] >= 3 and run["formula_model_uri"], run
     results = config.out / "sqlite" / "scale40"
-    trials = pd.read_csv(results / "trials.csv")
-    front = pd.read_csv(results / "front.csv")
+    trials = read_results_csv(results / "trials.csv")
+    front = read_results_csv(results / "front.csv")
     assert len(front) == run["front_size"]
-    assert trials["node_id"].nunique() > 1  # the trials spread over the simulated nodes
+    # every trial ran on a node of the simulated cluster (its GPUs are declared only there). Whether Ray spreads
+    # 40 short trials over several nodes depends on how many run at once (its hybrid policy fills the first node
+    # to half before spreading), so it is not asserted: a loaded CI machine once ran all 40 on one node.
+    assert trials["node_id"].notna().all() and (trials["node_id"].str.len() == 56).all()
     client = MlflowClient(tracking_uri=f"sqlite:///{(config.out / 'sqlite' / 'mlflow.db').resolve()}")
     name = run["formula_model_uri"].split("/")[1]
     versions = client.search_model_versions(f"name='{name}'")

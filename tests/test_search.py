@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from tinyray.cost import analytic_cost
 from tinyray.data import DataSpec
 from tinyray.errors import UserError
+from tinyray.files import read_results_csv
 from tinyray.search import SearchConfig, run_search
 from tinyray.space import load_space
 
@@ -34,8 +34,8 @@ def finished(tmp_path_factory):
 
 def test_outputs_on_disk(finished):
     results = finished.results_dir
-    trials = pd.read_csv(results / "trials.csv")
-    front = pd.read_csv(results / "front.csv")
+    trials = read_results_csv(results / "trials.csv")
+    front = read_results_csv(results / "front.csv")
     assert len(trials) == 8
     assert set(trials["status"]) <= {"completed", "early-stopped", "failed"}
     assert (trials["status"] != "failed").all()
@@ -58,6 +58,8 @@ def test_every_candidate_is_under_the_budget_and_counted_right(finished):
         cost = analytic_cost(space, row.r, row.d, row.w, DataSpec().num_classes)  # the built-in data's classes
         assert row.flops == cost.flops <= 60_000_000
         assert row.resolution == cost.resolution
+    # no network was measured twice: two trials at one training side, FLOPs count and size would be one network
+    assert not finished.trials.duplicated(["train_resolution", "flops", "params"]).any()
 
 
 def test_mlflow_parent_and_nested_children_without_duplicates(finished):
@@ -174,8 +176,8 @@ def test_a_search_on_an_image_folder_runs_to_its_end(folder_searches, name):
     results = Path(summary["results_dir"])
     assert summary["trials"] == 3 and summary["completed"] == 3, summary
     # Tune's trial ids are 8 hex digits: one of all decimal digits (about 2% of them) is not a number
-    trials = pd.read_csv(results / "trials.csv", dtype={"trial_id": str})
-    front = pd.read_csv(results / "front.csv", dtype={"trial_id": str})
+    trials = read_results_csv(results / "trials.csv")
+    front = read_results_csv(results / "front.csv")
     assert len(trials) == 3 and (trials["status"] == "completed").all() and (trials["epochs"] == 1).all()
     assert (trials["flops"] <= 40_000_000).all()
     assert 1 <= len(front) == len(summary["front"]) and set(front["trial_id"]) <= set(trials["trial_id"])

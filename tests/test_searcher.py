@@ -18,6 +18,7 @@ from tinyray.files import SEARCHER_STATE_VERSION as STATE_VERSION
 from tinyray.files import read_json as read_state
 from tinyray.files import write_json_atomic as write_state
 from tinyray.searchers import SEARCHERS
+from tinyray.searchers import FlopsBand
 from tinyray.searchers import make_searcher as make_core
 from tinyray.searchers.base import FAILED_TOP1
 from tinyray.searchers.nsga3 import NSGA3Core
@@ -436,6 +437,35 @@ def test_custom_flops_fn_is_used_for_the_band(space):
         assert 1_000_000 <= toy_flops(c.r, c.d, c.w) <= 10_000_000
 
 
+def test_two_points_that_train_at_one_side_are_one_network_and_never_both_handed_out(space, tmp_path):
+    """On the built-in data a candidate trains at about 64 r px: 149 and 150 px (r 0.666 and 0.670, one FLOPs count)
+    are one measured network. A default search once tried both and listed them twice on its front."""
+    from tinyray.data import DataSpec, load_data
+
+    data = load_data(DataSpec(kind="synthetic", num_classes=4, train_size=8, val_size=8, side=64,
+                              cache_dir=str(tmp_path)))
+    band = make_core("random", space, BUDGET, resolution_fn=data.train_resolution_fn(space)).band
+    twins = ((0.665791, 0.562616, 0.520321), (0.670460, 0.562616, 0.520321))
+    assert [space.resolution(x[0]) for x in twins] == [149, 150]
+    assert [data.train_resolution(space, x[0]) for x in twins] == [43, 43]
+    assert band.network_key(twins[0]) == band.network_key(twins[1])
+    deployed = make_core("random", space, BUDGET).band  # an image folder trains at the deployment side
+    assert deployed.network_key(twins[0]) != deployed.network_key(twins[1])
+    assert pickle.loads(pickle.dumps(band)).network_key(twins[0]) == band.network_key(twins[0])  # Tune pickles it
+    # a searcher on that band hands out no two points of one measured network
+    for name in ("random", "nsga3"):
+        core = make_core(name, space, BUDGET, seed=1, pop_size=POP, resolution_fn=data.train_resolution_fn(space))
+        handed = []
+        for i in range(4 * POP):
+            candidate = core.ask(str(i))
+            if candidate is None:
+                break
+            handed.append(candidate)
+            core.tell(str(i), synthetic_top1(candidate), "completed")
+        keys = [core.band.network_key((c.r, c.d, c.w)) for c in handed]
+        assert len(handed) >= 2 * POP and len(set(keys)) == len(keys), name
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Ray Tune adapter
 # --------------------------------------------------------------------------------------------------------------
@@ -715,3 +745,14 @@ def test_the_last_generation_of_a_search_is_handed_out_longest_first(space):
     # a search of no more trials than a generation keeps the first generation's order (floor to budget)
     small = make_core("nsga3", space, BUDGET, pop_size=POP, seed=3, trials=2)
     assert [c for _, c in run_generation(small, "g0")] == first
+
+
+def test_a_band_pickled_before_resolution_fn_existed_unpickles_and_keys_by_deployment_resolution(space):
+    """A search started before the band knew the training side is resumed from Tune's pickled state."""
+    band = make_core("random", space, BUDGET).band
+    state = band.__getstate__()
+    del state["resolution_fn"]  # what an older tinyray pickled
+    old = FlopsBand.__new__(FlopsBand)
+    old.__setstate__(state)
+    assert old.network_key((0.66, 0.5, 0.5)) == band.network_key((0.66, 0.5, 0.5))
+    assert old.network_key((0.665791, 0.56, 0.52)) != old.network_key((0.670460, 0.56, 0.52))

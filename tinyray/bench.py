@@ -44,6 +44,13 @@ clock, so idle workers cost time). Each run stops when it has used ``trials * ma
 sd over seeds, and the compute at which the mean curve first reaches 95% of the best final mean hypervolume of
 any method, also as a ratio to method (b).
 
+**Records and resume.** With ``--out``, every (method, seed) run is written to ``OUT/runs/<method>-<seed>.json`` the
+moment it ends, with the settings that decide a run (the options other than ``--seeds``, ``--first-seed``,
+``--methods`` and ``--levels``), a hash of the curves file and the versions of the libraries the searchers come
+from. A rerun with the same ``--out`` reads the runs recorded there and simulates only the missing ones, so a
+long comparison (a qNEHVI seed costs minutes of CPU) survives a stopped session, and more seeds or
+methods can be added later. A recorded run of other settings is refused, never mixed in.
+
 ``--real`` runs the methods through :func:`tinyray.search.run_search` (Ray, the real trainer, MLflow), each as a
 search of its own.
 """
@@ -56,7 +63,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 import numpy as np
 
@@ -269,17 +276,24 @@ class Curves:
         return None
 
 
+def curves_file(path: str | Path | None = None) -> Path:
+    """The learning-curve table :func:`load_curves` reads for ``path``."""
+    from tinyray.landscape import LANDSCAPE_FILE
+
+    if path is None:
+        return LANDSCAPE_FILE if LANDSCAPE_FILE.exists() else CURVES_FILE
+    return Path(path)
+
+
 def load_curves(path: str | Path | None = None) -> "Curves | Any":
     """The table at ``path``: a landscape recording (it has a ``net`` column) as a
     :class:`tinyray.landscape.Landscape`, else a grid as :class:`Curves`. Default: the shipped landscape if
     there is one, else the shipped grid."""
     import pandas as pd
 
-    from tinyray.landscape import LANDSCAPE_FILE, Landscape
+    from tinyray.landscape import Landscape
 
-    if path is None:
-        path = LANDSCAPE_FILE if LANDSCAPE_FILE.exists() else CURVES_FILE
-    path = Path(path)
+    path = curves_file(path)
     if not path.exists():
         raise UserError(f"learning-curve table {path} does not exist: give --curves, or record it with tinyray "
                         "bench landscape --record")
@@ -514,27 +528,117 @@ def _records(frame: "pd.DataFrame") -> list[dict[str, Any]]:
 
 
 _PROCESS_CURVES: dict[str, Any] = {}
+#: ``runs/<method>-<seed>.json`` of ``tinyray bench search --out`` (one simulated run and what decided it)
+RUN_RECORD_VERSION = 1
+#: the libraries whose code decides a simulated run (the searchers' and Ray's ASHA)
+_RUN_LIBRARIES = ("numpy", "scipy", "pymoo", "optuna", "botorch", "gpytorch", "torch", "ray")
 
 
-def _simulate_job(config: BenchConfig, method: str, seed: int) -> RunResult:
-    """One (method, seed) in a worker process, which loads (and fits) the curves once."""
+def run_key(config: BenchConfig, curves_file: Path) -> dict[str, Any]:
+    """What decides one simulated (method, seed) run besides the two: the settings, the curves' content and the
+    searchers' library versions (``max_epochs`` resolved)."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    settings = {name: getattr(config, name) for name in ("budget", "trials", "max_epochs", "grace_period",
+                                                          "reduction_factor", "pop_size", "generations_ahead",
+                                                          "workers")}
+    digest = hashlib.sha256(Path(curves_file).read_bytes()).hexdigest()
+    return {**settings, "curves_sha256": digest, "libraries": {name: installed(name) for name in _RUN_LIBRARIES}}
+
+
+class RunRecords:
+    """The (method, seed) runs of a benchmark folder (``OUT/runs``), written as each run ends.
+
+    Args:
+        folder: the benchmark's ``--out`` folder.
+        key: :func:`run_key` of the settings being run.
+    """
+
+    def __init__(self, folder: Path, key: dict[str, Any]) -> None:
+        self.folder = Path(folder) / "runs"
+        self.key = key
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot keep the runs in {self.folder} ({exc.strerror or exc}): give --out a folder"
+                            " you can write") from None
+
+    def path(self, method: str, seed: int) -> Path:
+        return self.folder / f"{method}-{seed}.json"
+
+    def load(self, method: str, seed: int) -> RunResult | None:
+        """The recorded run, or ``None`` if none is recorded.
+
+        Raises:
+            UserError: the record is damaged, or was made with other settings.
+        """
+        from tinyray.files import read_json
+
+        path = self.path(method, seed)
+        if not path.is_file():
+            return None
+        data = read_json(path, "benchmark run")
+        if not isinstance(data, dict) or data.get("version") != RUN_RECORD_VERSION or "run" not in data:
+            raise UserError(f"{path} is not a run record of this tinyray (version {RUN_RECORD_VERSION}): delete it")
+        if data.get("key") != self.key:
+            theirs = data.get("key") or {}
+            differ = sorted(name for name in set(self.key) | set(theirs) if self.key.get(name) != theirs.get(name))
+            raise UserError(f"{path.parent} holds runs made with other settings (they differ in {', '.join(differ)}):"
+                            " rerun with those settings, or give another --out")
+        try:
+            run = data["run"]
+            return RunResult(**{**run, "completed": [tuple(row) for row in run["completed"]]})
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"{path} is damaged ({exc!r}): delete it, and the rerun simulates that run again") from None
+
+    def save(self, method: str, seed: int, run: RunResult, seconds: float) -> Path:
+        """Record one run (atomically); ``seconds`` is the wall clock it took to simulate."""
+        from tinyray.files import write_json_atomic
+
+        path = self.path(method, seed)
+        try:
+            return write_json_atomic(path, {
+                "version": RUN_RECORD_VERSION, "method": method, "seed": seed, "key": self.key,
+                "simulated_in_seconds": round(seconds, 3), "run": asdict(run)})
+        except OSError as exc:
+            raise UserError(f"cannot write {path} ({exc.strerror or exc}); the runs recorded before it are kept:"
+                            " free space, then rerun with the same --out") from None
+
+
+def _simulate_job(config: BenchConfig, method: str, seed: int) -> tuple[RunResult, float]:
+    """One (method, seed) in a worker process, which loads (and fits) the curves once; with its wall seconds."""
+    import time
+
     from tinyray.space import load_space
 
     key = str(config.curves)
     if key not in _PROCESS_CURVES:
         _PROCESS_CURVES[key] = load_curves(config.curves)
     curves = _PROCESS_CURVES[key]
-    return simulate(method, seed, config, curves, load_space(), curves.num_classes)
+    started = time.perf_counter()
+    run = simulate(method, seed, config, curves, load_space(), curves.num_classes)
+    return run, time.perf_counter() - started
 
 
-def run_bench(config: BenchConfig, processes: int = 1) -> BenchResult:
+def run_bench(config: BenchConfig, processes: int = 1, out: Path | None = None, log: TextIO | None = None) -> BenchResult:
     """Run the simulated comparison of :data:`METHODS` over ``config.seeds`` seeds.
 
     Args:
         config: the benchmark's options.
         processes: simulate this many (method, seed) runs at once, in worker processes; the runs, and so the
             result, are the same for any number (each run's searcher and noise are seeded by its seed alone).
+        out: record each run in ``out/runs`` as it ends, and reuse the runs recorded there (module docstring).
+        log: a stream for one line per run as it ends (and one for the runs reused), or ``None``.
     """
+    import time
+
     from tinyray.space import load_space
 
     curves = load_curves(config.curves)
@@ -556,15 +660,39 @@ def run_bench(config: BenchConfig, processes: int = 1) -> BenchResult:
         )
     surrogate = curves.held_out()
     jobs = [(m, s) for m in config.methods for s in config.seed_range()]
-    if processes > 1:
+    records = RunRecords(out, run_key(config, curves_file(config.curves))) if out is not None else None
+    runs: dict[tuple[str, int], RunResult] = {}
+    if records is not None:
+        for job in jobs:
+            recorded = records.load(*job)
+            if recorded is not None:
+                runs[job] = recorded
+        if runs and log is not None:
+            print(f"reusing {len(runs)} of {len(jobs)} runs recorded in {records.folder}", file=log, flush=True)
+    todo = [job for job in jobs if job not in runs]
+
+    def done(job: tuple[str, int], run: RunResult, seconds: float) -> None:
+        runs[job] = run
+        if records is not None:
+            records.save(*job, run, seconds)
+        if log is not None:
+            print(f"({job[0]}) seed {job[1]}: simulated in {seconds:.1f} s ({len(runs)} of {len(jobs)} runs)",
+                  file=log, flush=True)
+
+    if processes > 1 and len(todo) > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {job: pool.submit(_simulate_job, config, *job) for job in jobs}
-            runs = {job: future.result() for job, future in futures.items()}
+            futures = {pool.submit(_simulate_job, config, *job): job for job in todo}
+            for future in as_completed(futures):
+                done(futures[future], *future.result())
     else:
-        runs = {(m, s): simulate(m, s, config, curves, space, classes) for m, s in jobs}
+        for job in todo:
+            started = time.perf_counter()
+            run = simulate(*job, config, curves, space, classes)
+            done(job, run, time.perf_counter() - started)
+    runs = {job: runs[job] for job in jobs}  # the jobs' order, whatever order they ended in
     table = _curves(runs, config, config.trials * config.max_epochs, min(run.seconds for run in runs.values()))
     return BenchResult(config=config, curves=table, summary=_summarise(table, runs, config),
                        wins=_wins(table, config, runs), surrogate=surrogate)

@@ -376,7 +376,7 @@ def _add_bench_options(parser: argparse.ArgumentParser) -> None:
     add("--real", action="store_true", help="run the methods through Ray on the real trainer instead of the simulator")
     add("--storage", default="tinyray-bench", help="results root of the --real searches (default ./tinyray-bench)")
     add("--data", default=None, help="--real: 'synthetic' (default) or a folder with train/ and val/")
-    add("--out", default=None, help="folder for bench_curves.csv, bench_summary.csv and bench_hypervolume.png")
+    add("--out", default=None, help="folder for bench_curves.csv, bench_summary.csv and bench_hypervolume.png; simulated runs are recorded in OUT/runs as each ends, and a rerun with the same --out reuses them (resume, or add seeds and methods)")
     add("--json", action="store_true", help="print one JSON object")
 
 
@@ -402,7 +402,8 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
         validate(config)
         result = run_real(config, Path(args.storage), args.data)
     else:
-        result = run_bench(config, processes=args.processes)
+        result = run_bench(config, processes=args.processes, out=Path(args.out) if args.out else None,
+                           log=None if args.json else sys.stderr)
     files = write_outputs(result, Path(args.out)) if args.out else {}
     if args.json:
         print(json.dumps({**result.to_json(), "files": {k: str(v) for k, v in files.items()}}))

@@ -35,8 +35,9 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -220,6 +221,12 @@ class Data(abc.ABC):
     @abc.abstractmethod
     def train_resolution(self, space: SearchSpace, r: float) -> int:
         """Input side in pixels at which a candidate of resolution multiplier ``r`` trains."""
+
+    def train_resolution_fn(self, space: SearchSpace) -> Callable[[float], int]:
+        """:meth:`train_resolution` as a picklable function of ``r`` that holds no images (a searcher's FLOPs band
+        keeps it, and Ray Tune pickles the searcher): two candidates that train at the same side and build the
+        same blocks are the same measured network (:class:`tinyray.searchers.FlopsBand`)."""
+        return space.resolution
 
     @abc.abstractmethod
     def loaders(
@@ -570,6 +577,9 @@ class SyntheticData(Data):
 
     def train_resolution(self, space: SearchSpace, r: float) -> int:
         return proxy_resolution(r, self.spec.side)
+
+    def train_resolution_fn(self, space: SearchSpace) -> Callable[[float], int]:
+        return partial(proxy_resolution, side=self.spec.side)
 
     def tensors(self, split: str, resolution: int) -> tuple["torch.Tensor", "torch.Tensor"]:
         """All images of ``split`` (``"train"`` or ``"val"``) at ``resolution`` px, normalized.

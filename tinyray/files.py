@@ -19,9 +19,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from tinyray.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: ``searcher-state-*.json`` (the searcher's state, written by Ray Tune's ``Searcher.save``)
 SEARCHER_STATE_VERSION = 1
@@ -66,6 +69,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
             os.unlink(tmp)
         raise
     return target
+
+
+def read_results_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """A results table (``trials.csv``, ``front.csv``) with its ``trial_id`` column read as text.
+
+    Ray Tune's trial ids are 8 hex digits; about 2% are all decimal digits (or digits around one ``e``), which
+    pandas would read as numbers, so a small table's ids would compare unequal to the same ids elsewhere.
+
+    Raises:
+        OSError, ValueError: as :func:`pandas.read_csv` would.
+    """
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={"trial_id": str})
 
 
 def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tinyray.errors import UserError
-from tinyray.files import FORMULA_VERSION, write_json_atomic
+from tinyray.files import FORMULA_VERSION, read_results_csv, write_json_atomic
 from tinyray.scaling import TOLERANCE as SOLVE_TOLERANCE
 from tinyray.scaling import solve_network, solve_width
 from tinyray.space import SearchSpace, load_space
@@ -100,15 +100,17 @@ def _tensor(values: Any) -> Any:
 def import_botorch() -> None:
     """Import BoTorch (and under it gpytorch and linear_operator) without linear_operator's import-time warning.
 
-    linear_operator decorates functions with ``@torch.jit.script`` when it is imported, and torch deprecates that
-    with a two-line FutureWarning that every command fitting or loading a formula printed on stderr. It is not
-    tinyray's code, nothing a user can act on, and the scripted functions still work, so it is silenced here, for
-    this message from torch.jit and during this import only. Every use of BoTorch in tinyray comes after this call.
+    linear_operator decorates functions with ``@torch.jit.script`` when its ``linear_cg`` module is imported (by
+    BoTorch's import, or later by a fit that reaches it), and torch deprecates that with a two-line FutureWarning
+    that every command fitting or loading a formula printed on stderr. It is not tinyray's code, nothing a user can
+    act on, and the scripted functions still work, so it is silenced here, for this message from torch.jit and
+    during these imports only. Every use of BoTorch in tinyray comes after this call.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning,
                                 module=r"torch\.jit\._script")
         import botorch  # noqa: F401
+        import linear_operator.utils.linear_cg  # noqa: F401  (the module that scripts; imported lazily otherwise)
 
 
 def _make_gp(train_x: Any, train_y: Any, kernel: str) -> Any:
@@ -679,7 +681,7 @@ def load_front(source: Path, *, space: str | None = None, num_classes: int | Non
     else:
         raise UserError(f"{source} does not exist: give a search's results folder or a front CSV")
     try:
-        table = pd.read_csv(csv)
+        table = read_results_csv(csv)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise UserError(f"cannot read {csv} as CSV ({str(exc).splitlines()[0]}): give a front.csv of a tinyray search") from None
     if "status" in table and "top1" in table and "flops" in table:

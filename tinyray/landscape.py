@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +82,10 @@ def _scale(points: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
 def _fit(x: np.ndarray, y: np.ndarray) -> Any:
     """A fitted ``SingleTaskGP``: one independent GP (own hyperparameters) per column of ``y``."""
     import torch
+
+    from tinyray.formula import import_botorch
+
+    import_botorch()  # without linear_operator's import-time FutureWarning
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
     from botorch.models.transforms import Standardize
@@ -235,6 +238,10 @@ class Landscape:
         """
         import pandas as pd
         import torch
+
+        from tinyray.formula import import_botorch
+
+        import_botorch()
         from botorch.cross_validation import batch_cross_validation, gen_loo_cv_folds
         from botorch.models import SingleTaskGP
         from botorch.models.transforms import Standardize
@@ -302,6 +309,7 @@ class Repeats:
         by ``low`` and ``high``: what :class:`Landscape` draws, without fitting its GPs."""
         _, points, runs, _ = _parse(table)
         return cls(_scale(points, np.asarray(low, dtype=float), np.asarray(high, dtype=float)), runs)
+
 
 def replay_grid(landscape: Landscape, points: int = 9) -> "pd.DataFrame":
     """The surrogate's mean curves on a regular ``points``^3 grid over the cube, as the replay trainer reads them

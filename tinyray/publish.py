@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyray.errors import UserError
+from tinyray.files import read_results_csv
 from tinyray.formula import MODEL_ARTIFACT
 from tinyray.replay import TRAIN
 from tinyray.status import FAILED
@@ -257,13 +258,12 @@ def _publish_parent_outputs(tracker: Any, parent: Any, results: Path, config: di
 
 def _read_trials(results: Path) -> list[_Trial]:
     """A results folder's trials: ``trials.csv`` rows and Ray Tune's ``trial_<id>`` folders (either may be partial)."""
-    import pandas as pd
 
     table: dict[str, dict[str, Any]] = {}
     csv = results / "trials.csv"
     if csv.is_file():
         try:
-            frame = pd.read_csv(csv, dtype={"trial_id": str})
+            frame = read_results_csv(csv)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read {csv} ({str(exc).splitlines()[0]}): the results folder is damaged") from None
         frame = frame.astype(object).where(frame.notna(), None)
@@ -375,13 +375,12 @@ def _send_epochs(tracker: Any, run_id: str, trial: _Trial, have: dict[str, set[i
 
 def _send_front_metrics(tracker: Any, parent: Any, results: Path, budget: int, trials: int) -> int:
     """The search's final front size and hypervolume, if the parent run lacks them (a search offline at its end)."""
-    import pandas as pd
 
     from tinyray.front import hypervolume
 
     if "hypervolume_final" in parent.data.metrics or not (results / "front.csv").is_file():
         return 0
-    front = pd.read_csv(results / "front.csv")
+    front = read_results_csv(results / "front.csv")
     volume = hypervolume(front["top1"].to_numpy(), front["flops"].to_numpy(), budget) if not front.empty else 0.0
     tracker.log_metrics(parent.info.run_id, {"hypervolume_final": volume, "front_size_final": len(front)}, step=trials)
     return 2

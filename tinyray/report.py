@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinyray.errors import UserError
-from tinyray.files import FORMULA_VERSION, SUMMARY_VERSION, write_text_atomic
+from tinyray.files import FORMULA_VERSION, SUMMARY_VERSION, read_results_csv, write_text_atomic
 from tinyray.status import COMPLETED
 
 if TYPE_CHECKING:
@@ -230,7 +230,6 @@ def read_results(folder: str | Path) -> Results:
     Raises:
         UserError: the folder or its ``trials.csv`` is missing or unreadable.
     """
-    import pandas as pd
 
     from tinyray.front import front_table
 
@@ -242,7 +241,7 @@ def read_results(folder: str | Path) -> Results:
     if not path.is_file():
         raise UserError(f"{folder} has no trials.csv: pass the results folder of one search (<storage>/<name>)")
     try:
-        trials = pd.read_csv(path, dtype={"trial_id": str})
+        trials = read_results_csv(path)
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
     missing = [column for column in REQUIRED_COLUMNS if column not in trials.columns]

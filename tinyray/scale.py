@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyray.errors import UserError
+from tinyray.files import read_results_csv
 
 BACKENDS = ("sqlite", "server")
 #: the targets of issue 20
@@ -419,7 +420,6 @@ def _overlap(starts: Any, ends: Any, low: float, high: float) -> float:
 
 def _measure(config: ScaleConfig, results: Path, drivers: list[Driver], interrupted: float | None,
              summary: dict[str, Any], tracking_uri: str) -> dict[str, Any]:
-    import pandas as pd
 
     epochs = _epochs(results)
     first_start = float(epochs["start"].min())
@@ -438,7 +438,7 @@ def _measure(config: ScaleConfig, results: Path, drivers: list[Driver], interrup
     busy = busy_seconds / (config.slots * window) if window > 0 else float("nan")
     ideal = slot_seconds / config.slots
     trial_wall = last_end - first_start - gap_seconds
-    trials = pd.read_csv(results / "trials.csv")
+    trials = read_results_csv(results / "trials.csv")
     cpu = sum(driver.cpu_seconds for driver in drivers)
     complete = _completeness(trials, summary, tracking_uri, config)
     return {

@@ -666,6 +666,7 @@ def _load_inputs(config: SearchConfig, classes: tuple[str, ...] | None = None) -
     core = make_searcher(
         config.searcher, space, config.budget, floor=config.floor, seed=config.seed,
         pop_size=config.pop_size, ahead=config.generations_ahead, trials=config.trials, num_classes=data.num_classes,
+        resolution_fn=data.train_resolution_fn(space),
     )
     core.band.sample(np.random.default_rng(config.seed))  # a band without networks is refused now, not in Tune
     _import_tracking(config)

@@ -64,9 +64,32 @@ def timm_builder() -> ModuleType:
     return _efficientnet_builder
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=64)
+def _stage_repeats(blocks: tuple[tuple[str, ...], ...]) -> tuple[int, ...]:
+    """Blocks of each stage at d = 1 (the sum of its block strings' repeats), as timm's decoder counts them."""
+    decoded = timm_builder().decode_arch_def([list(stage) for stage in blocks], 1.0, depth_trunc="round")
+    return tuple(len(stage) for stage in decoded)
+
+
 def _decode(blocks: tuple[tuple[str, ...], ...], d: float) -> tuple[tuple[dict[str, Any], ...], ...]:
-    decoded = timm_builder().decode_arch_def([list(stage) for stage in blocks], d, depth_trunc="round")
+    """timm's decoding of ``blocks`` at depth ``d`` (``decode_arch_def(..., depth_trunc="round")``), cached.
+
+    timm's decoder uses ``d`` only through each stage's scaled total ``max(1, round(total * d))`` (its
+    ``_scale_stage_depth``), so the decoding is cached on those totals: a search asks for thousands of distinct
+    depths (every candidate a new float) but only a few dozen distinct networks of blocks, and timm's decoder
+    (string parsing and deep copies) was most of the cost of a candidate's FLOPs and network key.
+    ``tests/test_cube.py`` checks the cached decoding against timm's at many depths.
+    """
+    totals = _stage_repeats(blocks)
+    return _decode_scaled(blocks, tuple(max(1, round(total * d)) for total in totals))
+
+
+@lru_cache(maxsize=4096)
+def _decode_scaled(blocks: tuple[tuple[str, ...], ...],
+                   scaled: tuple[int, ...]) -> tuple[tuple[dict[str, Any], ...], ...]:
+    # a per-stage multiplier that timm scales back to exactly ``scaled`` (round(total * scaled / total))
+    multipliers = tuple(count / total for count, total in zip(scaled, _stage_repeats(blocks)))
+    decoded = timm_builder().decode_arch_def([list(stage) for stage in blocks], multipliers, depth_trunc="round")
     return tuple(tuple(block) for block in decoded)
 
 

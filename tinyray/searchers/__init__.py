@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from tinyray.errors import UserError
 from tinyray.searchers.band import FlopsBand, FlopsFn
@@ -83,6 +83,7 @@ def make_searcher(
     trials: int | None = None,
     num_classes: int = 1000,
     flops_fn: FlopsFn | None = None,
+    resolution_fn: Callable[[float], int] | None = None,
 ) -> "SearchCore":
     """Build a registered searcher.
 
@@ -99,12 +100,14 @@ def make_searcher(
         trials: the search's trial count, for the searchers that order their last trials by it (``nsga3``).
         num_classes: classifier outputs counted in FLOPs.
         flops_fn: ``flops_fn(r, d, w) -> int``; default the analytic count.
+        resolution_fn: ``resolution_fn(r) -> int``, the side a candidate trains at (:class:`FlopsBand`); default
+            the space's deployment resolution.
 
     Raises:
         UserError: for an unknown name, an impossible band (see :class:`FlopsBand`) or bad options.
     """
     cls = SEARCHERS[check_searcher(name)].load()
-    band = FlopsBand(space, budget, floor, num_classes=num_classes, flops_fn=flops_fn)
+    band = FlopsBand(space, budget, floor, num_classes=num_classes, flops_fn=flops_fn, resolution_fn=resolution_fn)
     offered = {"seed": seed, "pop_size": pop_size, "ahead": ahead,
                **({"initial": initial} if initial is not None else {}), **({"trials": trials} if trials else {})}
     accepted = inspect.signature(cls).parameters

@@ -54,6 +54,11 @@ class FlopsBand:
         flops_fn: ``flops_fn(r, d, w) -> int`` multiply-accumulates; default the analytic count of
             :func:`tinyray.cost.analytic_cost`. It must depend on the built network only (two points that
             build the same network must cost the same).
+        resolution_fn: ``resolution_fn(r) -> int``, the input side at which a candidate is trained and measured
+            (:meth:`tinyray.data.Data.train_resolution_fn`); default the space's deployment resolution. It decides
+            :meth:`network_key`: on the built-in data a candidate trains at about 64 r px, so candidates of 149 and
+            150 px (the same FLOPs: the stem's stride halves both to 75) are one measured network, and a search
+            that tried both spent a trial on a duplicate and listed it twice on its front.
 
     Raises:
         UserError: if the budget is below the smallest or above the largest network, or the floor is not below
@@ -68,10 +73,12 @@ class FlopsBand:
         *,
         num_classes: int = 1000,
         flops_fn: FlopsFn | None = None,
+        resolution_fn: Callable[[float], int] | None = None,
     ) -> None:
         self.space = space
         self.num_classes = int(num_classes)
         self.flops_fn: FlopsFn = flops_fn or partial(_analytic_flops, space, self.num_classes)
+        self.resolution_fn: Callable[[float], int] = resolution_fn or space.resolution
         self.low = np.array([space.r.low, space.d.low, space.w.low], dtype=float)
         self.high = np.array([space.r.high, space.d.high, space.w.high], dtype=float)
         self._flops_cache: dict[tuple[float, float, float], int] = {}
@@ -118,6 +125,12 @@ class FlopsBand:
         # The memos refill on demand: a pickled band (inside Tune's experiment state) stays small.
         return {**self.__dict__, "_flops_cache": {}, "_key_cache": {}}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a band pickled before resolution_fn existed (a search started by tinyray before 2026-12-07, resumed
+        # now) keyed networks by the deployment resolution: it goes on doing so
+        self.__dict__.update(state)
+        self.__dict__.setdefault("resolution_fn", self.space.resolution)
+
     def describe(self) -> str:
         """The band in words, e.g. ``6.25M..100M FLOPs``."""
         return f"{format_flops(self.floor)}..{format_flops(self.budget)} FLOPs"
@@ -136,13 +149,14 @@ class FlopsBand:
         return self.floor <= flops <= self.budget
 
     def network_key(self, x: np.ndarray | tuple[float, float, float]) -> tuple:
-        """What makes two points the same network: the resolution, and what the family says of (d, w) (blocks per
-        stage and rounded channels, :meth:`tinyray.families.base.Network.key`)."""
+        """What makes two points the same measured network: the resolution it trains at (``resolution_fn``), and
+        what the family says of (d, w) (blocks per stage and rounded channels,
+        :meth:`tinyray.families.base.Network.key`)."""
         key = (float(x[0]), float(x[1]), float(x[2]))
         network = self._key_cache.get(key)
         if network is None:
             r, d, w = key
-            network = (self.space.resolution(r), *self.space.network.key(d, w))
+            network = (self.resolution_fn(r), *self.space.network.key(d, w))
             if len(self._key_cache) > 200_000:
                 self._key_cache.clear()
             self._key_cache[key] = network
