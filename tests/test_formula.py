@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from tinyray.cost import analytic_cost, base_flops
 from tinyray.errors import UserError
 from tinyray.formula import (
     FITTED_RANGE_TOLERANCE, Formula, _linear_loo, fit_formula, find_formula, load_front, load_from_uri, paper_width, solve_network,
-    solve_width,
+    solve_width, width_inside_cube,
 )
 
 NUM_CLASSES = 10
@@ -117,6 +118,47 @@ def test_network_solve_keeps_the_side_within_the_range_it_is_given(space):
         r_solved, w, flops, _ = solve_network(space, r, 0.6775, 200e6, 40, r_range=(0.93, 1.0))
         assert 0.93 <= r_solved <= 1.0 and flops <= 200e6
     assert solve_network(space, 0.967, 0.6775, 200e6, 40)[0] > 1.0  # unconstrained, the side search leaves the cube
+
+
+#: The front of a default search (`tinyray bench overhead --seed 2`, 2026-12-07, 40 classes): r, d, w, FLOPs, top-1.
+SEED2_FRONT = [
+    (0.4269, 0.3333, 0.4983, 12535696, 0.0725),
+    (0.2909, 0.7254, 0.5166, 12592864, 0.0900),
+    (0.5627, 0.4099, 0.3700, 16775872, 0.1075),
+    (0.7933, 0.3678, 0.3382, 31669472, 0.1100),
+    (0.5634, 0.4248, 0.7397, 42605632, 0.1450),
+    (1.0000, 0.3232, 0.4249, 58167616, 0.2325),
+    (0.8436, 1.2500, 0.3740, 78619664, 0.2400),
+    (0.7649, 0.3604, 0.9996, 111215088, 0.3700),
+    (0.9550, 0.6397, 0.6873, 154371264, 0.4200),
+    (0.8616, 0.7500, 1.0000, 196393984, 0.4350),
+]
+
+
+def test_width_inside_cube_moves_the_side_within_the_band_only(space):
+    # the curves of SEED2_FRONT at 200M: r = 0.839, d = 0.677 leave 200M to w = 1.028, above the cube
+    assert solve_width(space, 0.839, 0.677, 200e6, 40)[0] > 1.0
+    r, w, flops, params = width_inside_cube(space, 0.839, 0.677, 200e6, 40, (0.57, 1.0))
+    assert 0.839 < r <= 1.0 and 0.25 <= w <= 1.0 and 0.99 * 200e6 <= flops <= 200e6
+    assert analytic_cost(space, r, 0.677, w, 40).flops == flops
+    # the nearest such side: every side between the curve's and this one needs a width outside the cube or misses
+    for pixels in range(space.resolution(0.839) + 1, space.resolution(r)):
+        w_try, flops_try, _ = solve_width(space, pixels / 224, 0.677, 200e6, 40, (0.25, 1.0))
+        assert flops_try < 0.99 * 200e6
+    assert width_inside_cube(space, 0.839, 0.677, 200e6, 40, (0.80, 0.845)) is None  # a narrow band: no move
+    assert width_inside_cube(space, 0.9, 0.677, 200e6, 40, (0.57, 1.0)) is None  # w already inside: nothing to do
+
+
+def test_answer_whose_width_leaves_the_cube_moves_r_within_its_band(space):
+    front = pd.DataFrame(SEED2_FRONT, columns=["r", "d", "w", "flops", "top1"])
+    answer = fit_formula(front, space, 40, seed=0).answer(200e6)
+    assert answer.outside == "" and answer.in_bounds and not answer.extrapolates
+    assert answer.w <= 1.0 and answer.r_lo <= answer.r <= answer.r_hi and 0.99 * 200e6 <= answer.flops <= 200e6
+    # the curves' own network would be r = 0.84 at w = 1.03 (the front's rounded numbers)
+    found = re.fullmatch(r"r raised from the curve's (0\.8\d+) to (\S+) \(within its 95% band \S+\) so that "
+                         r"w=(1\.0\d+) comes inside the cube's 0\.25-1", answer.note)
+    assert found and float(found[1]) < answer.r and f"{answer.r:.3f}" == found[2], answer.note
+    assert f"({answer.note})" in answer.line()
 
 
 def test_width_solve_is_the_widest_under_budget(space):

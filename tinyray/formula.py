@@ -25,6 +25,14 @@ neither the formula's answer nor a network the search measured, and outside the 
 to clamp to at all (the curves themselves are the guess). A refusal covers both cases with one rule, and
 ``--allow-outside`` still gives the extrapolation to whoever asks for it, labelled.
 
+One move stays on the curves and is made: when the curves' r and d leave a budget that only a width outside the
+cube meets (a default search's front, seed 2 of 2026-12-07: r = 0.84, d = 0.68 and w = 1.03 at 200M, because the
+front's networks near 200M have more resolution or depth than the curves' means), the input side moves within the
+r curve's 95% band, the nearest side first, until a width inside the cube meets the budget
+(:func:`tinyray.scaling.width_inside_cube`; that front gets r = 0.862, w = 0.893). d stays on its curve and r within
+its band, so the network is still one the fit admits; the answer's ``note`` says what moved. When the band does
+not reach far enough, the answer stays outside and is refused as above.
+
 Choices, each measured rather than assumed (``tinyray formula --report`` prints the numbers for a front):
 
 * The GPs are BoTorch ``SingleTaskGP`` models (inputs normalised, outputs standardised, noise inferred) fitted by
@@ -57,7 +65,7 @@ import numpy as np
 from tinyray.errors import UserError
 from tinyray.files import FORMULA_VERSION, read_results_csv, write_json_atomic
 from tinyray.scaling import TOLERANCE as SOLVE_TOLERANCE
-from tinyray.scaling import solve_network, solve_width
+from tinyray.scaling import solve_network, solve_width, width_inside_cube
 from tinyray.space import SearchSpace, load_space
 
 if TYPE_CHECKING:
@@ -235,6 +243,8 @@ class Answer:
             highest points).
         outside: ``""`` inside; else one sentence saying what lies outside (the range, the cube, or both), the
             same in the text output and in ``--json``.
+        note: ``""``, or one sentence saying that ``r`` was moved within its band to keep ``w`` inside the cube
+            (:func:`width_inside_cube`).
     """
 
     budget: int
@@ -258,6 +268,7 @@ class Answer:
     fitted_low: int = 0
     fitted_high: int = 0
     outside: str = ""
+    note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -269,6 +280,8 @@ class Answer:
         text = (f"{format_flops(self.budget)}: r={self.r:.3f} [{self.r_lo:.2f}, {self.r_hi:.2f}] "
                 f"d={self.d:.3f} [{self.d_lo:.2f}, {self.d_hi:.2f}] w={self.w:.3f} [{self.w_lo:.2f}, {self.w_hi:.2f}] "
                 f"-> {self.resolution} px, {format_flops(self.flops)} FLOPs, {self.params / 1e6:.2f}M params")
+        if self.note:
+            text += f" ({self.note})"
         if self.outside:
             text += f" (OUTSIDE: {self.outside})"
         return text
@@ -416,6 +429,14 @@ class Formula:
             wider = solve_network(self.space, values["r"], d, budget, classes, r_range=cube)
             if wider[2] > flops:
                 r, w, flops, params = wider
+        note = ""
+        if cube and self.space.d.contains(d) and not self.space.w.contains(w):
+            inside = width_inside_cube(self.space, r, d, budget, classes, band)
+            if inside is not None:
+                note = (f"r {'raised' if inside[0] > r else 'lowered'} from the curve's {values['r']:.3f} to {inside[0]:.3f} "
+                        f"(within its 95% band {band[0]:.2f}-{band[1]:.2f}) so that w={w:.3f} comes inside the "
+                        f"cube's {self.space.w.low:g}-{self.space.w.high:g}")
+                r, w, flops, params = inside
         base = base_flops(self.space, classes)
         fitted = (int(round(self.c_range[0] * base)), int(round(self.c_range[1] * base)))
         return Answer(
@@ -428,7 +449,7 @@ class Formula:
             extrapolates=not in_fitted_range(c, *self.c_range),
             in_bounds=all(self.space.bounds()[k].contains(v) for k, v in (("r", r), ("d", d), ("w", w))),
             fitted_low=fitted[0], fitted_high=fitted[1],
-            outside=outside_sentence(self.space, budget, fitted, {"r": r, "d": d, "w": w}),
+            outside=outside_sentence(self.space, budget, fitted, {"r": r, "d": d, "w": w}), note=note,
         )
 
     def table(self, points: int = 60) -> "pd.DataFrame":

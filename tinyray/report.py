@@ -427,6 +427,8 @@ def _formula_section(results: Results) -> list[str]:
     answer = (results.summary.get("formula") or {}).get("answer")
     if isinstance(answer, dict) and "r" in answer:
         where = f" OUTSIDE: {answer['outside']}." if answer.get("outside") else " Inside the fitted range and the cube."
+        if answer.get("note"):
+            where = f" Note: {answer['note']}.{where}"
         parts.append(f'<p id="formula-answer">For the search\'s budget {format_flops(answer["budget"])}: '
                      f"r={answer['r']:.3f} d={answer['d']:.3f} w={answer['w']:.3f}, {answer['resolution']} px, "
                      f"{format_flops(answer['flops'])} FLOPs.{html.escape(where)}</p>")

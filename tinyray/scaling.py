@@ -90,6 +90,35 @@ def solve_network(space: SearchSpace, r: float, d: float, budget: float, num_cla
     return r, w, flops, params
 
 
+def width_inside_cube(space: SearchSpace, r: float, d: float, budget: float, num_classes: int,
+                      r_range: tuple[float, float], tolerance: float = TOLERANCE) -> tuple[float, float, int, int] | None:
+    """The network at depth ``d`` nearest to side ``floor(224 r)`` whose width lies in the cube and meets ``budget``.
+
+    Where the curves' ``r`` and ``d`` leave a budget that only a width outside the space's bounds meets (``w > 1``:
+    the front's networks at that budget were smaller in r or d than the curves say), the input side moves away from
+    ``r``, one pixel at a time within ``r_range`` (the formula passes its r curve's 95% band within the cube), the
+    way that brings ``w`` back: up when ``w`` is too wide, down when too narrow. The first side whose solved width
+    (:func:`solve_width` within the bounds) lies in the cube and comes within ``tolerance`` of the budget wins.
+
+    Returns:
+        ``(r, w, flops, params)``, or None when no side in ``r_range`` does it (the answer then stays outside).
+    """
+    bounds = space.bounds()["w"]
+    w, _, _ = solve_width(space, r, d, budget, num_classes)
+    if bounds.contains(w):
+        return None
+    side = space.resolution(r)
+    low = max(8, math.ceil(space.base_resolution * r_range[0] - 1e-6))
+    high = space.resolution(r_range[1])
+    sides = range(side + 1, high + 1) if w > bounds.high else range(side - 1, low - 1, -1)
+    for pixels in sides:
+        r_try = pixels / space.base_resolution
+        w_try, flops, params = solve_width(space, r_try, d, budget, num_classes, (bounds.low, bounds.high))
+        if budget - flops <= tolerance * budget and flops <= budget and bounds.contains(w_try):
+            return r_try, w_try, flops, params
+    return None
+
+
 def shrink(space: SearchSpace, factor: str, flops: float, num_classes: int, *, at_least: bool = False) -> float | None:
     """Shrink the base network (1, 1, 1) along ``factor`` alone, in steps of 0.001 within the space's bounds.
 

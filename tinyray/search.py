@@ -226,6 +226,7 @@ class SearchResult:
             answer = self.formula["answer"]
             lines.append(f"formula for {format_flops(self.config.budget)}: r={answer['r']:.3f} d={answer['d']:.3f} "
                          f"w={answer['w']:.3f} ({answer['resolution']} px, {format_flops(answer['flops'])} FLOPs)"
+                         + (f" ({answer['note']})" if answer.get("note") else "")
                          + (f" OUTSIDE: {answer['outside']}; 'tinyray formula' refuses it without --allow-outside"
                             if answer.get("outside") else ""))
             lines.append(f"formula model: {self.formula['model_uri'] or 'not published yet (tracking offline)'}  "
