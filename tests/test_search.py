@@ -208,3 +208,28 @@ def test_the_default_formula_model_is_one_per_base(tmp_path):
     assert admitted() == "tinynet-formula"
     assert admitted(space="resnet50", budget=1_000_000_000) == "tinynet-formula-resnet50"
     assert admitted(space="ghostnet", formula_name="mine") == "mine"
+
+
+def test_ray_stops_only_after_the_cycles_of_the_search_are_collected():
+    # A cycle freed after Ray stopped could hold a Ray handle, whose release then ends the process (exit 1):
+    # stop_in_background collects this thread's garbage before the stop starts.
+    import gc
+
+    from tinyray.search import stop_in_background
+
+    events: list[str] = []
+
+    class Handle:  # stands for a Tune object that holds a Ray handle, in a reference cycle
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            events.append("handle freed")
+
+    Handle()
+    gc.disable()  # no automatic collection may free the cycle first
+    try:
+        stop_in_background(lambda: events.append("ray stopped")).join()
+    finally:
+        gc.enable()
+    assert events == ["handle freed", "ray stopped"]

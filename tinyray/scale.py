@@ -140,12 +140,14 @@ class Driver:
     cpu_seconds: float = 0.0
     max_rss_bytes: int = 0
     returncode: int | None = None
+    out: Path | None = None  # where its stdout is copied (beside its stderr: driver.out)
 
     @classmethod
     def launch(cls, command: list[str], env: dict[str, str], stderr: Path) -> "Driver":
         with open(stderr, "a") as err:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         driver = cls(process, time.time())
+        driver.out = stderr.with_suffix(".out")
         driver.reader = threading.Thread(target=driver._read, daemon=True)
         driver.reader.start()
         return driver
@@ -153,6 +155,9 @@ class Driver:
     def _read(self) -> None:
         for line in self.process.stdout:
             self.lines.append(line)
+            if self.out is not None:
+                with open(self.out, "a") as file:  # kept for a post-mortem: the events and the summary
+                    file.write(line)
             try:
                 event = json.loads(line)
             except ValueError:
@@ -323,7 +328,8 @@ def run_backend(config: ScaleConfig, address: str, env: dict[str, str], backend:
         last = drivers[-1]
         if last.returncode != 0:
             tail = stderr.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise UserError(f"the {backend} search failed (exit {last.returncode}): {tail[0][:300]} (log: {stderr})")
+            raise UserError(f"the {backend} search failed (exit {last.returncode}); the last line of its log: "
+                            f"{tail[0][:300]} (log: {stderr}, output: {stderr.with_suffix('.out')})")
         summary = last.summary()
         measured = _measure(config, root / name, drivers, interrupted, summary, tracking_uri or local_tracking_uri(root))
         measured.update(_driver_phases(drivers, samples))

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import re
@@ -24,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from tinyray.errors import Interrupted, UserError
 from tinyray.searchers import DEFAULT_SEARCHER
@@ -533,8 +534,7 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
         if started_ray:
             # the trials are over and the rest needs no Ray: stop it (about 5 s, mostly waiting for its processes)
             # while the front, the formula and the report are made
-            stopping = threading.Thread(target=stop_ray, name="tinyray-stop-ray", daemon=True)
-            stopping.start()
+            stopping = stop_in_background(stop_ray)
         return _finish(config, trials, driver.tracker, driver.parent_run_id, tracking_uri, started, inputs.space,
                        inputs.data.num_classes)
     except (DiskFull, OSError) as exc:
@@ -547,6 +547,21 @@ def run_search(config: SearchConfig, resume: bool = False) -> SearchResult:
         elif started_ray:
             stop_ray()
         driver.release()  # releases the folder (the kernel does so too if this process dies)
+
+
+def stop_in_background(stop_ray: Callable[[], None]) -> threading.Thread:
+    """Start ``stop_ray`` in a thread, once the garbage of this thread is collected.
+
+    Tune leaves its objects in reference cycles that hold Ray handles. Freed by a collection in this thread after
+    Ray stopped, such a handle makes Ray's core worker end the process on the spot: exit status 1, no message, the
+    buffered stdout lost. That happened in about half of the resumed drivers of ``tinyray bench scale`` (2026-12-07:
+    a full collection started in the main thread while the stop ran, and never returned), so the cycles are
+    collected here, while Ray is up.
+    """
+    gc.collect()
+    stopping = threading.Thread(target=stop_ray, name="tinyray-stop-ray", daemon=True)
+    stopping.start()
+    return stopping
 
 
 def _start(config: SearchConfig, start_ray: Any, stop_ray: Any) -> tuple["_Inputs", bool]:
