@@ -61,6 +61,7 @@ def test_cluster_config_passes_rays_validation(name):
     assert any("-e ~/tinyray" in c for c in raw["setup_commands"])
     mlflow = [c for c in raw["head_start_ray_commands"] if "mlflow server" in c]
     assert len(mlflow) == 1 and "--host 127.0.0.1 --port 5000" in mlflow[0]
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in mlflow[0]  # no job runner polling on the driver's node
     assert "--dashboard-host=127.0.0.1" in " ".join(raw["head_start_ray_commands"])
     text = (CLUSTERS / name).read_text()
     assert "aws_secret" not in text.lower() and "AKIA" not in text and "BEGIN" not in text

@@ -312,3 +312,11 @@ def test_resume_without_tunes_state_refuses_instead_of_starting_over(tmp_path, c
     assert code == 2 and f"cannot resume 'lost': Ray Tune's state" in err and "start a new --name" in err
     assert len(err.strip().splitlines()) == 1
     assert _files(storage) == before  # refused before Ray, MLflow or any write
+
+
+def test_the_mlflow_server_tinyray_starts_runs_no_job_runner(server):
+    # MLflow's job runner (seven polling processes, about 0.2 of a core when idle) is off in tinyray's servers
+    import psutil
+
+    commands = [" ".join(p.cmdline()) for p in psutil.Process(server.process.pid).children(recursive=True)]
+    assert commands and not any("huey" in c or "_job_runner" in c for c in commands), commands

@@ -18,6 +18,8 @@ is continued with ``tinyray search --resume``. Measured:
 * **slots busy**: the fraction of slot-seconds spent in epochs from the first epoch to the start of the last trial
   (while trials remain to be started), the interruption left out;
 * **resume**: seconds from launching ``tinyray search --resume`` to its first running trial;
+* **the MLflow server's CPU** (the ``server`` backend): user + system seconds of ``mlflow server`` and its workers
+  over the search, per trial: with a server, the store's work leaves the driver, and is counted here instead;
 * **sizes** of the results folder and of the MLflow store, as trials go;
 * **completeness**: every trial one row of ``trials.csv`` and one MLflow run, the front, the registered formula.
 
@@ -305,6 +307,7 @@ def run_backend(config: ScaleConfig, address: str, env: dict[str, str], backend:
         server = start_server(Store(f"sqlite:///{root / 'server' / 'mlflow.db'}",
                                     (root / "server" / "artifacts").as_uri()), port=0)
         tracking_uri = server.url
+        server_cpu_start = _tree_cpu_seconds(server.process.pid)
     else:
         tracking_uri = None
     sizes = {"results": lambda: folder_bytes(root / name), "mlflow": lambda: mlflow_bytes(backend, root)}
@@ -333,6 +336,9 @@ def run_backend(config: ScaleConfig, address: str, env: dict[str, str], backend:
         summary = last.summary()
         measured = _measure(config, root / name, drivers, interrupted, summary, tracking_uri or local_tracking_uri(root))
         measured.update(_driver_phases(drivers, samples))
+        if server is not None:  # the store's work moves to the server: its CPU over the search, beside the driver's
+            server_cpu = _tree_cpu_seconds(server.process.pid) - server_cpu_start
+            measured.update(server_cpu_seconds=server_cpu, server_ms_per_trial=1000 * server_cpu / config.trials)
     finally:
         if server is not None:
             server.stop()
@@ -343,6 +349,25 @@ def run_backend(config: ScaleConfig, address: str, env: dict[str, str], backend:
         row["backend"] = backend
     measured["samples"] = samples
     return measured
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its living descendants (``mlflow server`` and its workers)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 #: the progress events (``tinyray search --json``) that end a trial
@@ -605,7 +630,9 @@ def report(result: dict[str, Any]) -> str:
             f"  while trials run {_ms(run.get('driver_ms_per_trial_running'))} a trial "
             f"({mark.get('driver_ms_per_trial_running', '?')}); start-up "
             f"{' + '.join(f'{s:.1f}' for s in run.get('driver_startup_cpu_seconds', []))} s, finish "
-            f"{' + '.join(f'{s:.1f}' for s in run.get('driver_finish_cpu_seconds', []))} s of CPU (by driver)",
+            f"{' + '.join(f'{s:.1f}' for s in run.get('driver_finish_cpu_seconds', []))} s of CPU (by driver)"
+            + (f"; the MLflow server's own CPU {run['server_ms_per_trial']:.1f} ms a trial, not in the driver's"
+               if run.get("server_ms_per_trial") is not None else ""),
             f"  slots busy {run['busy']:.1%} ({mark['busy']}, target >= {TARGETS['busy']:.0%}); overhead "
             f"{run['overhead_ms_per_trial']:.0f} ms a trial over the ideal schedule ({run['ideal_seconds']:.1f} s ideal, "
             f"{run['trial_phase_seconds']:.1f} s measured)",
