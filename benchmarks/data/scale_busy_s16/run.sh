@@ -7,3 +7,5 @@ set -u
 OUT=${OUT:-/tmp/scale_busy_s16}
 rm -rf "$OUT"
 (cd /tmp && python -m tinyray bench scale --trials 100 --nodes 3 --gpus-per-node 1 --replay-speed 1 --tracking sqlite --out "$OUT")
+# ahead4/ (14:49-14:53 UTC, the same commit): the same with NSGA-III's --generations-ahead 4 instead of 2
+(cd /tmp && python -m tinyray bench scale --trials 100 --nodes 3 --gpus-per-node 1 --replay-speed 1 --tracking sqlite --generations-ahead 4 --out "$OUT-ahead4")
