@@ -97,8 +97,9 @@ def width_inside_cube(space: SearchSpace, r: float, d: float, budget: float, num
     Where the curves' ``r`` and ``d`` leave a budget that only a width outside the space's bounds meets (``w > 1``:
     the curves' means lie below the resolution or depth of the front's networks at that budget), the input side
     moves away from ``r``, one pixel at a time within ``r_range`` (the formula passes its r curve's 95% band within
-    the cube), the way that brings ``w`` back: up when ``w`` is too wide, down when too narrow. The first side whose solved width
-    (:func:`solve_width` within the bounds) lies in the cube and comes within ``tolerance`` of the budget wins.
+    the cube), the way that brings ``w`` back: up when ``w`` is too wide, down when too narrow. The first side whose
+    solved width (:func:`solve_width` within the bounds) lies in the cube and comes within ``tolerance`` of the
+    budget wins.
 
     Returns:
         ``(r, w, flops, params)``, or None when no side in ``r_range`` does it (the answer then stays outside).
