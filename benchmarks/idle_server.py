@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from tinyray.scale import _tree_cpu_seconds
+from tinyray.scale import tree_cpu_seconds
 from tinyray.ui import Store, start_server
 
 
@@ -27,9 +27,9 @@ def idle_cpu(seconds: float) -> tuple[float, int]:
     server = start_server(Store(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()), port=0)
     try:
         time.sleep(5)
-        before = _tree_cpu_seconds(server.process.pid)
+        before = tree_cpu_seconds(server.process.pid)
         time.sleep(seconds)
-        used = _tree_cpu_seconds(server.process.pid) - before
+        used = tree_cpu_seconds(server.process.pid) - before
         processes = 1 + len(psutil.Process(server.process.pid).children(recursive=True))
         return used, processes
     finally:

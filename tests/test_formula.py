@@ -143,7 +143,7 @@ def test_width_inside_cube_moves_the_side_within_the_band_only(space):
     assert analytic_cost(space, r, 0.677, w, 40).flops == flops
     # the nearest such side: every side between the curve's and this one needs a width outside the cube or misses
     for pixels in range(space.resolution(0.839) + 1, space.resolution(r)):
-        w_try, flops_try, _ = solve_width(space, pixels / 224, 0.677, 200e6, 40, (0.25, 1.0))
+        _, flops_try, _ = solve_width(space, pixels / space.base_resolution, 0.677, 200e6, 40, (0.25, 1.0))
         assert flops_try < 0.99 * 200e6
     assert width_inside_cube(space, 0.839, 0.677, 200e6, 40, (0.80, 0.845)) is None  # a narrow band: no move
     assert width_inside_cube(space, 0.9, 0.677, 200e6, 40, (0.57, 1.0)) is None  # w already inside: nothing to do

@@ -126,11 +126,13 @@ def test_forty_replayed_trials_on_three_raylets_are_all_accounted_for(tmp_path):
 
 
 def test_tree_cpu_counts_a_process_and_its_children():
+    import os
+    import signal
     import subprocess
     import sys
     import time
 
-    from tinyray.scale import _tree_cpu_seconds
+    from tinyray.scale import tree_cpu_seconds
 
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\ntime.sleep(60)"
     parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys, time\n"
@@ -138,14 +140,11 @@ def test_tree_cpu_counts_a_process_and_its_children():
                               start_new_session=True)
     try:
         deadline = time.time() + 30
-        while _tree_cpu_seconds(parent.pid) < 0.5 + 0.01 and time.time() < deadline:
+        while tree_cpu_seconds(parent.pid) < 0.5 + 0.01 and time.time() < deadline:
             time.sleep(0.2)
         # the parent itself burns nearly nothing: the half second is its child's
-        assert _tree_cpu_seconds(parent.pid) >= 0.5
+        assert tree_cpu_seconds(parent.pid) >= 0.5
     finally:
-        import os
-        import signal
-
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
-    assert _tree_cpu_seconds(parent.pid) == 0.0  # gone: nothing to count
+    assert tree_cpu_seconds(parent.pid) == 0.0  # gone: nothing to count

@@ -29,6 +29,7 @@ results, ``trial_*/result.json``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -155,17 +156,18 @@ class Driver:
         return driver
 
     def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if self.out is not None:
-                with open(self.out, "a") as file:  # kept for a post-mortem: the events and the summary
-                    file.write(line)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and "event" in event:
-                self.events.append((time.time(), event))
+        # its stdout is also copied to ``out`` for a post-mortem: the events and the summary
+        with open(self.out, "a", buffering=1) if self.out is not None else contextlib.nullcontext() as copy:
+            for line in self.process.stdout:
+                self.lines.append(line)
+                if copy is not None:
+                    copy.write(line)
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and "event" in event:
+                    self.events.append((time.time(), event))
 
     @property
     def done(self) -> int:
@@ -307,7 +309,7 @@ def run_backend(config: ScaleConfig, address: str, env: dict[str, str], backend:
         server = start_server(Store(f"sqlite:///{root / 'server' / 'mlflow.db'}",
                                     (root / "server" / "artifacts").as_uri()), port=0)
         tracking_uri = server.url
-        server_cpu_start = _tree_cpu_seconds(server.process.pid)
+        server_cpu_start = tree_cpu_seconds(server.process.pid)
     else:
         tracking_uri = None
     sizes = {"results": lambda: folder_bytes(root / name), "mlflow": lambda: mlflow_bytes(backend, root)}
@@ -337,7 +339,7 @@ def run_backend(config: ScaleConfig, address: str, env: dict[str, str], backend:
         measured = _measure(config, root / name, drivers, interrupted, summary, tracking_uri or local_tracking_uri(root))
         measured.update(_driver_phases(drivers, samples))
         if server is not None:  # the store's work moves to the server: its CPU over the search, beside the driver's
-            server_cpu = _tree_cpu_seconds(server.process.pid) - server_cpu_start
+            server_cpu = tree_cpu_seconds(server.process.pid) - server_cpu_start
             measured.update(server_cpu_seconds=server_cpu, server_ms_per_trial=1000 * server_cpu / config.trials)
     finally:
         if server is not None:
@@ -351,7 +353,7 @@ def run_backend(config: ScaleConfig, address: str, env: dict[str, str], backend:
     return measured
 
 
-def _tree_cpu_seconds(pid: int) -> float:
+def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its living descendants (``mlflow server`` and its workers)."""
     import psutil
 
