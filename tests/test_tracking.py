@@ -174,3 +174,40 @@ def test_the_filesystem_of_a_path_is_its_longest_mount():
     assert filesystem_type(Path("/proc/self")) == "proc"
     assert filesystem_type(Path("/proc/self/no/such/file")) == "proc"  # the nearest existing ancestor's
     assert filesystem_type(Path("/")) != ""
+
+
+def test_mlflow_request_headers_search_no_path_for_modules_this_python_lacks(monkeypatch):
+    """Before each request to a server MLflow probes for Databricks by importing modules; one that is absent was
+    searched for on every sys.path entry again, every request. After quiet_mlflow() (every Tracker calls it) an
+    absent probe fails at once, the headers are the same, and a module that exists is never hidden."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    from mlflow.tracking.request_header.registry import resolve_request_headers
+
+    from tinyray.tracking import CONTEXT_PROBES, quiet_mlflow
+
+    for name in CONTEXT_PROBES:  # as a fresh process has them; put back as they were after the test
+        if sys.modules.get(name) is None:
+            monkeypatch.delitem(sys.modules, name, raising=False)
+    present = {name for name in CONTEXT_PROBES if importlib.util.find_spec(name) is not None}
+    searches = []
+    find_spec = importlib.machinery.PathFinder.find_spec
+
+    def counted(name, path=None, target=None):
+        searches.append(name)
+        return find_spec(name, path, target)
+
+    monkeypatch.setattr(importlib.machinery.PathFinder, "find_spec", counted)
+    before = resolve_request_headers()
+    probed = {name.partition(".")[0] for name in searches}
+    assert probed & set(CONTEXT_PROBES), searches  # this test would see a probe
+
+    quiet_mlflow()
+    searches.clear()
+    assert resolve_request_headers() == before
+    assert not {name.partition(".")[0] for name in searches} & set(CONTEXT_PROBES), searches
+    # hidden only if this Python has no such module
+    assert all(sys.modules.get(name, "untouched") is not None for name in present)
+    assert all(sys.modules[name] is None for name in set(CONTEXT_PROBES) - present)
