@@ -7,6 +7,7 @@ import math
 import pickle
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -557,6 +558,40 @@ def test_tune_adapter_suggests_saves_and_restores(space, tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(UserError, match="not valid JSON"):
         new_searcher().restore(str(tmp_path / "broken.json"))
+
+
+def test_tune_snapshots_rewrite_the_searcher_state_only_after_it_may_have_changed(space, tmp_path):
+    """Tune snapshots the searcher with every epoch's checkpoint; the state (O(trials)) is written again only after
+    a suggestion, a trial's end, a restore or new search properties, and always into a new session's file."""
+    from tinyray.tune.searcher import TinySearcher
+
+    searcher = TinySearcher(make_core("nsga3", space, BUDGET, pop_size=4, seed=0), max_epochs=10)
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    state = folder / TinySearcher.CKPT_FILE_TMPL.format("default")
+
+    def written(session: str = "default") -> bool:
+        path = folder / TinySearcher.CKPT_FILE_TMPL.format(session)
+        before = path.stat().st_mtime_ns if path.exists() else None
+        time.sleep(0.01)  # a rewrite gets a later modification time
+        searcher.save_to_dir(str(folder), session)
+        return path.stat().st_mtime_ns != before
+
+    assert written()
+    assert not written()  # a mid-trial snapshot: nothing changed
+    searcher.suggest("trial_0")
+    assert written() and not written()
+    searcher.on_trial_complete("trial_0", {"top1": 0.6, "training_iteration": 10})
+    assert written() and not written()
+    assert read_state(state)["core"] == searcher.core.state_dict()
+    assert written("resumed")  # a resumed search's session writes its own file
+    state.unlink()
+    assert written()  # a missing file is written whatever changed
+    restored = TinySearcher(make_core("nsga3", space, BUDGET, pop_size=4, seed=0), max_epochs=10)
+    restored.restore_from_dir(str(folder))
+    assert restored.core.records == searcher.core.records
+    searcher.set_search_properties("top1", "max", {})
+    assert written()
 
 
 @pytest.mark.parametrize("name", ["optuna-nsga3", "optuna-tpe"])

@@ -70,6 +70,8 @@ class TinySearcher(Searcher):
         self.core = core
         self.max_epochs = max_epochs
         self.describe = describe
+        self._changes = 0  # calls that may have changed the core's state: suggest, on_trial_complete, restore
+        self._saved: tuple[int, str] | None = None  # (changes, file) of the last state written
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         if mode:
@@ -77,9 +79,11 @@ class TinySearcher(Searcher):
             self._mode = mode
         if metric:
             self._metric = metric
+        self._changed()
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        self._changed()
         candidate = self.core.ask(trial_id)
         if candidate is None:
             return None
@@ -89,7 +93,25 @@ class TinySearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         top1, status = classify_result(result, error=error, metric=self.metric, max_epochs=self.max_epochs)
+        self._changed()
         self.core.tell(trial_id, top1, status)
+
+    def _changed(self) -> None:
+        self._changes = getattr(self, "_changes", 0) + 1  # a searcher pickled before issue 20's fix has none
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Tune's snapshot of the searcher: written only if the core may have changed since the last one.
+
+        Tune snapshots the experiment after every epoch's checkpoint (tinyray.tune.runtime), and the core changes
+        only when a trial is suggested or ends: most snapshots (those of mid-trial epochs) would rewrite the same
+        state, whose size grows with the trials told (O(trials) each time, O(trials^2) a search).
+        """
+        final = str(Path(checkpoint_dir, self.CKPT_FILE_TMPL.format(session_str)))
+        key = (getattr(self, "_changes", 0), final)
+        if getattr(self, "_saved", None) == key and Path(final).is_file():
+            return
+        super().save_to_dir(checkpoint_dir, session_str)
+        self._saved = key
 
     def save(self, checkpoint_path: str) -> None:
         # Tune calls this with every experiment snapshot, into a temporary file it then renames over the last
@@ -109,5 +131,6 @@ class TinySearcher(Searcher):
                 " start a new experiment"
             )
         self.core.load_state_dict(state["core"])
+        self._changed()
         self._metric = state.get("metric", self._metric)
         self.max_epochs = int(state.get("max_epochs", self.max_epochs))
