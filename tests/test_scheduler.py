@@ -94,6 +94,11 @@ def test_decisions_are_final_and_a_trial_at_max_t_stops():
     assert scheduler.on_result("t0", 2, 0.0, 100) == CONTINUE  # between rungs
     assert scheduler.on_result("t0", 1, 0.0, 100) == CONTINUE  # already decided at rung 1: not re-ranked
     assert len(scheduler.rungs[1]) == 3
+    # a resumed trial reports its rung epoch again: the decision taken then, not a new ranking nor a free pass
+    again = MOASHA(9, 1, 3)
+    assert fill(again, [(0.6, 100), (0.7, 50), (0.5, 200)]) == [CONTINUE, CONTINUE, STOP]
+    assert [again.on_result(f"t{i}", 1, 0.9, 1) for i in range(3)] == [CONTINUE, CONTINUE, STOP]
+    assert len(again.rungs[1]) == 3 and again.on_result("t2", 2, 0.9, 1) == CONTINUE  # between rungs: no decision
     assert scheduler.on_result("t0", 9, 0.8, 100) == STOP
 
 

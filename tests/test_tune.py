@@ -69,3 +69,96 @@ def test_tune_searcher_pickles_as_tune_saves_it(space, name):
     assert type(clone).__module__ == "tinyray.tune.searcher"
     assert clone.core.records == searcher.core.records and suggested is not None
     assert clone.core.records[0].status == "early-stopped"
+
+
+def _checkpoint(folder, index: int, state: dict) -> None:
+    import json
+
+    path = folder / f"checkpoint_{index:06d}"
+    path.mkdir(parents=True)
+    (path / "state.json").write_text(json.dumps(state))
+
+
+def test_a_restarted_trial_takes_back_the_epochs_tunes_snapshot_missed(tmp_path, monkeypatch):
+    """Tune snapshots the experiment every other checkpoint of a trial (KEEP_CHECKPOINTS = 2), so the checkpoint it
+    restores a trial from may be one behind the trial's newest: the trial continues from its own newest and reports
+    the missed epoch again (with a checkpoint), from the metrics that checkpoint keeps; it trains nothing twice."""
+    from tinyray.tune import runtime, trainable
+
+    assert runtime.KEEP_CHECKPOINTS == 2
+    reports = [{"top1": 0.1, "epoch": 1}, {"top1": 0.2, "epoch": 2}, {"top1": 0.3, "epoch": 3}]
+    folder = tmp_path / "trial_abc"
+    _checkpoint(folder, 0, {"epoch": 1, "reports": reports[:1]})
+    _checkpoint(folder, 1, {"epoch": 2, "reports": reports[:2]})
+    (folder / "checkpoint_000002").mkdir()  # Tune's next one, half written when the driver died
+    sent = []
+    monkeypatch.setattr(trainable, "_report", lambda metrics, state, trainer: sent.append((metrics, state)))
+
+    own = trainable._newest_own_state(str(tmp_path), "abc")
+    assert own == {"epoch": 2, "reports": reports[:2]}
+    restored = {"epoch": 1, "reports": reports[:1]}
+    assert trainable._catch_up(restored, own, "replay") == own
+    assert sent == [(reports[1], own)]  # epoch 2 again, with the checkpoint to continue from
+
+    sent.clear()  # from scratch (Tune had no checkpoint of it): both epochs again, only the last with a checkpoint
+    assert trainable._catch_up(None, own, "replay") == own and sent == [(reports[0], None), (reports[1], own)]
+    sent.clear()  # Tune's is the newest, or the own one cannot say what it reported: Tune's, nothing sent
+    assert trainable._catch_up(own, own, "replay") == own and sent == []
+    assert trainable._catch_up(restored, {"epoch": 2}, "replay") == restored and sent == []
+    assert trainable._newest_own_state(str(tmp_path), "other") is None and trainable._newest_own_state(None, "abc") is None
+
+
+class _Trial:
+    """What Tune's trial loggers and tinyray's tracking callback read from a trial."""
+
+    def __init__(self, trial_id: str, local_path) -> None:
+        self.trial_id, self.local_path, self.config = trial_id, str(local_path), {"r": 0.5, "d": 0.5, "w": 0.5}
+        self.evaluated_params, self.checkpoint = self.config, None
+
+    def init_local_path(self) -> None:
+        pass
+
+
+def test_trial_files_and_mlflow_take_each_epoch_once(tmp_path):
+    """A resumed trial's reports of epochs already written (result.json, progress.csv, its MLflow run) are
+    dropped, whichever driver wrote them; new epochs are written."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from tinyray.tracking import Tracker
+    from tinyray.tune.callbacks import TrackingCallback
+    from tinyray.tune.runtime import last_logged_epoch, trial_loggers
+
+    folder = tmp_path / "trial_t1"
+    folder.mkdir()
+    (tmp_path / "cut.json").write_text('{"training_iteration": 1}\n{"training_iteration": 2}\n{"training_it')
+    assert last_logged_epoch(tmp_path / "cut.json") == 2 and last_logged_epoch(tmp_path / "none.json") == 0
+    (folder / "result.json").write_text('{"training_iteration": 1}\n{"training_iteration": 2}\n')
+    trial = _Trial("t1", folder)
+    loggers = trial_loggers()
+    for epoch in (2, 3, 3):
+        for logger in loggers:
+            logger.on_trial_result(epoch, [trial], trial, {"training_iteration": epoch, "top1": 0.1 * epoch})
+    for logger in loggers:
+        logger.on_trial_complete(3, [trial], trial)
+    lines = (folder / "result.json").read_text().splitlines()
+    assert [json.loads(line)["training_iteration"] for line in lines] == [1, 2, 3]
+    assert (folder / "progress.csv").read_text().count("\n") == 2  # its header and epoch 3
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker(uri, "once", journal=tmp_path / "tracking.json")
+    parent = first.start_search("once", {"budget": 1})
+    callback = TrackingCallback(first, parent, 3, lambda config: dict(config))
+    for epoch in (1, 2):
+        callback.on_trial_result(epoch, [trial], trial, {"training_iteration": epoch, "top1": 0.1 * epoch})
+    state = callback.get_state()
+    state["steps"] = {"t1": 1}  # a snapshot taken before epoch 2 was logged
+
+    again = TrackingCallback(Tracker(uri, "once", journal=tmp_path / "tracking.json"), parent, 3,
+                             lambda config: dict(config))
+    again.set_state(state)
+    for epoch in (2, 3):
+        again.on_trial_result(epoch, [trial], trial, {"training_iteration": epoch, "top1": 0.1 * epoch})
+    history = MlflowClient(tracking_uri=uri).get_metric_history(callback.runs["t1"], "top1")
+    assert sorted(metric.step for metric in history) == [1, 2, 3]

@@ -132,8 +132,10 @@ class MOASHA:
     def on_result(self, trial_id: str, epoch: int, top1: float, flops: int) -> Decision:
         """Record a trial's result after ``epoch`` epochs and decide whether it goes on.
 
-        A result between rungs, or at a rung the trial was already recorded at, only continues (or stops the
-        trial at ``max_t``). At a new rung, the result is recorded and ranked (module docstring).
+        A result between rungs only continues (or stops the trial at ``max_t``). At a new rung, the result is
+        recorded and ranked (module docstring). At a rung the trial was already recorded at, the decision taken
+        then is returned again, unranked: a resumed trial reports its last epoch again (:mod:`tinyray.tune.trainable`),
+        and a trial stopped at that rung must stop again.
 
         Args:
             trial_id: the trial.
@@ -150,7 +152,10 @@ class MOASHA:
         for milestone in reversed(self.milestones):
             if epoch < milestone:
                 continue
-            if trial_id not in self.decisions[milestone]:
+            if trial_id in self.decisions[milestone]:
+                if epoch == milestone:
+                    decision = self.decisions[milestone][trial_id]
+            else:
                 decision = self._decide(milestone, RungResult(str(trial_id), float(top1), int(flops)))
             break
         return decision

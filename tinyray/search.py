@@ -703,8 +703,9 @@ def _quiet_tune_output() -> None:
     """Ray Tune's environment for tinyray's own progress display (set only where the user did not set it)."""
     # Tune's own console table would fight the progress display; the trial loggers (result.json) stay on.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # every epoch's checkpoint forces an experiment snapshot (CheckpointConfig(num_to_keep=1)): that is what keeps
-    # a resume close to where the driver died, and the files are small, so Tune's warning about it is noise here
+    # a trial's second checkpoint since the last experiment snapshot forces one (CheckpointConfig(num_to_keep=2)):
+    # that keeps a resume close to where the driver died, and at scale they are frequent by design, so Tune's
+    # warning about it is noise here
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # a failing trial is one line of tinyray's (progress.py) with the path of its full trace, not Ray's 300 lines
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")

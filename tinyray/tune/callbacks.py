@@ -48,10 +48,18 @@ class TrackingCallback(Callback):
         self.trial_params = trial_params
         self.runs: dict[str, str] = {}
         self.finished: dict[str, str] = {}
+        self.steps: dict[str, int] = {}  # trial -> the last epoch logged
+        self._earlier: set[str] = set()  # trials a driver before this one started (their runs may be ahead)
+        self._checked: set[str] = set()  # of those, the ones whose last logged epoch was read back from MLflow
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"steps": {}, "_earlier": set(), "_checked": set(), **state})
 
     def _run(self, trial: Any) -> str | None:
         run_id = self.runs.get(trial.trial_id)
         if run_id is None:
+            if trial.trial_id in self.tracker.journal["trials"]:
+                self._earlier.add(trial.trial_id)
             params = self.trial_params(trial.config)
             run_name = trial_run_name(trial.trial_id, params["r"], params["d"], params["w"])
             run_id = self.tracker.start_trial(self.parent_run_id, trial.trial_id, run_name, params, self.tags)
@@ -59,12 +67,26 @@ class TrackingCallback(Callback):
                 self.runs[trial.trial_id] = run_id
         return run_id
 
+    def _new_epoch(self, trial_id: str, run_id: str | None, step: int) -> bool:
+        """Whether epoch ``step`` of the trial is not logged yet. A resumed trial reports again the epochs that
+        Tune's last snapshot missed (:func:`tinyray.tune.trainable.run_trial`); its run, made by an earlier driver,
+        may hold them: its last logged epoch is read back once (one MLflow call a resumed trial)."""
+        if trial_id in self._earlier and trial_id not in self._checked and run_id is not None:
+            self._checked.add(trial_id)
+            self.steps[trial_id] = max(self.steps.get(trial_id, 0), self.tracker.last_step(run_id) or 0)
+        if step <= self.steps.get(trial_id, 0):
+            return False
+        self.steps[trial_id] = step
+        return True
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._run(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         step = int(result.get("training_iteration", 0))
-        self.tracker.log_metrics(self._run(trial), {k: result[k] for k in EPOCH_METRICS if k in result}, step=step)
+        run_id = self._run(trial)
+        if self._new_epoch(trial.trial_id, run_id, step):
+            self.tracker.log_metrics(run_id, {k: result[k] for k in EPOCH_METRICS if k in result}, step=step)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epochs = int((trial.last_result or {}).get("training_iteration", 0))
@@ -94,7 +116,7 @@ class TrackingCallback(Callback):
 
     def get_state(self) -> dict:
         return {"version": TRACKING_STATE_VERSION, "parent_run_id": self.parent_run_id, "runs": dict(self.runs),
-                "finished": dict(self.finished)}
+                "finished": dict(self.finished), "steps": dict(self.steps)}
 
     def set_state(self, state: dict) -> None:
         if state.get("version") != TRACKING_STATE_VERSION:
@@ -102,6 +124,8 @@ class TrackingCallback(Callback):
             return
         self.runs = dict(state.get("runs", {}))
         self.finished = dict(state.get("finished", {}))
+        self.steps = {key: int(value) for key, value in state.get("steps", {}).items()}
+        self._earlier = set(self.runs)
 
 
 class MonitorCallback(Callback):

@@ -17,6 +17,7 @@ logger moves, the notice merely comes back.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from tinyray.errors import UserError
@@ -45,6 +47,11 @@ if TYPE_CHECKING:
 
     from tinyray.search import SearchConfig
 
+#: Tune keeps a trial's two newest checkpoints and snapshots the experiment (O(trials) each time) when a trial has
+#: made this many since the last snapshot. With 1 (until issue 20's fix), every epoch of every trial forced a
+#: snapshot, O(trials^2) a search; with 2, a snapshot may lag a trial by one checkpoint, which a restarted trial
+#: takes back from its own folder (:func:`tinyray.tune.trainable.run_trial`).
+KEEP_CHECKPOINTS = 2
 #: Ray >= 2.59 announces its (default) token authentication on every start: noise before tinyray's own lines, and
 #: in front of a one-line error. The logger is Ray's private module's.
 RAY_TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -91,10 +98,60 @@ def trial_loggers() -> list:
     switch, ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1``, turns all three off, so the first two are passed here.
     TensorBoard is not among tinyray's dependencies, and the same per-epoch curves are in MLflow.
     """
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    return [JsonLoggerCallback(), CSVLoggerCallback()]
+    written: dict[str, int] = {}  # shared: read from result.json before the first of the two writes to it
+    return [JsonOnce(written), CsvOnce(written)]
+
+
+class _EachEpochOnce:
+    """A Tune trial logger that writes each epoch of a trial once: a resumed trial reports the epochs that Tune's
+    last snapshot missed again (:func:`tinyray.tune.trainable.run_trial`), and the trial's files may hold them.
+
+    ``written`` (shared by the loggers of one search) maps a trial to the last epoch its ``result.json`` held when
+    this driver first saw the trial; each logger then keeps its own last epoch.
+    """
+
+    def __init__(self, written: dict[str, int]) -> None:
+        super().__init__()
+        self._written = written
+        self._last: dict[str, int] = {}
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        epoch = int(result.get("training_iteration") or 0)
+        key = trial.trial_id
+        if key not in self._last:
+            if key not in self._written:
+                self._written[key] = last_logged_epoch(Path(trial.local_path) / "result.json")
+            self._last[key] = self._written[key]
+        if epoch <= self._last[key]:
+            return
+        self._last[key] = epoch
+        super().log_trial_result(iteration, trial, result)  # type: ignore[misc]
+
+
+class JsonOnce(_EachEpochOnce, JsonLoggerCallback):
+    """Tune's ``result.json`` logger, each epoch once."""
+
+
+class CsvOnce(_EachEpochOnce, CSVLoggerCallback):
+    """Tune's ``progress.csv`` logger, each epoch once."""
+
+
+def last_logged_epoch(path: Path) -> int:
+    """The ``training_iteration`` of the last complete line of a trial's ``result.json`` (0 if none)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - 65536))
+            lines = file.read().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line).get("training_iteration") or 0)
+        except (ValueError, AttributeError):
+            continue  # a line cut short by a crash
+    return 0
 
 
 def trial_dirname(trial: Any) -> str:
@@ -262,6 +319,7 @@ def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, reci
         space=str(space.source), data=data_spec, max_epochs=config.max_epochs, recipe=recipe, seed=config.seed,
         threads=max(1, int(config.cpus_per_trial)), trainer=config.trainer, replay_speed=config.replay_speed,
         precision=config.precision, workers=config.workers, channels_last=config.channels_last,
+        results=str(config.results_dir),
     )
     resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
@@ -320,7 +378,7 @@ def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, reci
             run_config=tune.RunConfig(
                 name=config.name, storage_path=str(Path(config.storage).expanduser().resolve()), callbacks=callbacks,
                 verbose=0, failure_config=tune.FailureConfig(max_failures=config.retries),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
             ),
         )
     # On Ctrl-C Tune stops the trials, saves its state and returns as if done (tinyray tells the two apart by the

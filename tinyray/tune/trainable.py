@@ -5,8 +5,10 @@ to record it: FLOPs, parameters, resolutions and the Ray node it ran on. The sea
 loaded once per worker process and kept, so a reused actor starts its next trial without reloading either.
 
 Every report carries a Tune checkpoint of the whole training state (``state.pt``: tensors and plain values,
-read back with ``torch.load(weights_only=True)``), so a retried trial or a resumed search continues from the
-last finished epoch instead of starting over.
+read back with ``torch.load(weights_only=True)``) and the metrics of every epoch so far (``reports``), so a
+retried trial or a resumed search continues from the last finished epoch instead of starting over: from the newest
+checkpoint in the trial's own folder, even when Tune's last experiment snapshot points at the one before
+(:func:`run_trial`).
 
 With ``trainer="replay"`` (``--trainer replay``) the same trainable reports a recorded learning curve instead of
 training (:mod:`tinyray.replay`): the reports, checkpoints (``state.json`` instead of ``state.pt``) and everything
@@ -55,6 +57,8 @@ class TrialSettings:
         channels_last: channels-last memory format of the network and its inputs.
         trainer: ``train`` (train the network) or ``replay`` (report a recorded curve, :mod:`tinyray.replay`).
         replay_speed: a replay's seconds slept per recorded second.
+        results: the search's results folder (Tune's experiment folder, shared by every node), where a restarted
+            trial looks for its newest checkpoint (:func:`run_trial`).
     """
 
     space: str
@@ -69,6 +73,7 @@ class TrialSettings:
     precision: str | None = None
     workers: int | None = None
     channels_last: bool = True
+    results: str | None = None
 
 
 @lru_cache(maxsize=4)
@@ -96,18 +101,23 @@ STATE_FILE = "state.pt"
 
 
 def _load_state(checkpoint: Any) -> dict[str, Any] | None:
-    """The state of a Tune checkpoint: a replay's ``state.json``, or a training's ``state.pt`` (tensors and plain
-    values only: ``weights_only=True``)."""
+    """The state of a Tune checkpoint (None for none)."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        if (Path(folder) / REPLAY_STATE_FILE).is_file():
-            import json
+        return _read_state(Path(folder))
 
-            return json.loads((Path(folder) / REPLAY_STATE_FILE).read_text())
-        import torch
 
-        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+def _read_state(folder: Path) -> dict[str, Any]:
+    """The state in a checkpoint's folder: a replay's ``state.json``, or a training's ``state.pt`` (tensors and plain
+    values only: ``weights_only=True``)."""
+    if (folder / REPLAY_STATE_FILE).is_file():
+        import json
+
+        return json.loads((folder / REPLAY_STATE_FILE).read_text())
+    import torch
+
+    return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
 
 
 def _save_state(state: dict[str, Any], folder: Path, trainer: str) -> None:
@@ -155,9 +165,17 @@ def _faults(config: dict[str, Any], epoch: int) -> None:
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """Train (or replay) the candidate ``config = {"r", "d", "w"}`` and report every epoch to Tune, with a
     checkpoint. A replay's config also holds the trial's description, made by the driver
-    (:class:`~tinyray.tune.searcher.TinySearcher`'s ``describe``)."""
+    (:class:`~tinyray.tune.searcher.TinySearcher`'s ``describe``).
+
+    A restarted trial continues from the newest checkpoint in its own folder, which may be newer than the one
+    Tune restored it from (Tune snapshots the experiment only every other checkpoint of a trial,
+    :func:`tinyray.tune.runtime.run_tune`): the epochs Tune's snapshot missed are reported again, from the metrics
+    the checkpoint keeps (``reports``), and not trained again. The driver's records take each epoch once
+    (:func:`tinyray.tune.runtime.trial_loggers`, :class:`~tinyray.tune.callbacks.TrackingCallback`, the scheduler).
+    """
     fixed = {**_describe(config, settings), "node_id": ray.get_runtime_context().get_node_id(),
              "trainer": settings.trainer}
+    reports: list[dict[str, Any]] = []
 
     def report(epoch: Any, checkpoint: Any) -> None:
         _faults(config, epoch.epoch)
@@ -168,14 +186,51 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             "epoch_end": time.time(),  # unix seconds: with epoch_seconds, when the trial held its slot
             **fixed,
         }
-        with tempfile.TemporaryDirectory() as folder:
-            _save_state(checkpoint(), Path(folder), settings.trainer)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        reports.append(metrics)
+        _report(metrics, {**checkpoint(), "reports": list(reports)}, settings.trainer)
 
     state = _load_state(tune.get_checkpoint())
+    state = _catch_up(state, _newest_own_state(settings.results, tune.get_context().get_trial_id()),
+                      settings.trainer)
+    reports.extend((state or {}).get("reports", []))
     if state is not None and state["epoch"] >= settings.max_epochs:
         return  # finished just before an interruption: nothing left to train
     TRAINERS[settings.trainer](fixed, settings, report, state)
+
+
+def _report(metrics: dict[str, Any], state: dict[str, Any] | None, trainer: str) -> None:
+    """``tune.report(metrics)``, with a checkpoint of ``state`` unless it is None."""
+    if state is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        _save_state(state, Path(folder), trainer)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _newest_own_state(results: str | None, trial_id: str) -> dict[str, Any] | None:
+    """The state of the newest readable checkpoint in the trial's folder of the results folder (None if none)."""
+    if not results:
+        return None
+    for folder in sorted(Path(results, f"trial_{trial_id}").glob("checkpoint_*"), reverse=True):
+        try:
+            return _read_state(folder)
+        except Exception:  # noqa: BLE001 - being written or deleted by Tune: an older one will do
+            continue
+    return None
+
+
+def _catch_up(restored: dict[str, Any] | None, own: dict[str, Any] | None, trainer: str) -> dict[str, Any] | None:
+    """The state to continue from: ``own`` (the trial folder's newest) if it is ahead of ``restored`` (Tune's) and
+    keeps the metrics of the epochs in between, which are then reported to Tune again (the last with a checkpoint of
+    ``own``); else ``restored``."""
+    known = int(restored["epoch"]) if restored is not None else 0
+    if own is None or int(own["epoch"]) <= known or len(own.get("reports") or []) < int(own["epoch"]):
+        return restored
+    missed = own["reports"][known:int(own["epoch"])]
+    for number, metrics in enumerate(missed, start=1):
+        _report(metrics, own if number == len(missed) else None, trainer)
+    return own
 
 
 def _describe(config: dict[str, Any], settings: TrialSettings) -> dict[str, Any]:
