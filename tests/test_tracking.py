@@ -211,3 +211,24 @@ def test_mlflow_request_headers_search_no_path_for_modules_this_python_lacks(mon
     # hidden only if this Python has no such module
     assert all(sys.modules.get(name, "untouched") is not None for name in present)
     assert all(sys.modules[name] is None for name in set(CONTEXT_PROBES) - present)
+
+
+def test_quick_http_hides_urllib3_retry_warnings_nested_and_leaves_logging_levels_alone(caplog):
+    """Inside (nested) tracker calls urllib3's retry warnings are dropped, errors are not, and nothing outside is
+    touched: no logger's level changes (changing one empties every logger's cache, which a search pays per call)."""
+    import logging
+
+    from tinyray.tracking import quick_http
+
+    retries = logging.getLogger("urllib3.connectionpool")
+    level, filters = retries.level, list(retries.filters)  # MLflow adds one of its own
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        with quick_http():
+            with quick_http():
+                retries.warning("retrying 1")
+                assert retries.level == logging.WARNING
+            retries.warning("retrying 2")
+            retries.error("gave up")
+        retries.warning("outside")
+    assert [record.getMessage() for record in caplog.records] == ["gave up", "outside"]
+    assert retries.level == level and retries.filters == filters
