@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from typing import Any, Callable, TextIO
@@ -97,6 +99,8 @@ class TrackingCallback(Callback):
         self._close(trial, FAILED, epochs, failure_reason(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if is_disk_full(failure_reason(trial)):
+            return  # the search stops (StopWhenDiskFull); the retry happens after a resume
         self.tracker.set_tags(self._run(trial), {"retries": int(getattr(trial, "num_failures", 0)),
                                                  "last_failure": failure_reason(trial)[:4000]})
 
@@ -201,6 +205,8 @@ class MonitorCallback(Callback):
         self._finish(trials, trial, failed=True)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if is_disk_full(failure_reason(trial)):
+            return  # the search stops in one line of its own (StopWhenDiskFull, tinyray.search)
         self._say_failure(trial, ", retrying from its last checkpoint")
 
     def _say_failure(self, trial: Any, then: str) -> None:
@@ -228,21 +234,41 @@ def is_disk_full(text: str) -> bool:
 class StopWhenDiskFull(Callback):
     """A Tune callback that stops the search at the first trial that ran out of disk.
 
-    Every later checkpoint would fail the same way (and retrying would burn each trial's retries); stopping at
-    once keeps Tune's last snapshot, which a ``--resume`` restores once there is space again.
+    Every later checkpoint would fail the same way (and retrying would burn each trial's retries). It stops Tune as
+    Ctrl-C does (SIGUSR1, which Tune's run loop always handles in the main thread): the loop ends after this step
+    and Tune writes one last snapshot and copies the trials' files into the results folder, if the disk still
+    allows; a ``--resume`` restores it once there is space again. Since Tune snapshots only every other checkpoint
+    of a trial (:data:`tinyray.tune.runtime.KEEP_CHECKPOINTS`), stopping without that snapshot would leave trials
+    finished since the last one out of the results folder until the resume. Where Tune handles no SIGUSR1 (a
+    search outside the main thread), it raises :class:`DiskFull` at once, as before.
     """
 
     #: why it stopped the search (Tune wraps the exception in a TuneError of traceback text)
     reason = ""
 
-    def _check(self, trial: Any) -> None:
+    def _check(self, trial: Any, retrying: bool) -> None:
         reason = failure_reason(trial)
-        if is_disk_full(reason):
-            self.reason = reason
+        if not is_disk_full(reason):
+            return
+        first, self.reason = not self.reason, reason
+        if not retrying or not callable(getattr(signal, "SIGUSR1", None) and signal.getsignal(signal.SIGUSR1)):
+            # a trial with no retry left is already ERROR in Tune: a snapshot now would keep it failed for good
             raise DiskFull(reason)
+        if first:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def quiet_when_full(self) -> logging.Filter:
+        """A filter for Tune's logger: once the disk is full, Tune's error about its last snapshot is dropped."""
+        guard = self
+
+        class QuietWhenFull(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                return not (guard.reason and "snapshotting failed" in record.getMessage())
+
+        return QuietWhenFull()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._check(trial)
+        self._check(trial, retrying=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._check(trial)
+        self._check(trial, retrying=False)

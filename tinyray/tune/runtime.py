@@ -385,14 +385,20 @@ def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, reci
     # trials' states); its advice to call Tuner.restore() is not how a tinyray search continues.
     tune_log = logging.getLogger("ray.tune.tune")
     tune_log.addFilter(_not_tunes_restore_advice)
+    quiet_when_full = guard.quiet_when_full()  # a full disk may fail Tune's last snapshot: one line is tinyray's
+    tune_log.addFilter(quiet_when_full)
     try:
-        return tuner.fit(), tracking.interrupted(config.trials)
+        grid = tuner.fit()
     except Exception:
         if guard.reason:
             raise DiskFull(guard.reason) from None
         raise
     finally:
         tune_log.removeFilter(_not_tunes_restore_advice)
+        tune_log.removeFilter(quiet_when_full)
+    if guard.reason:  # Tune stopped as on Ctrl-C (StopWhenDiskFull), its last snapshot written if the disk allowed
+        raise DiskFull(guard.reason)
+    return grid, tracking.interrupted(config.trials)
 
 
 def _not_tunes_restore_advice(record: logging.LogRecord) -> bool:
