@@ -257,18 +257,20 @@ class StopWhenDiskFull(Callback):
         if first:
             os.kill(os.getpid(), signal.SIGUSR1)
 
-    def quiet_when_full(self) -> logging.Filter:
-        """A filter for Tune's logger: once the disk is full, Tune's error about its last snapshot is dropped."""
-        guard = self
-
-        class QuietWhenFull(logging.Filter):
-            def filter(self, record: logging.LogRecord) -> bool:
-                return not (guard.reason and "snapshotting failed" in record.getMessage())
-
-        return QuietWhenFull()
-
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._check(trial, retrying=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._check(trial, retrying=False)
+
+
+class QuietWhenFull(logging.Filter):
+    """A filter for Tune's logger: once ``guard`` saw a full disk, Tune's error about its last snapshot is dropped."""
+
+    def __init__(self, guard: StopWhenDiskFull) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.guard.reason and "snapshotting failed" in record.getMessage())
+

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from tinyray.errors import UserError
@@ -36,11 +37,11 @@ from tinyray.progress import Progress
 from tinyray.replay import REPLAY
 from tinyray.status import trial_status
 from tinyray.tracking import described, error_line, trial_start_tags
-from tinyray.tune.callbacks import DiskFull, MonitorCallback, StopWhenDiskFull, TrackingCallback
+from tinyray.tune.callbacks import DiskFull, MonitorCallback, QuietWhenFull, StopWhenDiskFull, TrackingCallback
 from tinyray.tune.legacy import install_legacy_aliases
 from tinyray.tune.scheduler import MOASHAScheduler
 from tinyray.tune.searcher import TinySearcher
-from tinyray.tune.trainable import TrialSettings, run_trial
+from tinyray.tune.trainable import TrialSettings, run_trial, trial_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -121,7 +122,7 @@ class _EachEpochOnce:
         key = trial.trial_id
         if key not in self._last:
             if key not in self._written:
-                self._written[key] = last_logged_epoch(Path(trial.local_path) / "result.json")
+                self._written[key] = last_logged_epoch(Path(trial.local_path) / EXPR_RESULT_FILE)
             self._last[key] = self._written[key]
         if epoch <= self._last[key]:
             return
@@ -158,7 +159,7 @@ def trial_dirname(trial: Any) -> str:
     """A trial's folder, named by its id, so a trial that never reported is still identified. A module function,
     not a lambda: Tune keeps it in every trial's record of every experiment snapshot, and a lambda is pickled by
     value there (1.2 kB a trial, of about 22 kB), a function by name."""
-    return f"trial_{trial.trial_id}"
+    return trial_folder(trial.trial_id)
 
 
 def _describe(space: Any, data: Any, config: dict[str, Any]) -> dict[str, Any]:
@@ -385,7 +386,7 @@ def run_tune(config: "SearchConfig", space: Any, data: Any, data_spec: Any, reci
     # trials' states); its advice to call Tuner.restore() is not how a tinyray search continues.
     tune_log = logging.getLogger("ray.tune.tune")
     tune_log.addFilter(_not_tunes_restore_advice)
-    quiet_when_full = guard.quiet_when_full()  # a full disk may fail Tune's last snapshot: one line is tinyray's
+    quiet_when_full = QuietWhenFull(guard)  # a full disk may fail Tune's last snapshot: one line is tinyray's
     tune_log.addFilter(quiet_when_full)
     try:
         grid = tuner.fit()

@@ -208,11 +208,17 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None, trainer: str)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
+def trial_folder(trial_id: str) -> str:
+    """The name of a trial's folder in the results folder (Tune's ``trial_dirname_creator``,
+    :func:`tinyray.tune.runtime.trial_dirname`)."""
+    return f"trial_{trial_id}"
+
+
 def _newest_own_state(results: str | None, trial_id: str) -> dict[str, Any] | None:
     """The state of the newest readable checkpoint in the trial's folder of the results folder (None if none)."""
     if not results:
         return None
-    for folder in sorted(Path(results, f"trial_{trial_id}").glob("checkpoint_*"), reverse=True):
+    for folder in sorted(Path(results, trial_folder(trial_id)).glob("checkpoint_*"), reverse=True):
         try:
             return _read_state(folder)
         except Exception:  # noqa: BLE001 - being written or deleted by Tune: an older one will do
