@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.result import EXPR_RESULT_FILE
+from ray import cloudpickle
+from ray.tune.result import EXPR_PARAM_FILE, EXPR_PARAM_PICKLE_FILE, EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
+from ray.tune.utils.util import SafeFallbackEncoder
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from tinyray.errors import UserError
@@ -104,9 +106,28 @@ def trial_loggers() -> list:
     return [JsonOnce(written), CsvOnce(written)]
 
 
+def trial_files_folder(trial: Any) -> str:
+    """Where a trial's ``result.json``, ``progress.csv`` and ``params.json`` are written: its folder in the results
+    folder itself when the storage is a local filesystem (tinyray's ``--storage``), else Tune's staging folder.
+
+    Why not Tune's staging folder (Tune's default): Tune writes its loggers' files into a staging copy of the
+    experiment folder and copies the whole of it into the results folder at every experiment snapshot, so the copy
+    grows with the trials done (4 files a trial: O(trials) a snapshot, O(trials^2) a search; measured by
+    ``tinyray bench scale``, docs/benchmarks.md, session 18). Written in place, the staging folder keeps only Tune's
+    own state files, and a trial's files are current in the results folder at every epoch, not at the next snapshot.
+    """
+    import pyarrow.fs
+
+    storage = getattr(trial, "storage", None)
+    if storage is not None and isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return storage.trial_fs_path
+    return trial.local_path
+
+
 class _EachEpochOnce:
-    """A Tune trial logger that writes each epoch of a trial once: a resumed trial reports the epochs that Tune's
-    last snapshot missed again (:func:`tinyray.tune.trainable.run_trial`), and the trial's files may hold them.
+    """A Tune trial logger that writes each epoch of a trial once, in the trial's folder in the results folder
+    (:func:`trial_files_folder`): a resumed trial reports the epochs that Tune's last snapshot missed again
+    (:func:`tinyray.tune.trainable.run_trial`), and the trial's files may hold them.
 
     ``written`` (shared by the loggers of one search) maps a trial to the last epoch its ``result.json`` held when
     this driver first saw the trial; each logger then keeps its own last epoch.
@@ -122,20 +143,64 @@ class _EachEpochOnce:
         key = trial.trial_id
         if key not in self._last:
             if key not in self._written:
-                self._written[key] = last_logged_epoch(Path(trial.local_path) / EXPR_RESULT_FILE)
+                self._written[key] = last_logged_epoch(Path(trial_files_folder(trial)) / EXPR_RESULT_FILE)
             self._last[key] = self._written[key]
         if epoch <= self._last[key]:
             return
         self._last[key] = epoch
         super().log_trial_result(iteration, trial, result)  # type: ignore[misc]
 
+    def _restore_from_remote(self, file_name: str, trial: Any) -> None:
+        if trial_files_folder(trial) == trial.local_path:  # remote storage: Tune's staging copy, restored by Tune
+            super()._restore_from_remote(file_name, trial)  # type: ignore[misc]
+
+
+class _InPlace:
+    """A trial as Tune's loggers see it, with its folder replaced by :func:`trial_files_folder`."""
+
+    def __init__(self, trial: Any) -> None:
+        self.local_path = trial_files_folder(trial)
+        self.config = trial.config
+
+    def init_local_path(self) -> None:
+        os.makedirs(self.local_path, exist_ok=True)
+
 
 class JsonOnce(_EachEpochOnce, JsonLoggerCallback):
-    """Tune's ``result.json`` logger, each epoch once."""
+    """Tune's ``result.json`` logger (and ``params.json``), each epoch once, in place."""
+
+    def log_trial_start(self, trial: Any) -> None:
+        if trial in self._trial_files:
+            self._trial_files[trial].close()
+        place = _InPlace(trial)
+        self.update_config(trial, trial.config)
+        place.init_local_path()
+        self._restore_from_remote(EXPR_RESULT_FILE, trial)
+        self._trial_files[trial] = Path(place.local_path, EXPR_RESULT_FILE).open("at")
+
+    def update_config(self, trial: Any, config: dict) -> None:
+        place = _InPlace(trial)
+        place.init_local_path()
+        self._trial_configs[trial] = config
+        with Path(place.local_path, EXPR_PARAM_FILE).open("w") as file:
+            json.dump(config, file, indent=2, sort_keys=True, cls=SafeFallbackEncoder)
+        with Path(place.local_path, EXPR_PARAM_PICKLE_FILE).open("wb") as file:
+            cloudpickle.dump(config, file)
 
 
 class CsvOnce(_EachEpochOnce, CSVLoggerCallback):
-    """Tune's ``progress.csv`` logger, each epoch once."""
+    """Tune's ``progress.csv`` logger, each epoch once, in place."""
+
+    def _setup_trial(self, trial: Any) -> None:
+        if trial in self._trial_files:
+            self._trial_files[trial].close()
+        place = _InPlace(trial)
+        place.init_local_path()
+        self._restore_from_remote(EXPR_PROGRESS_FILE, trial)
+        path = Path(place.local_path, EXPR_PROGRESS_FILE)
+        self._trial_continue[trial] = path.exists() and path.stat().st_size > 0
+        self._trial_files[trial] = path.open("at")
+        self._trial_csv[trial] = None
 
 
 def last_logged_epoch(path: Path) -> int:
