@@ -162,3 +162,34 @@ def test_trial_files_and_mlflow_take_each_epoch_once(tmp_path):
         again.on_trial_result(epoch, [trial], trial, {"training_iteration": epoch, "top1": 0.1 * epoch})
     history = MlflowClient(tracking_uri=uri).get_metric_history(callback.runs["t1"], "top1")
     assert sorted(metric.step for metric in history) == [1, 2, 3]
+
+
+def test_a_trials_last_epoch_goes_to_mlflow_with_the_end_of_its_run(tmp_path):
+    """The result Tune marks done (the scheduler stopped the trial, or it reached full fidelity) is logged with the
+    run's end tags and ``epochs`` in one call; earlier epochs each in their own; a snapshot taken in between
+    (``get_state``) does not count the held epoch as logged."""
+    from mlflow import MlflowClient
+
+    from tinyray.tracking import Tracker
+    from tinyray.tune.callbacks import TrackingCallback
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "final", journal=tmp_path / "tracking.json")
+    parent = tracker.start_search("final", {"budget": 1})
+    callback = TrackingCallback(tracker, parent, 3, lambda config: dict(config))
+    trial = _Trial("t1", tmp_path / "trial_t1")
+    trial.last_result = {"training_iteration": 2}
+    calls = []
+    log_batch = tracker.client.log_batch
+    tracker.client.log_batch = lambda *args, **kwargs: (calls.append(kwargs), log_batch(*args, **kwargs))[1]
+    callback.on_trial_start(0, [trial], trial)
+    calls.clear()
+    callback.on_trial_result(1, [trial], trial, {"training_iteration": 1, "top1": 0.1})
+    callback.on_trial_result(2, [trial], trial, {"training_iteration": 2, "top1": 0.2, "done": True})
+    assert len(calls) == 1 and callback.get_state()["steps"] == {"t1": 1}
+    callback.on_trial_complete(2, [trial], trial)
+    assert len(calls) == 2 and {m.key for m in calls[1]["metrics"]} == {"top1", "epochs"}
+    assert {t.key: t.value for t in calls[1]["tags"]}["status"] == "early-stopped"
+    client = MlflowClient(tracking_uri=uri)
+    assert [(m.step, m.value) for m in client.get_metric_history(callback.runs["t1"], "top1")] == [(1, 0.1), (2, 0.2)]
+    assert client.get_run(callback.runs["t1"]).info.status == "FINISHED" and callback.steps == {"t1": 2}

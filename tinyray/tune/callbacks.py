@@ -53,9 +53,10 @@ class TrackingCallback(Callback):
         self.steps: dict[str, int] = {}  # trial -> the last epoch logged
         self._earlier: set[str] = set()  # trials a driver before this one started (their runs may be ahead)
         self._checked: set[str] = set()  # of those, the ones whose last logged epoch was read back from MLflow
+        self._final: dict[str, tuple[int, dict[str, Any]]] = {}  # trial -> its last epoch's metrics, not logged yet
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"steps": {}, "_earlier": set(), "_checked": set(), **state})
+        self.__dict__.update({"steps": {}, "_earlier": set(), "_checked": set(), "_final": {}, **state})
 
     def _run(self, trial: Any) -> str | None:
         run_id = self.runs.get(trial.trial_id)
@@ -76,19 +77,24 @@ class TrackingCallback(Callback):
         if trial_id in self._earlier and trial_id not in self._checked and run_id is not None:
             self._checked.add(trial_id)
             self.steps[trial_id] = max(self.steps.get(trial_id, 0), self.tracker.last_step(run_id) or 0)
-        if step <= self.steps.get(trial_id, 0):
-            return False
-        self.steps[trial_id] = step
-        return True
+        return step > self.steps.get(trial_id, 0)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._run(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        """Log a new epoch's metrics; a trial's last epoch (Tune marks it ``done``: the scheduler stopped it, or it
+        reached full fidelity) is logged with the end of its run instead, in one MLflow call (:meth:`_close`)."""
         step = int(result.get("training_iteration", 0))
         run_id = self._run(trial)
-        if self._new_epoch(trial.trial_id, run_id, step):
-            self.tracker.log_metrics(run_id, {k: result[k] for k in EPOCH_METRICS if k in result}, step=step)
+        if not self._new_epoch(trial.trial_id, run_id, step):
+            return
+        metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
+        if result.get("done"):
+            self._final[trial.trial_id] = (step, metrics)
+            return
+        self.tracker.log_metrics(run_id, metrics, step=step)
+        self.steps[trial.trial_id] = step
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         epochs = int((trial.last_result or {}).get("training_iteration", 0))
@@ -106,8 +112,16 @@ class TrackingCallback(Callback):
 
     def _close(self, trial: Any, status: str, epochs: int, reason: str = "") -> None:
         run_id = self._run(trial)
-        self.tracker.end_trial(run_id, trial_end_tags(status, epochs, reason), {"epochs": epochs}, step=epochs,
+        metrics: dict[str, Any] = {"epochs": epochs}
+        final = self._final.pop(trial.trial_id, None)
+        if final is not None and final[0] == epochs:
+            metrics = {**final[1], **metrics}
+        elif final is not None:
+            self.tracker.log_metrics(run_id, final[1], step=final[0])
+        self.tracker.end_trial(run_id, trial_end_tags(status, epochs, reason), metrics, step=epochs,
                                status="FAILED" if status == FAILED else "FINISHED")
+        if final is not None:
+            self.steps[trial.trial_id] = max(self.steps.get(trial.trial_id, 0), final[0])
         self.finished[trial.trial_id] = status
 
     def interrupted(self, expected: int) -> bool:
