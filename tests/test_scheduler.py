@@ -38,6 +38,21 @@ def test_rank_positions_are_positions_not_an_argsort():
     assert positions.tolist() == [2, 0, 1, 3]
     # an argsort of the same order would be [1, 2, 0, 3]: result 0 would be read as "position 1"
     assert np.argsort(positions).tolist() == [1, 2, 0, 3]
+    # ranking only the fronts that hold the first places: theirs exact, the rest beyond
+    assert rank_positions(top1, flops, first=2).tolist() == [2, 0, 1, 4]
+
+
+def test_a_rungs_cut_from_its_first_fronts_only_is_the_cut_from_all_of_them():
+    rng = np.random.default_rng(0)
+    for number in range(600):
+        n = int(rng.integers(1, 60))
+        top1 = np.round(rng.uniform(size=n), 2) if number % 2 else rng.uniform(size=n)  # ties, and none
+        flops = rng.integers(1, 20, size=n) * 10 if number % 3 == 0 else rng.integers(10, 10_000, size=n)
+        for eta in (2, 3, 4):
+            kept = -(-n // eta)
+            whole, first = rank_positions(top1, flops), rank_positions(top1, flops, kept)
+            assert np.array_equal(whole < kept, first < kept)
+            assert np.array_equal(whole[first < n], first[first < n])
 
 
 def test_a_newcomer_that_dominates_every_other_result_always_continues():
@@ -145,7 +160,7 @@ def test_bad_options_are_user_errors():
 def test_tune_adapter_decides_saves_and_a_restored_one_decides_the_same(tmp_path):
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-    from tinyray.tune.scheduler import MOASHAScheduler
+    from tinyray.tune.scheduler import MOASHAScheduler, read_state
 
     path = tmp_path / "scheduler.json"
     adapter = MOASHAScheduler(max_t=9, grace_period=1, reduction_factor=3, state_path=path)
@@ -162,9 +177,15 @@ def test_tune_adapter_decides_saves_and_a_restored_one_decides_the_same(tmp_path
     for trial_id, top1, flops in [("a", 0.6, 100), ("b", 0.5, 50), ("c", 0.4, 200)]:
         adapter.on_trial_result(None, FakeTrial(trial_id), result(1, top1, flops))
     assert adapter.core.decision("c", 1) == STOP
-    assert json.loads(path.read_text()) == adapter.core.to_dict()
+    assert read_state(path).to_dict() == adapter.core.to_dict()
+    # a journal: the (empty) state, then one line per recorded result, appended
+    state, end = json.JSONDecoder().raw_decode(path.read_text())
+    assert state["rungs"] == [{"epoch": 1, "results": []}, {"epoch": 3, "results": []}]
+    assert [json.loads(line)["trial_id"] for line in path.read_text()[end:].splitlines() if line] == ["a", "b", "c"]
 
-    restored = MOASHAScheduler(max_t=9, grace_period=1, reduction_factor=3, state_path=path)
+    copy = tmp_path / "copy.json"  # a folder has one driver (driver.lock): the restored scheduler gets its own file
+    copy.write_text(path.read_text())
+    restored = MOASHAScheduler(max_t=9, grace_period=1, reduction_factor=3, state_path=copy)
     assert restored.core.to_dict() == adapter.core.to_dict()
     upcoming = [("d", 1, 0.45, 60), ("e", 1, 0.2, 500), ("a", 3, 0.7, 100), ("b", 3, 0.6, 50), ("d", 3, 0.3, 60)]
     for trial_id, epoch, top1, flops in upcoming:
@@ -174,6 +195,13 @@ def test_tune_adapter_decides_saves_and_a_restored_one_decides_the_same(tmp_path
 
     with pytest.raises(UserError, match="same options"):
         MOASHAScheduler(max_t=27, grace_period=1, reduction_factor=3, state_path=path)
+    before = path.read_text()
+    path.write_text(before + '{"epoch": 1, "trial_id": "f", "top')  # a crash in the middle of an append
+    folded = MOASHAScheduler(max_t=9, grace_period=1, reduction_factor=3, state_path=path)
+    assert folded.core.to_dict() == adapter.core.to_dict() and json.loads(path.read_text()) == adapter.core.to_dict()
+    path.write_text(before.replace('"trial_id": "b"', '"trial_id": "b', 1))
+    with pytest.raises(UserError, match="damaged"):
+        read_state(path)
     adapter.save(str(tmp_path / "saved.json"))
     other = MOASHAScheduler(max_t=9, grace_period=1, reduction_factor=3)
     other.restore(str(tmp_path / "saved.json"))
@@ -191,7 +219,7 @@ def test_moasha_in_a_real_tune_run(tmp_path):
     import ray
     from ray import tune
 
-    from tinyray.tune.scheduler import MOASHAScheduler
+    from tinyray.tune.scheduler import MOASHAScheduler, read_state
 
     # three trials on a front (more accurate = more FLOPs), then three dominated ones that arrive later
     trials = [(0.1 * (i + 1), 100 * (i + 1)) for i in range(3)] + [(0.05, 10_000 + i) for i in range(3)]
@@ -218,5 +246,5 @@ def test_moasha_in_a_real_tune_run(tmp_path):
     epochs = {result.config["index"]: result.metrics["training_iteration"] for result in grid}
     assert all(epochs[i] == 9 for i in range(3))  # the whole front trained to the end
     assert all(epochs[i] == 1 for i in range(3, 6))  # the dominated ones stopped at the first rung
-    saved = MOASHA.from_dict(json.loads(state.read_text()))
+    saved = read_state(state)
     assert len(saved.rungs[1]) == 6 and len(saved.rungs[3]) == 3

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 #: ``searcher-state-*.json`` (the searcher's state, written by Ray Tune's ``Searcher.save``)
 SEARCHER_STATE_VERSION = 1
-#: ``scheduler.json`` (the multi-objective ASHA's rungs)
+#: ``scheduler.json`` (the multi-objective ASHA's rungs: this state, then a line per result appended since)
 SCHEDULER_STATE_VERSION = 1
 #: the tracking callback's state inside Ray Tune's experiment state (the trial -> MLflow run mapping)
 TRACKING_STATE_VERSION = 1

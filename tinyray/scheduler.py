@@ -28,8 +28,8 @@ first. :class:`MOASHA` keeps ASHA's asynchronous rungs but ranks by both objecti
 :class:`MOASHA` is a plain object (tests and the benchmark drive it without Ray); its state is a versioned JSON
 dict (:meth:`MOASHA.to_dict` / :meth:`MOASHA.from_dict`). :class:`tinyray.tune.scheduler.MOASHAScheduler`
 wraps it in a Ray Tune ``TrialScheduler`` that reads ``top1``, ``flops`` and ``training_iteration`` from each result
-and, because Tune restores a searcher but not a scheduler, writes its state atomically to ``state_path`` after
-every recorded result and loads it back when constructed with an existing file.
+and, because Tune restores a searcher but not a scheduler, appends every recorded result to a journal at
+``state_path`` (:meth:`MOASHA.record_of`) and loads it back when constructed with an existing file.
 """
 
 from __future__ import annotations
@@ -63,16 +63,19 @@ class RungResult:
     flops: int
 
 
-def rank_positions(top1: np.ndarray, flops: np.ndarray) -> np.ndarray:
+def rank_positions(top1: np.ndarray, flops: np.ndarray, first: int | None = None) -> np.ndarray:
     """Rank position (0 = best) of each result: front of (-top1, flops), then crowding distance, then ties.
 
     Args:
         top1: ``n`` accuracies in [0, 1] (maximised).
         flops: ``n`` FLOPs (minimised), in arrival order with ``top1``.
+        first: rank only the fronts that hold the first ``first`` places (pymoo's ``n_stop_if_ranked``); the
+            places of their members are exact, every other result gets ``n``. What a rung's cut needs, at a
+            third of the cost (the crowding distances of the fronts beyond it are not computed).
 
     Returns:
-        ``(n,)`` int array: ``positions[i]`` is result ``i``'s place in the order (a permutation of ``0..n-1``),
-        not the index of the result at place ``i``.
+        ``(n,)`` int array: ``positions[i]`` is result ``i``'s place in the order (a permutation of ``0..n-1``,
+        unless ``first`` leaves some unranked), not the index of the result at place ``i``.
     """
     from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
@@ -83,9 +86,9 @@ def rank_positions(top1: np.ndarray, flops: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=int)
     objectives = np.column_stack([-top1, flops])
-    fronts = NonDominatedSorting().do(objectives)
-    front_of = np.empty(n, dtype=int)
-    crowding = np.empty(n, dtype=float)
+    fronts = NonDominatedSorting().do(objectives, n_stop_if_ranked=n if first is None else first)
+    front_of = np.full(n, len(fronts), dtype=int)  # beyond the fronts ranked
+    crowding = np.zeros(n, dtype=float)
     for number, members in enumerate(fronts):
         members = np.asarray(members, dtype=int)
         front_of[members] = number
@@ -94,6 +97,7 @@ def rank_positions(top1: np.ndarray, flops: np.ndarray) -> np.ndarray:
     order = np.lexsort((np.arange(n), flops, -top1, -crowding, front_of))
     positions = np.empty(n, dtype=int)
     positions[order] = np.arange(n)
+    positions[front_of == len(fronts)] = n
     return positions
 
 
@@ -167,8 +171,9 @@ class MOASHA:
         if n < self.reduction_factor or result.top1 >= max(r.top1 for r in rung) - self.epsilon:
             decision: Decision = CONTINUE
         else:
-            positions = rank_positions(np.array([r.top1 for r in rung]), np.array([r.flops for r in rung]))
-            decision = CONTINUE if positions[-1] < math.ceil(n / self.reduction_factor) else STOP
+            kept = math.ceil(n / self.reduction_factor)
+            positions = rank_positions(np.array([r.top1 for r in rung]), np.array([r.flops for r in rung]), kept)
+            decision = CONTINUE if positions[-1] < kept else STOP
         self.decisions[milestone][result.trial_id] = decision
         return decision
 
@@ -188,9 +193,8 @@ class MOASHA:
                 {
                     "epoch": milestone,
                     "results": [
-                        {"trial_id": r.trial_id, "top1": r.top1, "flops": r.flops,
-                         "decision": self.decisions[milestone][r.trial_id]}
-                        for r in self.rungs[milestone]
+                        {key: value for key, value in self.record_of(milestone, index).items() if key != "epoch"}
+                        for index in range(len(self.rungs[milestone]))
                     ],
                 }
                 for milestone in self.milestones
@@ -214,18 +218,31 @@ class MOASHA:
             scheduler = cls(int(state["max_t"]), int(state["grace_period"]), state["reduction_factor"],
                             float(state["epsilon"]))
             for rung in state["rungs"]:
-                milestone = int(rung["epoch"])
-                if milestone not in scheduler.rungs:
-                    raise ValueError(f"rung {milestone} is not one of {list(scheduler.milestones)}")
                 for raw in rung["results"]:
-                    result = RungResult(str(raw["trial_id"]), float(raw["top1"]), int(raw["flops"]))
-                    if raw["decision"] not in (CONTINUE, STOP):
-                        raise ValueError(f"decision {raw['decision']!r}")
-                    scheduler.rungs[milestone].append(result)
-                    scheduler.decisions[milestone][result.trial_id] = raw["decision"]
+                    scheduler.restore_result(int(rung["epoch"]), raw)
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"scheduler state is damaged ({error}): start a new experiment") from error
         return scheduler
+
+    def restore_result(self, milestone: int, raw: dict[str, Any]) -> None:
+        """Put back a result recorded at ``milestone`` (:meth:`record_of`'s fields) with its decision, unranked.
+
+        Raises:
+            ValueError, KeyError, TypeError: for a rung that is not one of this scheduler's, or a damaged result.
+        """
+        if milestone not in self.rungs:
+            raise ValueError(f"rung {milestone} is not one of {list(self.milestones)}")
+        result = RungResult(str(raw["trial_id"]), float(raw["top1"]), int(raw["flops"]))
+        if raw["decision"] not in (CONTINUE, STOP):
+            raise ValueError(f"decision {raw['decision']!r}")
+        self.rungs[milestone].append(result)
+        self.decisions[milestone][result.trial_id] = raw["decision"]
+
+    def record_of(self, milestone: int, index: int) -> dict[str, Any]:
+        """The ``index``-th result recorded at ``milestone`` with its decision, as :meth:`to_dict` lists it."""
+        result = self.rungs[milestone][index]
+        return {"epoch": milestone, "trial_id": result.trial_id, "top1": result.top1, "flops": result.flops,
+                "decision": self.decisions[milestone][result.trial_id]}
 
     def same_options(self, other: "MOASHA") -> bool:
         return (self.max_t, self.grace_period, self.reduction_factor, self.epsilon) == (
