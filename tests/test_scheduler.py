@@ -208,6 +208,41 @@ def test_tune_adapter_decides_saves_and_a_restored_one_decides_the_same(tmp_path
     assert other.core.to_dict() == adapter.core.to_dict()
 
 
+def test_the_tune_adapter_chooses_the_trial_fifo_chooses_from_the_live_ones():
+    import random
+
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import FIFOScheduler
+
+    from tinyray.tune.scheduler import MOASHAScheduler
+
+    class Controller:  # what a scheduler sees of Tune's controller
+        def __init__(self) -> None:
+            self.trials: list = []
+
+        def get_trials(self) -> list:
+            return self.trials
+
+        def get_live_trials(self) -> set:
+            return {trial for trial in self.trials if trial.status != Trial.TERMINATED}
+
+    class T(FakeTrial):
+        def __hash__(self) -> int:
+            return hash(self.trial_id)
+
+    chooser, fifo, controller, draw = MOASHAScheduler(max_t=9), FIFOScheduler(), Controller(), random.Random(0)
+    statuses = [Trial.PENDING, Trial.RUNNING, Trial.PAUSED, Trial.TERMINATED, Trial.TERMINATED, Trial.ERROR]
+    for step in range(300):
+        if draw.random() < 0.3:
+            controller.trials.append(T(f"t{step}"))
+            controller.trials[-1].status = Trial.PENDING
+        for trial in controller.trials:
+            if trial.status != Trial.TERMINATED and draw.random() < 0.2:
+                trial.status = draw.choice(statuses)
+        assert chooser.choose_trial_to_run(controller) is fifo.choose_trial_to_run(controller)
+    assert any(trial.status == Trial.TERMINATED for trial in controller.trials)
+
+
 def test_importing_the_scheduler_imports_neither_ray_nor_pymoo():
     code = "import sys, tinyray.scheduler; print('ray' in sys.modules, 'pymoo' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

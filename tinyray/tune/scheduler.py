@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from tinyray.errors import UserError
@@ -49,6 +50,7 @@ class MOASHAScheduler(FIFOScheduler):
         self._flops_attr = flops_attr
         self._time_attr = time_attr
         self._num_stopped = 0
+        self._order: dict[str, int] = {}  # trial -> its place in Tune's list of trials (choose_trial_to_run)
         if self.state_path is not None and os.path.exists(self.state_path):
             self._load(self.state_path, fold=True)
 
@@ -80,6 +82,22 @@ class MOASHAScheduler(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         self._record(trial, result)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        """FIFO's choice (the first pending trial, else the first paused one, in the order Tune added them), found
+        among the trials that have not ended (Tune's live set) instead of all of them: Tune asks at every step, and
+        FIFO's scan of every trial cost O(trials) a call (2.4 ms of driver CPU a trial at 300 trials, measured)."""
+        trials = tune_controller.get_trials()
+        if len(self._order) > len(trials):
+            self._order = {}
+        for index in range(len(self._order), len(trials)):
+            self._order[trials[index].trial_id] = index
+        live = tune_controller.get_live_trials()
+        for status in (Trial.PENDING, Trial.PAUSED):
+            waiting = [trial for trial in live if trial.status == status]
+            if waiting:
+                return min(waiting, key=lambda trial: self._order.get(trial.trial_id, len(trials)))
+        return None
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         pass  # a removed trial's recorded results stay: they were real measurements at their rungs
