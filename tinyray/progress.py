@@ -30,7 +30,6 @@ class Progress:
     completed: int = 0
     stopped: int = 0
     failed: int = 0
-    epochs: int = 0
     points: list[tuple[float, float]] = field(default_factory=list)  # (top1, flops) of completed trials
     hypervolume: float = 0.0
     front_size: int = 0

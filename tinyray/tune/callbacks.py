@@ -195,7 +195,6 @@ class MonitorCallback(Callback):
         self._running = True
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.progress.epochs += 1
         if self.tty:
             self._show("result")
 
