@@ -14,7 +14,6 @@ results folder, so ``tinyray publish RESULTS_DIR`` (:mod:`tinyray.publish`) can 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -180,17 +179,29 @@ CONTEXT_PROBES = ("dbruntime", "IPython", "pyspark")
 
 
 def skip_absent_context_probes() -> None:
-    """Make MLflow's per-request context probes of modules this Python does not have fail at once.
+    """Ask MLflow once per process, not before every request, whether it runs on Databricks.
 
-    Python does not remember a failed import: each probe searched every ``sys.path`` entry again, 0.41 ms of CPU
-    per request here (0.04 ms after this; ``benchmarks/tracking_calls.py``), and more where ``sys.path`` lies on a
-    network filesystem. A ``None`` in ``sys.modules`` is Python's own way to say "not importable": the import
-    fails as before (ModuleNotFoundError), only without the search. Modules that exist are left alone, so on
-    Databricks, or beside an installed IPython, nothing changes.
+    MLflow's Databricks request-header provider answers ``in_context()`` before every request to a tracking server
+    by importing :data:`CONTEXT_PROBES`; Python does not remember a failed import, so where they are absent each
+    probe searched every ``sys.path`` entry again: 0.41 ms of CPU per request here (0.04 ms with the answer kept;
+    ``benchmarks/tracking_calls.py``), more where ``sys.path`` lies on a network filesystem. A process does not move
+    onto or off Databricks, so the provider's first answer is kept on the provider (MLflow's registry of request
+    header providers, private to it: if it moves, the probes merely come back).
+
+    Until 2026-12-07 (session 18) this put ``None`` in ``sys.modules`` for the absent modules instead, Python's own
+    "not importable"; but other libraries read ``"IPython" in sys.modules`` as "IPython is loaded" (Ray's
+    ``ray.init``, racing with the search's MLflow set-up thread, then failed to import it; MLflow's datasets do the
+    same with ``pyspark``), so ``sys.modules`` is left alone.
     """
-    for name in CONTEXT_PROBES:
-        if name not in sys.modules and importlib.util.find_spec(name) is None:
-            sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        from mlflow.tracking.request_header.databricks_request_header_provider import DatabricksRequestHeaderProvider
+        from mlflow.tracking.request_header.registry import _request_header_provider_registry
+    except ImportError:
+        return
+    for provider in _request_header_provider_registry:
+        if isinstance(provider, DatabricksRequestHeaderProvider) and "in_context" not in vars(provider):
+            answer = bool(provider.in_context())
+            provider.in_context = lambda answer=answer: answer
 
 
 def redact_uri(uri: str | None) -> str | None:
