@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 import numpy as np
 
 from tinyray.errors import UserError
+from tinyray.files import TRIAL_FOLDER_PREFIX
 from tinyray.status import COMPLETED, EARLY_STOPPED
 
 if TYPE_CHECKING:
@@ -807,10 +808,10 @@ def finish_order(results: Path, trials: "pd.DataFrame") -> "pd.DataFrame":
     from tinyray.scale import reported_epochs
 
     ends = {}
-    for path in Path(results).glob("trial_*/result.json"):
+    for path in Path(results).glob(f"{TRIAL_FOLDER_PREFIX}*/result.json"):
         reported = reported_epochs(path)
         if reported:
-            ends[str(reported[-1].get("trial_id", path.parent.name.removeprefix("trial_")))] = float(
+            ends[str(reported[-1].get("trial_id", path.parent.name.removeprefix(TRIAL_FOLDER_PREFIX)))] = float(
                 reported[-1]["epoch_end"])
     order = trials.assign(_end=[ends.get(str(tid), float("inf")) for tid in trials["trial_id"]])
     return order.sort_values(["_end", "trial_id"], kind="stable").drop(columns="_end")

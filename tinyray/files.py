@@ -26,6 +26,8 @@ from tinyray.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
+#: a trial's folder in the results folder is this prefix and its id (:func:`tinyray.tune.trainable.trial_folder`)
+TRIAL_FOLDER_PREFIX = "trial_"
 #: ``searcher-state-*.json`` (the searcher's state, written by Ray Tune's ``Searcher.save``)
 SEARCHER_STATE_VERSION = 1
 #: ``scheduler.json`` (the multi-objective ASHA's rungs: this state, then a line per result appended since)

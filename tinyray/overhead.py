@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyray.errors import UserError
+from tinyray.files import TRIAL_FOLDER_PREFIX
 
 #: The targets of issue 15, item 5: wall seconds per trial beyond the trials' own time, and utilisation.
 TARGETS = {"per_trial_seconds": 0.3, "utilisation": 0.9}
@@ -161,7 +162,7 @@ def trial_times(results: Path) -> "Any":
     from tinyray.scale import reported_epochs
 
     rows = []
-    for path in sorted(results.glob("trial_*/result.json")):
+    for path in sorted(results.glob(f"{TRIAL_FOLDER_PREFIX}*/result.json")):
         epochs = reported_epochs(path)
         if not epochs:
             continue

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyray.errors import UserError
-from tinyray.files import read_results_csv
+from tinyray.files import TRIAL_FOLDER_PREFIX, read_results_csv
 from tinyray.formula import MODEL_ARTIFACT
 from tinyray.replay import TRAIN
 from tinyray.status import FAILED
@@ -268,7 +268,8 @@ def _read_trials(results: Path) -> list[_Trial]:
             raise UserError(f"cannot read {csv} ({str(exc).splitlines()[0]}): the results folder is damaged") from None
         frame = frame.astype(object).where(frame.notna(), None)
         table = {str(row["trial_id"]): row for row in frame.to_dict(orient="records")}
-    folders = {path.name.removeprefix("trial_"): path for path in results.glob("trial_*") if path.is_dir()}
+    folders = {path.name.removeprefix(TRIAL_FOLDER_PREFIX): path for path in results.glob(f"{TRIAL_FOLDER_PREFIX}*")
+               if path.is_dir()}
     ids = list(table) + sorted(set(folders) - set(table))
     trials = []
     for trial_id in ids:
@@ -321,7 +322,7 @@ def _trial_params(trial: _Trial, journal: dict[str, Any]) -> tuple[str, dict[str
     if recorded.get("run_name"):
         return recorded["run_name"], params
     if not {"r", "d", "w"} <= set(params):
-        return f"trial_{trial.trial_id}", params
+        return f"{TRIAL_FOLDER_PREFIX}{trial.trial_id}", params  # named as its folder
     return trial_run_name(trial.trial_id, params["r"], params["d"], params["w"]), params
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyray.errors import UserError
-from tinyray.files import read_results_csv
+from tinyray.files import TRIAL_FOLDER_PREFIX, read_results_csv
 
 BACKENDS = ("sqlite", "server")
 #: the targets of issue 20
@@ -436,7 +436,7 @@ def _epochs(results: Path) -> "Any":
     import pandas as pd
 
     rows = []
-    for path in results.glob("trial_*/result.json"):
+    for path in results.glob(f"{TRIAL_FOLDER_PREFIX}*/result.json"):
         for result in reported_epochs(path):
             rows.append({"trial_id": result.get("trial_id"), "epoch": result.get("training_iteration"),
                          "end": float(result["epoch_end"]), "seconds": float(result["epoch_seconds"])})

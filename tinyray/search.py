@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from tinyray.errors import Interrupted, UserError
 from tinyray.searchers import DEFAULT_SEARCHER
 from tinyray.formula import default_model_name
-from tinyray.files import SEARCH_INFO_VERSION, write_json_atomic, write_text_atomic
+from tinyray.files import SEARCH_INFO_VERSION, TRIAL_FOLDER_PREFIX, write_json_atomic, write_text_atomic
 from tinyray.replay import REPLAY, TRAINERS
 from tinyray.status import COMPLETED, STATUSES
 
@@ -452,7 +452,7 @@ def _check_unfinished(config: SearchConfig) -> None:
         raise UserError(f"search {config.name!r} is already finished: nothing to resume (its results are in "
                         f"{results}, 'tinyray report {results}'); start another --name to search again")
     # trials ran but Tune's state is gone (a full disk, a deleted file): a resume would silently start over
-    if not (results / "tuner.pkl").is_file() and any(results.glob("trial_*")):
+    if not (results / "tuner.pkl").is_file() and any(results.glob(f"{TRIAL_FOLDER_PREFIX}*")):
         raise UserError(f"cannot resume {config.name!r}: Ray Tune's state (tuner.pkl) is missing in {results} "
                         f"although trials ran; its finished trials are in {results}/trial_*; start a new --name")
     if (results / "tuner.pkl").is_file() and (results / "tuner.pkl").stat().st_size == 0:

@@ -35,6 +35,7 @@ from ray.tune.utils.util import SafeFallbackEncoder
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from tinyray.errors import UserError
+from tinyray.files import TRIAL_FOLDER_PREFIX
 from tinyray.progress import Progress
 from tinyray.replay import REPLAY
 from tinyray.status import trial_status
@@ -487,7 +488,7 @@ def trials_table(grid: Any, max_epochs: int, trainer: str = "train") -> "pd.Data
         epochs = int(metrics.get("training_iteration", 0) or 0)
         status = trial_status(epochs, max_epochs, error=result.error is not None)
         rows.append({
-            "trial_id": metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_"),
+            "trial_id": metrics.get("trial_id") or Path(result.path).name.removeprefix(TRIAL_FOLDER_PREFIX),
             "r": conf.get("r"), "d": conf.get("d"), "w": conf.get("w"),
             "resolution": metrics.get("resolution"), "train_resolution": metrics.get("train_resolution"),
             "flops": metrics.get("flops"), "params": metrics.get("params"), "epochs": epochs,

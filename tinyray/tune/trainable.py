@@ -35,6 +35,7 @@ from ray import tune
 
 from tinyray.errors import UserError
 from tinyray.faults import parse_faults
+from tinyray.files import TRIAL_FOLDER_PREFIX
 from tinyray.replay import REPLAY, REPLAY_STATE_FILE, TRAIN
 from tinyray.space import SearchSpace, load_space
 from tinyray.tracking import described
@@ -211,7 +212,7 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None, trainer: str)
 def trial_folder(trial_id: str) -> str:
     """The name of a trial's folder in the results folder (Tune's ``trial_dirname_creator``,
     :func:`tinyray.tune.runtime.trial_dirname`)."""
-    return f"trial_{trial_id}"
+    return f"{TRIAL_FOLDER_PREFIX}{trial_id}"
 
 
 def _newest_own_state(results: str | None, trial_id: str) -> dict[str, Any] | None:
