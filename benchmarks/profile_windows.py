@@ -1,11 +1,14 @@
-"""Where a search driver's trial phase goes, and what grows: a py-spy speedscope profile split into thirds of time.
+"""Where a search driver's trial phase goes, and what grows: a py-spy speedscope profile split into thirds of its samples.
 
 Run: python benchmarks/profile_windows.py DRIVER.speedscope.json[.gz]
 
 Takes the main thread's samples inside Tune's controller step (the trial phase), in the order they were taken,
 classifies each by what it was doing (MLflow calls of the tracking callback, Tune's experiment snapshot and its
-parts, Tune's actor manager, the scheduler, the searcher) and prints the count of each kind in each third. A kind
-whose count rises from third to third grows with the trials done.
+parts, Tune's actor manager, the scheduler, the searcher) and prints the count of each kind in each third of those
+samples. With py-spy's ``--idle`` every sample counts, so the thirds are (roughly) thirds of time and a kind whose
+count rises grows; without it the thirds hold equal CPU and the counts are shares only. Other threads (Tune's copies
+to the results folder, Arrow's) are not counted: ``benchmarks/driver_accounting`` times the whole process beside the
+main thread, per window of finished trials, and is the one to read for growth (session 18).
 """
 
 from __future__ import annotations
