@@ -164,6 +164,27 @@ def test_trial_files_and_mlflow_take_each_epoch_once(tmp_path):
     assert sorted(metric.step for metric in history) == [1, 2, 3]
 
 
+def test_trial_files_are_written_in_the_results_folder_not_tunes_staging_copy(tmp_path):
+    """With local storage a trial's result.json/progress.csv/params.json go straight into its folder of the results
+    folder: Tune would copy its staging folder, all trials' files, into it at every snapshot (O(trials) each)."""
+    from ray.train._internal.storage import StorageContext
+
+    from tinyray.tune.runtime import trial_files_folder, trial_loggers
+
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="trial_t1")
+    trial = _Trial("t1", tmp_path / "staging" / "trial_t1")
+    trial.storage = storage
+    assert trial_files_folder(trial) == storage.trial_fs_path == str(tmp_path / "exp" / "trial_t1")
+    for logger in trial_loggers():
+        logger.on_trial_result(1, [trial], trial, {"training_iteration": 1, "top1": 0.1})
+        logger.on_trial_complete(1, [trial], trial)
+    assert sorted(p.name for p in (tmp_path / "exp" / "trial_t1").iterdir()) == [
+        "params.json", "params.pkl", "progress.csv", "result.json"]
+    assert not (tmp_path / "staging").exists()
+    del trial.storage  # no storage known (remote storage keeps Tune's staging copy): the trial's own folder
+    assert trial_files_folder(trial) == trial.local_path
+
+
 def test_a_trials_last_epoch_goes_to_mlflow_with_the_end_of_its_run(tmp_path):
     """The result Tune marks done (the scheduler stopped the trial, or it reached full fidelity) is logged with the
     run's end tags and ``epochs`` in one call; earlier epochs each in their own; a snapshot taken in between

@@ -117,10 +117,8 @@ def trial_files_folder(trial: Any) -> str:
     ``tinyray bench scale``, docs/benchmarks.md, session 18). Written in place, the staging folder keeps only Tune's
     own state files, and a trial's files are current in the results folder at every epoch, not at the next snapshot.
     """
-    import pyarrow.fs
-
-    storage = getattr(trial, "storage", None)
-    if storage is not None and isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+    storage = getattr(trial, "storage", None)  # Ray's StorageContext; its filesystem is a pyarrow one
+    if storage is not None and getattr(storage.storage_filesystem, "type_name", None) == "local":
         return storage.trial_fs_path
     return trial.local_path
 
