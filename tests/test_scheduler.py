@@ -178,10 +178,10 @@ def test_tune_adapter_decides_saves_and_a_restored_one_decides_the_same(tmp_path
         adapter.on_trial_result(None, FakeTrial(trial_id), result(1, top1, flops))
     assert adapter.core.decision("c", 1) == STOP
     assert read_state(path).to_dict() == adapter.core.to_dict()
-    # a journal: the (empty) state, then one line per recorded result, appended
+    # a journal: the state when the first result was recorded, then one line per result recorded since, appended
     state, end = json.JSONDecoder().raw_decode(path.read_text())
-    assert state["rungs"] == [{"epoch": 1, "results": []}, {"epoch": 3, "results": []}]
-    assert [json.loads(line)["trial_id"] for line in path.read_text()[end:].splitlines() if line] == ["a", "b", "c"]
+    assert [[r["trial_id"] for r in rung["results"]] for rung in state["rungs"]] == [["a"], []]
+    assert [json.loads(line)["trial_id"] for line in path.read_text()[end:].splitlines() if line] == ["b", "c"]
 
     copy = tmp_path / "copy.json"  # a folder has one driver (driver.lock): the restored scheduler gets its own file
     copy.write_text(path.read_text())

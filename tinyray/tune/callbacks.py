@@ -249,11 +249,11 @@ class StopWhenDiskFull(Callback):
 
     Every later checkpoint would fail the same way (and retrying would burn each trial's retries). It stops Tune as
     Ctrl-C does (SIGUSR1, which Tune's run loop always handles in the main thread): the loop ends after this step
-    and Tune writes one last snapshot and copies the trials' files into the results folder, if the disk still
-    allows; a ``--resume`` restores it once there is space again. Since Tune snapshots only every other checkpoint
-    of a trial (:data:`tinyray.tune.runtime.KEEP_CHECKPOINTS`), stopping without that snapshot would leave trials
-    finished since the last one out of the results folder until the resume. Where Tune handles no SIGUSR1 (a
-    search outside the main thread), it raises :class:`DiskFull` at once, as before.
+    and Tune writes one last snapshot, if the disk still allows; a ``--resume`` restores it once there is space
+    again. Since Tune snapshots only every other checkpoint of a trial (:data:`tinyray.tune.runtime.KEEP_CHECKPOINTS`),
+    stopping without that snapshot would leave Tune's record of the trials finished since the last one behind their
+    files (written in place, :func:`tinyray.tune.runtime.trial_files_folder`) until the resume. Where Tune handles no
+    SIGUSR1 (a search outside the main thread), it raises :class:`DiskFull` at once, as before.
     """
 
     #: why it stopped the search (Tune wraps the exception in a TuneError of traceback text)

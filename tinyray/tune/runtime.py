@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
-from ray import tune
+from ray import cloudpickle, tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray import cloudpickle
 from ray.tune.result import EXPR_PARAM_FILE, EXPR_PARAM_PICKLE_FILE, EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
-from ray.tune.utils.util import SafeFallbackEncoder
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.utils.util import SafeFallbackEncoder
 
 from tinyray.errors import UserError
 from tinyray.files import TRIAL_FOLDER_PREFIX
@@ -154,15 +153,11 @@ class _EachEpochOnce:
             super()._restore_from_remote(file_name, trial)  # type: ignore[misc]
 
 
-class _InPlace:
-    """A trial as Tune's loggers see it, with its folder replaced by :func:`trial_files_folder`."""
-
-    def __init__(self, trial: Any) -> None:
-        self.local_path = trial_files_folder(trial)
-        self.config = trial.config
-
-    def init_local_path(self) -> None:
-        os.makedirs(self.local_path, exist_ok=True)
+def _made_trial_files_folder(trial: Any) -> Path:
+    """:func:`trial_files_folder`, created if missing (Tune's loggers call ``trial.init_local_path()`` for theirs)."""
+    folder = Path(trial_files_folder(trial))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 class JsonOnce(_EachEpochOnce, JsonLoggerCallback):
@@ -171,19 +166,16 @@ class JsonOnce(_EachEpochOnce, JsonLoggerCallback):
     def log_trial_start(self, trial: Any) -> None:
         if trial in self._trial_files:
             self._trial_files[trial].close()
-        place = _InPlace(trial)
         self.update_config(trial, trial.config)
-        place.init_local_path()
         self._restore_from_remote(EXPR_RESULT_FILE, trial)
-        self._trial_files[trial] = Path(place.local_path, EXPR_RESULT_FILE).open("at")
+        self._trial_files[trial] = (_made_trial_files_folder(trial) / EXPR_RESULT_FILE).open("at")
 
     def update_config(self, trial: Any, config: dict) -> None:
-        place = _InPlace(trial)
-        place.init_local_path()
+        folder = _made_trial_files_folder(trial)
         self._trial_configs[trial] = config
-        with Path(place.local_path, EXPR_PARAM_FILE).open("w") as file:
+        with (folder / EXPR_PARAM_FILE).open("w") as file:
             json.dump(config, file, indent=2, sort_keys=True, cls=SafeFallbackEncoder)
-        with Path(place.local_path, EXPR_PARAM_PICKLE_FILE).open("wb") as file:
+        with (folder / EXPR_PARAM_PICKLE_FILE).open("wb") as file:
             cloudpickle.dump(config, file)
 
 
@@ -193,10 +185,8 @@ class CsvOnce(_EachEpochOnce, CSVLoggerCallback):
     def _setup_trial(self, trial: Any) -> None:
         if trial in self._trial_files:
             self._trial_files[trial].close()
-        place = _InPlace(trial)
-        place.init_local_path()
+        path = _made_trial_files_folder(trial) / EXPR_PROGRESS_FILE
         self._restore_from_remote(EXPR_PROGRESS_FILE, trial)
-        path = Path(place.local_path, EXPR_PROGRESS_FILE)
         self._trial_continue[trial] = path.exists() and path.stat().st_size > 0
         self._trial_files[trial] = path.open("at")
         self._trial_csv[trial] = None

@@ -119,9 +119,9 @@ class MOASHAScheduler(FIFOScheduler):
 
     def _append(self, records: list[dict[str, Any]]) -> None:
         assert self.state_path is not None
-        if not os.path.exists(self.state_path):
-            write_json_atomic(self.state_path, MOASHA(self.core.max_t, self.core.grace_period,
-                                                      self.core.reduction_factor, self.core.epsilon).to_dict())
+        if not os.path.exists(self.state_path):  # the first record: the state so far (it holds the records) begins it
+            write_json_atomic(self.state_path, self.core.to_dict())
+            return
         with open(self.state_path, "a", encoding="utf-8") as file:
             file.write("".join(json.dumps(record) + "\n" for record in records))
 
@@ -147,12 +147,13 @@ def read_state(path: str | os.PathLike) -> MOASHA:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise UserError(f"cannot read scheduler state {path}: {error.strerror}; check the experiment folder") from None
+    text = text.lstrip()
     try:
-        state, end = json.JSONDecoder().raw_decode(text.lstrip())
+        state, end = json.JSONDecoder().raw_decode(text)
     except json.JSONDecodeError as error:
         raise UserError(f"scheduler state {path} is not valid JSON ({error.msg}): start a new experiment") from None
     scheduler = MOASHA.from_dict(state)
-    lines = [line for line in text.lstrip()[end:].splitlines() if line.strip()]
+    lines = [line for line in text[end:].splitlines() if line.strip()]
     for number, line in enumerate(lines):
         try:
             raw = json.loads(line)
