@@ -3,6 +3,7 @@
     python benchmarks/data_variants.py '{}' 3 6000                                  # data v6 itself, 3 epochs of 6000
     python benchmarks/data_variants.py '{"jitter": 7.5, "period": [2.2, 32], "radius": [0.18, 0.45]}' 3 6000
                                                                    # the v7 draft of 2026-12-06 (measured, not adopted)
+    python benchmarks/data_variants.py '{"task": "counts"}' 3 6000                  # the counting task of session 19
     python benchmarks/data_variants.py '{"orientations": 4, "jitter": 7.5, "stripes_on": "object",
         "radius": [0.16, 0.45]}' 8 1800                                            # data v5 (20 classes), as chosen
 
@@ -14,7 +15,9 @@ noise sd range, ``stripes_on`` ``"background"`` or ``"object"``, ``orientations`
 only through two nonlinear stages) and ``grain`` that texture's grain range (px at 64 px), ``jitter`` the largest
 deviation of a stripe direction from its class's direction in degrees (default the same
 share of the spacing as the generator's, a sixth: 3.75 for 8 directions, 7.5 for 4; half the spacing, 11.25 for 8,
-fills the circle so that classes touch).
+fills the circle so that classes touch), ``task`` ``"stripes"`` (version 6) or ``"counts"`` (session 19: five shape
+families x a count of 3-10 parts of the outline, no stripes; ``tinyray.data._draw_counts``) and ``rotation`` that
+task's largest turn of the object in degrees.
 Each network trains with the proxy recipe on TRAIN images (default 1800) for EPOCHS epochs, one CPU thread each,
 two at once, and the top-1 after every epoch on the validation images (400, or 1000 for more than 2000 training
 images) is printed as one JSON line per network and seed. NETS is a JSON list of [r, d, w] (default: the cube's
@@ -39,7 +42,7 @@ import numpy as np
 #: Variant key -> the generator constant it sets in tinyray.data.
 CONSTANTS = {"radius": "OBJECT_RADIUS", "period": "STRIPE_PERIOD", "contrast": "STRIPE_CONTRAST", "cue": "COLOUR_CUE",
              "noise": "PIXEL_NOISE", "stripes_on": "STRIPES_ON", "second_order": "SECOND_ORDER",
-             "grain": "CARRIER_GRAIN"}
+             "grain": "CARRIER_GRAIN", "task": "TASK", "rotation": "COUNT_ROTATION"}
 
 
 def patch(variant: dict) -> None:

@@ -159,7 +159,45 @@ def test_cache_key_covers_the_generator_s_constants(tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "SECOND_ORDER", 0.5)
     assert synthetic_cache_path(spec) != path
     monkeypatch.undo()
+    monkeypatch.setattr(data_module, "TASK", "counts")
+    assert synthetic_cache_path(spec) != path
+    monkeypatch.undo()
     assert synthetic_cache_path(spec) == path
+
+
+@pytest.mark.parametrize("family", ["polygon", "star", "gear", "flower", "dots"])
+def test_a_counts_object_has_as_many_parts_as_its_label_says(family):
+    """The "counts" task (an experiment of benchmarks/data_variants.py): walking once around the object on a circle
+    between its inner and outer outline crosses as many covered arcs (corners, points, teeth, petals, dots) as the
+    count in its label, whatever the turn."""
+    from tinyray import data as data_module
+
+    assert data_module.COUNT_FAMILIES == ("polygon", "star", "gear", "flower", "dots")
+    theta = np.linspace(0.0, 2.0 * np.pi, 3600, endpoint=False)
+    for n in data_module.COUNTS:
+        probe = {"polygon": (1.0 + np.cos(np.pi / n)) / 2, "dots": 0.72}.get(family, 0.86)
+        for turn in (0.0, 0.3):
+            covered = data_module.count_coverage(family, n, np.full_like(theta, probe * 40.0), theta - turn, 40.0) > 0.5
+            starts = np.count_nonzero(covered & ~np.roll(covered, 1))  # arcs, counted around the circle
+            assert starts == n, (family, n, turn, starts)
+
+
+def test_the_counts_task_is_off_by_default_and_names_its_classes(monkeypatch):
+    """Version 6 draws stripes; the "counts" task, switched on, labels family x count, keeps the label under a
+    left-right flip (a mirrored star has as many points) and draws objects darker than the background."""
+    from tinyray import data as data_module
+
+    assert data_module.TASK == "stripes"
+    monkeypatch.setattr(data_module, "TASK", "counts")
+    names = data_module.synthetic_classes(40)
+    assert names[:3] == ("polygon-3", "polygon-4", "polygon-5") and names[-1] == "dots-10" and len(set(names)) == 40
+    np.testing.assert_array_equal(data_module.synthetic_mirror(40), np.arange(40))
+    images, labels = generate_synthetic(40, num_classes=40, seed=2)
+    assert sorted(labels.tolist()) == list(range(40))
+    again, _ = generate_synthetic(40, num_classes=40, seed=2)
+    np.testing.assert_array_equal(images, again)
+    brightness = images.astype(float).mean(axis=1)  # per pixel; the object is the darkest part of every image
+    assert (np.percentile(brightness, 2, axis=(1, 2)) < np.percentile(brightness, 90, axis=(1, 2)) - 40).all()
 
 
 def test_second_order_stripes_are_off_by_default_and_keep_the_brightness(monkeypatch):

@@ -306,6 +306,8 @@ def load_data(spec: DataSpec | str | Path | None = None, *, classes: tuple[str, 
 def synthetic_classes(num_classes: int = 40) -> tuple[str, ...]:
     """Names of the synthetic classes: label ``k`` is shape ``k // 8`` on stripes of orientation ``k % 8``
     (``disc-0``, ``disc-22.5``, ...: the stripes' angle to the horizontal in degrees)."""
+    if TASK == "counts":  # family-count: polygon-3 ... dots-10
+        return tuple(f"{COUNT_FAMILIES[k // len(COUNTS)]}-{COUNTS[k % len(COUNTS)]}" for k in range(num_classes))
     return tuple(f"{SHAPES[k // len(ORIENTATIONS)]}-{ORIENTATIONS[k % len(ORIENTATIONS)]}" for k in range(num_classes))
 
 
@@ -316,6 +318,8 @@ def synthetic_mirror(num_classes: int = 40) -> np.ndarray:
     and the horizontal and vertical stripes, but turns stripes at angle a into stripes at 180 - a degrees: a flipped
     image must change its label, or the two classes cannot be told apart. (Data versions 1-4 flipped without this.)
     """
+    if TASK == "counts":  # a mirror keeps the family and the count
+        return np.arange(num_classes, dtype=np.int64)
     n = len(ORIENTATIONS)
     partner = [(k // n) * n + (n - k % n) % n for k in range(num_classes)]
     return np.array([p if p < num_classes else -1 for p in partner], dtype=np.int64)
@@ -383,9 +387,20 @@ PIXEL_NOISE = (0.02, 0.06)
 SECOND_ORDER = 0.0
 #: Grain of that texture in pixels at 64 px (log-uniform): a coarser grain survives a lower resolution.
 CARRIER_GRAIN = (1.0, 4.0)
+#: Which task the generator draws: ``"stripes"`` (version 6: shape x stripe direction) or ``"counts"`` (an
+#: experiment of ``benchmarks/data_variants.py``, ``{"task": "counts"}``: shape family x a count of 3-10 parts, the
+#: fine cue carried by the object's outline instead of a grating; see :func:`_draw_counts`).
+TASK = "stripes"
+#: ``"counts"`` task: the shape families (each a pair of outline and count) and the counts.
+COUNT_FAMILIES = ("polygon", "star", "gear", "flower", "dots")
+COUNTS = tuple(range(3, 11))
+#: ``"counts"`` task: largest rotation of the object either way, degrees.
+COUNT_ROTATION = 20.0
 
 
 def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, side: int, scale: float) -> np.ndarray:
+    if TASK == "counts":
+        return _draw_counts(rng, label, x, y, side)
     shape_index = label // len(ORIENTATIONS)
     shape = SHAPES[shape_index]
     orientation = label % len(ORIENTATIONS)
@@ -449,6 +464,71 @@ def _grating(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, direction: 
     return wave
 
 
+def _draw_counts(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, side: int) -> np.ndarray:
+    """One image of the ``"counts"`` task: label ``k`` is family ``k // 8`` with ``COUNTS[k % 8]`` parts (sides of a
+    regular polygon, points of a star, teeth of a gear, petals of a flower, dots on a circle), on a light background
+    with a gradient, a distractor blob and pixel noise. Which count it is lives in the outline's detail, which a
+    lower resolution blurs gradually (a 10-gon's corners go before a triangle's), and which needs the outline read
+    around the object. Three objects in four carry their family's colour (the family, never the count)."""
+    family_index = label // len(COUNTS)
+    family = COUNT_FAMILIES[family_index]
+    n = COUNTS[label % len(COUNTS)]
+    background = rng.uniform(0.6, 0.85) + rng.uniform(-0.12, 0.12, size=3)
+    gradient = rng.normal(0.0, 0.1, size=2) / side
+    image = background[:, None, None] + (gradient[0] * (x - side / 2) + gradient[1] * (y - side / 2))[None]
+
+    radius = _log_uniform(rng, *OBJECT_RADIUS) * side
+    cx, cy = rng.uniform(radius * 0.9, side - radius * 0.9, size=2)
+    turn = np.radians(COUNT_ROTATION)
+    angle = rng.uniform(-turn, turn) - np.pi / 2  # a corner / point / dot up, then turned
+    dx, dy = x - cx, y - cy
+    coverage = count_coverage(family, n, np.sqrt(dx * dx + dy * dy), np.arctan2(dy, dx) - angle, radius)
+
+    if rng.uniform() < COLOUR_CUE:
+        hue = SHAPE_COLOURS[family_index] + rng.uniform(-0.1, 0.1, size=3)
+    else:
+        hue = rng.uniform(0.05, 0.95, size=3)
+    object_colour = 0.05 + 0.45 * hue
+    image = image * (1.0 - coverage[None]) + object_colour[:, None, None] * coverage[None]
+
+    bx_, by_ = rng.uniform(0, side, size=2)
+    a, b = rng.uniform(0.05, 0.12, size=2) * side
+    blob = ((x - bx_) / a) ** 2 + ((y - by_) / b) ** 2 <= 1.0
+    image = np.where(blob[None], rng.uniform(0.0, 1.0, size=3)[:, None, None], image)
+    image = image + rng.normal(0.0, rng.uniform(*PIXEL_NOISE), size=image.shape)
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def count_coverage(family: str, n: int, distance: np.ndarray, theta: np.ndarray, radius: float) -> np.ndarray:
+    """How much of each pixel the ``"counts"`` task's object covers (0..1, a soft edge one pixel wide), given the
+    pixels' distance from its centre (px) and angle from its first part (radians): a regular ``n``-gon, a star of
+    ``n`` points (inner radius half the outer), a gear of ``n`` square teeth (72% deep), a flower of ``n`` petals,
+    or ``n`` dots on a circle, all of outer radius ``radius`` px."""
+    theta = np.mod(theta, 2.0 * np.pi)
+    sector = 2.0 * np.pi / n
+    folded = np.mod(theta, sector)
+    folded = np.minimum(folded, sector - folded)  # in [0, sector / 2]: every family is symmetric about its parts
+    if family == "dots":
+        ring = 0.72
+        dot = min(0.26, 0.8 * ring * np.sin(sector / 2))
+        gap = np.hypot(distance * np.cos(folded) - ring * radius, distance * np.sin(folded))  # to the nearest dot
+        return np.clip(dot * radius - gap + 0.5, 0.0, 1.0)
+    if family in ("polygon", "star"):
+        # The outline runs straight from the point (1, 0) to the inner vertex at half a sector (for a polygon, the
+        # middle of its edge): in polar form p / cos(angle - normal) for the line's distance p and normal's angle.
+        inner = np.cos(sector / 2) if family == "polygon" else 0.5
+        bx, by = inner * np.cos(sector / 2), inner * np.sin(sector / 2)
+        normal = np.arctan2(1.0 - bx, by)  # perpendicular to (b - (1, 0)), pointing away from the centre
+        outline = np.cos(normal) / np.cos(folded - normal)
+    elif family == "gear":
+        outline = np.where(folded < sector / 4, 1.0, 0.72)
+    elif family == "flower":
+        outline = 0.68 + 0.32 * np.cos(n * folded)
+    else:
+        raise AssertionError(f"unknown family {family}")
+    return np.clip(outline * radius - distance + 0.5, 0.0, 1.0)
+
+
 def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     radial = np.sqrt(u * u + v * v)
     if shape == "disc":
@@ -468,6 +548,8 @@ def _generator_constants() -> dict[str, Any]:
     """The generator's module constants, read when called: part of the cache key, so that an edit of one (or a
     patch by ``benchmarks/data_variants.py``) never reuses images drawn before it, even without a version bump."""
     extra = {"second_order": SECOND_ORDER, "grain": list(CARRIER_GRAIN)} if SECOND_ORDER else {}  # v6's keys unchanged
+    if TASK != "stripes":
+        extra.update(task=TASK, families=list(COUNT_FAMILIES), counts=list(COUNTS), rotation=COUNT_ROTATION)
     return {**extra, "orientations": list(ORIENTATIONS), "jitter": float(_DIRECTION_JITTER), "radius": list(OBJECT_RADIUS),
             "period": list(STRIPE_PERIOD), "contrast": list(STRIPE_CONTRAST), "stripes_on": STRIPES_ON,
             "noise": list(PIXEL_NOISE), "cue": COLOUR_CUE, "colours": SHAPE_COLOURS.tolist(), "shapes": list(SHAPES)}
