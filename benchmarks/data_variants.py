@@ -17,7 +17,7 @@ deviation of a stripe direction from its class's direction in degrees (default t
 share of the spacing as the generator's, a sixth: 3.75 for 8 directions, 7.5 for 4; half the spacing, 11.25 for 8,
 fills the circle so that classes touch), ``task`` ``"stripes"`` (version 6) or ``"counts"`` (session 19: five shape
 families x a count of 3-10 parts of the outline, no stripes; ``tinyray.data._draw_counts``) and ``rotation`` that
-task's largest turn of the object in degrees.
+task's largest turn of the object in degrees, ``counts`` its lowest and highest count (default ``[3, 10]``).
 Each network trains with the proxy recipe on TRAIN images (default 1800) for EPOCHS epochs, one CPU thread each,
 two at once, and the top-1 after every epoch on the validation images (400, or 1000 for more than 2000 training
 images) is printed as one JSON line per network and seed. NETS is a JSON list of [r, d, w] (default: the cube's
@@ -49,7 +49,7 @@ def patch(variant: dict) -> None:
     """Set the generator's constants to ``variant`` in this process."""
     from tinyray import data as D
 
-    unknown = set(variant) - set(CONSTANTS) - {"orientations", "jitter"}
+    unknown = set(variant) - set(CONSTANTS) - {"orientations", "jitter", "counts"}
     if unknown:
         raise SystemExit(f"unknown variant keys {sorted(unknown)}: use {sorted(CONSTANTS) + ['jitter', 'orientations']}")
     for key, value in variant.items():
@@ -61,6 +61,11 @@ def patch(variant: dict) -> None:
     D._WAVE_DIRECTIONS = tuple(-(np.pi / 2 + k * np.pi / n) for k in range(n))
     D._DIRECTION_JITTER = np.radians(variant["jitter"]) if "jitter" in variant else share * np.pi / n
     D.MAX_SYNTHETIC_CLASSES = len(D.SHAPES) * n
+    if "counts" in variant:  # the counting task's counts, [lowest, highest]
+        low, high = variant["counts"]
+        D.COUNTS = tuple(range(int(low), int(high) + 1))
+    if D.TASK == "counts":
+        D.MAX_SYNTHETIC_CLASSES = len(D.COUNT_FAMILIES) * len(D.COUNTS)
 
 
 def run(job: tuple) -> dict:
