@@ -42,6 +42,11 @@ Evidence behind today's defaults (2026-12-06, data version 6; the story with eve
   periods to 32 px, objects of 18-45% of the side. Its reference saturated less (0.106-0.976) and two networks at
   r < 0.5 learned stripes, but depth still did not matter over the corners, and the proxy ranked worse (rho 0.84,
   seed-to-seed 0.71, 5 of 48 epoch-1 runs at chance); recordings in ``benchmarks/data/proxy_v7_draft/``.
+* A counting task was tried and not adopted (session 19, draft version 8): five shape families x 3-10 parts of
+  the outline. Its reference is graded (0.133-0.821, nothing saturated or floored; width +0.07 over the corners,
+  depth +0.02 as on every task so far), but the proxy's 3600 images see the family and little of the count (rho
+  0.72); the reference's own epoch 2 (12,000 images) ranks at 0.92 against its end. Recordings in
+  ``benchmarks/data/proxy_v8_draft/``.
 * The recipe (batch 16, AdamW 2.5e-3, precise BN, identity start of residual blocks, no EMA) was measured on
   version 3 (docs/benchmarks.md, 2026-11-29). During the choice of version 5, batch 8 or 32, a learning rate of
   1e-2 and a shorter warm-up were no better than a seed's noise on the centre network, and on B0 learning rates of
