@@ -408,9 +408,7 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     # Background: a light colour with a gentle gradient (and the stripes, below). The object is solid and darker
     # than the background's mean, so that its silhouette (the shape) stays visible at any resolution. (Random polarity and free rotation made the shapes too slow to learn
     # for a tiny EfficientNet in a few CPU epochs: measured, not guessed.)
-    background = rng.uniform(0.6, 0.85) + rng.uniform(-0.12, 0.12, size=3)
-    gradient = rng.normal(0.0, 0.1, size=2) / side
-    image = background[:, None, None] + (gradient[0] * (x - side / 2) + gradient[1] * (y - side / 2))[None]
+    image = _background(rng, x, y, side)
 
     # The object: shape mask in its own rotated (+-20 degrees), radius-normalised frame; log-uniform size.
     radius = _log_uniform(rng, *OBJECT_RADIUS) * side
@@ -428,11 +426,7 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     period = _log_uniform(rng, *STRIPE_PERIOD) * scale
     phase = rng.uniform(0.0, 2.0 * np.pi)
     wave = _grating(rng, x, y, direction, period, phase, side, scale)
-    if rng.uniform() < COLOUR_CUE:
-        hue = SHAPE_COLOURS[shape_index] + rng.uniform(-0.1, 0.1, size=3)
-    else:
-        hue = rng.uniform(0.05, 0.95, size=3)
-    object_colour = 0.05 + 0.45 * hue
+    object_colour = _object_colour(rng, shape_index)
     contrast = rng.uniform(*STRIPE_CONTRAST) * (1.0 + rng.uniform(-0.2, 0.2, size=3))
     stripes = contrast[:, None, None] * wave[None]
     if STRIPES_ON == "background":
@@ -440,12 +434,34 @@ def _draw(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, si
     else:
         image = np.where(mask[None], object_colour[:, None, None] + stripes, image)
 
-    # A distractor: a small solid ellipse of a random colour, anywhere (it may overlap the object).
+    return _distractor_and_noise(rng, image, x, y, side)
+
+
+def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, side: int) -> np.ndarray:
+    """A light background colour with a gentle gradient, ``3 x side x side``."""
+    background = rng.uniform(0.6, 0.85) + rng.uniform(-0.12, 0.12, size=3)
+    gradient = rng.normal(0.0, 0.1, size=2) / side
+    return background[:, None, None] + (gradient[0] * (x - side / 2) + gradient[1] * (y - side / 2))[None]
+
+
+def _object_colour(rng: np.random.Generator, cue: int) -> np.ndarray:
+    """The object's colour: with chance ``COLOUR_CUE`` near ``SHAPE_COLOURS[cue]`` (a cue to the shape or family),
+    otherwise a random one; darkened so that the object stands out from the light background."""
+    if rng.uniform() < COLOUR_CUE:
+        hue = SHAPE_COLOURS[cue] + rng.uniform(-0.1, 0.1, size=3)
+    else:
+        hue = rng.uniform(0.05, 0.95, size=3)
+    return 0.05 + 0.45 * hue
+
+
+def _distractor_and_noise(rng: np.random.Generator, image: np.ndarray, x: np.ndarray, y: np.ndarray,
+                          side: int) -> np.ndarray:
+    """Add a distractor (a small solid ellipse of a random colour, anywhere: it may overlap the object) and pixel
+    noise, and quantise to uint8."""
     dx, dy = rng.uniform(0, side, size=2)
     a, b = rng.uniform(0.05, 0.12, size=2) * side
     blob = ((x - dx) / a) ** 2 + ((y - dy) / b) ** 2 <= 1.0
     image = np.where(blob[None], rng.uniform(0.0, 1.0, size=3)[:, None, None], image)
-
     image = image + rng.normal(0.0, rng.uniform(*PIXEL_NOISE), size=image.shape)
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
@@ -473,9 +489,7 @@ def _draw_counts(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndar
     family_index = label // len(COUNTS)
     family = COUNT_FAMILIES[family_index]
     n = COUNTS[label % len(COUNTS)]
-    background = rng.uniform(0.6, 0.85) + rng.uniform(-0.12, 0.12, size=3)
-    gradient = rng.normal(0.0, 0.1, size=2) / side
-    image = background[:, None, None] + (gradient[0] * (x - side / 2) + gradient[1] * (y - side / 2))[None]
+    image = _background(rng, x, y, side)
 
     radius = _log_uniform(rng, *OBJECT_RADIUS) * side
     cx, cy = rng.uniform(radius * 0.9, side - radius * 0.9, size=2)
@@ -484,19 +498,9 @@ def _draw_counts(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndar
     dx, dy = x - cx, y - cy
     coverage = count_coverage(family, n, np.sqrt(dx * dx + dy * dy), np.arctan2(dy, dx) - angle, radius)
 
-    if rng.uniform() < COLOUR_CUE:
-        hue = SHAPE_COLOURS[family_index] + rng.uniform(-0.1, 0.1, size=3)
-    else:
-        hue = rng.uniform(0.05, 0.95, size=3)
-    object_colour = 0.05 + 0.45 * hue
+    object_colour = _object_colour(rng, family_index)
     image = image * (1.0 - coverage[None]) + object_colour[:, None, None] * coverage[None]
-
-    bx_, by_ = rng.uniform(0, side, size=2)
-    a, b = rng.uniform(0.05, 0.12, size=2) * side
-    blob = ((x - bx_) / a) ** 2 + ((y - by_) / b) ** 2 <= 1.0
-    image = np.where(blob[None], rng.uniform(0.0, 1.0, size=3)[:, None, None], image)
-    image = image + rng.normal(0.0, rng.uniform(*PIXEL_NOISE), size=image.shape)
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    return _distractor_and_noise(rng, image, x, y, side)
 
 
 def count_coverage(family: str, n: int, distance: np.ndarray, theta: np.ndarray, radius: float) -> np.ndarray:
