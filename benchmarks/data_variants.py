@@ -51,7 +51,7 @@ def patch(variant: dict) -> None:
 
     unknown = set(variant) - set(CONSTANTS) - {"orientations", "jitter", "counts"}
     if unknown:
-        raise SystemExit(f"unknown variant keys {sorted(unknown)}: use {sorted(CONSTANTS) + ['jitter', 'orientations']}")
+        raise SystemExit(f"unknown variant keys {sorted(unknown)}: use {sorted(CONSTANTS) + ['counts', 'jitter', 'orientations']}")
     for key, value in variant.items():
         if key in CONSTANTS:
             setattr(D, CONSTANTS[key], tuple(value) if isinstance(value, list) else value)

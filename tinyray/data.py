@@ -481,7 +481,7 @@ def _grating(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, direction: 
 
 
 def _draw_counts(rng: np.random.Generator, label: int, x: np.ndarray, y: np.ndarray, side: int) -> np.ndarray:
-    """One image of the ``"counts"`` task: label ``k`` is family ``k // 8`` with ``COUNTS[k % 8]`` parts (sides of a
+    """One image of the ``"counts"`` task: label ``k`` is family ``k // len(COUNTS)`` with ``COUNTS[k % len(COUNTS)]`` parts (sides of a
     regular polygon, points of a star, teeth of a gear, petals of a flower, dots on a circle), on a light background
     with a gradient, a distractor blob and pixel noise. Which count it is lives in the outline's detail, which a
     lower resolution blurs gradually (a 10-gon's corners go before a triangle's), and which needs the outline read
